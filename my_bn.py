@@ -259,9 +259,7 @@ class MyBN(nn.Module):
         """Raise the exception ``nn.BatchNorm1d`` raises for the same bad input, with a clearer message."""
         self._check_input_dim(x)
         if use_batch_stats and _values_per_channel(x) == 1:
-            raise ValueError(
-                f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
-            )
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
         if use_batch_stats and self.eps <= 0:
             raise ValueError(f"batch_norm eps must be positive during training, but got {self.eps}")
         if self.eps < 0:
@@ -280,8 +278,7 @@ class MyBN(nn.Module):
         for t in tensors:
             if t.dtype != x.dtype and not (x.dtype in _LOW_PRECISION and t.dtype == torch.float32):
                 raise RuntimeError(
-                    f"{type(self).__name__}: input dtype {x.dtype} does not match "
-                    f"parameter/buffer dtype {t.dtype}"
+                    f"{type(self).__name__}: input dtype {x.dtype} does not match parameter/buffer dtype {t.dtype}"
                 )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -71,9 +71,7 @@ def check_parity(ref, mine, shape, dtype, steps=4, seed=0, atol=None, rtol=None)
             if b is None:
                 assert a is None, name
             else:
-                torch.testing.assert_close(
-                    a, b, **tol, msg=lambda s, mode=mode, name=name: f"{mode} d{name}: {s}"
-                )
+                torch.testing.assert_close(a, b, **tol, msg=lambda s, mode=mode, name=name: f"{mode} d{name}: {s}")
         assert_same_buffers(ref, mine)
 
 
@@ -101,8 +99,7 @@ def test_low_precision_accumulates_in_float32(dtype, param_dtype):
     pdtype = dtype if param_dtype == "same" else torch.float32
     gen = torch.Generator().manual_seed(1)
     truth, ref, mine = (
-        cls(6, dtype=d)
-        for cls, d in [(nn.BatchNorm1d, torch.float64), (nn.BatchNorm1d, pdtype), (MyBN, pdtype)]
+        cls(6, dtype=d) for cls, d in [(nn.BatchNorm1d, torch.float64), (nn.BatchNorm1d, pdtype), (MyBN, pdtype)]
     )
     with torch.no_grad():
         for p in ref.parameters():
@@ -155,9 +152,7 @@ def test_construction_matches_batchnorm1d():
         assert [(n, p.shape, p.dtype) for n, p in mine.named_parameters()] == [
             (n, p.shape, p.dtype) for n, p in ref.named_parameters()
         ]
-        assert [(n, b.dtype) for n, b in mine.named_buffers()] == [
-            (n, b.dtype) for n, b in ref.named_buffers()
-        ]
+        assert [(n, b.dtype) for n, b in mine.named_buffers()] == [(n, b.dtype) for n, b in ref.named_buffers()]
         assert_same_buffers(ref, mine)
         if ref.affine:
             torch.testing.assert_close(mine.weight, ref.weight)
@@ -370,7 +365,8 @@ def test_large_mean_small_std_float32():
     truth = nn.BatchNorm1d(4, dtype=torch.float64)(x.double())  # exact statistics of the same floats
     ours, theirs = MyBN(4)(x), nn.BatchNorm1d(4)(x)
     assert torch.isfinite(ours).all()
-    torch.testing.assert_close(ours, theirs, atol=0.1, rtol=0)  # PyTorch's own error is ~0.03
+    # PyTorch's kernel is itself off by 0.03-0.2 here (depending on the thread count)
+    torch.testing.assert_close(ours, theirs, atol=0.5, rtol=0)
     torch.testing.assert_close(ours.double(), truth, atol=1e-5, rtol=0)
     naive_var = (x * x).mean(0) - x.mean(0) ** 2  # for contrast: garbage, often negative
     assert ((naive_var - x.double().var(0, correction=0)).abs() > 1).any()

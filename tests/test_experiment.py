@@ -1,0 +1,280 @@
+"""data.py, bn_pytorch.py, train.py and compare.py, each through the path a user takes."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import compare
+import train
+from bn_pytorch import MODELS, TanhMLP
+from data import default_noise_std, make_dataset, target
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = ["--ranges", "1", "5", "--seeds", "0", "1", "--epochs", "2"]
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize("r", [0.5, 1.0, 5.0])
+def test_dataset_shapes_and_range(r):
+    d = make_dataset(r, seed=0)
+    assert d.x_train.shape == d.y_train.shape == (1000, 1)
+    assert d.x_test.shape == d.y_test.shape == (100, 1)
+    for x in (d.x_train, d.x_test):
+        assert x.dtype == torch.float32
+        assert x.min().item() == pytest.approx(-r) and x.max().item() == pytest.approx(r)
+        steps = x.squeeze(1).double().diff()
+        torch.testing.assert_close(steps, torch.full_like(steps, steps[0].item()), rtol=0, atol=1e-6 * r)
+
+
+def test_dataset_is_deterministic_per_seed_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a, b, c = make_dataset(5, seed=3), make_dataset(5, seed=3), make_dataset(5, seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a.y_train, b.y_train) and torch.equal(a.y_test, b.y_test)
+    assert not torch.equal(a.y_train, c.y_train)
+    d64 = make_dataset(5, seed=3, dtype=torch.float64)
+    assert torch.equal(d64.y_train.float(), a.y_train)  # float32 and float64 runs share the data
+
+
+def test_noise_level_and_defaults():
+    assert default_noise_std(1) == pytest.approx(0.1) and default_noise_std(5) == pytest.approx(1.0)
+    for r, std in [(1, None), (5, None), (2, 0.3), (2, 0.0)]:
+        d = make_dataset(r, seed=1, noise_std=std, a=2.0, b=-1.0, dtype=torch.float64)
+        expected = default_noise_std(r) if std is None else std
+        assert d.noise_std == expected and d.noise_floor == pytest.approx(expected**2)
+        resid = d.y_train - target(d.x_train, 2.0, -1.0)
+        assert resid.std().item() == pytest.approx(expected, rel=0.1, abs=1e-12)
+        assert abs(resid.mean().item()) < 4 * expected / math.sqrt(1000) + 1e-12
+    with pytest.raises(ValueError, match="input_range must be positive"):
+        make_dataset(0, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------- network
+
+
+def test_variants_start_from_identical_linear_weights():
+    state = torch.random.get_rng_state()
+    nets = {m: TanhMLP(m, seed=7) for m in MODELS}
+    assert torch.equal(torch.random.get_rng_state(), state)  # no hidden use of the global RNG
+    linear = {m: {k: v for k, v in net.state_dict().items() if ".norm." not in k} for m, net in nets.items()}
+    for m in MODELS[1:]:
+        assert linear[m].keys() == linear["plain"].keys()
+        for k, v in linear["plain"].items():
+            assert torch.equal(linear[m][k], v), (m, k)
+    assert not torch.equal(TanhMLP("plain", seed=8).head.weight, nets["plain"].head.weight)
+
+
+def test_network_shape_and_parameter_counts():
+    counts = {m: sum(p.numel() for p in TanhMLP(m).parameters()) for m in MODELS}
+    # 1·10+10 + 3·(10·10+10) + 10+1 = 361 weights; each of the 4 BN layers adds gamma and beta (20)
+    assert counts == {"plain": 361, "torch_bn": 441, "my_bn": 441}
+    net = TanhMLP("my_bn", dtype=torch.float64)
+    assert net(torch.randn(5, 1, dtype=torch.float64)).shape == (5, 1)
+    assert [type(b.norm).__name__ for b in net.blocks] == ["MyBN"] * 4
+    assert all(b.norm.momentum == 0.5 for b in net.blocks)
+    with pytest.raises(ValueError, match="unknown model 'bn'"):
+        TanhMLP("bn")
+
+
+# ---------------------------------------------------------------------------------------------- train.py
+
+
+def test_batch_order_covers_every_sample_and_merges_a_last_single():
+    order = train.batch_order(1000, 64, epochs=3, seed=0)
+    assert len(order) == 3
+    for epoch in order:
+        assert torch.equal(torch.cat(epoch).sort().values, torch.arange(1000))
+    assert not torch.equal(torch.cat(order[0]), torch.cat(order[1]))  # reshuffled each epoch
+    single = train.batch_order(1000, 999, epochs=1, seed=0)[0]
+    assert [len(b) for b in single] == [1000]
+    assert [len(b) for b in train.batch_order(10, 3, 1, 0)[0]] == [3, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    """The real CLI path on a tiny config, in float32 and in float64."""
+    out = tmp_path_factory.mktemp("results")
+    assert train.main([*TINY, "--out", str(out)]) == 0
+    assert train.main([*TINY, "--dtype", "float64", "--models", "torch_bn", "my_bn", "--out", str(out / "f64")]) == 0
+    return out
+
+
+def test_smoke_run_writes_valid_results(tiny_results, capsys):
+    results = json.loads((tiny_results / "results.json").read_text())
+    config = results["config"]
+    assert config["ranges"] == [1.0, 5.0] and config["seeds"] == [0, 1] and config["epochs"] == 2
+    assert config["lr"] == 0.02 and config["batch_size"] == 64 and config["dtype"] == "float32"
+    assert len(results["runs"]) == 2 * 3 * 2
+    keys = {(run["range"][1], run["model"], run["seed"]) for run in results["runs"]}
+    assert keys == {(r, m, s) for r in (1.0, 5.0) for m in MODELS for s in (0, 1)}
+    for run in results["runs"]:
+        assert run["range"] == [-run["range"][1], run["range"][1]]
+        assert len(run["test_mse"]) == 3  # before training and after each epoch
+        assert len(run["train_loss"]) == 2 * math.ceil(1000 / 64)
+        assert len(run["predictions"]) == 100
+        assert all(math.isfinite(v) for v in run["test_mse"] + run["train_loss"])
+    assert len(results["datasets"]) == 4
+
+
+def test_all_nets_of_a_seed_see_the_same_start(tiny_results):
+    results = json.loads((tiny_results / "results.json").read_text())
+    for r in (1.0, 5.0):
+        for s in (0, 1):
+            starts = [run["test_mse"][0] for run in results["runs"] if run["range"][1] == r and run["seed"] == s]
+            # same weights, and before training BN in eval is x / sqrt(1 + eps): all but the identity
+            assert len(starts) == 3 and max(starts) == pytest.approx(min(starts), rel=1e-4)
+
+
+def test_float64_mybn_tracks_batchnorm1d(tiny_results):
+    results = json.loads((tiny_results / "f64" / "results.json").read_text())
+    by_key = {(run["range"][1], run["model"], run["seed"]): run for run in results["runs"]}
+    for r in (1.0, 5.0):
+        for s in (0, 1):
+            ref, mine = by_key[(r, "torch_bn", s)], by_key[(r, "my_bn", s)]
+            torch.testing.assert_close(mine["train_loss"], ref["train_loss"], rtol=1e-6, atol=0)
+            torch.testing.assert_close(mine["test_mse"], ref["test_mse"], rtol=1e-6, atol=0)
+
+
+def test_rerun_is_bit_identical(tiny_results, tmp_path):
+    assert train.main([*TINY, "--out", str(tmp_path)]) == 0
+    first, again = (json.loads((d / "results.json").read_text()) for d in (tiny_results, tmp_path))
+    assert first["config"].pop("out") != again["config"].pop("out")
+    assert first == again  # every float of every run, exactly
+
+
+def test_final_batch_of_one_does_not_crash(tmp_path):
+    argv = ["--ranges", "1", "--seeds", "0", "--epochs", "1", "--batch-size", "999", "--out", str(tmp_path)]
+    assert train.main(argv) == 0
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert all(len(run["train_loss"]) == 1 for run in runs)
+
+
+BAD_FLAGS = {
+    "--ranges 0": (["--ranges", "0"], "--ranges"),
+    "negative range": (["--ranges", "-5"], "--ranges"),
+    "--epochs 0": (["--epochs", "0"], "--epochs"),
+    "--batch-size 1": (["--batch-size", "1"], "--batch-size"),
+    "unknown model": (["--models", "resnet"], "--models"),
+    "non-numeric": (["--lr", "fast"], "--lr"),
+    "non-numeric seed": (["--seeds", "one"], "--seeds"),
+    "nan": (["--ranges", "nan"], "--ranges"),
+    "bad dtype": (["--dtype", "float16"], "--dtype"),
+    "no CUDA": (["--device", "cuda"], "--device"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FLAGS)
+def test_bad_flags_exit_2_with_one_line(name, tmp_path, capsys):
+    argv, flag = BAD_FLAGS[name]
+    if name == "no CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as exc:
+        train.main([*argv, "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag in err, err
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_unwritable_out_is_rejected_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--out", str(blocker / "results")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err
+
+
+def test_script_entry_point_help_and_error():
+    help_text = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert help_text.returncode == 0
+    for flag in (
+        "--ranges",
+        "--models",
+        "--seeds",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--dtype",
+        "--device",
+    ):
+        assert flag in help_text.stdout
+    assert "(default: 0.02)" in help_text.stdout and "(default: 1.0 5.0)" in help_text.stdout
+    bad = subprocess.run([sys.executable, "train.py", "--epochs", "0"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("train.py: error: argument --epochs")
+
+
+def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text("old")
+
+    def interrupted(tmp):
+        tmp.write_text("half of a new fi")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.atomic_write(path, interrupted)
+    assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
+
+
+# ---------------------------------------------------------------------------------------------- compare.py
+
+
+def readme_with_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "intro\n<!-- results-table:start -->\nold\n<!-- results-table:end -->\nmiddle\n"
+        "<!-- parity-table:start -->\nold\n<!-- parity-table:end -->\nend\n"
+    )
+    return readme
+
+
+def test_compare_writes_every_figure_and_table(tiny_results, tmp_path):
+    readme, pictures = readme_with_markers(tmp_path), tmp_path / "pics"
+    argv = ["--results", str(tiny_results / "results.json"), "--float64", str(tiny_results / "f64" / "results.json"),
+            "--pictures", str(pictures), "--readme", str(readme)]  # fmt: skip
+    assert compare.main(argv) == 0
+    expected = {"data_r1.png", "data_r5.png", "loss_fit_r1.png", "loss_fit_r5.png", "parity.png"}
+    assert {p.name for p in pictures.iterdir()} == expected
+    for p in pictures.iterdir():
+        assert p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 10_000
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    assert "| (-5, 5) | MyBN |" in text and "| (-1, 1) | float64 |" in text
+    assert not list(tmp_path.glob(".*")), "temporary files left behind"
+
+
+def test_compare_without_results_says_so(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["--results", str(tmp_path / "nothing.json"), "--pictures", str(tmp_path / "p")])
+    assert exc.value.code == 2
+    assert "no results at" in capsys.readouterr().err and not (tmp_path / "p").exists()
+
+
+def test_compare_interrupted_leaves_pictures_as_they_were(tmp_path):
+    pictures = tmp_path / "picture"
+    pictures.mkdir()
+    (pictures / "a.png").write_bytes(b"old")
+
+    def interrupted(out):
+        raise KeyboardInterrupt
+
+    todo = {"a.png": lambda out: out.write_bytes(b"new"), "b.png": interrupted}
+    with pytest.raises(KeyboardInterrupt):
+        compare.write_pictures(todo, pictures)
+    assert [p.name for p in pictures.iterdir()] == ["a.png"] and (pictures / "a.png").read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [pictures]
+
+
+def test_replace_between_markers_needs_its_markers():
+    with pytest.raises(ValueError, match="needs exactly one"):
+        compare.replace_between_markers("no markers", "results-table", "x")

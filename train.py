@@ -1,0 +1,342 @@
+"""Train the plain, nn.BatchNorm1d and MyBN nets on y = a·x² + b + noise; write results.json.
+
+python train.py                        # the default experiment: ranges 1 and 5, 3 nets, 5 seeds
+python train.py --ranges 3 --seeds 0 1 --epochs 20 --out results/r3
+python train.py --help                 # every flag, with its default
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bn_pytorch import MODELS, TanhMLP
+from data import Dataset, make_dataset
+
+RESULTS_FILE = "results.json"
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# ----------------------------------------------------------------------------------------------
+# Flag values: each check raises ArgumentTypeError, which argparse reports naming the flag.
+
+
+def _number(kind: type, test: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_float = _number(float, lambda v: v > 0, "a positive number")
+finite_float = _number(float, lambda v: True, "a number")
+non_negative_float = _number(float, lambda v: v >= 0, "a non-negative number")
+unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+seed_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+batch_int = _number(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs two samples)")
+
+
+def flag(default, help: str, **argparse_kwargs):
+    """A Config field that carries its own argparse settings."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **argparse_kwargs})
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass
+class Config:
+    """Every setting of a run: the single source of the defaults and of train.py's flags."""
+
+    ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float)
+    models: list[str] = flag(list(MODELS), "nets to train", choices=MODELS)
+    seeds: list[int] = flag([0, 1, 2, 3, 4], "seeds: data noise, initial weights, batch order", type=seed_int)
+    epochs: int = flag(10, "training epochs", type=positive_int)
+    batch_size: int = flag(64, "mini-batch size", type=batch_int)
+    lr: float = flag(0.02, "Adam learning rate", type=positive_float)
+    bn_momentum: float = flag(0.5, "momentum of the batch-norm layers, as in the original", type=unit_float)
+    a: float = flag(1.0, "y = a·x² + b + noise: a", type=finite_float)
+    b: float = flag(0.0, "y = a·x² + b + noise: b", type=finite_float)
+    noise_std: float | None = flag(
+        None, "noise std (default: 0.1 for R=1, 1.0 for R=5, 0.1·R^1.43 for other R)", type=non_negative_float
+    )
+    dtype: str = flag("float32", "floating-point type of data and nets", choices=tuple(DTYPES))
+    device: str = flag("auto", "cpu, cuda, cuda:N, or auto (CUDA when present)")
+    threads: int = flag(1, "intra-op CPU threads; fixed so that reruns are bit-identical", type=positive_int)
+    out: str = flag("results", f"output directory; results go to OUT/{RESULTS_FILE}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line naming the flag, exit status 2: no usage dump above it."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(config_cls: type, description: str | None) -> argparse.ArgumentParser:
+    """argparse flags generated from a config dataclass: --batch-size for batch_size, and so on."""
+    parser = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(config_cls):
+        meta = dict(f.metadata)
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        kwargs = {"help": f"{meta.pop('help')} (default: {shown})", "default": default, **meta}
+        if isinstance(default, list):
+            kwargs["nargs"] = "+"
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    """Parse and check the command line; any bad value exits with status 2 and one line."""
+    parser = build_parser(Config, __doc__)
+    args = vars(parser.parse_args(argv))
+    for name in ("ranges", "models", "seeds"):
+        args[name] = list(dict.fromkeys(args[name]))  # drop repeats, keep order
+    config = Config(**args)
+    try:
+        resolve_device(config.device)
+    except ValueError as exc:
+        parser.error(f"argument --device: {exc}")
+    problem = _unwritable(Path(config.out))
+    if problem:
+        parser.error(f"argument --out: cannot write results to {config.out!r}: {problem}")
+    return config
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why results could not be written under ``out``, or None if they can."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else the CPU; any other name must exist here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"expected cpu, cuda, cuda:N or auto, got {name!r}")
+    return device
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+def batch_order(n: int, batch_size: int, epochs: int, seed: int) -> list[list[torch.Tensor]]:
+    """Index batches for every epoch, reshuffled each epoch, shared by all nets of one seed.
+
+    A final batch of a single sample is merged into the one before it: batch norm cannot take
+    statistics over one value per channel.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    epochs_batches = []
+    for _ in range(epochs):
+        batches = list(torch.randperm(n, generator=gen).split(batch_size))
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2:] = [torch.cat(batches[-2:])]
+        epochs_batches.append(batches)
+    return epochs_batches
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test MSE and predictions in eval mode (batch norm uses its running statistics)."""
+    net.eval()
+    pred = net(x)
+    return nn.functional.mse_loss(pred, y), pred
+
+
+def train_one(net: nn.Module, data: Dataset, order: list[list[torch.Tensor]], lr: float) -> dict:
+    """Adam on MSE over the given batches; test MSE before training and after every epoch."""
+    device = next(net.parameters()).device
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    test_mse = [evaluate(net, x_test, y_test)[0]]
+    train_loss = []
+    for batches in order:
+        net.train()
+        for idx in batches:
+            idx = idx.to(device)
+            loss = nn.functional.mse_loss(net(x_train[idx]), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            train_loss.append(loss.detach())  # no .item(): no host sync per step
+        test_mse.append(evaluate(net, x_test, y_test)[0])
+    pred = evaluate(net, x_test, y_test)[1]
+    return {
+        "test_mse": torch.stack(test_mse).tolist(),
+        "train_loss": torch.stack(train_loss).tolist(),
+        "predictions": pred.squeeze(1).tolist(),
+    }
+
+
+def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
+    """Train every (range, model, seed) of ``config``; return the results as a JSON-able dict."""
+    device = resolve_device(config.device)
+    dtype = DTYPES[config.dtype]
+    runs, datasets = [], []
+    for r in config.ranges:
+        data = {
+            s: make_dataset(r, s, a=config.a, b=config.b, noise_std=config.noise_std, dtype=dtype) for s in config.seeds
+        }
+        for s, d in data.items():
+            datasets.append({
+                "range": [-r, r], "seed": s, "noise_std": d.noise_std,
+                "x_test": d.x_test.squeeze(1).tolist(), "y_test": d.y_test.squeeze(1).tolist(),
+            })  # fmt: skip
+        orders = {s: batch_order(len(data[s].x_train), config.batch_size, config.epochs, s) for s in config.seeds}
+        for model in config.models:
+            start = time.perf_counter()
+            finals = []
+            for s in config.seeds:
+                net = TanhMLP(model, s, bn_momentum=config.bn_momentum, dtype=dtype).to(device)
+                run = {
+                    "range": [-r, r],
+                    "model": model,
+                    "seed": s,
+                    **train_one(net, data[s], orders[s], config.lr),
+                }
+                runs.append(run)
+                finals.append(run["test_mse"][-1])
+            mean, std = mean_std(finals)
+            log(
+                f"range (-{r:g}, {r:g})  {model:<8}  {len(finals)} seed(s)  final test MSE "
+                f"{mean:.4g} ± {std:.2g}  (noise floor {data[config.seeds[0]].noise_floor:.4g})  "
+                f"[{time.perf_counter() - start:.1f} s]"
+            )
+    return {
+        "config": dataclasses.asdict(config),
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        },
+        "datasets": datasets,
+        "runs": runs,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Results on disk and their summary
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return t.mean().item(), (t.std().item() if len(values) > 1 else 0.0)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``write(tmp)`` into a temporary file beside it, then rename.
+
+    An interruption leaves the old file as it was, never half of a new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_results(results: dict, out_dir: str | Path) -> Path:
+    path = Path(out_dir) / RESULTS_FILE
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n"))
+    return path
+
+
+def load_results(path: str | Path) -> dict:
+    """Read a results.json; a clear ValueError if it is missing or not one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise ValueError(f"no results at {path}: run `python train.py` first")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(results, dict) or not {"config", "runs", "datasets"} <= results.keys():
+        raise ValueError(f"{path} is not a results file of train.py (no config/runs/datasets)")
+    return results
+
+
+def summarize(results: dict) -> list[dict]:
+    """One row per (range, model): final test MSE mean ± std over seeds, and the noise floor."""
+    floors = {}
+    for d in results["datasets"]:
+        floors.setdefault(d["range"][1], []).append(d["noise_std"] ** 2)
+    finals: dict[tuple[float, str], list[float]] = {}
+    for run in results["runs"]:
+        finals.setdefault((run["range"][1], run["model"]), []).append(run["test_mse"][-1])
+    rows = []
+    for (r, model), values in finals.items():
+        mean, std = mean_std(values)
+        rows.append({"range": r, "model": model, "seeds": len(values), "mean": mean, "std": std,
+                     "noise_floor": sum(floors[r]) / len(floors[r])})  # fmt: skip
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """The summary as aligned text for the terminal."""
+    lines = [f"{'range':<10} {'model':<9} {'seeds':>5}  {'final test MSE':>22}  {'noise floor':>11}"]
+    for row in rows:
+        rng = f"(-{row['range']:g}, {row['range']:g})"
+        mse = f"{row['mean']:.4g} ± {row['std']:.2g}"
+        lines.append(f"{rng:<10} {row['model']:<9} {row['seeds']:>5}  {mse:>22}  {row['noise_floor']:>11.4g}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    torch.set_num_threads(config.threads)
+    results = run_experiment(config)
+    path = save_results(results, config.out)
+    print(format_table(summarize(results)))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("interrupted: nothing written, earlier results are as they were")
