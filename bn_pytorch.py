@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -10,13 +11,30 @@ from torch.nn.utils import skip_init
 
 from my_bn import MyBN
 
-# model name -> the norm layer placed between each Linear and its tanh
-NORMS: dict[str, type[nn.Module] | None] = {
-    "plain": None,
-    "torch_bn": nn.BatchNorm1d,
-    "my_bn": MyBN,
+
+@dataclass(frozen=True)
+class Variant:
+    """What one model name means: its norm layer, where it goes, and how the data is scaled."""
+
+    label: str
+    norm: type[nn.Module] | None = None
+    norm_blocks: int = 4  # the first this-many blocks get the norm layer
+    standardize_x: bool = False  # train and test on (x - mean) / std of the training inputs
+    standardize_y: bool = False  # train on standardised targets; map predictions back for the test MSE
+
+
+VARIANTS: dict[str, Variant] = {
+    "plain": Variant("plain (no norm)"),
+    "torch_bn": Variant("nn.BatchNorm1d", nn.BatchNorm1d),
+    "my_bn": Variant("MyBN", MyBN),
+    # controls: the plain net with one thing changed
+    "plain_std_x": Variant("plain, inputs standardised", standardize_x=True),
+    "plain_std_y": Variant("plain, targets standardised", standardize_y=True),
+    "plain_std_xy": Variant("plain, both standardised", standardize_x=True, standardize_y=True),
+    "bn_first": Variant("BN before the first tanh only", MyBN, norm_blocks=1),
 }
-MODELS = tuple(NORMS)
+MODELS = ("plain", "torch_bn", "my_bn")  # the main comparison
+CONTROLS = tuple(name for name in VARIANTS if name not in MODELS)
 
 
 class Block(nn.Module):
@@ -35,9 +53,9 @@ class Block(nn.Module):
 class TanhMLP(nn.Module):
     """Linear(1, 10) -> [norm] -> tanh, three more Linear(10, 10) -> [norm] -> tanh, Linear(10, 1).
 
-    ``model`` picks the norm layer (see ``NORMS``). The Linear layers are initialised from
-    ``seed`` alone, exactly as ``nn.Linear`` initialises itself, so for one seed every variant
-    starts from identical weights and differs only in its norm layers.
+    ``model`` names a ``Variant``, which picks the norm layer and the blocks that get it. The Linear
+    layers are initialised from ``seed`` alone, exactly as ``nn.Linear`` initialises itself, so for
+    one seed every variant starts from identical weights and differs only in its norm layers.
     """
 
     def __init__(
@@ -51,12 +69,14 @@ class TanhMLP(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        if model not in NORMS:
-            raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+        if model not in VARIANTS:
+            raise ValueError(f"unknown model {model!r}; choose from {', '.join(VARIANTS)}")
+        variant = VARIANTS[model]
         factory = {"dtype": dtype}  # built on the CPU, where the generator is; move it with .to()
         self.model = model
+        norms = [variant.norm if i < variant.norm_blocks else None for i in range(depth)]
         self.blocks = nn.Sequential(
-            *(Block(1 if i == 0 else width, width, NORMS[model], bn_momentum, **factory) for i in range(depth))
+            *(Block(1 if i == 0 else width, width, norm, bn_momentum, **factory) for i, norm in enumerate(norms))
         )
         self.head = skip_init(nn.Linear, width, 1, **factory)
         self.init_linear_(torch.Generator().manual_seed(seed))

@@ -20,6 +20,15 @@ def default_noise_std(input_range: float) -> float:
     return 0.1 * input_range ** (math.log(10) / math.log(5))
 
 
+def spread_noise_std(input_range: float, k: float, a: float = 1.0) -> float:
+    """Noise std k·|a|·R², proportional to the spread of the targets.
+
+    Over x evenly spaced in [-R, R] the std of a·x² is |a|·R²·√(4/45) ≈ 0.30·|a|·R², so the
+    signal-to-noise ratio is the same for every R; k = 0.1 is the original's ratio at R = 1.
+    """
+    return k * abs(a) * input_range**2
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Train and test sets of one task. Tensors are (n, 1) for x and y."""

@@ -1,8 +1,15 @@
 """Train the plain, nn.BatchNorm1d and MyBN nets on y = a·x² + b + noise; write results.json.
 
-python train.py                        # the default experiment: ranges 1 and 5, 3 nets, 5 seeds
+python train.py            # the main experiment: ranges 1 and 5, 3 nets, 5 seeds -> results/
+python train.py float64    # the batch-norm nets again, in float64 -> results/float64/
+python train.py controls   # the plain net on (-5, 5) with one thing changed -> results/controls/
+python train.py sweep      # R = 0.5 ... 10 at one signal-to-noise ratio -> results/sweep/
+python train.py all        # all four, as the README's main command runs them
 python train.py --ranges 3 --seeds 0 1 --epochs 20 --out results/r3
-python train.py --help                 # every flag, with its default
+
+An experiment name picks a preset; flags given beside it override the preset's values (the defaults
+shown below are the main experiment's). Results go to OUT/results.json for the main experiment and
+to OUT/NAME/results.json for the others.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bn_pytorch import MODELS, TanhMLP
-from data import Dataset, make_dataset
+from bn_pytorch import MODELS, VARIANTS, TanhMLP, Variant
+from data import Dataset, make_dataset, spread_noise_std
 
 RESULTS_FILE = "results.json"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -68,9 +75,13 @@ def flag(default, help: str, **argparse_kwargs):
 class Config:
     """Every setting of a run: the single source of the defaults and of train.py's flags."""
 
-    ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float)
-    models: list[str] = flag(list(MODELS), "nets to train", choices=MODELS)
-    seeds: list[int] = flag([0, 1, 2, 3, 4], "seeds: data noise, initial weights, batch order", type=seed_int)
+    ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float, metavar="R")
+    models: list[str] = flag(
+        list(MODELS), f"nets to train, any of: {' '.join(VARIANTS)}", choices=tuple(VARIANTS), metavar="MODEL"
+    )
+    seeds: list[int] = flag(
+        [0, 1, 2, 3, 4], "seeds: data noise, initial weights, batch order", type=seed_int, metavar="SEED"
+    )
     epochs: int = flag(10, "training epochs", type=positive_int)
     batch_size: int = flag(64, "mini-batch size", type=batch_int)
     lr: float = flag(0.02, "Adam learning rate", type=positive_float)
@@ -80,10 +91,33 @@ class Config:
     noise_std: float | None = flag(
         None, "noise std (default: 0.1 for R=1, 1.0 for R=5, 0.1·R^1.43 for other R)", type=non_negative_float
     )
+    noise_scaled: float | None = flag(
+        None,
+        "noise std K·|a|·R², the same signal-to-noise ratio for every R (overrides --noise-std)",
+        type=non_negative_float,
+        metavar="K",
+    )
+    diagnostics: bool = flag(
+        True,
+        "record tanh-input percentiles, saturation and gradient norms per layer",
+        action=argparse.BooleanOptionalAction,
+    )
     dtype: str = flag("float32", "floating-point type of data and nets", choices=tuple(DTYPES))
     device: str = flag("auto", "cpu, cuda, cuda:N, or auto (CUDA when present)")
     threads: int = flag(1, "intra-op CPU threads; fixed so that reruns are bit-identical", type=positive_int)
-    out: str = flag("results", f"output directory; results go to OUT/{RESULTS_FILE}")
+    out: str = flag("results", f"output directory: OUT/{RESULTS_FILE}, or OUT/NAME/{RESULTS_FILE} for experiment NAME")
+
+
+PRESETS: dict[str, dict] = {  # experiment name -> the Config values it changes
+    "main": {},
+    "float64": {"dtype": "float64", "models": ["torch_bn", "my_bn"], "diagnostics": False},
+    "controls": {"ranges": [5.0], "models": list(VARIANTS)},
+    "sweep": {"ranges": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0], "noise_scaled": 0.1, "diagnostics": False},
+}
+
+
+def results_dir(config: Config, experiment: str) -> Path:
+    return Path(config.out) if experiment == "main" else Path(config.out) / experiment
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,8 +126,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser(config_cls: type, description: str | None) -> argparse.ArgumentParser:
-    """argparse flags generated from a config dataclass: --batch-size for batch_size, and so on."""
+def build_parser(
+    config_cls: type, description: str | None, *, suppress_defaults: bool = False
+) -> argparse.ArgumentParser:
+    """argparse flags generated from a config dataclass: --batch-size for batch_size, and so on.
+
+    With ``suppress_defaults`` only the flags actually given appear in the parsed namespace.
+    """
     parser = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(config_cls):
         meta = dict(f.metadata)
@@ -102,17 +141,35 @@ def build_parser(config_cls: type, description: str | None) -> argparse.Argument
         kwargs = {"help": f"{meta.pop('help')} (default: {shown})", "default": default, **meta}
         if isinstance(default, list):
             kwargs["nargs"] = "+"
+        if suppress_defaults:
+            kwargs["default"] = argparse.SUPPRESS
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     return parser
 
 
-def parse_config(argv: list[str] | None = None) -> Config:
-    """Parse and check the command line; any bad value exits with status 2 and one line."""
-    parser = build_parser(Config, __doc__)
+def make_parser() -> argparse.ArgumentParser:
+    """train.py's command line: an optional experiment name, then the Config flags."""
+    parser = build_parser(Config, __doc__, suppress_defaults=True)
+    parser.add_argument(
+        "experiment", nargs="?", default="main", choices=[*PRESETS, "all"], help="which preset (default: main)"
+    )
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
+    """Parse and check the command line; any bad value exits with status 2 and one line.
+
+    Returns the experiments to run, each with its config: the preset with the given flags on top.
+    """
+    parser = make_parser()
     args = vars(parser.parse_args(argv))
+    experiment = args.pop("experiment")
     for name in ("ranges", "models", "seeds"):
-        args[name] = list(dict.fromkeys(args[name]))  # drop repeats, keep order
-    config = Config(**args)
+        if name in args:
+            args[name] = list(dict.fromkeys(args[name]))  # drop repeats, keep order
+    experiments = list(PRESETS) if experiment == "all" else [experiment]
+    configs = {name: Config(**{**PRESETS[name], **args}) for name in experiments}
+    config = configs[experiments[0]]
     try:
         resolve_device(config.device)
     except ValueError as exc:
@@ -120,7 +177,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
     problem = _unwritable(Path(config.out))
     if problem:
         parser.error(f"argument --out: cannot write results to {config.out!r}: {problem}")
-    return config
+    return configs
 
 
 def _unwritable(out: Path) -> str | None:
@@ -169,38 +226,135 @@ def batch_order(n: int, batch_size: int, epochs: int, seed: int) -> list[list[to
     return epochs_batches
 
 
+@dataclass(frozen=True)
+class Scaling:
+    """The affine maps a variant applies to the data: identity, or standardisation by training-set stats."""
+
+    x_mean: float = 0.0
+    x_std: float = 1.0
+    y_mean: float = 0.0
+    y_std: float = 1.0
+
+    @classmethod
+    def for_variant(cls, variant: Variant, data: Dataset) -> Scaling:
+        x, y = data.x_train.double(), data.y_train.double()
+        return cls(
+            *((x.mean().item(), x.std().item()) if variant.standardize_x else (0.0, 1.0)),
+            *((y.mean().item(), y.std().item()) if variant.standardize_y else (0.0, 1.0)),
+        )
+
+    def x(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.x_mean) / self.x_std
+
+    def y(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.y_mean) / self.y_std
+
+    def y_back(self, y_scaled: torch.Tensor) -> torch.Tensor:
+        return y_scaled * self.y_std + self.y_mean
+
+
+SATURATED = 0.99  # a tanh unit is saturated when |tanh(z)| > 0.99, i.e. |z| > 2.65
+QUANTILES = (0.15, 0.50, 0.85)  # as in Figure 1 of Ioffe & Szegedy (2015)
+UNIT = 0  # the unit whose tanh input is followed on its own
+
+
+class Diagnostics:
+    """Per hidden block, at chosen steps: what goes into each tanh, how much of it saturates, and how
+    large the gradient of the block's Linear weight is.
+
+    Forward hooks only read the tanh inputs of the training batch; nothing here touches the
+    parameters, the gradients or any random generator, so training is the same with or without it.
+    """
+
+    def __init__(self, net: TanhMLP):
+        self.net = net
+        self.latest: list[torch.Tensor | None] = [None] * len(net.blocks)
+        self.handles = [
+            block.act.register_forward_hook(lambda _m, inputs, _out, i=i: self._keep(i, inputs[0]))
+            for i, block in enumerate(net.blocks)
+        ]
+        self.records: dict[str, list] = {"step": [], "saturation": [], "grad_norm": [], "layer_q": [], "unit_q": []}
+
+    def _keep(self, i: int, z: torch.Tensor) -> None:
+        if self.net.training:
+            self.latest[i] = z.detach()
+
+    @torch.no_grad()
+    def record(self, step: int) -> None:
+        """Call after backward and before the optimiser step: grads and tanh inputs are this step's."""
+        z = torch.stack(self.latest).float()  # (blocks, batch, units)
+        q = torch.tensor(QUANTILES, device=z.device)
+        self.records["step"].append(step)
+        self.records["saturation"].append((z.tanh().abs() > SATURATED).float().mean((1, 2)))
+        self.records["grad_norm"].append(torch.stack([b.linear.weight.grad.norm() for b in self.net.blocks]).float())
+        self.records["layer_q"].append(torch.quantile(z.flatten(1), q, dim=1).T)  # (blocks, 3)
+        self.records["unit_q"].append(torch.quantile(z[:, :, UNIT], q, dim=1).T)  # (blocks, 3)
+
+    def results(self) -> dict:
+        for handle in self.handles:
+            handle.remove()
+        out = {"step": self.records["step"], "quantiles": list(QUANTILES), "unit": UNIT}
+        for key in ("saturation", "grad_norm", "layer_q", "unit_q"):
+            out[key] = _rounded(torch.stack(self.records[key]).tolist()) if self.records[key] else []
+        return out
+
+
+def _rounded(values, digits: int = 6):
+    """Nested lists of floats to ``digits`` significant digits: plenty for figures, a third of the JSON."""
+    if isinstance(values, list):
+        return [_rounded(v, digits) for v in values]
+    return float(f"{values:.{digits}g}")
+
+
 @torch.no_grad()
-def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Test MSE and predictions in eval mode (batch norm uses its running statistics)."""
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, scaling: Scaling) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test MSE, in the units of y, and predictions in eval mode (batch norm uses its running statistics)."""
     net.eval()
-    pred = net(x)
+    pred = scaling.y_back(net(scaling.x(x)))
     return nn.functional.mse_loss(pred, y), pred
 
 
-def train_one(net: nn.Module, data: Dataset, order: list[list[torch.Tensor]], lr: float) -> dict:
-    """Adam on MSE over the given batches; test MSE before training and after every epoch."""
+def train_one(
+    net: TanhMLP, data: Dataset, order: list[list[torch.Tensor]], lr: float, diagnostics: bool = True
+) -> dict:
+    """Adam on MSE over the given batches; test MSE before training and after every epoch.
+
+    Diagnostics are recorded at every step of the first epoch and at the last step of each later one.
+    """
     device = next(net.parameters()).device
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    scaling = Scaling.for_variant(VARIANTS[net.model], data)
+    x_train, y_train = scaling.x(data.x_train.to(device)), scaling.y(data.y_train.to(device))
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    test_mse = [evaluate(net, x_test, y_test)[0]]
+    diag = Diagnostics(net) if diagnostics else None
+    test_mse = [evaluate(net, x_test, y_test, scaling)[0]]
     train_loss = []
-    for batches in order:
+    for epoch, batches in enumerate(order):
         net.train()
-        for idx in batches:
+        for i, idx in enumerate(batches):
             idx = idx.to(device)
             loss = nn.functional.mse_loss(net(x_train[idx]), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if diag and (epoch == 0 or i == len(batches) - 1):
+                diag.record(len(train_loss) + 1)
             opt.step()
             train_loss.append(loss.detach())  # no .item(): no host sync per step
-        test_mse.append(evaluate(net, x_test, y_test)[0])
-    pred = evaluate(net, x_test, y_test)[1]
+        test_mse.append(evaluate(net, x_test, y_test, scaling)[0])
+    pred = evaluate(net, x_test, y_test, scaling)[1]
     return {
         "test_mse": torch.stack(test_mse).tolist(),
-        "train_loss": torch.stack(train_loss).tolist(),
+        "train_loss": (torch.stack(train_loss) * scaling.y_std**2).tolist(),  # in the units of y²
         "predictions": pred.squeeze(1).tolist(),
+        **({"diagnostics": diag.results()} if diag else {}),
     }
+
+
+def noise_std_of(config: Config, r: float) -> float | None:
+    """The noise std for range R: --noise-scaled, else --noise-std, else the data's default (None)."""
+    if config.noise_scaled is not None:
+        return spread_noise_std(r, config.noise_scaled, config.a)
+    return config.noise_std
 
 
 def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
@@ -210,7 +364,8 @@ def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
     runs, datasets = [], []
     for r in config.ranges:
         data = {
-            s: make_dataset(r, s, a=config.a, b=config.b, noise_std=config.noise_std, dtype=dtype) for s in config.seeds
+            s: make_dataset(r, s, a=config.a, b=config.b, noise_std=noise_std_of(config, r), dtype=dtype)
+            for s in config.seeds
         }
         for s, d in data.items():
             datasets.append({
@@ -223,17 +378,12 @@ def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
             finals = []
             for s in config.seeds:
                 net = TanhMLP(model, s, bn_momentum=config.bn_momentum, dtype=dtype).to(device)
-                run = {
-                    "range": [-r, r],
-                    "model": model,
-                    "seed": s,
-                    **train_one(net, data[s], orders[s], config.lr),
-                }
-                runs.append(run)
-                finals.append(run["test_mse"][-1])
+                result = train_one(net, data[s], orders[s], config.lr, config.diagnostics)
+                runs.append({"range": [-r, r], "model": model, "seed": s, **result})
+                finals.append(result["test_mse"][-1])
             mean, std = mean_std(finals)
             log(
-                f"range (-{r:g}, {r:g})  {model:<8}  {len(finals)} seed(s)  final test MSE "
+                f"range (-{r:g}, {r:g})  {model:<12}  {len(finals)} seed(s)  final test MSE "
                 f"{mean:.4g} ± {std:.2g}  (noise floor {data[config.seeds[0]].noise_floor:.4g})  "
                 f"[{time.perf_counter() - start:.1f} s]"
             )
@@ -269,6 +419,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the mode of a normal new file
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -277,9 +430,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def to_json(results: dict) -> str:
+    """JSON with one line per top-level entry and per run or dataset: compact, yet diffable."""
+
+    def entry(value) -> str:
+        if isinstance(value, list):
+            return "[\n" + ",\n".join(json.dumps(item, separators=(",", ":")) for item in value) + "\n]"
+        return json.dumps(value)
+
+    return "{\n" + ",\n".join(f"{json.dumps(key)}: {entry(value)}" for key, value in results.items()) + "\n}\n"
+
+
 def save_results(results: dict, out_dir: str | Path) -> Path:
     path = Path(out_dir) / RESULTS_FILE
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(to_json(results)))
     return path
 
 
@@ -317,21 +481,23 @@ def summarize(results: dict) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """The summary as aligned text for the terminal."""
-    lines = [f"{'range':<10} {'model':<9} {'seeds':>5}  {'final test MSE':>22}  {'noise floor':>11}"]
+    lines = [f"{'range':<10} {'model':<12} {'seeds':>5}  {'final test MSE':>22}  {'noise floor':>11}"]
     for row in rows:
         rng = f"(-{row['range']:g}, {row['range']:g})"
         mse = f"{row['mean']:.4g} ± {row['std']:.2g}"
-        lines.append(f"{rng:<10} {row['model']:<9} {row['seeds']:>5}  {mse:>22}  {row['noise_floor']:>11.4g}")
+        lines.append(f"{rng:<10} {row['model']:<12} {row['seeds']:>5}  {mse:>22}  {row['noise_floor']:>11.4g}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(argv)
-    torch.set_num_threads(config.threads)
-    results = run_experiment(config)
-    path = save_results(results, config.out)
-    print(format_table(summarize(results)))
-    print(f"wrote {path}")
+    configs = parse_config(argv)
+    for experiment, config in configs.items():
+        torch.set_num_threads(config.threads)
+        print(f"== {experiment}")
+        results = {"experiment": experiment, **run_experiment(config)}
+        path = save_results(results, results_dir(config, experiment))
+        print(format_table(summarize(results)))
+        print(f"wrote {path}")
     return 0
 
 

@@ -100,10 +100,9 @@ def test_batch_order_covers_every_sample_and_merges_a_last_single():
 
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory):
-    """The real CLI path on a tiny config, in float32 and in float64."""
+    """The real CLI path on a tiny config: all four experiments, as the README's main command runs them."""
     out = tmp_path_factory.mktemp("results")
-    assert train.main([*TINY, "--out", str(out)]) == 0
-    assert train.main([*TINY, "--dtype", "float64", "--models", "torch_bn", "my_bn", "--out", str(out / "f64")]) == 0
+    assert train.main(["all", *TINY, "--out", str(out)]) == 0
     return out
 
 
@@ -134,7 +133,7 @@ def test_all_nets_of_a_seed_see_the_same_start(tiny_results):
 
 
 def test_float64_mybn_tracks_batchnorm1d(tiny_results):
-    results = json.loads((tiny_results / "f64" / "results.json").read_text())
+    results = json.loads((tiny_results / "float64" / "results.json").read_text())
     by_key = {(run["range"][1], run["model"], run["seed"]): run for run in results["runs"]}
     for r in (1.0, 5.0):
         for s in (0, 1):
@@ -233,29 +232,33 @@ def readme_with_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(
         "intro\n<!-- results-table:start -->\nold\n<!-- results-table:end -->\nmiddle\n"
-        "<!-- parity-table:start -->\nold\n<!-- parity-table:end -->\nend\n"
+        "<!-- parity-table:start -->\nold\n<!-- parity-table:end -->\n"
+        "<!-- controls-table:start -->\nold\n<!-- controls-table:end -->\n"
+        "<!-- sweep-table:start -->\nold\n<!-- sweep-table:end -->\n"
+        "<!-- saturation-table:start -->\nold\n<!-- saturation-table:end -->\nend\n"
     )
     return readme
 
 
 def test_compare_writes_every_figure_and_table(tiny_results, tmp_path):
     readme, pictures = readme_with_markers(tmp_path), tmp_path / "pics"
-    argv = ["--results", str(tiny_results / "results.json"), "--float64", str(tiny_results / "f64" / "results.json"),
-            "--pictures", str(pictures), "--readme", str(readme)]  # fmt: skip
+    argv = ["--results", str(tiny_results), "--pictures", str(pictures), "--readme", str(readme)]
     assert compare.main(argv) == 0
-    expected = {"data_r1.png", "data_r5.png", "loss_fit_r1.png", "loss_fit_r5.png", "parity.png"}
+    per_range = {f"{kind}_r{r}.png" for kind in ("data", "loss_fit", "diagnostics") for r in (1, 5)}
+    expected = per_range | {"percentiles.png", "parity.png", "controls.png", "sweep.png"}
     assert {p.name for p in pictures.iterdir()} == expected
     for p in pictures.iterdir():
         assert p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 10_000
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("end\n")
     assert "| (-5, 5) | MyBN |" in text and "| (-1, 1) | float64 |" in text
+    assert "| plain, targets standardised |" in text and "| 5 | 0.0" in text
     assert not list(tmp_path.glob(".*")), "temporary files left behind"
 
 
 def test_compare_without_results_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        compare.main(["--results", str(tmp_path / "nothing.json"), "--pictures", str(tmp_path / "p")])
+        compare.main(["--results", str(tmp_path / "nothing"), "--pictures", str(tmp_path / "p")])
     assert exc.value.code == 2
     assert "no results at" in capsys.readouterr().err and not (tmp_path / "p").exists()
 

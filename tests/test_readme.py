@@ -95,3 +95,93 @@ def test_claims_about_parity():
 def test_every_figure_is_shown():
     linked = set(re.findall(r"\]\((picture/[^)\s]+)\)", README))
     assert {f"picture/{p.name}" for p in (ROOT / "picture").glob("*.png")} == linked
+
+
+# "Why does the plain net fail?"
+
+CONTROLS = ROOT / "results" / "controls" / "results.json"
+SWEEP = ROOT / "results" / "sweep" / "results.json"
+
+
+def _diag(runs, key):
+    """(seeds, records, blocks) tensor of one diagnostic."""
+    return torch.tensor([run["diagnostics"][key] for run in runs], dtype=torch.float64)
+
+
+def test_readme_why_tables_are_the_code_output():
+    assert compare.saturation_table(load_results(RESULTS)) in README
+    assert compare.controls_table(load_results(CONTROLS)) in README
+    assert compare.sweep_table(load_results(SWEEP)) in README
+
+
+def test_claims_about_saturation_and_gradients():
+    results = load_results(RESULTS)
+    for r in (1.0, 5.0):
+        for model in ("plain", *compare.BN_PAIR):
+            sat = _diag(_runs(results, r, model), "saturation")
+            assert sat[:, 0, 1:].max() < 0.01  # no unit of blocks 2-4 saturated at the start
+            assert sat[:, 0, 0].mean() < 0.3  # a small fraction of block 1 at most
+            if r == 1.0:
+                assert sat.max() < 0.05  # on (-1, 1) nothing saturates
+    plain = _runs(results, 5.0, "plain")
+    sat, grad = _diag(plain, "saturation").mean(0), _diag(plain, "grad_norm").mean(0)  # (records, blocks)
+    steps = plain[0]["diagnostics"]["step"]
+    two_epochs = steps.index(32)
+    assert sat[two_epochs, 3] > 0.9 and sat[-1, 2] > 0.5  # top blocks saturate within two epochs
+    assert abs(sat[-1, 0] - sat[0, 0]) < 0.1  # block 1 does not change much
+    assert (grad[-1, 1:] / grad[:, 1:].max(0).values < 1e-2).all()  # blocks 2-4: two orders of magnitude or more
+    for model in compare.BN_PAIR:
+        runs = _runs(results, 5.0, model)
+        assert _diag(runs, "saturation").mean(0)[-1, 3] < 0.25
+        assert (_diag(runs, "grad_norm").mean(0)[-1, 1:] > 1).all()
+
+
+def test_claims_about_one_units_percentiles():
+    results = load_results(RESULTS)
+
+    def unit_q(r, model):  # (records, 3) of the first seed, last block
+        return torch.tensor(_runs(results, r, model)[0]["diagnostics"]["unit_q"])[:, -1, :]
+
+    for r in (1.0, 5.0):
+        plain = unit_q(r, "plain")
+        plain_spread = (plain[:, 2] - plain[:, 0]).max()
+        for model in compare.BN_PAIR:
+            bn = unit_q(r, model)
+            assert plain_spread < 0.25 * (bn[:, 2] - bn[:, 0]).min()  # nearly the same for every x
+            assert bn[:, 1].abs().max() < 1.5  # centred
+    assert unit_q(5.0, "plain")[-1, 1].abs() > compare.Z_SATURATED  # drifts into saturation
+
+
+def test_claims_about_controls():
+    results = load_results(CONTROLS)
+    final = {
+        m: torch.tensor([run["test_mse"][-1] for run in _runs(results, 5.0, m)]) for m in compare.models_of(results)
+    }
+    for model in ("plain", "plain_std_x", "bn_first"):
+        runs = _runs(results, 5.0, model)
+        assert not any(compare.fit_spread(results, run) > 0.5 for run in runs)
+        assert _diag(runs, "saturation").mean(0)[-1, 3] > 0.9
+        assert abs(final[model].mean() / final["plain"].mean() - 1) < 0.05
+    for model in ("plain_std_y", "plain_std_xy"):
+        runs = _runs(results, 5.0, model)
+        assert all(compare.fit_spread(results, run) > 0.5 for run in runs)
+        assert _diag(runs, "saturation")[:, :, 1:].max() < 0.05  # blocks 2-4 do not saturate
+        assert final[model].mean() < min(final[m].mean() for m in compare.BN_PAIR)
+
+
+def test_claims_about_the_sweep():
+    results = load_results(SWEEP)
+    ranges, plain, _ = compare.sweep_curves(results, "plain")
+    big = [i for i, r in enumerate(ranges) if r >= 5]
+    small = [i for i, r in enumerate(ranges) if r <= 2]
+    assert (plain[:, big] > 0.95).all()  # the mean of y, every seed
+    assert (plain[:, small].mean(0) < 0.5).all()
+    for model in compare.BN_PAIR:
+        _, ratios = compare.sweep_curves(results, model)[:2]
+        mean = ratios.mean(0)
+        at = {r: i for i, r in enumerate(ranges)}
+        assert (mean[: at[5.0] + 1] < 0.5).all()  # fits every range up to 5
+        assert mean[at[7.0]] > mean[at[5.0]] and mean[at[10.0]] > mean[at[7.0]]  # falls behind from 7 on
+        reach = [max(run["predictions"]) / max(compare.dataset_of(results, 10.0, run["seed"])["y_test"])
+                 for run in _runs(results, 10.0, model)]  # fmt: skip
+        assert sum(reach) / len(reach) < 1 / 3
