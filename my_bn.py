@@ -21,6 +21,11 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
+def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """``t`` in ``dtype``; the same tensor, with no call into PyTorch, when it already is."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
 def _reduce_dims(x: Tensor) -> list[int]:
     """Every dimension but the channel dimension 1 of an (N, C, *) tensor."""
     return [0, *range(2, x.dim())]
@@ -57,6 +62,128 @@ def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return xc, xc_mean, mean0 + xc_mean, var
 
 
+def _scale_shift(invstd: Tensor, xc_mean: Tensor, weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """y = (xc - xc_mean) * invstd * gamma + beta  ==  xc * scale + shift, per channel."""
+    scale = invstd if weight is None else invstd * _as(weight, invstd.dtype)
+    shift = -xc_mean * scale if bias is None else torch.addcmul(_as(bias, scale.dtype), xc_mean, scale, value=-1)
+    return scale, shift
+
+
+def _forward_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    """The training forward as the docstring writes it; returns ``(y, mean, var, invstd)``.
+
+    Differentiable, and what ``torch.compile`` fuses into two loops when ``MyBN(compiled=True)``.
+    """
+    xc, xc_mean, mean, var = _batch_stats(x)
+    invstd = torch.rsqrt(var + eps)  # (C,)
+    scale, shift = _scale_shift(invstd, xc_mean, weight, bias)
+    return torch.addcmul(_per_channel(shift, x), xc, _per_channel(scale, x)), mean, var, invstd
+
+
+def _backward_reference(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None):
+    """dx = gamma*invstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)) with xhat = (x - mean)*invstd.
+
+    Returns ``(dx, dgamma, dbeta)``, dgamma = sum(dy*xhat) and dbeta = sum(dy). Differentiable: with
+    ``mean`` and ``invstd`` computed from ``x`` in the graph, autograd differentiates it again.
+    """
+    dims = _reduce_dims(x)
+    m = _values_per_channel(x)
+    xc = x - _per_channel(mean, x)  # (N, C, *), recomputed: cheaper than storing it
+    sum_dy = dy.sum(dims)  # (C,)
+    dgamma = (dy * xc).sum(dims) * invstd  # (C,) = sum(dy * xhat)
+    scale = invstd if weight is None else invstd * _as(weight, invstd.dtype)
+    # the same dx, as dy * scale + xc * k2 + k3 with per-channel k2 = -scale*invstd*dgamma/M, k3 = -scale*sum(dy)/M
+    k2 = _per_channel(scale * invstd * dgamma / -m, x)
+    k3 = _per_channel(scale * sum_dy / -m, x)
+    dx = torch.addcmul(torch.addcmul(k3, xc, k2), dy, _per_channel(scale, x))
+    return dx, dgamma, sum_dy
+
+
+# The same two functions again, for speed in eager mode (the parity tests hold both to PyTorch). On
+# the CPU a large tensor costs more to allocate (page faults) and to stream through memory than to
+# compute with, so these go through the batch a block of rows at a time: each pass reads its inputs
+# once, works on the block in a small scratch buffer that stays in cache, and the only large tensor
+# allocated is the output.
+_BLOCK_ELEMS = 1 << 18  # 1 MiB of float32 per block
+
+
+def _row_blocks(x: Tensor) -> list[slice]:
+    """Slices of dim 0 holding about ``_BLOCK_ELEMS`` elements each."""
+    rows = max(1, _BLOCK_ELEMS // max(1, x[0].numel()))
+    return [slice(i, i + rows) for i in range(0, x.size(0), rows)]
+
+
+def _forward_blocked(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    """``_forward_reference`` as one pass over x for the statistics and one that writes y.
+
+    The statistics are those of ``_batch_stats`` with the first block's mean as the shift: sums of
+    ``d = x - pivot`` and ``d**2``, corrected by ``mean(d)``. The pivot is within sqrt(M/B)
+    standard deviations of the mean (B of the M values per channel are in the first block), so the
+    correction costs at most a factor M/B in the precision of the variance: nothing for one block.
+    """
+    dims = _reduce_dims(x)
+    m = _values_per_channel(x)
+    blocks = _row_blocks(x)
+    pivot = _per_channel(x[blocks[0]].mean(dims), x)  # (1, C, 1...)
+    scratch = torch.empty_like(x[blocks[0]])
+    s1 = s2 = 0
+    for rows in blocks:
+        d = torch.sub(x[rows], pivot, out=scratch[: x[rows].size(0)])
+        s1 = s1 + d.sum(dims)
+        s2 = s2 + d.square_().sum(dims)
+    d_mean = s1 / m  # (C,)
+    var = s2 / m - d_mean * d_mean  # (C,)
+    invstd = torch.rsqrt(var + eps)
+    scale, shift = _scale_shift(invstd, d_mean, weight, bias)
+    scale_, shift_ = _per_channel(scale, x), _per_channel(shift, x)
+    y = torch.empty_like(x)
+    for rows in blocks:  # y = (x - pivot) * scale + shift
+        torch.addcmul(shift_, torch.sub(x[rows], pivot, out=y[rows]), scale_, out=y[rows])
+    return y, pivot.view(-1) + d_mean, var, invstd
+
+
+def _backward_blocked(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None):
+    """``_backward_reference`` as one pass over (x, dy) for the sums and one that writes dx."""
+    dims = _reduce_dims(x)
+    m = _values_per_channel(x)
+    blocks = _row_blocks(x)
+    mean_ = _per_channel(mean, x)
+    scratch = torch.empty_like(x[blocks[0]])
+    sum_dy = sum_dy_xc = 0
+    for rows in blocks:
+        sum_dy = sum_dy + dy[rows].sum(dims)
+        xc = torch.sub(x[rows], mean_, out=scratch[: x[rows].size(0)])
+        sum_dy_xc = sum_dy_xc + xc.mul_(dy[rows]).sum(dims)
+    dgamma = sum_dy_xc * invstd
+    scale = invstd if weight is None else invstd * _as(weight, invstd.dtype)
+    k2 = _per_channel(scale * invstd * dgamma / -m, x)  # as in _backward_reference
+    k3 = _per_channel(scale * sum_dy / -m, x)
+    k1 = _per_channel(scale, x)
+    dx = torch.empty_like(x)
+    for rows in blocks:
+        xc = torch.sub(x[rows], mean_, out=dx[rows])
+        torch.addcmul(k3, xc, k2, out=xc).addcmul_(dy[rows], k1)
+    return dx, dgamma, sum_dy
+
+
+_COMPILED: dict = {}
+
+
+def _pick(reference, blocked, x: Tensor, compiled: bool):
+    """Which version of the math to run: compiled, the plain formula when x fits in one block
+    (fewest operations), or the blocked one (fewest passes over memory)."""
+    if compiled:
+        return _compiled(reference)
+    return reference if x.numel() <= _BLOCK_ELEMS else blocked
+
+
+def _compiled(fn):
+    """``torch.compile(fn)``, built once; it needs a C++ compiler the first time it runs."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=False)
+    return _COMPILED[fn]
+
+
 class _BatchNormTrain(torch.autograd.Function):
     """Training-mode batch norm with a hand-written backward.
 
@@ -65,63 +192,51 @@ class _BatchNormTrain(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-        xa = x.to(_acc_dtype(x.dtype))  # no copy unless x is half/bfloat16
-        xc, xc_mean, mean, var = _batch_stats(xa)
-        invstd = torch.rsqrt(var + eps)  # (C,)
-        # y = (xc - xc_mean) * scale + beta with scale = gamma * invstd, as one addcmul.
-        scale = invstd if weight is None else invstd * weight.to(invstd.dtype)
-        shift = -xc_mean * scale if bias is None else bias.to(xa.dtype) - xc_mean * scale
-        y = torch.addcmul(_per_channel(shift, xa), xc, _per_channel(scale, xa))
-        ctx.eps = eps
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, compiled: bool = False):
+        xa = _as(x, _acc_dtype(x.dtype))  # a float32 copy of half/bfloat16 input
+        y, mean, var, invstd = _pick(_forward_reference, _forward_blocked, xa, compiled)(xa, weight, bias, eps)
+        ctx.eps, ctx.compiled = eps, compiled
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(mean, var)
-        return y.to(x.dtype), mean, var
+        return _as(y, x.dtype), mean, var
 
     @staticmethod
     def backward(ctx, dy: Tensor | None, _dmean, _dvar):
         x, weight, mean, invstd = ctx.saved_tensors
         if dy is None:
-            return None, None, None, None
-        xa = x.to(_acc_dtype(x.dtype))
+            return None, None, None, None, None
+        acc = _acc_dtype(x.dtype)
+        xa, dya = _as(x, acc), _as(dy, acc)
         if torch.is_grad_enabled():
             # create_graph=True: the statistics must be functions of x in the graph, so that
             # differentiating this backward again (double backward) sees how they depend on x.
-            xc, xc_mean, _, var = _batch_stats(xa)
-            xc = xc - _per_channel(xc_mean, xa)
-            invstd = torch.rsqrt(var + ctx.eps)
+            _, _, mean, var = _batch_stats(xa)
+            dx, dweight, dbias = _backward_reference(dya, xa, mean, torch.rsqrt(var + ctx.eps), weight)
         else:
-            xc = xa - _per_channel(mean, xa)  # (N, C, *), recomputed: cheaper than storing it
-        dya = dy.to(xa.dtype)
-        dims = _reduce_dims(xa)
-        m = _values_per_channel(xa)
-        sum_dy = dya.sum(dims)  # (C,)  = dbeta
-        sum_dy_xc = (dya * xc).sum(dims)  # (C,)  = dgamma / invstd
-        dx = dweight = dbias = None
-        if ctx.needs_input_grad[0]:
-            # dx = gamma * invstd / M * (M*dy - sum(dy) - xhat * sum(dy * xhat)), xhat = xc * invstd
-            scale = invstd if weight is None else invstd * weight.to(invstd.dtype)
-            proj = invstd * invstd * sum_dy_xc / m  # (C,)
-            dx = dya - _per_channel(sum_dy / m, xa) - xc * _per_channel(proj, xa)
-            dx = (dx * _per_channel(scale, xa)).to(x.dtype)
-        if weight is not None and ctx.needs_input_grad[1]:
-            dweight = (sum_dy_xc * invstd).to(weight.dtype)
-        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
-            dbias = sum_dy.to(ctx.bias_dtype)
-        return dx, dweight, dbias, None
+            backward = _pick(_backward_reference, _backward_blocked, xa, ctx.compiled)
+            dx, dweight, dbias = backward(dya, xa, mean, invstd, weight)
+        need_dx, need_dweight, need_dbias = ctx.needs_input_grad[:3]
+        return (
+            _as(dx, x.dtype) if need_dx else None,
+            _as(dweight, weight.dtype) if weight is not None and need_dweight else None,
+            _as(dbias, ctx.bias_dtype) if ctx.bias_dtype is not None and need_dbias else None,
+            None,
+            None,
+        )
 
 
 def batch_norm_train(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, *, compiled: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Normalise ``x`` (N, C, *) with its own batch statistics.
 
     Returns ``(y, mean, var)`` where ``mean`` and the biased ``var`` are the (C,) batch statistics,
-    in float32 for half/bfloat16 input, detached from the graph.
+    in float32 for half/bfloat16 input, detached from the graph. ``compiled=True`` runs the math
+    through ``torch.compile`` (a C++ compiler is needed on the CPU).
     """
-    return _BatchNormTrain.apply(x, weight, bias, eps)
+    return _BatchNormTrain.apply(x, weight, bias, eps, compiled)
 
 
 def _affine(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
@@ -182,6 +297,8 @@ class MyBN(nn.Module):
             statistics are used in both modes. Default: ``True``
         device, dtype: where and in which dtype parameters and buffers are created.
         bias: with ``affine``, also learn the shift ``bias``. Default: ``True``
+        compiled: run the training math through ``torch.compile`` (opt-in: faster on large
+            inputs once compiled, and it needs a C++ compiler on the CPU). Default: ``False``
 
     Shape:
         - Input: (N, C) or (N, C, L)
@@ -204,9 +321,11 @@ class MyBN(nn.Module):
         dtype=None,
         *,
         bias: bool = True,
+        compiled: bool = False,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
+        self.compiled = compiled
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -302,7 +421,7 @@ class MyBN(nn.Module):
         if not use_batch_stats:
             return self._eval_forward(x)
 
-        y, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps)
+        y, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps, compiled=self.compiled)
         if update_running and self.running_mean is not None:
             m = _values_per_channel(x)
             with torch.no_grad():
@@ -313,7 +432,10 @@ class MyBN(nn.Module):
     @staticmethod
     def _update_running(running: Tensor, batch: Tensor, factor: float) -> None:
         """running <- (1 - factor) * running + factor * batch, accumulated in ``batch``'s dtype."""
-        running.copy_(running.to(batch.dtype).mul(1 - factor).add_(batch, alpha=factor))
+        if running.dtype == batch.dtype:
+            running.lerp_(batch, factor)  # the same update as one operation
+        else:
+            running.copy_(running.to(batch.dtype).lerp_(batch, factor))
 
     def _eval_forward(self, x: Tensor) -> Tensor:
         """Normalise with the running estimates.

@@ -10,9 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import my_bn
 from my_bn import MyBN, MyBN2d, batch_norm_train, convert_to_mybn
 
 MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
+
+
+@pytest.fixture(autouse=True, params=["one block", "many blocks"])
+def block_size(request, monkeypatch):
+    """Every test twice: as the small inputs here run (one block of rows), and split into blocks of
+    a row or two, the path every large input takes."""
+    if request.param == "many blocks":
+        monkeypatch.setattr(my_bn, "_BLOCK_ELEMS", 7)
+    return request.param
+
+
 CONFIGS = {
     "default": {},
     "no_affine": {"affine": False},
