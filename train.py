@@ -15,15 +15,19 @@ to OUT/NAME/results.json for the others.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import json
 import math
+import multiprocessing as mp
 import os
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +64,7 @@ finite_float = _number(float, lambda v: True, "a number")
 non_negative_float = _number(float, lambda v: v >= 0, "a non-negative number")
 unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-seed_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+seed_int = non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 batch_int = _number(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs two samples)")
 
 
@@ -104,7 +108,10 @@ class Config:
     )
     dtype: str = flag("float32", "floating-point type of data and nets", choices=tuple(DTYPES))
     device: str = flag("auto", "cpu, cuda, cuda:N, or auto (CUDA when present)")
-    threads: int = flag(1, "intra-op CPU threads; fixed so that reruns are bit-identical", type=positive_int)
+    threads: int = flag(
+        1, "intra-op CPU threads per process; fixed so that reruns are bit-identical", type=positive_int
+    )
+    workers: int = flag(0, "processes training runs side by side on the CPU; 0: one per core", type=non_negative_int)
     out: str = flag("results", f"output directory: OUT/{RESULTS_FILE}, or OUT/NAME/{RESULTS_FILE} for experiment NAME")
 
 
@@ -325,7 +332,7 @@ def train_one(
     scaling = Scaling.for_variant(VARIANTS[net.model], data)
     x_train, y_train = scaling.x(data.x_train.to(device)), scaling.y(data.y_train.to(device))
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # one kernel per step, not ~10 per tensor
     diag = Diagnostics(net) if diagnostics else None
     test_mse = [evaluate(net, x_test, y_test, scaling)[0]]
     train_loss = []
@@ -357,43 +364,75 @@ def noise_std_of(config: Config, r: float) -> float | None:
     return config.noise_std
 
 
+def dataset_for(config: Config, r: float, seed: int) -> Dataset:
+    return make_dataset(r, seed, a=config.a, b=config.b, noise_std=noise_std_of(config, r), dtype=DTYPES[config.dtype])
+
+
+def train_run(config: Config, job: tuple[float, str, int]) -> dict:
+    """One (range, model, seed), from nothing but the config: a worker process can run it alone."""
+    r, model, seed = job
+    data = dataset_for(config, r, seed)
+    order = batch_order(len(data.x_train), config.batch_size, config.epochs, seed)
+    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype])
+    result = train_one(net.to(resolve_device(config.device)), data, order, config.lr, config.diagnostics)
+    return {"range": [-r, r], "model": model, "seed": seed, **result}
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def run_pool(config: Config, jobs: int):
+    """``map`` over worker processes, one per core, each with ``config.threads`` threads.
+
+    Every run is deterministic on its own, so which process trains it changes nothing in the
+    results. Workers are forked from this process (only on the CPU, where that is safe), after the
+    modules every run needs are imported once here.
+    """
+    workers = min(config.workers or len(os.sched_getaffinity(0)), jobs)
+    if workers <= 1 or resolve_device(config.device).type != "cpu" or "fork" not in mp.get_all_start_methods():
+        yield map
+        return
+    import torch._dynamo  # noqa: F401  - the optimiser imports it on first use; once here, not in every worker
+
+    ctx = mp.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(config.threads,)) as pool:
+        yield pool.map
+
+
 def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
     """Train every (range, model, seed) of ``config``; return the results as a JSON-able dict."""
-    device = resolve_device(config.device)
-    dtype = DTYPES[config.dtype]
-    runs, datasets = [], []
+    start = time.perf_counter()
+    datasets = []
     for r in config.ranges:
-        data = {
-            s: make_dataset(r, s, a=config.a, b=config.b, noise_std=noise_std_of(config, r), dtype=dtype)
-            for s in config.seeds
-        }
-        for s, d in data.items():
+        for s in config.seeds:
+            d = dataset_for(config, r, s)
             datasets.append({
                 "range": [-r, r], "seed": s, "noise_std": d.noise_std,
                 "x_test": d.x_test.squeeze(1).tolist(), "y_test": d.y_test.squeeze(1).tolist(),
             })  # fmt: skip
-        orders = {s: batch_order(len(data[s].x_train), config.batch_size, config.epochs, s) for s in config.seeds}
-        for model in config.models:
-            start = time.perf_counter()
-            finals = []
-            for s in config.seeds:
-                net = TanhMLP(model, s, bn_momentum=config.bn_momentum, dtype=dtype).to(device)
-                result = train_one(net, data[s], orders[s], config.lr, config.diagnostics)
-                runs.append({"range": [-r, r], "model": model, "seed": s, **result})
-                finals.append(result["test_mse"][-1])
-            mean, std = mean_std(finals)
-            log(
-                f"range (-{r:g}, {r:g})  {model:<12}  {len(finals)} seed(s)  final test MSE "
-                f"{mean:.4g} ± {std:.2g}  (noise floor {data[config.seeds[0]].noise_floor:.4g})  "
-                f"[{time.perf_counter() - start:.1f} s]"
-            )
+    jobs = [(r, model, s) for r in config.ranges for model in config.models for s in config.seeds]
+    runs = []
+    with run_pool(config, len(jobs)) as pool_map:
+        for run in pool_map(functools.partial(train_run, config), jobs):
+            runs.append(run)
+            if run["seed"] == config.seeds[-1]:  # a (range, model) is complete: report it
+                r, model = run["range"][1], run["model"]
+                finals = [x["test_mse"][-1] for x in runs if x["range"][1] == r and x["model"] == model]
+                mean, std = mean_std(finals)
+                floor = next(d["noise_std"] for d in datasets if d["range"][1] == r) ** 2
+                log(
+                    f"range (-{r:g}, {r:g})  {model:<12}  {len(finals)} seed(s)  final test MSE "
+                    f"{mean:.4g} ± {std:.2g}  (noise floor {floor:.4g})  [{time.perf_counter() - start:.1f} s]"
+                )
     return {
         "config": dataclasses.asdict(config),
         "environment": {
             "torch": torch.__version__,
             "python": platform.python_version(),
-            "device": str(device),
-            "threads": torch.get_num_threads(),
+            "device": str(resolve_device(config.device)),
+            "threads": config.threads,
         },
         "datasets": datasets,
         "runs": runs,

@@ -18,10 +18,11 @@ MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
 
 @pytest.fixture(autouse=True, params=["one block", "many blocks"])
 def block_size(request, monkeypatch):
-    """Every test twice: as the small inputs here run (one block of rows), and split into blocks of
+    """Every test twice: as the small inputs here run (the plain formula), and split into blocks of
     a row or two, the path every large input takes."""
     if request.param == "many blocks":
         monkeypatch.setattr(my_bn, "_BLOCK_ELEMS", 7)
+        monkeypatch.setattr(my_bn, "_SMALL_ELEMS", 0)
     return request.param
 
 

@@ -1,0 +1,325 @@
+"""Benchmark MyBN against nn.BatchNorm1d, and train.py's loop against a DataLoader loop.
+
+python bench.py                            # the full table: every shape, both allocator settings
+python bench.py --shapes 64x10 8192x1024 --no-compile --no-train-loop
+python bench.py --json bench.json          # the same numbers for tools
+python bench.py --readme README.md         # and the table into the README's Speed section
+
+Times are medians from torch.utils.benchmark, in milliseconds, train mode, float32. Each allocator
+setting runs in its own process, since glibc reads GLIBC_TUNABLES only at start-up: "default" is
+glibc as it comes; "tuned" keeps freed memory in the heap instead of returning it to the system, so
+that large tensors are not page-faulted in afresh on every allocation. The bandwidth bound is the
+time to move the bytes a pass must touch at the copy bandwidth measured in the same process: read x
+and write y for the forward; that plus read x and dy and write dx for forward and backward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils import benchmark
+
+import train
+from bn_pytorch import VARIANTS as NETS
+from bn_pytorch import TanhMLP
+from compare import replace_between_markers
+from data import make_dataset
+from my_bn import MyBN, MyBN2d
+from train import atomic_write, build_parser, flag, positive_float
+
+ALLOCATORS = {
+    "default": None,
+    "tuned": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184",
+}
+VARIANTS = ("native", "mybn", "mybn_compiled")
+VARIANT_LABELS = {name: variant.label for name, variant in NETS.items()}
+PASSES = {"fwd": 2, "fwd+bwd": 5}  # pass -> how many times it must move the tensor's bytes
+
+
+@dataclass
+class BenchConfig:
+    """What bench.py measures."""
+
+    shapes: list[str] = flag(
+        ["64x10", "1024x256", "8192x1024", "65536x512", "256x128x256"], "input shapes, NxC or NxCxL", metavar="SHAPE"
+    )
+    device: str = flag("auto", "cpu, cuda, or auto (CUDA when present, against cuDNN)")
+    allocator: str = flag("both", "glibc allocator setting(s) on the CPU", choices=("both", *ALLOCATORS))
+    compile: bool = flag(
+        True, "also time MyBN(compiled=True) (needs a C++ compiler)", action=argparse.BooleanOptionalAction
+    )
+    train_loop: bool = flag(
+        True,
+        "also time train.py's loop against a DataLoader(num_workers=2) loop",
+        action=argparse.BooleanOptionalAction,
+    )
+    min_run_time: float = flag(0.5, "seconds of timing per measurement", type=positive_float)
+    json: str | None = flag(None, "also write every number as JSON to this file", metavar="FILE")
+    readme: str | None = flag(None, "also write the table into this README between bench-table markers")
+    child: str | None = flag(None, "internal: measure in this process for this allocator setting")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (2, 3, 4) or min(shape) < 1 or shape[0] * (shape[2] if len(shape) > 2 else 1) < 2:
+        raise ValueError(
+            f"argument --shapes: expected NxC, NxCxL or NxCxHxW with two or more values per channel, got {text!r}"
+        )
+    return shape
+
+
+def timed(stmt: str, min_run_time: float, **env) -> float:
+    """Median milliseconds of ``stmt``, with the threads torch uses here (Timer's default is one)."""
+    timer = benchmark.Timer(stmt=stmt, globals=env, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second moved by copying a 256 MiB tensor (read + write)."""
+    src = torch.randn(64 << 20, device=device)
+    dst = torch.empty_like(src)
+    seconds = timed("dst.copy_(src)", 1.0, dst=dst, src=src) / 1e3
+    return 2 * src.numel() * src.element_size() / seconds
+
+
+def make_layer(variant: str, shape: tuple[int, ...], device: torch.device) -> nn.Module:
+    channels = shape[1]
+    if variant == "native":
+        return (nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(channels, device=device)
+    return (MyBN2d if len(shape) == 4 else MyBN)(channels, device=device, compiled=variant == "mybn_compiled")
+
+
+def measure(config: BenchConfig, allocator: str) -> list[dict]:
+    """Every (shape, variant, pass) in this process."""
+    device = train.resolve_device(config.device)
+    bandwidth = copy_bandwidth(device)
+    rows = []
+    for text in config.shapes:
+        shape = parse_shape(text)
+        x = torch.randn(shape, device=device)
+        dy = torch.randn(shape, device=device)
+        xr = x.clone().requires_grad_()
+        nbytes = x.numel() * x.element_size()
+        native = {}
+        for variant in VARIANTS if config.compile else VARIANTS[:2]:
+            layer = make_layer(variant, shape, device)
+            try:
+                layer(xr).backward(dy)  # warm-up (and compilation)
+            except Exception as exc:  # noqa: BLE001 - a missing compiler must not end the benchmark
+                print(f"  {variant} {text}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+                continue
+            stmts = {"fwd": "layer(x)", "fwd+bwd": "xr.grad = None; layer(xr).backward(dy)"}
+            for name, stmt in stmts.items():
+                ms = timed(stmt, config.min_run_time, layer=layer, x=x, xr=xr, dy=dy)
+                if variant == "native":
+                    native[name] = ms
+                bound = PASSES[name] * nbytes / bandwidth * 1e3
+                rows.append({
+                    "device": str(device), "allocator": allocator, "shape": list(shape), "variant": variant,
+                    "pass": name, "median_ms": ms, "ratio_to_native": ms / native[name], "bound_ms": bound,
+                    "fraction_of_bound": bound / ms, "copy_bandwidth_GBs": bandwidth / 1e9,
+                })  # fmt: skip
+        print(f"  measured {text} ({allocator} allocator)", file=sys.stderr)
+    return rows
+
+
+def run_children(config: BenchConfig, argv: list[str]) -> list[dict]:
+    """One process per allocator setting (glibc reads GLIBC_TUNABLES at start-up only)."""
+    settings = list(ALLOCATORS) if config.allocator == "both" else [config.allocator]
+    device = train.resolve_device(config.device)
+    if device.type == "cuda":
+        settings = settings[:1]  # the CUDA caching allocator does not use glibc's
+    rows = []
+    for setting in settings:
+        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        if ALLOCATORS[setting]:
+            env["GLIBC_TUNABLES"] = ALLOCATORS[setting]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "rows.json"
+            cmd = [sys.executable, __file__, *argv, "--child", setting, "--json", str(out), "--no-train-loop"]
+            subprocess.run(cmd, env=env, check=True)
+            rows += json.loads(out.read_text())
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """One markdown table: a line per (allocator, shape, pass), the variants side by side."""
+    lines = [
+        "| allocator | shape | pass | native ms | MyBN ms | MyBN × native | compiled ms | compiled × native "
+        "| bound ms | % of bound: native / MyBN / compiled |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = list(dict.fromkeys((r["allocator"], tuple(r["shape"]), r["pass"]) for r in rows))
+    for allocator, shape, name in keys:
+        cell = {
+            r["variant"]: r for r in rows if (r["allocator"], tuple(r["shape"]), r["pass"]) == (allocator, shape, name)
+        }
+
+        def fmt(variant: str, key: str, spec: str, cell: dict = cell) -> str:
+            return format(cell[variant][key], spec) if variant in cell else "–"
+
+        pct = " / ".join(fmt(v, "fraction_of_bound", ".0%") for v in VARIANTS)
+        lines.append(
+            f"| {allocator} | {'×'.join(map(str, shape))} | {name} | {fmt('native', 'median_ms', '.3g')} "
+            f"| {fmt('mybn', 'median_ms', '.3g')} | {fmt('mybn', 'ratio_to_native', '.2f')} "
+            f"| {fmt('mybn_compiled', 'median_ms', '.3g')} | {fmt('mybn_compiled', 'ratio_to_native', '.2f')} "
+            f"| {fmt('native', 'bound_ms', '.3g')} | {pct} |"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop
+
+
+def dataloader_run(model: str, r: float, seed: int, config: train.Config) -> None:
+    """The original write-up's loop: a DataLoader with two worker processes, same work as train_one."""
+    data = make_dataset(r, seed)
+    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data.x_train, data.y_train),
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=2,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    scaling = train.Scaling()
+    test_mse = [train.evaluate(net, data.x_test, data.y_test, scaling)[0].item()]
+    for _ in range(config.epochs):
+        net.train()
+        for xb, yb in loader:
+            loss = nn.functional.mse_loss(net(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        test_mse.append(train.evaluate(net, data.x_test, data.y_test, scaling)[0].item())
+
+
+def train_loop_rows(repeats: int = 3) -> list[dict]:
+    """Median seconds of one default training run (x in (-5, 5)) per net, both ways, in this process,
+    and the default experiment end to end. Diagnostics off: both loops do the same work."""
+    config = train.Config()
+    torch.set_num_threads(config.threads)
+    data = make_dataset(5.0, 0)
+    order = train.batch_order(len(data.x_train), config.batch_size, config.epochs, 0)
+
+    def median_seconds(fn) -> float:
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - start)
+        return sorted(seconds)[len(seconds) // 2]
+
+    rows = []
+    for model in config.models:
+        ours = median_seconds(
+            lambda m=model: train.train_one(
+                TanhMLP(m, 0, bn_momentum=config.bn_momentum), data, order, config.lr, False
+            )
+        )
+        loader = median_seconds(lambda m=model: dataloader_run(m, 5.0, 0, config))
+        rows.append({"what": model, "train_py_s": ours, "dataloader_s": loader})
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "train.py", "--out", tmp], check=True, capture_output=True)
+        cmd = [sys.executable, "compare.py", "--results", tmp, "--pictures", f"{tmp}/pic", "--readme", ""]
+        subprocess.run(cmd, check=True, capture_output=True)
+        rows.append({"what": "experiment", "wall_s": time.perf_counter() - start})
+    return rows
+
+
+def format_train_table(rows: list[dict]) -> str:
+    lines = [
+        "| one training run, 10 epochs, x in (-5, 5) | train.py loop, s | DataLoader(num_workers=2) loop, s "
+        "| speed-up |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        if "train_py_s" in row:
+            ours, theirs = row["train_py_s"], row["dataloader_s"]
+            lines.append(f"| {VARIANT_LABELS[row['what']]} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.1f}× |")
+    wall = next(row["wall_s"] for row in rows if row["what"] == "experiment")
+    what = "`python train.py` (2 ranges × 3 nets × 5 seeds × 10 epochs), then `compare.py` for its figures"
+    return "\n".join(lines) + f"\n\n{what}: {wall:.1f} s wall."
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    if torch.cuda.is_available():
+        cpu += f"; GPU {torch.cuda.get_device_name()}"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"{torch.backends.cpu.get_cpu_capability()}; torch {torch.__version__}, Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(BenchConfig, __doc__)
+    config = BenchConfig(**vars(parser.parse_args(argv)))
+    try:
+        for text in config.shapes:
+            parse_shape(text)
+        train.resolve_device(config.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if config.child:  # measure here, for the parent
+        rows = measure(config, config.child)
+        Path(config.json).write_text(json.dumps(rows))
+        return 0
+    kernel_rows = run_children(config, _strip(argv))
+    bandwidth = {r["allocator"]: r["copy_bandwidth_GBs"] for r in kernel_rows}
+    copy = ", ".join(f"{gbs:.1f} GB/s ({name} allocator)" for name, gbs in bandwidth.items())
+    text = [f"Machine: {machine()}. Copy bandwidth: {copy}.", "", format_table(kernel_rows)]
+    train_rows = train_loop_rows() if config.train_loop else []
+    if train_rows:
+        text += ["", format_train_table(train_rows)]
+    report = "\n".join(text)
+    print(report)
+    if config.json:
+        payload = {"machine": machine(), "kernels": kernel_rows, "training": train_rows}
+        atomic_write(Path(config.json), lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
+    if config.readme:
+        readme = Path(config.readme)
+        updated = replace_between_markers(readme.read_text(encoding="utf-8"), "bench-table", report)
+        atomic_write(readme, lambda tmp: tmp.write_text(updated, encoding="utf-8"))
+    return 0
+
+
+def _strip(argv: list[str]) -> list[str]:
+    """The command line without the options the parent alone handles."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--json", "--readme"):
+            skip = True
+        elif not arg.startswith(("--json=", "--readme=")):
+            out.append(arg)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
