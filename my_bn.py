@@ -107,10 +107,28 @@ _BLOCK_ELEMS = 1 << 20  # 4 MiB of float32 per block: out of L2, but in L3
 _SMALL_ELEMS = 1 << 14  # up to here (64 KiB of float32) the plain formula, with fewer operations, is faster
 
 
+_ROW_GROUPS = 16
+
+
 def _row_blocks(x: Tensor) -> list[slice]:
-    """Slices of dim 0 holding about ``_BLOCK_ELEMS`` elements each."""
+    """Slices of dim 0 holding about ``_BLOCK_ELEMS`` elements each, in whole groups of rows."""
     rows = max(1, _BLOCK_ELEMS // max(1, x[0].numel()))
+    rows = max(_ROW_GROUPS, rows - rows % _ROW_GROUPS)
     return [slice(i, i + rows) for i in range(0, x.size(0), rows)]
+
+
+def _channel_sums(block: Tensor) -> Tensor:
+    """Per-channel sums of an (n, C, *) block that was just written.
+
+    The sum is taken over groups of rows first. With several threads, an elementwise operation
+    splits a block by rows, while a plain sum over dim 0 splits it by channels: each thread would
+    then read rows that another core has just written (measured 3.5 times slower with two threads).
+    Summing each group of rows first keeps every thread on the rows it wrote.
+    """
+    n = block.size(0)
+    if n > _ROW_GROUPS and n % _ROW_GROUPS == 0:
+        block = block.view(_ROW_GROUPS, n // _ROW_GROUPS, *block.shape[1:]).sum(1)  # (groups, C, *)
+    return block.sum(_reduce_dims(block))
 
 
 def _forward_blocked(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
@@ -129,8 +147,8 @@ def _forward_blocked(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps:
     s1 = s2 = 0
     for rows in blocks:
         d = torch.sub(x[rows], pivot, out=scratch[: x[rows].size(0)])
-        s1 = s1 + d.sum(dims)
-        s2 = s2 + d.square_().sum(dims)
+        s1 = s1 + _channel_sums(d)
+        s2 = s2 + _channel_sums(d.square_())
     d_mean = s1 / m  # (C,)
     var = s2 / m - d_mean * d_mean  # (C,)
     invstd = torch.rsqrt(var + eps)
@@ -153,7 +171,7 @@ def _backward_blocked(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weigh
     for rows in blocks:
         sum_dy = sum_dy + dy[rows].sum(dims)
         xc = torch.sub(x[rows], mean_, out=scratch[: x[rows].size(0)])
-        sum_dy_xc = sum_dy_xc + xc.mul_(dy[rows]).sum(dims)
+        sum_dy_xc = sum_dy_xc + _channel_sums(xc.mul_(dy[rows]))
     dgamma = sum_dy_xc * invstd
     scale = invstd if weight is None else invstd * _as(weight, invstd.dtype)
     k2 = _per_channel(scale * invstd * dgamma / -m, x)  # as in _backward_reference

@@ -16,13 +16,15 @@ from my_bn import MyBN, MyBN2d, batch_norm_train, convert_to_mybn
 MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
 
 
-@pytest.fixture(autouse=True, params=["one block", "many blocks"])
+@pytest.fixture(autouse=True, params=["plain formula", "one-row blocks", "grouped blocks"])
 def block_size(request, monkeypatch):
-    """Every test twice: as the small inputs here run (the plain formula), and split into blocks of
-    a row or two, the path every large input takes."""
-    if request.param == "many blocks":
-        monkeypatch.setattr(my_bn, "_BLOCK_ELEMS", 7)
+    """Every test three times: as the small inputs here run (the plain formula), and through the
+    blocked kernels every large input takes, split into blocks of one row, and into blocks of
+    eight rows summed in two groups of four."""
+    if request.param != "plain formula":
         monkeypatch.setattr(my_bn, "_SMALL_ELEMS", 0)
+        monkeypatch.setattr(my_bn, "_BLOCK_ELEMS", 7 if request.param == "one-row blocks" else 40)
+        monkeypatch.setattr(my_bn, "_ROW_GROUPS", 1 if request.param == "one-row blocks" else 2)
     return request.param
 
 
