@@ -96,8 +96,36 @@ def copy_bandwidth(device: torch.device) -> float:
     return 2 * src.numel() * src.element_size() / seconds
 
 
+class _MulAdd(torch.autograd.Function):
+    """The least a custom autograd.Function can do: y = x * w + b, and its backward."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return torch.addcmul(b, x, w)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        return dy * w, (dy * x).sum(0), dy.sum(0)
+
+
+class FunctionFloor(nn.Module):
+    """A layer made of ``_MulAdd``: what any hand-written layer pays before doing any batch norm."""
+
+    def __init__(self, channels: int, device=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels, device=device))
+        self.bias = nn.Parameter(torch.zeros(channels, device=device))
+
+    def forward(self, x):
+        return _MulAdd.apply(x, self.weight, self.bias)
+
+
 def make_layer(variant: str, shape: tuple[int, ...], device: torch.device) -> nn.Module:
     channels = shape[1]
+    if variant == "floor":
+        return FunctionFloor(channels, device=device)
     if variant == "native":
         return (nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(channels, device=device)
     return (MyBN2d if len(shape) == 4 else MyBN)(channels, device=device, compiled=variant == "mybn_compiled")
@@ -115,7 +143,10 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
         xr = x.clone().requires_grad_()
         nbytes = x.numel() * x.element_size()
         native = {}
-        for variant in VARIANTS if config.compile else VARIANTS[:2]:
+        variants = list(VARIANTS if config.compile else VARIANTS[:2])
+        if len(shape) == 2 and x.numel() <= 1024:
+            variants.append("floor")  # small enough that only the per-call overhead counts
+        for variant in variants:
             layer = make_layer(variant, shape, device)
             try:
                 layer(xr).backward(dy)  # warm-up (and compilation)
@@ -179,6 +210,11 @@ def format_table(rows: list[dict]) -> str:
             f"| {fmt('mybn_compiled', 'median_ms', '.3g')} | {fmt('mybn_compiled', 'ratio_to_native', '.2f')} "
             f"| {fmt('native', 'bound_ms', '.3g')} | {pct} |"
         )
+    floors = [r for r in rows if r["variant"] == "floor" and r["pass"] == "fwd+bwd"]
+    for r in floors:
+        lines += ["", f"At {'×'.join(map(str, r['shape']))} ({r['allocator']} allocator), a custom autograd.Function "
+                  f"that does nothing but one multiply-add, forward and backward, takes {r['median_ms']:.3g} ms: "
+                  f"{r['ratio_to_native']:.2f} × native batch norm."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
     assert keys == {
         (a, s, v, p) for a in ("default", "tuned") for s in ((16, 3), (4, 3, 5)) for v in ("native", "mybn")
         for p in ("fwd", "fwd+bwd")
-    }  # fmt: skip
+    } | {(a, (16, 3), "floor", p) for a in ("default", "tuned") for p in ("fwd", "fwd+bwd")}  # fmt: skip
     for row in rows:
         assert row["median_ms"] > 0 and row["bound_ms"] > 0 and row["copy_bandwidth_GBs"] > 0
         assert row["fraction_of_bound"] == pytest.approx(row["bound_ms"] / row["median_ms"])
@@ -41,3 +41,4 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
         assert row["ratio_to_native"] == pytest.approx(row["median_ms"] / native["median_ms"])
     assert bench.format_table(rows) in printed
     assert "| tuned | 4×3×5 | fwd+bwd |" in printed
+    assert "At 16×3 (tuned allocator), a custom autograd.Function" in printed

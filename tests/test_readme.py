@@ -1,10 +1,12 @@
 """The README is the repository's front page: what it shows must exist and what it says must run."""
 
+import json
 import re
 from pathlib import Path
 
 import torch
 
+import bench
 import compare
 from train import load_results
 
@@ -185,3 +187,50 @@ def test_claims_about_the_sweep():
         reach = [max(run["predictions"]) / max(compare.dataset_of(results, 10.0, run["seed"])["y_test"])
                  for run in _runs(results, 10.0, model)]  # fmt: skip
         assert sum(reach) / len(reach) < 1 / 3
+
+
+# "Speed": the sentences under the benchmark table, against the numbers it was made from
+
+BENCH = ROOT / "results" / "bench.json"
+LARGE = ((8192, 1024), (65536, 512), (256, 128, 256))
+
+
+def _bench():
+    payload = json.loads(BENCH.read_text())
+    ratio = {
+        (r["allocator"], tuple(r["shape"]), r["variant"], r["pass"]): r["ratio_to_native"] for r in payload["kernels"]
+    }
+    return payload, ratio
+
+
+def test_readme_bench_table_is_the_code_output():
+    payload, _ = _bench()
+    assert bench.format_table(payload["kernels"]) in README
+    assert bench.format_train_table(payload["training"]) in README
+
+
+def test_claims_about_speed():
+    payload, rows = _bench()
+
+    def ratio(*key):
+        return rows[key]["ratio_to_native"]
+
+    for shape in LARGE:
+        assert ratio("default", shape, "mybn", "fwd+bwd") <= 1.5
+        assert ratio("tuned", shape, "mybn", "fwd+bwd") < 2.0
+        for variant in ("native", "mybn"):  # both get faster with the tuned allocator
+            assert (
+                rows[("tuned", shape, variant, "fwd+bwd")]["median_ms"]
+                < rows[("default", shape, variant, "fwd+bwd")]["median_ms"]
+            )
+    assert max(ratio("tuned", s, "mybn", "fwd+bwd") for s in LARGE) > 1.5  # above 1.5 at some shape
+    for allocator in ("default", "tuned"):
+        assert ratio(allocator, (256, 128, 256), "mybn_compiled", "fwd+bwd") < 1
+        for shape in LARGE[:2]:
+            assert ratio(allocator, shape, "mybn_compiled", "fwd+bwd") >= 1
+        assert 2 <= ratio(allocator, (64, 10), "mybn", "fwd+bwd") <= 4
+        assert ratio(allocator, (64, 10), "floor", "fwd+bwd") > 0.5  # a large part of native's time
+    training = {row["what"]: row for row in payload["training"]}
+    speedups = {m: training[m]["dataloader_s"] / training[m]["train_py_s"] for m in ("plain", "torch_bn", "my_bn")}
+    assert min(speedups.values()) > 2 and speedups["my_bn"] == min(speedups.values())
+    assert training["experiment"]["wall_s"] < 10
