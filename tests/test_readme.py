@@ -197,10 +197,8 @@ LARGE = ((8192, 1024), (65536, 512), (256, 128, 256))
 
 def _bench():
     payload = json.loads(BENCH.read_text())
-    ratio = {
-        (r["allocator"], tuple(r["shape"]), r["variant"], r["pass"]): r["ratio_to_native"] for r in payload["kernels"]
-    }
-    return payload, ratio
+    rows = {(r["allocator"], tuple(r["shape"]), r["variant"], r["pass"]): r for r in payload["kernels"]}
+    return payload, rows
 
 
 def test_readme_bench_table_is_the_code_output():
@@ -215,22 +213,22 @@ def test_claims_about_speed():
     def ratio(*key):
         return rows[key]["ratio_to_native"]
 
+    def ms(*key):
+        return rows[key]["median_ms"]
+
     for shape in LARGE:
         assert ratio("default", shape, "mybn", "fwd+bwd") <= 1.5
-        assert ratio("tuned", shape, "mybn", "fwd+bwd") < 2.0
-        for variant in ("native", "mybn"):  # both get faster with the tuned allocator
-            assert (
-                rows[("tuned", shape, variant, "fwd+bwd")]["median_ms"]
-                < rows[("default", shape, variant, "fwd+bwd")]["median_ms"]
-            )
-    assert max(ratio("tuned", s, "mybn", "fwd+bwd") for s in LARGE) > 1.5  # above 1.5 at some shape
+        gain = {v: ms("default", shape, v, "fwd") / ms("tuned", shape, v, "fwd") for v in ("native", "mybn")}
+        assert gain["native"] >= 2 and gain["mybn"] < gain["native"]  # native's forward gains most
+        assert 1.2 <= ratio("tuned", shape, "mybn", "fwd") <= 2.5
     for allocator in ("default", "tuned"):
+        for shape in LARGE:  # compiled beats eager MyBN only on the (N, C, L) input, and native there
+            faster = ms(allocator, shape, "mybn_compiled", "fwd+bwd") < ms(allocator, shape, "mybn", "fwd+bwd")
+            assert faster == (len(shape) == 3)
         assert ratio(allocator, (256, 128, 256), "mybn_compiled", "fwd+bwd") < 1
-        for shape in LARGE[:2]:
-            assert ratio(allocator, shape, "mybn_compiled", "fwd+bwd") >= 1
         assert 2 <= ratio(allocator, (64, 10), "mybn", "fwd+bwd") <= 4
         assert ratio(allocator, (64, 10), "floor", "fwd+bwd") > 0.5  # a large part of native's time
     training = {row["what"]: row for row in payload["training"]}
     speedups = {m: training[m]["dataloader_s"] / training[m]["train_py_s"] for m in ("plain", "torch_bn", "my_bn")}
-    assert min(speedups.values()) > 2 and speedups["my_bn"] == min(speedups.values())
+    assert 3.5 < min(speedups.values()) and max(speedups.values()) < 11 and speedups["my_bn"] == min(speedups.values())
     assert training["experiment"]["wall_s"] < 10
