@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = ["MyBN", "MyBN2d", "convert_to_mybn", "batch_norm_train"]
@@ -112,7 +113,7 @@ _ROW_GROUPS = 16
 
 def _row_blocks(x: Tensor) -> list[slice]:
     """Slices of dim 0 holding about ``_BLOCK_ELEMS`` elements each, in whole groups of rows."""
-    rows = max(1, _BLOCK_ELEMS // max(1, x[0].numel()))
+    rows = max(1, _BLOCK_ELEMS // max(1, math.prod(x.shape[1:])))
     rows = max(_ROW_GROUPS, rows - rows % _ROW_GROUPS)
     return [slice(i, i + rows) for i in range(0, x.size(0), rows)]
 
@@ -131,8 +132,8 @@ def _channel_sums(block: Tensor) -> Tensor:
     return block.sum(_reduce_dims(block))
 
 
-def _forward_blocked(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-    """``_forward_reference`` as one pass over x for the statistics and one that writes y.
+def _stats_blocked(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-channel ``(pivot, d_mean, var)`` of x in one pass: mean = pivot + d_mean, var biased.
 
     The statistics are those of ``_batch_stats`` with the first block's mean as the shift: sums of
     ``d = x - pivot`` and ``d**2``, corrected by ``mean(d)``. The pivot is within sqrt(M/B)
@@ -142,29 +143,42 @@ def _forward_blocked(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps:
     dims = _reduce_dims(x)
     m = _values_per_channel(x)
     blocks = _row_blocks(x)
-    pivot = _per_channel(x[blocks[0]].mean(dims), x)  # (1, C, 1...)
+    pivot = x[blocks[0]].mean(dims)  # (C,)
+    pivot_ = _per_channel(pivot, x)
     scratch = torch.empty_like(x[blocks[0]])
     s1 = s2 = 0
     for rows in blocks:
-        d = torch.sub(x[rows], pivot, out=scratch[: x[rows].size(0)])
+        d = torch.sub(x[rows], pivot_, out=scratch[: x[rows].size(0)])
         s1 = s1 + _channel_sums(d)
         s2 = s2 + _channel_sums(d.square_())
     d_mean = s1 / m  # (C,)
-    var = s2 / m - d_mean * d_mean  # (C,)
+    return pivot, d_mean, s2 / m - d_mean * d_mean
+
+
+def _normalize_blocked(x: Tensor, pivot: Tensor, d_mean: Tensor, var: Tensor, weight, bias, eps: float):
+    """y = (x - pivot - d_mean) / sqrt(var + eps) * gamma + beta in one pass; returns ``(y, invstd)``."""
     invstd = torch.rsqrt(var + eps)
     scale, shift = _scale_shift(invstd, d_mean, weight, bias)
-    scale_, shift_ = _per_channel(scale, x), _per_channel(shift, x)
+    pivot_, scale_, shift_ = (_per_channel(v, x) for v in (pivot, scale, shift))
     y = torch.empty_like(x)
-    for rows in blocks:  # y = (x - pivot) * scale + shift
-        torch.addcmul(shift_, torch.sub(x[rows], pivot, out=y[rows]), scale_, out=y[rows])
-    return y, pivot.view(-1) + d_mean, var, invstd
+    for rows in _row_blocks(x):  # y = (x - pivot) * scale + shift
+        torch.addcmul(shift_, torch.sub(x[rows], pivot_, out=y[rows]), scale_, out=y[rows])
+    return y, invstd
 
 
-def _backward_blocked(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None):
-    """``_backward_reference`` as one pass over (x, dy) for the sums and one that writes dx."""
+def _forward_blocked(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    """``_forward_reference`` as one pass over x for the statistics and one that writes y."""
+    pivot, d_mean, var = _stats_blocked(x)
+    y, invstd = _normalize_blocked(x, pivot, d_mean, var, weight, bias, eps)
+    return y, pivot + d_mean, var, invstd
+
+
+def _grad_sums_blocked(dy: Tensor, x: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` in one pass over (x, dy)."""
     dims = _reduce_dims(x)
-    m = _values_per_channel(x)
     blocks = _row_blocks(x)
+    if not blocks:  # an empty share of a batch split over processes
+        return x.new_zeros(x.size(1)), x.new_zeros(x.size(1))
     mean_ = _per_channel(mean, x)
     scratch = torch.empty_like(x[blocks[0]])
     sum_dy = sum_dy_xc = 0
@@ -172,16 +186,68 @@ def _backward_blocked(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weigh
         sum_dy = sum_dy + dy[rows].sum(dims)
         xc = torch.sub(x[rows], mean_, out=scratch[: x[rows].size(0)])
         sum_dy_xc = sum_dy_xc + _channel_sums(xc.mul_(dy[rows]))
-    dgamma = sum_dy_xc * invstd
+    return sum_dy, sum_dy_xc
+
+
+def _grad_input_blocked(dy, x, mean, invstd, weight, sum_dy: Tensor, sum_dy_xc: Tensor, m: int) -> Tensor:
+    """dx from the per-channel sums over all M values (as in ``_backward_reference``), in one pass."""
     scale = invstd if weight is None else invstd * _as(weight, invstd.dtype)
-    k2 = _per_channel(scale * invstd * dgamma / -m, x)  # as in _backward_reference
+    k2 = _per_channel(scale * invstd * invstd * sum_dy_xc / -m, x)
     k3 = _per_channel(scale * sum_dy / -m, x)
-    k1 = _per_channel(scale, x)
+    k1, mean_ = _per_channel(scale, x), _per_channel(mean, x)
     dx = torch.empty_like(x)
-    for rows in blocks:
+    for rows in _row_blocks(x):
         xc = torch.sub(x[rows], mean_, out=dx[rows])
         torch.addcmul(k3, xc, k2, out=xc).addcmul_(dy[rows], k1)
-    return dx, dgamma, sum_dy
+    return dx
+
+
+def _backward_blocked(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None):
+    """``_backward_reference`` as one pass over (x, dy) for the sums and one that writes dx."""
+    sum_dy, sum_dy_xc = _grad_sums_blocked(dy, x, mean)
+    dx = _grad_input_blocked(dy, x, mean, invstd, weight, sum_dy, sum_dy_xc, _values_per_channel(x))
+    return dx, sum_dy_xc * invstd, sum_dy
+
+
+# ----------------------------------------------------------------------------------------------
+# Across processes: the batch is split over the processes of a torch.distributed group, and each
+# process normalises its share with the statistics of the whole batch.
+
+
+def _all_stats(x: Tensor, group) -> tuple[Tensor, Tensor, Tensor, int]:
+    """``(pivot, d_mean, var, total)`` of the batch spread over ``group``, for this process's ``x``.
+
+    Each process sends its count, pivot, mean offset and biased variance (one all_gather of 3C + 1
+    numbers), and every process combines them the same way, exactly: by counts, not as an average
+    of averages (the parallel algorithm of Chan, Golub & LeVeque). ``d_mean`` is the global mean
+    minus this process's pivot, so that ``x - pivot`` stays the exactly centred quantity.
+    """
+    c, n = x.size(1), _values_per_channel(x)
+    if n > 0:
+        pivot, d_mean, var = _stats_blocked(x)
+    else:  # nothing here; the other processes still need this one's (empty) share
+        pivot = d_mean = var = x.new_zeros(c)
+    local = torch.cat([pivot, d_mean, var, pivot.new_tensor([n])]).double()
+    shares = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(shares, local, group=group)
+    table = torch.stack(shares)  # (processes, 3C + 1), in float64
+    counts = table[:, -1:]  # (processes, 1)
+    total = int(counts.sum().item())
+    if total <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got {total} over all processes")
+    offsets = table[:, :c] - pivot.double() + table[:, c : 2 * c]  # each share's mean minus this pivot
+    offsets = torch.where(counts > 0, offsets, 0.0)  # (processes, C)
+    delta = (counts * offsets).sum(0) / total  # (C,)
+    m2 = (counts * torch.where(counts > 0, table[:, 2 * c : 3 * c], 0.0)).sum(0)  # within shares
+    m2 = m2 + (counts * (offsets - delta) ** 2).sum(0)  # between shares
+    return pivot, delta.to(x.dtype), (m2 / total).to(x.dtype), total
+
+
+def _all_reduce_sum(tensors: list[Tensor], group) -> list[Tensor]:
+    """Sum each tensor over the processes of ``group`` (one all_reduce for all of them)."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, group=group)
+    return list(flat.split([t.numel() for t in tensors]))
 
 
 _COMPILED: dict = {}
@@ -209,35 +275,51 @@ def _compiled(fn):
 class _BatchNormTrain(torch.autograd.Function):
     """Training-mode batch norm with a hand-written backward.
 
-    Forward returns ``(y, mean, var)``; ``mean`` and the biased ``var`` are the batch statistics,
-    returned (without gradient) so that the module can update its running estimates.
+    Forward returns ``(y, mean, unbiased_var)``: the batch statistics that update the running
+    estimates, returned without gradient. With a process ``group`` the batch is the one spread over
+    the group's processes: statistics in the forward and per-channel sums in the backward are
+    combined across them, so every gradient is that of batch norm over the whole batch.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, compiled: bool = False):
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, compiled: bool, group):
         xa = _as(x, _acc_dtype(x.dtype))  # a float32 copy of half/bfloat16 input
-        if compiled:
-            xa = xa.detach()  # requires_grad is part of what a compiled function is specialised on
-        y, mean, var, invstd = _pick(_forward_reference, _forward_blocked, xa, compiled)(xa, weight, bias, eps)
-        ctx.eps, ctx.compiled = eps, compiled
+        if group is not None:
+            pivot, d_mean, var, m = _all_stats(xa, group)
+            y, invstd = _normalize_blocked(xa, pivot, d_mean, var, weight, bias, eps)
+            mean = pivot + d_mean
+        else:
+            if compiled:
+                xa = xa.detach()  # requires_grad is part of what a compiled function is specialised on
+            y, mean, var, invstd = _pick(_forward_reference, _forward_blocked, xa, compiled)(xa, weight, bias, eps)
+            m = _values_per_channel(xa)
+        ctx.eps, ctx.compiled, ctx.group, ctx.m = eps, compiled, group, m
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(mean, var)
-        return _as(y, x.dtype), mean, var
+        unbiased = var * (m / (m - 1))  # m > 1: checked before
+        ctx.mark_non_differentiable(mean, unbiased)
+        return _as(y, x.dtype), mean, unbiased
 
     @staticmethod
     def backward(ctx, dy: Tensor | None, _dmean, _dvar):
         x, weight, mean, invstd = ctx.saved_tensors
         if dy is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         acc = _acc_dtype(x.dtype)
         xa, dya = _as(x, acc), _as(dy, acc)
         if torch.is_grad_enabled():
+            if ctx.group is not None:
+                raise RuntimeError("MyBN(sync=True) does not support double backward (create_graph=True)")
             # create_graph=True: the statistics must be functions of x in the graph, so that
             # differentiating this backward again (double backward) sees how they depend on x.
             _, _, mean, var = _batch_stats(xa)
             dx, dweight, dbias = _backward_reference(dya, xa, mean, torch.rsqrt(var + ctx.eps), weight)
+        elif ctx.group is not None:
+            sum_dy, sum_dy_xc = _grad_sums_blocked(dya, xa, mean)
+            all_dy, all_dy_xc = _all_reduce_sum([sum_dy, sum_dy_xc], ctx.group)
+            dx = _grad_input_blocked(dya, xa, mean, invstd, weight, all_dy, all_dy_xc, ctx.m)
+            dweight, dbias = sum_dy_xc * invstd, sum_dy  # this process's share; DDP sums the shares
         else:
             backward = _pick(_backward_reference, _backward_blocked, xa, ctx.compiled)
             dx, dweight, dbias = backward(dya, xa, mean, invstd, weight)
@@ -248,19 +330,27 @@ class _BatchNormTrain(torch.autograd.Function):
             _as(dbias, ctx.bias_dtype) if ctx.bias_dtype is not None and need_dbias else None,
             None,
             None,
+            None,
         )
 
 
 def batch_norm_train(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, *, compiled: bool = False
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    *,
+    compiled: bool = False,
+    process_group=None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Normalise ``x`` (N, C, *) with its own batch statistics.
+    """Normalise ``x`` (N, C, *) with the statistics of its batch.
 
-    Returns ``(y, mean, var)`` where ``mean`` and the biased ``var`` are the (C,) batch statistics,
-    in float32 for half/bfloat16 input, detached from the graph. ``compiled=True`` runs the math
-    through ``torch.compile`` (a C++ compiler is needed on the CPU).
+    Returns ``(y, mean, var)``: the output, and the (C,) batch mean and *unbiased* variance (what
+    the running estimates track), in float32 for half/bfloat16 input, detached from the graph.
+    ``compiled=True`` runs the math through ``torch.compile`` (a C++ compiler is needed on the
+    CPU). With a ``process_group`` the batch is the one spread over that group's processes.
     """
-    return _BatchNormTrain.apply(x, weight, bias, eps, compiled)
+    return _BatchNormTrain.apply(x, weight, bias, eps, compiled, process_group)
 
 
 def _affine(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
@@ -321,8 +411,13 @@ class MyBN(nn.Module):
             statistics are used in both modes. Default: ``True``
         device, dtype: where and in which dtype parameters and buffers are created.
         bias: with ``affine``, also learn the shift ``bias``. Default: ``True``
-        compiled: run the training math through ``torch.compile`` (opt-in: faster on large
+        compiled: run the training math through ``torch.compile`` (opt-in: faster on some large
             inputs once compiled, and it needs a C++ compiler on the CPU). Default: ``False``
+        sync: in training, when ``torch.distributed`` is initialised and ``process_group`` has more
+            than one process, normalise with the statistics of the batch spread over all of them
+            (as ``nn.SyncBatchNorm`` does, but on the CPU too). Eval mode never communicates.
+            Default: ``False``
+        process_group: the group to synchronise over; ``None`` is the default (world) group.
 
     Shape:
         - Input: (N, C) or (N, C, L)
@@ -346,10 +441,16 @@ class MyBN(nn.Module):
         *,
         bias: bool = True,
         compiled: bool = False,
+        sync: bool = False,
+        process_group=None,
     ) -> None:
         super().__init__()
+        if compiled and sync:
+            raise ValueError("MyBN: compiled=True and sync=True cannot be combined")
         factory = {"device": device, "dtype": dtype}
         self.compiled = compiled
+        self.sync = sync
+        self.process_group = process_group
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -398,10 +499,13 @@ class MyBN(nn.Module):
         if x.dim() not in (2, 3):
             raise ValueError(f"expected 2D or 3D input (got {x.dim()}D input)")
 
-    def _check_input(self, x: Tensor, use_batch_stats: bool, use_running_stats: bool) -> None:
-        """Raise the exception ``nn.BatchNorm1d`` raises for the same bad input, with a clearer message."""
+    def _check_input(self, x: Tensor, use_batch_stats: bool, use_running_stats: bool, synced: bool = False) -> None:
+        """Raise the exception ``nn.BatchNorm1d`` raises for the same bad input, with a clearer message.
+
+        ``synced``: this is one process's share of a batch; its count is checked over all shares.
+        """
         self._check_input_dim(x)
-        if use_batch_stats and _values_per_channel(x) == 1:
+        if use_batch_stats and not synced and _values_per_channel(x) == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
         if use_batch_stats and self.eps <= 0:
             raise ValueError(f"batch_norm eps must be positive during training, but got {self.eps}")
@@ -428,7 +532,8 @@ class MyBN(nn.Module):
         # Batch statistics in training, and in eval when there are no running estimates to use.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         update_running = self.training and self.track_running_stats
-        self._check_input(x, use_batch_stats, use_running_stats=update_running or not self.training)
+        group = self._sync_group()
+        self._check_input(x, use_batch_stats, update_running or not self.training, synced=group is not None)
 
         factor = 0.0
         if update_running and self.num_batches_tracked is not None:
@@ -438,20 +543,29 @@ class MyBN(nn.Module):
             else:
                 factor = self.momentum
 
-        if x.numel() == 0:
+        if x.numel() == 0 and group is None:
             # Nothing to normalise; keep weight and bias in the graph so they get zero gradients.
             return _affine(x.clone(), self.weight, self.bias)
 
         if not use_batch_stats:
             return self._eval_forward(x)
 
-        y, mean, var = batch_norm_train(x, self.weight, self.bias, self.eps, compiled=self.compiled)
+        y, mean, var = batch_norm_train(
+            x, self.weight, self.bias, self.eps, compiled=self.compiled, process_group=group
+        )
         if update_running and self.running_mean is not None:
             # mean and var come out of the graph (non-differentiable): no graph grows through the buffers
-            m = _values_per_channel(x)
             self._update_running(self.running_mean, mean, factor)
-            self._update_running(self.running_var, var * (m / (m - 1)), factor)  # unbiased
+            self._update_running(self.running_var, var, factor)  # the unbiased variance
         return y
+
+    def _sync_group(self):
+        """The process group to take statistics over, or None: only in training, with ``sync``, and
+        when ``torch.distributed`` runs more than one process in the group."""
+        if not (self.sync and self.training and dist.is_available() and dist.is_initialized()):
+            return None
+        group = self.process_group if self.process_group is not None else dist.group.WORLD
+        return group if dist.get_world_size(group) > 1 else None
 
     @staticmethod
     def _update_running(running: Tensor, batch: Tensor, factor: float) -> None:
@@ -502,16 +616,21 @@ class MyBN2d(MyBN):
             raise ValueError(f"expected 4D input (got {x.dim()}D input)")
 
 
-def convert_to_mybn(module: nn.Module) -> nn.Module:
+def convert_to_mybn(module: nn.Module, *, sync: bool = False, process_group=None) -> nn.Module:
     """Replace every ``nn.BatchNorm1d``/``nn.BatchNorm2d`` in ``module`` by ``MyBN``/``MyBN2d``.
 
     The new layers take over the old ones' parameters and buffers (the same tensors, so an
     optimiser built on the model keeps working), hence their device, dtype and values, and their
     train/eval mode. Like ``nn.SyncBatchNorm.convert_sync_batchnorm``, it converts in place and
     returns the module, which is a new object only when ``module`` itself is a batch-norm layer.
+    With ``sync=True`` every MyBN layer of the result, new or already there, synchronises its
+    statistics over ``process_group`` (see ``MyBN``).
     """
-    kinds = {nn.BatchNorm1d: MyBN, nn.BatchNorm2d: MyBN2d}
-    new_type = kinds.get(type(module))
+    if isinstance(module, MyBN):
+        if sync:
+            module.sync, module.process_group = True, process_group
+        return module
+    new_type = {nn.BatchNorm1d: MyBN, nn.BatchNorm2d: MyBN2d}.get(type(module))
     if new_type is not None:
         new = new_type(
             module.num_features,
@@ -521,6 +640,8 @@ def convert_to_mybn(module: nn.Module) -> nn.Module:
             module.track_running_stats,
             device="meta",  # placeholders only; the real tensors are moved over below
             bias=module.bias is not None,
+            sync=sync,
+            process_group=process_group,
         )
         for name, param in module.named_parameters(recurse=False):
             setattr(new, name, param)
@@ -529,5 +650,5 @@ def convert_to_mybn(module: nn.Module) -> nn.Module:
         new.train(module.training)
         return new
     for name, child in module.named_children():
-        module.add_module(name, convert_to_mybn(child))
+        module.add_module(name, convert_to_mybn(child, sync=sync, process_group=process_group))
     return module
