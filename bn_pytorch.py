@@ -21,29 +21,38 @@ class Variant:
     norm_blocks: int = 4  # the first this-many blocks get the norm layer
     standardize_x: bool = False  # train and test on (x - mean) / std of the training inputs
     standardize_y: bool = False  # train on standardised targets; map predictions back for the test MSE
+    sync: bool = False  # MyBN only: statistics over the whole batch when it is split over processes
+
+    def make_norm(self, block: int, width: int, bn_momentum: float, **factory) -> nn.Module:
+        if self.norm is None or block >= self.norm_blocks:
+            return nn.Identity()
+        extra = {"sync": True} if self.sync else {}
+        return self.norm(width, momentum=bn_momentum, **extra, **factory)
 
 
 VARIANTS: dict[str, Variant] = {
     "plain": Variant("plain (no norm)"),
     "torch_bn": Variant("nn.BatchNorm1d", nn.BatchNorm1d),
-    "my_bn": Variant("MyBN", MyBN),
+    "my_bn": Variant("MyBN", MyBN, sync=True),
+    # with the batch split over processes (train.py --nproc): MyBN on each process's share alone
+    "my_bn_local": Variant("MyBN, statistics per process", MyBN),
     # controls: the plain net with one thing changed
     "plain_std_x": Variant("plain, inputs standardised", standardize_x=True),
     "plain_std_y": Variant("plain, targets standardised", standardize_y=True),
     "plain_std_xy": Variant("plain, both standardised", standardize_x=True, standardize_y=True),
-    "bn_first": Variant("BN before the first tanh only", MyBN, norm_blocks=1),
+    "bn_first": Variant("BN before the first tanh only", MyBN, norm_blocks=1, sync=True),
 }
 MODELS = ("plain", "torch_bn", "my_bn")  # the main comparison
-CONTROLS = tuple(name for name in VARIANTS if name not in MODELS)
+CONTROLS = ("plain_std_x", "plain_std_y", "plain_std_xy", "bn_first")
 
 
 class Block(nn.Module):
     """Linear -> norm -> tanh."""
 
-    def __init__(self, d_in: int, d_out: int, norm: type[nn.Module] | None, bn_momentum: float, **factory):
+    def __init__(self, d_in: int, d_out: int, norm: nn.Module, **factory):
         super().__init__()
         self.linear = skip_init(nn.Linear, d_in, d_out, **factory)  # initialised by TanhMLP
-        self.norm = nn.Identity() if norm is None else norm(d_out, momentum=bn_momentum, **factory)
+        self.norm = norm
         self.act = nn.Tanh()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -74,9 +83,11 @@ class TanhMLP(nn.Module):
         variant = VARIANTS[model]
         factory = {"dtype": dtype}  # built on the CPU, where the generator is; move it with .to()
         self.model = model
-        norms = [variant.norm if i < variant.norm_blocks else None for i in range(depth)]
         self.blocks = nn.Sequential(
-            *(Block(1 if i == 0 else width, width, norm, bn_momentum, **factory) for i, norm in enumerate(norms))
+            *(
+                Block(1 if i == 0 else width, width, variant.make_norm(i, width, bn_momentum, **factory), **factory)
+                for i in range(depth)
+            )
         )
         self.head = skip_init(nn.Linear, width, 1, **factory)
         self.init_linear_(torch.Generator().manual_seed(seed))

@@ -34,6 +34,7 @@ COLOURS = {  # model -> colour, line style
     "plain": ("#E4572E", "-"),
     "torch_bn": ("#1F77B4", "-"),
     "my_bn": ("#2CA02C", "--"),
+    "my_bn_local": ("#BCBD22", ":"),
     "plain_std_x": ("#9467BD", "-."),
     "plain_std_y": ("#8C564B", "-"),
     "plain_std_xy": ("#E377C2", "--"),
@@ -275,6 +276,39 @@ def plot_sweep(results: dict, outfile: Path) -> None:
     _save(fig, outfile)
 
 
+SINGLE_PROCESS_TWIN = {"my_bn_local": "my_bn"}  # in one process, per-process statistics are the batch's
+
+
+def ddp_gaps(ddp: dict, single: dict, key: str) -> list[tuple[str, torch.Tensor]]:
+    """Per multi-process run: (model, |multi − single| / single of ``key`` along training), against the
+    single-process run of the same net, range and seed."""
+    if ddp["config"]["dtype"] != single["config"]["dtype"]:
+        raise ValueError("the multi-process and single-process results to compare must have the same dtype")
+    gaps = []
+    for run in ddp["runs"]:
+        twin = SINGLE_PROCESS_TWIN.get(run["model"], run["model"])
+        ref = next(r for r in runs_of(single, run["range"][1], twin) if r["seed"] == run["seed"])
+        ref_values = torch.tensor(ref[key], dtype=torch.float64)
+        gaps.append((run["model"], (torch.tensor(run[key], dtype=torch.float64) - ref_values).abs() / ref_values))
+    return gaps
+
+
+def plot_ddp(ddp: dict, single: dict, outfile: Path) -> None:
+    """How far each net trained over several processes drifts from the same net trained in one."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    labelled = set()
+    for model, gap in ddp_gaps(ddp, single, "train_loss"):
+        colour, ls = COLOURS[model]
+        text = None if model in labelled else label(model)
+        labelled.add(model)
+        ax.plot(range(1, len(gap) + 1), gap.clamp_min(1e-17), ls, color=colour, lw=0.9, alpha=0.7, label=text)
+    processes = ddp["environment"]["processes"]
+    ax.set(yscale="log", xlabel="training step", ylabel="relative gap in training loss",
+           title=f"{processes} processes vs 1, same batches ({ddp['config']['dtype']})")  # fmt: skip
+    ax.legend(fontsize=8)
+    _save(fig, outfile)
+
+
 def figures(experiments: dict[str, dict]) -> dict[str, Callable[[Path], None]]:
     """File name -> function that draws it, for every experiment present."""
     main = experiments["main"]
@@ -292,6 +326,8 @@ def figures(experiments: dict[str, dict]) -> dict[str, Callable[[Path], None]]:
         todo["controls.png"] = lambda out: plot_controls(experiments["controls"], out)
     if "sweep" in experiments:
         todo["sweep.png"] = lambda out: plot_sweep(experiments["sweep"], out)
+    if "ddp" in experiments and "float64" in experiments:
+        todo["ddp.png"] = lambda out: plot_ddp(experiments["ddp"], experiments["float64"], out)
     return todo
 
 
@@ -435,6 +471,32 @@ def saturation_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def ddp_table(ddp: dict, single: dict) -> str:
+    """Per range and net: final test MSE in one process and in several, and how far apart the runs get."""
+    processes = ddp["environment"]["processes"]
+    gaps_per_run = zip(ddp["runs"], ddp_gaps(ddp, single, "train_loss"), strict=True)
+    loss_gaps = {(run["range"][1], run["model"], run["seed"]): gap for run, (_, gap) in gaps_per_run}
+    lines = [
+        f"{ddp['config']['dtype']}, mean ± std over {len(ddp['config']['seeds'])} seeds "
+        "(`results/ddp/results.json` against `results/float64/results.json`); the gaps are relative, "
+        "the largest over the seeds.",
+        "",
+        f"| inputs | net | final test MSE, 1 process | final test MSE, {processes} processes "
+        "| training loss, gap at step 1 | largest gap over training |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in ranges_of(ddp):
+        for model in models_of(ddp):
+            one = mean_std([run["test_mse"][-1] for run in runs_of(single, r, SINGLE_PROCESS_TWIN.get(model, model))])
+            many = mean_std([run["test_mse"][-1] for run in runs_of(ddp, r, model)])
+            gaps = [g for (rr, m, _), g in loss_gaps.items() if (rr, m) == (r, model)]
+            lines.append(
+                f"| {range_text(r)} | {label(model)} | {one[0]:.4g} ± {one[1]:.2g} | {many[0]:.4g} ± {many[1]:.2g} "
+                f"| {max(g[0].item() for g in gaps):.1e} | {max(g.max().item() for g in gaps):.1e} |"
+            )
+    return "\n".join(lines)
+
+
 def tables(experiments: dict[str, dict]) -> dict[str, str]:
     """README marker name -> generated body, for every experiment present."""
     out = {"results-table": results_table(experiments["main"])}
@@ -446,6 +508,8 @@ def tables(experiments: dict[str, dict]) -> dict[str, str]:
         out["controls-table"] = controls_table(experiments["controls"])
     if "sweep" in experiments:
         out["sweep-table"] = sweep_table(experiments["sweep"])
+    if "ddp" in experiments and "float64" in experiments:
+        out["ddp-table"] = ddp_table(experiments["ddp"], experiments["float64"])
     return out
 
 

@@ -23,6 +23,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import socket
 import sys
 import tempfile
 import time
@@ -32,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from bn_pytorch import MODELS, VARIANTS, TanhMLP, Variant
+from bn_pytorch import CONTROLS, MODELS, VARIANTS, TanhMLP, Variant
 from data import Dataset, make_dataset, spread_noise_std
 
 RESULTS_FILE = "results.json"
@@ -112,14 +115,21 @@ class Config:
         1, "intra-op CPU threads per process; fixed so that reruns are bit-identical", type=positive_int
     )
     workers: int = flag(0, "processes training runs side by side on the CPU; 0: one per core", type=non_negative_int)
+    nproc: int = flag(
+        1,
+        "processes per training run, each taking its slice of every batch (DistributedDataParallel over gloo; "
+        "nccl on CUDA); under torchrun, its process count",
+        type=positive_int,
+    )
     out: str = flag("results", f"output directory: OUT/{RESULTS_FILE}, or OUT/NAME/{RESULTS_FILE} for experiment NAME")
 
 
 PRESETS: dict[str, dict] = {  # experiment name -> the Config values it changes
     "main": {},
     "float64": {"dtype": "float64", "models": ["torch_bn", "my_bn"], "diagnostics": False},
-    "controls": {"ranges": [5.0], "models": list(VARIANTS)},
+    "controls": {"ranges": [5.0], "models": [*MODELS, *CONTROLS]},
     "sweep": {"ranges": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0], "noise_scaled": 0.1, "diagnostics": False},
+    "ddp": {"nproc": 2, "dtype": "float64", "models": ["torch_bn", "my_bn", "my_bn_local"], "diagnostics": False},
 }
 
 
@@ -321,17 +331,28 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, scaling: Scaling)
     return nn.functional.mse_loss(pred, y), pred
 
 
+def process_rank() -> tuple[int, int]:
+    """(rank, number of processes) of the torch.distributed group this process trains in; (0, 1) alone."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def train_one(
     net: TanhMLP, data: Dataset, order: list[list[torch.Tensor]], lr: float, diagnostics: bool = True
 ) -> dict:
     """Adam on MSE over the given batches; test MSE before training and after every epoch.
 
     Diagnostics are recorded at every step of the first epoch and at the last step of each later one.
+    In a torch.distributed group each process trains on its slice of every batch (the tanh inputs
+    in the diagnostics are then this process's share), and evaluates the same net on its own.
     """
     device = next(net.parameters()).device
     scaling = Scaling.for_variant(VARIANTS[net.model], data)
     x_train, y_train = scaling.x(data.x_train.to(device)), scaling.y(data.y_train.to(device))
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    rank, world = process_rank()
+    model = net if world == 1 else DistributedDataParallel(net)
     opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # one kernel per step, not ~10 per tensor
     diag = Diagnostics(net) if diagnostics else None
     test_mse = [evaluate(net, x_test, y_test, scaling)[0]]
@@ -340,13 +361,21 @@ def train_one(
         net.train()
         for i, idx in enumerate(batches):
             idx = idx.to(device)
-            loss = nn.functional.mse_loss(net(x_train[idx]), y_train[idx])
+            if world == 1:
+                loss = batch_loss = nn.functional.mse_loss(model(x_train[idx]), y_train[idx])
+            else:  # this process's slice of the batch; DDP averages the gradients over the processes
+                share = idx.tensor_split(world)[rank]
+                squares = (model(x_train[share]) - y_train[share]).square().sum()
+                loss = squares * (world / len(idx))  # so that the average is the whole batch's mean loss
+                batch_loss = squares.detach().clone()
+                dist.all_reduce(batch_loss)
+                batch_loss /= len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if diag and (epoch == 0 or i == len(batches) - 1):
                 diag.record(len(train_loss) + 1)
             opt.step()
-            train_loss.append(loss.detach())  # no .item(): no host sync per step
+            train_loss.append(batch_loss.detach())  # no .item(): no host sync per step
         test_mse.append(evaluate(net, x_test, y_test, scaling)[0])
     pred = evaluate(net, x_test, y_test, scaling)[1]
     return {
@@ -391,7 +420,13 @@ def run_pool(config: Config, jobs: int):
     modules every run needs are imported once here.
     """
     workers = min(config.workers or len(os.sched_getaffinity(0)), jobs)
-    if workers <= 1 or resolve_device(config.device).type != "cpu" or "fork" not in mp.get_all_start_methods():
+    distributed = process_rank()[1] > 1  # the processes of a group already share the cores
+    if (
+        workers <= 1
+        or distributed
+        or resolve_device(config.device).type != "cpu"
+        or "fork" not in mp.get_all_start_methods()
+    ):
         yield map
         return
     import torch._dynamo  # noqa: F401  - the optimiser imports it on first use; once here, not in every worker
@@ -433,6 +468,7 @@ def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
             "python": platform.python_version(),
             "device": str(resolve_device(config.device)),
             "threads": config.threads,
+            "processes": process_rank()[1],
         },
         "datasets": datasets,
         "runs": runs,
@@ -528,15 +564,59 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    configs = parse_config(argv)
-    for experiment, config in configs.items():
-        torch.set_num_threads(config.threads)
+def run_and_save(experiment: str, config: Config) -> None:
+    """Run one experiment in this process (one of a group, or alone); the first process reports and saves."""
+    torch.set_num_threads(config.threads)
+    first = process_rank()[0] == 0
+    if first:
         print(f"== {experiment}")
-        results = {"experiment": experiment, **run_experiment(config)}
+    results = {"experiment": experiment, **run_experiment(config, log=print if first else lambda _: None)}
+    if first:
         path = save_results(results, results_dir(config, experiment))
         print(format_table(summarize(results)))
         print(f"wrote {path}")
+
+
+def _group_process(rank: int, experiment: str, config: Config, port: int) -> None:
+    """One of the ``config.nproc`` processes started by ``run_distributed``."""
+    device = resolve_device(config.device)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if device.type == "cuda":
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+        config = dataclasses.replace(config, device=f"cuda:{rank % torch.cuda.device_count()}")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=config.nproc)
+    try:
+        run_and_save(experiment, config)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_distributed(experiment: str, config: Config) -> None:
+    """Start ``config.nproc`` processes on this machine, one group, and run the experiment in them."""
+    import torch.multiprocessing as tmp
+
+    with socket.socket() as s:  # a free port on the loopback interface for the group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    method = "spawn" if resolve_device(config.device).type == "cuda" else "fork"
+    tmp.start_processes(_group_process, args=(experiment, config, port), nprocs=config.nproc, start_method=method)
+
+
+def main(argv: list[str] | None = None) -> int:
+    configs = parse_config(argv)
+    if "WORLD_SIZE" in os.environ:  # started by torchrun: this process is one of the group already
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        try:
+            for experiment, config in configs.items():
+                run_and_save(experiment, dataclasses.replace(config, nproc=dist.get_world_size()))
+        finally:
+            dist.destroy_process_group()
+        return 0
+    for experiment, config in configs.items():
+        if config.nproc > 1:
+            run_distributed(experiment, config)
+        else:
+            run_and_save(experiment, config)
     return 0
 
 

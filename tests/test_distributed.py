@@ -1,8 +1,11 @@
 """MyBN(sync=True) over two processes (gloo, loopback) against single-process MyBN on the whole batch."""
 
 import datetime
+import json
 import os
 import socket
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -123,3 +126,24 @@ def test_convert_to_mybn_makes_synchronised_layers():
     convert_to_mybn(model, sync=True, process_group=group)
     layers = [m for m in model.modules() if isinstance(m, MyBN)]
     assert len(layers) == 2 and all(m.sync and m.process_group is group for m in layers)
+
+
+def test_train_py_under_torchrun(tmp_path):
+    """The documented second launcher: torchrun starts the processes, train.py joins their group."""
+    root = Path(__file__).resolve().parent.parent
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+    ]
+    flags = ["--ranges", "5", "--seeds", "0", "--epochs", "1", "--models", "my_bn", "--out", str(tmp_path)]
+    cmd = [*launcher, "train.py", *flags]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["environment"]["processes"] == 2 and results["config"]["nproc"] == 2
+    assert done.stdout.count("wrote") == 1  # the first process alone writes

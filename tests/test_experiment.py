@@ -142,6 +142,21 @@ def test_float64_mybn_tracks_batchnorm1d(tiny_results):
             torch.testing.assert_close(mine["test_mse"], ref["test_mse"], rtol=1e-6, atol=0)
 
 
+def test_two_processes_reproduce_one_with_synchronised_mybn(tiny_results):
+    """train.py ddp: the batch split over two processes (DDP, gloo), against the float64 run in one."""
+    ddp = json.loads((tiny_results / "ddp" / "results.json").read_text())
+    single = json.loads((tiny_results / "float64" / "results.json").read_text())
+    assert ddp["environment"]["processes"] == 2 and ddp["config"]["dtype"] == "float64"
+    one = {(run["range"][1], run["model"], run["seed"]): run for run in single["runs"]}
+    for run in ddp["runs"]:
+        ref = one[(run["range"][1], "my_bn" if run["model"] == "my_bn_local" else run["model"], run["seed"])]
+        gap = max(abs(a / b - 1) for a, b in zip(run["train_loss"], ref["train_loss"], strict=True))
+        if run["model"] == "my_bn":
+            assert gap < 1e-6  # synchronised: the single-process run, to float64 rounding
+        else:
+            assert gap > 1e-3  # per-process statistics: another run
+
+
 def test_rerun_is_bit_identical(tiny_results, tmp_path):
     assert train.main([*TINY, "--out", str(tmp_path)]) == 0
     first, again = (json.loads((d / "results.json").read_text()) for d in (tiny_results, tmp_path))
@@ -235,7 +250,8 @@ def readme_with_markers(tmp_path):
         "<!-- parity-table:start -->\nold\n<!-- parity-table:end -->\n"
         "<!-- controls-table:start -->\nold\n<!-- controls-table:end -->\n"
         "<!-- sweep-table:start -->\nold\n<!-- sweep-table:end -->\n"
-        "<!-- saturation-table:start -->\nold\n<!-- saturation-table:end -->\nend\n"
+        "<!-- saturation-table:start -->\nold\n<!-- saturation-table:end -->\n"
+        "<!-- ddp-table:start -->\nold\n<!-- ddp-table:end -->\nend\n"
     )
     return readme
 
@@ -245,7 +261,7 @@ def test_compare_writes_every_figure_and_table(tiny_results, tmp_path):
     argv = ["--results", str(tiny_results), "--pictures", str(pictures), "--readme", str(readme)]
     assert compare.main(argv) == 0
     per_range = {f"{kind}_r{r}.png" for kind in ("data", "loss_fit", "diagnostics") for r in (1, 5)}
-    expected = per_range | {"percentiles.png", "parity.png", "controls.png", "sweep.png"}
+    expected = per_range | {"percentiles.png", "parity.png", "controls.png", "sweep.png", "ddp.png"}
     assert {p.name for p in pictures.iterdir()} == expected
     for p in pictures.iterdir():
         assert p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 10_000

@@ -232,3 +232,22 @@ def test_claims_about_speed():
     speedups = {m: training[m]["dataloader_s"] / training[m]["train_py_s"] for m in ("plain", "torch_bn", "my_bn")}
     assert 3.5 < min(speedups.values()) and max(speedups.values()) < 11 and speedups["my_bn"] == min(speedups.values())
     assert training["experiment"]["wall_s"] < 10
+
+
+# "Beyond one process"
+
+DDP = ROOT / "results" / "ddp" / "results.json"
+
+
+def test_readme_ddp_table_is_the_code_output():
+    assert compare.ddp_table(load_results(DDP), load_results(RESULTS_64)) in README
+
+
+def test_claims_about_processes():
+    ddp, single = load_results(DDP), load_results(RESULTS_64)
+    assert ddp["environment"]["processes"] == 2
+    for model, gap in compare.ddp_gaps(ddp, single, "train_loss"):
+        if model == "my_bn":
+            assert gap[0] < 1e-14 and gap.max() < 1e-6  # rounding at first, below 1e-6 throughout
+        else:
+            assert gap[0] > 1e-4 and gap.max() > 0.1  # the first loss differs; the runs part
