@@ -250,4 +250,4 @@ def test_claims_about_processes():
         if model == "my_bn":
             assert gap[0] < 1e-14 and gap.max() < 1e-6  # rounding at first, below 1e-6 throughout
         else:
-            assert gap[0] > 1e-4 and gap.max() > 0.1  # the first loss differs; the runs part
+            assert gap[0] > 1e-8 and gap.max() > 0.1  # the first loss differs beyond rounding; the runs part
