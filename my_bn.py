@@ -72,7 +72,7 @@ def _scale_shift(invstd: Tensor, xc_mean: Tensor, weight: Tensor | None, bias: T
 def _forward_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
     """The training forward as the docstring writes it; returns ``(y, mean, var, invstd)``.
 
-    Differentiable, and what ``torch.compile`` fuses into two loops when ``MyBN(compiled=True)``.
+    Differentiable, and what ``torch.compile`` compiles when ``MyBN(compiled=True)``.
     """
     xc, xc_mean, mean, var = _batch_stats(x)
     invstd = torch.rsqrt(var + eps)  # (C,)
@@ -87,16 +87,19 @@ def _backward_reference(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, wei
     ``mean`` and ``invstd`` computed from ``x`` in the graph, autograd differentiates it again.
     """
     dims = _reduce_dims(x)
-    m = _values_per_channel(x)
     xc = x - _per_channel(mean, x)  # (N, C, *), recomputed: cheaper than storing it
-    sum_dy = dy.sum(dims)  # (C,)
-    dgamma = (dy * xc).sum(dims) * invstd  # (C,) = sum(dy * xhat)
+    sum_dy, sum_dy_xc = dy.sum(dims), (dy * xc).sum(dims)  # (C,), (C,)
+    k1, k2, k3 = _grad_coefficients(x, invstd, weight, sum_dy, sum_dy_xc, _values_per_channel(x))
+    dx = torch.addcmul(torch.addcmul(k3, xc, k2), dy, k1)
+    return dx, sum_dy_xc * invstd, sum_dy
+
+
+def _grad_coefficients(x: Tensor, invstd, weight, sum_dy: Tensor, sum_dy_xc: Tensor, m: int):
+    """The formula for dx rearranged as ``dy * k1 + (x - mean) * k2 + k3`` with per-channel
+    k1 = gamma*invstd, k2 = -k1*invstd²*sum(dy*(x - mean))/M and k3 = -k1*sum(dy)/M, shaped for x."""
     scale = invstd if weight is None else invstd * _as(weight, invstd.dtype)
-    # the same dx, as dy * scale + xc * k2 + k3 with per-channel k2 = -scale*invstd*dgamma/M, k3 = -scale*sum(dy)/M
-    k2 = _per_channel(scale * invstd * dgamma / -m, x)
-    k3 = _per_channel(scale * sum_dy / -m, x)
-    dx = torch.addcmul(torch.addcmul(k3, xc, k2), dy, _per_channel(scale, x))
-    return dx, dgamma, sum_dy
+    k2 = scale * invstd * invstd * sum_dy_xc / -m
+    return _per_channel(scale, x), _per_channel(k2, x), _per_channel(scale * sum_dy / -m, x)
 
 
 # The same two functions again, for speed in eager mode (the parity tests hold both to PyTorch). On
@@ -106,9 +109,7 @@ def _backward_reference(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, wei
 # allocated is the output.
 _BLOCK_ELEMS = 1 << 20  # 4 MiB of float32 per block: out of L2, but in L3
 _SMALL_ELEMS = 1 << 14  # up to here (64 KiB of float32) the plain formula, with fewer operations, is faster
-
-
-_ROW_GROUPS = 16
+_ROW_GROUPS = 16  # blocks hold whole groups of this many rows (see _channel_sums)
 
 
 def _row_blocks(x: Tensor) -> list[slice]:
@@ -191,10 +192,8 @@ def _grad_sums_blocked(dy: Tensor, x: Tensor, mean: Tensor) -> tuple[Tensor, Ten
 
 def _grad_input_blocked(dy, x, mean, invstd, weight, sum_dy: Tensor, sum_dy_xc: Tensor, m: int) -> Tensor:
     """dx from the per-channel sums over all M values (as in ``_backward_reference``), in one pass."""
-    scale = invstd if weight is None else invstd * _as(weight, invstd.dtype)
-    k2 = _per_channel(scale * invstd * invstd * sum_dy_xc / -m, x)
-    k3 = _per_channel(scale * sum_dy / -m, x)
-    k1, mean_ = _per_channel(scale, x), _per_channel(mean, x)
+    k1, k2, k3 = _grad_coefficients(x, invstd, weight, sum_dy, sum_dy_xc, m)
+    mean_ = _per_channel(mean, x)
     dx = torch.empty_like(x)
     for rows in _row_blocks(x):
         xc = torch.sub(x[rows], mean_, out=dx[rows])
@@ -319,7 +318,7 @@ class _BatchNormTrain(torch.autograd.Function):
             sum_dy, sum_dy_xc = _grad_sums_blocked(dya, xa, mean)
             all_dy, all_dy_xc = _all_reduce_sum([sum_dy, sum_dy_xc], ctx.group)
             dx = _grad_input_blocked(dya, xa, mean, invstd, weight, all_dy, all_dy_xc, ctx.m)
-            dweight, dbias = sum_dy_xc * invstd, sum_dy  # this process's share; DDP sums the shares
+            dweight, dbias = sum_dy_xc * invstd, sum_dy  # this process's share; DDP combines the shares
         else:
             backward = _pick(_backward_reference, _backward_blocked, xa, ctx.compiled)
             dx, dweight, dbias = backward(dya, xa, mean, invstd, weight)
