@@ -587,6 +587,7 @@ def _group_process(rank: int, experiment: str, config: Config, port: int) -> Non
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=config.nproc)
     try:
         run_and_save(experiment, config)
+        dist.barrier()  # nobody leaves, taking the rendezvous store along, while another still needs it
     finally:
         dist.destroy_process_group()
 
@@ -609,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for experiment, config in configs.items():
                 run_and_save(experiment, dataclasses.replace(config, nproc=dist.get_world_size()))
+            dist.barrier()  # nobody leaves, taking the rendezvous store along, while another still needs it
         finally:
             dist.destroy_process_group()
         return 0
