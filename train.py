@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bn_pytorch import CONTROLS, MODELS, VARIANTS, TanhMLP, Variant
-from data import Dataset, make_dataset, spread_noise_std
+from data import N_TRAIN, Dataset, make_dataset, spread_noise_std
 
 RESULTS_FILE = "results.json"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -191,6 +191,14 @@ def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
         resolve_device(config.device)
     except ValueError as exc:
         parser.error(f"argument --device: {exc}")
+    for c in configs.values():
+        smallest = min(len(b) for b in batch_order(N_TRAIN, c.batch_size, 1, 0)[0]) // c.nproc
+        local_bn = [m for m in c.models if VARIANTS[m].norm is not None and not VARIANTS[m].sync]
+        if c.nproc > 1 and local_bn and smallest < 2:
+            parser.error(
+                f"argument --nproc: with --batch-size {c.batch_size}, a batch split over {c.nproc} processes leaves "
+                f"{smallest} sample(s) to some process, too few for the per-process batch norm of {local_bn[0]}"
+            )
     problem = _unwritable(Path(config.out))
     if problem:
         parser.error(f"argument --out: cannot write results to {config.out!r}: {problem}")

@@ -182,6 +182,7 @@ BAD_FLAGS = {
     "nan": (["--ranges", "nan"], "--ranges"),
     "bad dtype": (["--dtype", "float16"], "--dtype"),
     "no CUDA": (["--device", "cuda"], "--device"),
+    "too small a share": (["ddp", "--batch-size", "3"], "--nproc"),
 }
 
 
