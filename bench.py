@@ -43,7 +43,6 @@ ALLOCATORS = {
     "tuned": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184",
 }
 VARIANTS = ("native", "mybn", "mybn_compiled")
-VARIANT_LABELS = {name: variant.label for name, variant in NETS.items()}
 PASSES = {"fwd": 2, "fwd+bwd": 5}  # pass -> how many times it must move the tensor's bytes
 
 
@@ -289,7 +288,7 @@ def format_train_table(rows: list[dict]) -> str:
     for row in rows:
         if "train_py_s" in row:
             ours, theirs = row["train_py_s"], row["dataloader_s"]
-            lines.append(f"| {VARIANT_LABELS[row['what']]} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.1f}× |")
+            lines.append(f"| {NETS[row['what']].label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.1f}× |")
     wall = next(row["wall_s"] for row in rows if row["what"] == "experiment")
     what = "`python train.py` (2 ranges × 3 nets × 5 seeds × 10 epochs), then `compare.py` for its figures"
     return "\n".join(lines) + f"\n\n{what}: {wall:.1f} s wall."
