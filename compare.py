@@ -89,15 +89,19 @@ def fit_spread(results: dict, run: dict) -> float:
     return (torch.tensor(run["predictions"]).std() / torch.tensor(data["y_test"]).std()).item()
 
 
+def relative_gap(values: list[float], reference: list[float]) -> torch.Tensor:
+    """|values − reference| / reference, element by element, in float64."""
+    ref = torch.tensor(reference, dtype=torch.float64)
+    return (torch.tensor(values, dtype=torch.float64) - ref).abs() / ref
+
+
 def relative_gaps(results: dict, key: str) -> list[tuple[float, int, torch.Tensor]]:
     """|MyBN − BatchNorm1d| / BatchNorm1d of ``key`` per (range, seed), along training."""
     gaps = []
     for r in ranges_of(results):
         mine = {run["seed"]: run[key] for run in runs_of(results, r, "my_bn")}
         for run in runs_of(results, r, "torch_bn"):
-            ref = torch.tensor(run[key], dtype=torch.float64)
-            gap = (torch.tensor(mine[run["seed"]], dtype=torch.float64) - ref).abs() / ref
-            gaps.append((r, run["seed"], gap))
+            gaps.append((r, run["seed"], relative_gap(mine[run["seed"]], run[key])))
     return gaps
 
 
@@ -288,8 +292,7 @@ def ddp_gaps(ddp: dict, single: dict, key: str) -> list[tuple[str, torch.Tensor]
     for run in ddp["runs"]:
         twin = SINGLE_PROCESS_TWIN.get(run["model"], run["model"])
         ref = next(r for r in runs_of(single, run["range"][1], twin) if r["seed"] == run["seed"])
-        ref_values = torch.tensor(ref[key], dtype=torch.float64)
-        gaps.append((run["model"], (torch.tensor(run[key], dtype=torch.float64) - ref_values).abs() / ref_values))
+        gaps.append((run["model"], relative_gap(run[key], ref[key])))
     return gaps
 
 

@@ -191,10 +191,10 @@ def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
         resolve_device(config.device)
     except ValueError as exc:
         parser.error(f"argument --device: {exc}")
-    for c in configs.values():
+    for c in (c for c in configs.values() if c.nproc > 1):
         smallest = min(len(b) for b in batch_order(N_TRAIN, c.batch_size, 1, 0)[0]) // c.nproc
         local_bn = [m for m in c.models if VARIANTS[m].norm is not None and not VARIANTS[m].sync]
-        if c.nproc > 1 and local_bn and smallest < 2:
+        if local_bn and smallest < 2:
             parser.error(
                 f"argument --nproc: with --batch-size {c.batch_size}, a batch split over {c.nproc} processes leaves "
                 f"{smallest} sample(s) to some process, too few for the per-process batch norm of {local_bn[0]}"

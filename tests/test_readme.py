@@ -40,10 +40,6 @@ RESULTS = ROOT / "results" / "results.json"
 RESULTS_64 = ROOT / "results" / "float64" / "results.json"
 
 
-def _runs(results, r, model):
-    return compare.runs_of(results, r, model)
-
-
 def test_readme_tables_are_the_code_output():
     results, results64 = load_results(RESULTS), load_results(RESULTS_64)
     assert compare.results_table(results) in README
@@ -53,14 +49,14 @@ def test_readme_tables_are_the_code_output():
 def test_claims_about_inputs_in_minus5_5():
     results = load_results(RESULTS)
     floor = 1.0
-    for run in _runs(results, 5.0, "plain"):
+    for run in compare.runs_of(results, 5.0, "plain"):
         y_test = torch.tensor(compare.dataset_of(results, 5.0, run["seed"])["y_test"])
         assert compare.fit_spread(results, run) < 0.01  # one constant for every x
         assert run["test_mse"][-1] > 10 * floor  # tens of times the noise floor
         assert abs(run["test_mse"][-1] / y_test.var().item() - 1) < 0.2  # near the variance of the targets
-    plain = {run["seed"]: run["test_mse"][-1] for run in _runs(results, 5.0, "plain")}
+    plain = {run["seed"]: run["test_mse"][-1] for run in compare.runs_of(results, 5.0, "plain")}
     for model in compare.BN_PAIR:
-        runs = _runs(results, 5.0, model)
+        runs = compare.runs_of(results, 5.0, model)
         for run in runs:
             assert compare.fit_spread(results, run) > 0.5 and run["test_mse"][-1] < 0.25 * plain[run["seed"]]
         mse = torch.tensor([run["test_mse"] for run in runs])
@@ -70,8 +66,8 @@ def test_claims_about_inputs_in_minus5_5():
 
 def test_claims_about_inputs_in_minus1_1():
     results = load_results(RESULTS)
-    plain = {run["seed"]: run for run in _runs(results, 1.0, "plain")}
-    bn = {run["seed"]: run for run in _runs(results, 1.0, "torch_bn")}
+    plain = {run["seed"]: run for run in compare.runs_of(results, 1.0, "plain")}
+    bn = {run["seed"]: run for run in compare.runs_of(results, 1.0, "torch_bn")}
     assert sum(plain[s]["test_mse"][-1] < bn[s]["test_mse"][-1] for s in bn) > len(bn) / 2  # usually lower
     assert min(compare.fit_spread(results, run) for run in plain.values()) < 0.1  # a collapsed seed
 
@@ -81,7 +77,7 @@ def test_claims_about_inputs_in_minus1_1():
         ).median()
 
     for model in compare.BN_PAIR:
-        assert jumpiness(_runs(results, 1.0, model)) > 2 * jumpiness(plain.values())  # noisier curves
+        assert jumpiness(compare.runs_of(results, 1.0, model)) > 2 * jumpiness(plain.values())  # noisier curves
 
 
 def test_claims_about_parity():
@@ -120,12 +116,12 @@ def test_claims_about_saturation_and_gradients():
     results = load_results(RESULTS)
     for r in (1.0, 5.0):
         for model in ("plain", *compare.BN_PAIR):
-            sat = _diag(_runs(results, r, model), "saturation")
+            sat = _diag(compare.runs_of(results, r, model), "saturation")
             assert sat[:, 0, 1:].max() < 0.01  # no unit of blocks 2-4 saturated at the start
             assert sat[:, 0, 0].mean() < 0.3  # a small fraction of block 1 at most
             if r == 1.0:
                 assert sat.max() < 0.05  # on (-1, 1) nothing saturates
-    plain = _runs(results, 5.0, "plain")
+    plain = compare.runs_of(results, 5.0, "plain")
     sat, grad = _diag(plain, "saturation").mean(0), _diag(plain, "grad_norm").mean(0)  # (records, blocks)
     steps = plain[0]["diagnostics"]["step"]
     two_epochs = steps.index(32)
@@ -133,7 +129,7 @@ def test_claims_about_saturation_and_gradients():
     assert abs(sat[-1, 0] - sat[0, 0]) < 0.1  # block 1 does not change much
     assert (grad[-1, 1:] / grad[:, 1:].max(0).values < 1e-2).all()  # blocks 2-4: two orders of magnitude or more
     for model in compare.BN_PAIR:
-        runs = _runs(results, 5.0, model)
+        runs = compare.runs_of(results, 5.0, model)
         assert _diag(runs, "saturation").mean(0)[-1, 3] < 0.25
         assert (_diag(runs, "grad_norm").mean(0)[-1, 1:] > 1).all()
 
@@ -142,7 +138,7 @@ def test_claims_about_one_units_percentiles():
     results = load_results(RESULTS)
 
     def unit_q(r, model):  # (records, 3) of the first seed, last block
-        return torch.tensor(_runs(results, r, model)[0]["diagnostics"]["unit_q"])[:, -1, :]
+        return torch.tensor(compare.runs_of(results, r, model)[0]["diagnostics"]["unit_q"])[:, -1, :]
 
     for r in (1.0, 5.0):
         plain = unit_q(r, "plain")
@@ -157,15 +153,16 @@ def test_claims_about_one_units_percentiles():
 def test_claims_about_controls():
     results = load_results(CONTROLS)
     final = {
-        m: torch.tensor([run["test_mse"][-1] for run in _runs(results, 5.0, m)]) for m in compare.models_of(results)
+        m: torch.tensor([run["test_mse"][-1] for run in compare.runs_of(results, 5.0, m)])
+        for m in compare.models_of(results)
     }
     for model in ("plain", "plain_std_x", "bn_first"):
-        runs = _runs(results, 5.0, model)
+        runs = compare.runs_of(results, 5.0, model)
         assert not any(compare.fit_spread(results, run) > 0.5 for run in runs)
         assert _diag(runs, "saturation").mean(0)[-1, 3] > 0.9
         assert abs(final[model].mean() / final["plain"].mean() - 1) < 0.05
     for model in ("plain_std_y", "plain_std_xy"):
-        runs = _runs(results, 5.0, model)
+        runs = compare.runs_of(results, 5.0, model)
         assert all(compare.fit_spread(results, run) > 0.5 for run in runs)
         assert _diag(runs, "saturation")[:, :, 1:].max() < 0.05  # blocks 2-4 do not saturate
         assert final[model].mean() < min(final[m].mean() for m in compare.BN_PAIR)
@@ -185,7 +182,7 @@ def test_claims_about_the_sweep():
         assert (mean[: at[5.0] + 1] < 0.5).all()  # fits every range up to 5
         assert mean[at[7.0]] > mean[at[5.0]] and mean[at[10.0]] > mean[at[7.0]]  # falls behind from 7 on
         reach = [max(run["predictions"]) / max(compare.dataset_of(results, 10.0, run["seed"])["y_test"])
-                 for run in _runs(results, 10.0, model)]  # fmt: skip
+                 for run in compare.runs_of(results, 10.0, model)]  # fmt: skip
         assert sum(reach) / len(reach) < 1 / 3
 
 
