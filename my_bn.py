@@ -33,73 +33,97 @@ def _reduce_dims(x: Tensor) -> list[int]:
 
 
 def _per_channel(v: Tensor, x: Tensor) -> Tensor:
-    """View a (C,) vector so that it broadcasts against an (N, C, *) tensor."""
-    return v.view(1, -1, *([1] * (x.dim() - 2)))
+    """View a (C,) vector so that it broadcasts against an (N, C, *) tensor (as it is for (N, C))."""
+    return v if x.dim() == 2 else v.view(1, -1, *([1] * (x.dim() - 2)))
+
+
+def _flat(v: Tensor) -> Tensor:
+    """A per-channel vector shaped to broadcast against x, as (C,)."""
+    return v if v.dim() == 1 else v.view(-1)
 
 
 def _values_per_channel(x: Tensor) -> int:
     """M = N * L: how many values each channel's statistics are taken over."""
-    return x.size(0) * math.prod(x.shape[2:])
+    return x.size(0) if x.dim() == 2 else x.size(0) * math.prod(x.shape[2:])
 
 
-def _batch_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Batch statistics of an (N, C, *) tensor by the corrected two-pass algorithm.
+def _centre(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(xc, mean, var)`` of an (N, C, *) tensor by the corrected two-pass algorithm: the residuals
+    ``xc = x - mean`` (N, C, *), and the per-channel ``mean`` and biased variance ``var``, both
+    shaped to broadcast against x: (C,) for (N, C), (1, C, 1, ...) for more dimensions.
 
     Summing squares only after centring avoids the catastrophic cancellation of
-    ``E[x**2] - E[x]**2`` when ``|mean| >> std``. The second pass also sums the residuals
-    ``x - mean0`` and corrects the mean and the variance with them (Chan, Golub & LeVeque, 1983),
-    which removes the rounding error of the first estimate ``mean0``.
-
-    Returns ``(xc, xc_mean, mean, var)``: ``xc = x - mean0`` (N, C, *), centred on the first
-    estimate, and its own small mean ``xc_mean`` (C,), so that ``x - mean == xc - xc_mean``;
-    then the per-channel ``mean`` (C,) and biased variance ``var`` (C,).
+    ``E[x**2] - E[x]**2`` when ``|mean| >> std``. The second pass takes the mean of the residuals
+    ``x - mean0`` too and corrects with it (Chan, Golub & LeVeque, 1983), which removes the rounding
+    error of the first estimate ``mean0``. The mean is kept in these two parts until the end:
+    ``mean0`` alone is exact to no better than its own rounding, which in float32 can be a sizeable
+    fraction of the standard deviation (mean 1e4, std 1e-2).
     """
-    dims = _reduce_dims(x)
-    mean0 = x.mean(dims)  # (C,)
-    xc = x - _per_channel(mean0, x)  # (N, C, *)
-    xc_mean = xc.mean(dims)  # (C,), zero up to the rounding of mean0
-    var = torch.addcmul((xc * xc).mean(dims), xc_mean, xc_mean, value=-1)  # (C,)  mean(xc²) - xc_mean²
-    return xc, xc_mean, mean0 + xc_mean, var
+    dims, m, keep = _reduce_dims(x), _values_per_channel(x), x.dim() > 2  # (C,) broadcasts against (N, C)
+    total = x.sum(dims, keepdim=keep)
+    xc = torch.sub(x, total, alpha=1 / m)  # x - mean0; a scalar passed as alpha costs no tensor
+    var, xc_mean = torch.var_mean(xc, dims, correction=0, keepdim=keep)  # var(x), and mean0's rounding error
+    return xc - xc_mean, torch.add(xc_mean, total, alpha=1 / m), var
 
 
-def _scale_shift(invstd: Tensor, xc_mean: Tensor, weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, Tensor]:
-    """y = (xc - xc_mean) * invstd * gamma + beta  ==  xc * scale + shift, per channel."""
-    scale = invstd if weight is None else invstd * _as(weight, invstd.dtype)
-    shift = -xc_mean * scale if bias is None else torch.addcmul(_as(bias, scale.dtype), xc_mean, scale, value=-1)
-    return scale, shift
+def _scale(invstd: Tensor, weight: Tensor | None) -> Tensor:
+    """The per-channel factor of the output, gamma / sqrt(var + eps), shaped like ``invstd``."""
+    if weight is None:
+        return invstd
+    weight = _as(weight, invstd.dtype)
+    return invstd * (weight if invstd.dim() == 1 else weight.view(invstd.shape))
 
 
 def _forward_reference(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-    """The training forward as the docstring writes it; returns ``(y, mean, var, invstd)``.
+    """The training forward as the docstring writes it; returns ``(y, xc, mean, var, invstd, scale)``:
+    the residuals ``xc = x - mean``, the (C,) ``mean`` and biased ``var``, and ``invstd`` and
+    ``scale = gamma * invstd`` shaped to broadcast against x, so that y = xc * scale + beta.
 
-    Differentiable, and what ``torch.compile`` compiles when ``MyBN(compiled=True)``.
+    Differentiable: the backward of a double backward runs it again to put the statistics in the graph.
     """
-    xc, xc_mean, mean, var = _batch_stats(x)
-    invstd = torch.rsqrt(var + eps)  # (C,)
-    scale, shift = _scale_shift(invstd, xc_mean, weight, bias)
-    return torch.addcmul(_per_channel(shift, x), xc, _per_channel(scale, x)), mean, var, invstd
+    xc, mean, var = _centre(x)
+    invstd = torch.rsqrt(var + eps)
+    scale = _scale(invstd, weight)
+    y = xc * scale if bias is None else torch.addcmul(_per_channel(_as(bias, scale.dtype), x), xc, scale)
+    return y, xc, _flat(mean), _flat(var), invstd, scale
+
+
+def _forward_lean(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+    """``_forward_reference`` returning ``(y, mean, var, invstd)``, all (C,) but y: the backward
+    recomputes the residuals from x instead of keeping a second tensor of x's size. What
+    ``torch.compile`` compiles."""
+    y, _, mean, var, invstd, _ = _forward_reference(x, weight, bias, eps)
+    return y, mean, var, _flat(invstd)
+
+
+def _grad_reference(dy: Tensor, xc: Tensor, invstd: Tensor, scale: Tensor, m: int):
+    """dx = gamma*invstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)) with xhat = xc*invstd, xc = x - mean,
+    for ``invstd`` and ``scale`` shaped to broadcast against dy.
+
+    Returns ``(dx, dgamma, dbeta)``, dgamma = sum(dy*xhat) and dbeta = sum(dy), both (C,).
+    Differentiable: with ``xc``, ``invstd`` and ``scale`` computed from ``x`` in the graph, autograd
+    differentiates it again.
+    """
+    dims, keep = _reduce_dims(dy), dy.dim() > 2
+    sum_dy = dy.sum(dims, keepdim=keep)
+    dweight = (dy * xc).sum(dims, keepdim=keep) * invstd
+    # dx = scale * (dy - (sum(dy) + xc * invstd * dgamma) / M)
+    dx = torch.add(dy, torch.addcmul(sum_dy, xc, invstd * dweight), alpha=-1 / m) * scale
+    return dx, _flat(dweight), _flat(sum_dy)
 
 
 def _backward_reference(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None):
-    """dx = gamma*invstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)) with xhat = (x - mean)*invstd.
-
-    Returns ``(dx, dgamma, dbeta)``, dgamma = sum(dy*xhat) and dbeta = sum(dy). Differentiable: with
-    ``mean`` and ``invstd`` computed from ``x`` in the graph, autograd differentiates it again.
-    """
-    dims = _reduce_dims(x)
-    xc = x - _per_channel(mean, x)  # (N, C, *), recomputed: cheaper than storing it
-    sum_dy, sum_dy_xc = dy.sum(dims), (dy * xc).sum(dims)  # (C,), (C,)
-    k1, k2, k3 = _grad_coefficients(x, invstd, weight, sum_dy, sum_dy_xc, _values_per_channel(x))
-    dx = torch.addcmul(torch.addcmul(k3, xc, k2), dy, k1)
-    return dx, sum_dy_xc * invstd, sum_dy
+    """``_grad_reference`` from x and its (C,) statistics; what ``torch.compile`` compiles."""
+    mean, invstd = _per_channel(mean, x), _per_channel(invstd, x)
+    return _grad_reference(dy, x - mean, invstd, _scale(invstd, weight), _values_per_channel(x))
 
 
-def _grad_coefficients(x: Tensor, invstd, weight, sum_dy: Tensor, sum_dy_xc: Tensor, m: int):
+def _grad_coefficients(x: Tensor, invstd: Tensor, weight: Tensor | None, sum_dy: Tensor, dweight: Tensor, m: int):
     """The formula for dx rearranged as ``dy * k1 + (x - mean) * k2 + k3`` with per-channel
-    k1 = gamma*invstd, k2 = -k1*invstd²*sum(dy*(x - mean))/M and k3 = -k1*sum(dy)/M, shaped for x."""
-    scale = invstd if weight is None else invstd * _as(weight, invstd.dtype)
-    k2 = scale * invstd * invstd * sum_dy_xc / -m
-    return _per_channel(scale, x), _per_channel(k2, x), _per_channel(scale * sum_dy / -m, x)
+    k1 = gamma*invstd, k2 = -k1*invstd*dgamma/M and k3 = -k1*sum(dy)/M, shaped for x."""
+    scale = _scale(invstd, weight)
+    k = scale / -m
+    return _per_channel(scale, x), _per_channel(k * invstd * dweight, x), _per_channel(k * sum_dy, x)
 
 
 # The same two functions again, for speed in eager mode (the parity tests hold both to PyTorch). On
@@ -136,7 +160,7 @@ def _channel_sums(block: Tensor) -> Tensor:
 def _stats_blocked(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per-channel ``(pivot, d_mean, var)`` of x in one pass: mean = pivot + d_mean, var biased.
 
-    The statistics are those of ``_batch_stats`` with the first block's mean as the shift: sums of
+    The statistics are those of ``_centre`` with the first block's mean as the shift: sums of
     ``d = x - pivot`` and ``d**2``, corrected by ``mean(d)``. The pivot is within sqrt(M/B)
     standard deviations of the mean (B of the M values per channel are in the first block), so the
     correction costs at most a factor M/B in the precision of the variance: nothing for one block.
@@ -159,7 +183,8 @@ def _stats_blocked(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def _normalize_blocked(x: Tensor, pivot: Tensor, d_mean: Tensor, var: Tensor, weight, bias, eps: float):
     """y = (x - pivot - d_mean) / sqrt(var + eps) * gamma + beta in one pass; returns ``(y, invstd)``."""
     invstd = torch.rsqrt(var + eps)
-    scale, shift = _scale_shift(invstd, d_mean, weight, bias)
+    scale = _scale(invstd, weight)  # y = (x - pivot - d_mean) * scale + beta  ==  (x - pivot) * scale + shift
+    shift = -d_mean * scale if bias is None else torch.addcmul(_as(bias, scale.dtype), d_mean, scale, value=-1)
     pivot_, scale_, shift_ = (_per_channel(v, x) for v in (pivot, scale, shift))
     y = torch.empty_like(x)
     for rows in _row_blocks(x):  # y = (x - pivot) * scale + shift
@@ -190,9 +215,9 @@ def _grad_sums_blocked(dy: Tensor, x: Tensor, mean: Tensor) -> tuple[Tensor, Ten
     return sum_dy, sum_dy_xc
 
 
-def _grad_input_blocked(dy, x, mean, invstd, weight, sum_dy: Tensor, sum_dy_xc: Tensor, m: int) -> Tensor:
-    """dx from the per-channel sums over all M values (as in ``_backward_reference``), in one pass."""
-    k1, k2, k3 = _grad_coefficients(x, invstd, weight, sum_dy, sum_dy_xc, m)
+def _grad_input_blocked(dy, x, mean, invstd, weight, sum_dy: Tensor, dweight: Tensor, m: int) -> Tensor:
+    """dx from the per-channel sums over all M values (as in ``_grad_reference``), in one pass."""
+    k1, k2, k3 = _grad_coefficients(x, invstd, weight, sum_dy, dweight, m)
     mean_ = _per_channel(mean, x)
     dx = torch.empty_like(x)
     for rows in _row_blocks(x):
@@ -204,8 +229,9 @@ def _grad_input_blocked(dy, x, mean, invstd, weight, sum_dy: Tensor, sum_dy_xc: 
 def _backward_blocked(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None):
     """``_backward_reference`` as one pass over (x, dy) for the sums and one that writes dx."""
     sum_dy, sum_dy_xc = _grad_sums_blocked(dy, x, mean)
-    dx = _grad_input_blocked(dy, x, mean, invstd, weight, sum_dy, sum_dy_xc, _values_per_channel(x))
-    return dx, sum_dy_xc * invstd, sum_dy
+    dweight = sum_dy_xc * invstd
+    dx = _grad_input_blocked(dy, x, mean, invstd, weight, sum_dy, dweight, _values_per_channel(x))
+    return dx, dweight, sum_dy
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,12 +278,23 @@ def _all_reduce_sum(tensors: list[Tensor], group) -> list[Tensor]:
 _COMPILED: dict = {}
 
 
-def _pick(reference, blocked, x: Tensor, compiled: bool):
-    """Which version of the math to run: compiled, the plain formula for small inputs (fewest
-    operations), or the blocked one (fewest passes over memory and fewest large allocations)."""
+def _path(x: Tensor, compiled: bool, group) -> str:
+    """Which version of the math runs for ``x`` (the parity tests hold each of them to PyTorch):
+
+    - ``"sync"``: statistics and gradient sums combined over the processes of ``group``;
+    - ``"compiled"``: ``_forward_lean``/``_backward_reference`` through ``torch.compile``;
+    - ``"plain"``: the plain formula, for small inputs, where every operation costs its call
+      overhead: fewest operations, and the residuals x - mean are kept for the backward;
+    - ``"blocked"``: large inputs on the CPU: fewest passes over memory, fewest large allocations;
+    - ``"lean"``: large inputs elsewhere (CUDA): the plain formula, the residuals recomputed.
+    """
+    if group is not None:
+        return "sync"
     if compiled:
-        return _compiled(reference)
-    return reference if x.numel() <= _SMALL_ELEMS else blocked
+        return "compiled"
+    if x.numel() <= _SMALL_ELEMS:
+        return "plain"
+    return "blocked" if x.device.type == "cpu" else "lean"
 
 
 def _compiled(fn):
@@ -283,44 +320,54 @@ class _BatchNormTrain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, compiled: bool, group):
         xa = _as(x, _acc_dtype(x.dtype))  # a float32 copy of half/bfloat16 input
-        if group is not None:
+        path = _path(xa, compiled, group)
+        m = _values_per_channel(xa)
+        xc = scale = None  # the residuals x - mean and gamma*invstd, kept by the plain path only
+        if path == "sync":
             pivot, d_mean, var, m = _all_stats(xa, group)
             y, invstd = _normalize_blocked(xa, pivot, d_mean, var, weight, bias, eps)
             mean = pivot + d_mean
+        elif path == "plain":
+            y, xc, mean, var, invstd, scale = _forward_reference(xa, weight, bias, eps)
+        elif path == "blocked":
+            y, mean, var, invstd = _forward_blocked(xa, weight, bias, eps)
+        elif path == "compiled":  # requires_grad is part of what a compiled function is specialised on
+            y, mean, var, invstd = _compiled(_forward_lean)(xa.detach(), weight, bias, eps)
         else:
-            if compiled:
-                xa = xa.detach()  # requires_grad is part of what a compiled function is specialised on
-            y, mean, var, invstd = _pick(_forward_reference, _forward_blocked, xa, compiled)(xa, weight, bias, eps)
-            m = _values_per_channel(xa)
-        ctx.eps, ctx.compiled, ctx.group, ctx.m = eps, compiled, group, m
+            y, mean, var, invstd = _forward_lean(xa, weight, bias, eps)
+        ctx.eps, ctx.path, ctx.group, ctx.m = eps, path, group, m
         ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.save_for_backward(x, weight, mean, invstd, xc, scale)
         ctx.set_materialize_grads(False)
-        unbiased = var * (m / (m - 1))  # m > 1: checked before
+        unbiased = torch.add(var, var, alpha=1 / (m - 1))  # var * M/(M - 1); M > 1 was checked before
         ctx.mark_non_differentiable(mean, unbiased)
         return _as(y, x.dtype), mean, unbiased
 
     @staticmethod
     def backward(ctx, dy: Tensor | None, _dmean, _dvar):
-        x, weight, mean, invstd = ctx.saved_tensors
+        x, weight, mean, invstd, xc, scale = ctx.saved_tensors
         if dy is None:
             return None, None, None, None, None, None
         acc = _acc_dtype(x.dtype)
         xa, dya = _as(x, acc), _as(dy, acc)
         if torch.is_grad_enabled():
-            if ctx.group is not None:
+            if ctx.path == "sync":
                 raise RuntimeError("MyBN(sync=True) does not support double backward (create_graph=True)")
             # create_graph=True: the statistics must be functions of x in the graph, so that
             # differentiating this backward again (double backward) sees how they depend on x.
-            _, _, mean, var = _batch_stats(xa)
-            dx, dweight, dbias = _backward_reference(dya, xa, mean, torch.rsqrt(var + ctx.eps), weight)
-        elif ctx.group is not None:
+            _, xc, _, _, invstd, scale = _forward_reference(xa, weight, None, ctx.eps)
+            dx, dweight, dbias = _grad_reference(dya, xc, invstd, scale, ctx.m)
+        elif ctx.path == "plain":
+            dx, dweight, dbias = _grad_reference(dya, xc, invstd, scale, ctx.m)
+        elif ctx.path == "blocked":
+            dx, dweight, dbias = _backward_blocked(dya, xa, mean, invstd, weight)
+        elif ctx.path == "sync":
             sum_dy, sum_dy_xc = _grad_sums_blocked(dya, xa, mean)
             all_dy, all_dy_xc = _all_reduce_sum([sum_dy, sum_dy_xc], ctx.group)
-            dx = _grad_input_blocked(dya, xa, mean, invstd, weight, all_dy, all_dy_xc, ctx.m)
+            dx = _grad_input_blocked(dya, xa, mean, invstd, weight, all_dy, all_dy_xc * invstd, ctx.m)
             dweight, dbias = sum_dy_xc * invstd, sum_dy  # this process's share; DDP combines the shares
         else:
-            backward = _pick(_backward_reference, _backward_blocked, xa, ctx.compiled)
+            backward = _compiled(_backward_reference) if ctx.path == "compiled" else _backward_reference
             dx, dweight, dbias = backward(dya, xa, mean, invstd, weight)
         need_dx, need_dweight, need_dbias = ctx.needs_input_grad[:3]
         return (
@@ -498,64 +545,66 @@ class MyBN(nn.Module):
         if x.dim() not in (2, 3):
             raise ValueError(f"expected 2D or 3D input (got {x.dim()}D input)")
 
-    def _check_input(self, x: Tensor, use_batch_stats: bool, use_running_stats: bool, synced: bool = False) -> None:
+    def _check_input(self, x: Tensor, per_channel: tuple, use_batch_stats: bool, synced: bool = False) -> None:
         """Raise the exception ``nn.BatchNorm1d`` raises for the same bad input, with a clearer message.
 
-        ``synced``: this is one process's share of a batch; its count is checked over all shares.
+        ``per_channel``: the parameters and buffers this call uses, None where absent. ``synced``:
+        ``x`` is one process's share of a batch; its count is checked over all shares.
         """
         self._check_input_dim(x)
-        if use_batch_stats and not synced and _values_per_channel(x) == 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-        if use_batch_stats and self.eps <= 0:
-            raise ValueError(f"batch_norm eps must be positive during training, but got {self.eps}")
-        if self.eps < 0:
+        if use_batch_stats:
+            if not synced and _values_per_channel(x) == 1:
+                raise ValueError(
+                    f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}"
+                )
+            if self.eps <= 0:
+                raise ValueError(f"batch_norm eps must be positive during training, but got {self.eps}")
+        elif self.eps < 0:
             raise ValueError(f"batch_norm eps must be non-negative, but got {self.eps}")
-        per_channel = [self.weight, self.bias]
-        if use_running_stats:
-            per_channel += [self.running_mean, self.running_var]
-        tensors = [t for t in per_channel if t is not None]
-        if any(t.numel() != x.size(1) for t in tensors):
-            raise RuntimeError(
-                f"{type(self).__name__}({self.num_features}) expected input with "
-                f"{self.num_features} channels in dim 1, got input of shape {tuple(x.shape)}"
-            )
-        if not x.is_floating_point():
-            raise NotImplementedError(f"{type(self).__name__} needs floating-point input, got {x.dtype}")
-        for t in tensors:
-            if t.dtype != x.dtype and not (x.dtype in _LOW_PRECISION and t.dtype == torch.float32):
+        channels, dtype = x.shape[1], x.dtype
+        for t in per_channel:
+            if t is not None and t.numel() != channels:
                 raise RuntimeError(
-                    f"{type(self).__name__}: input dtype {x.dtype} does not match parameter/buffer dtype {t.dtype}"
+                    f"{type(self).__name__}({self.num_features}) expected input with "
+                    f"{self.num_features} channels in dim 1, got input of shape {tuple(x.shape)}"
+                )
+        if not x.is_floating_point():
+            raise NotImplementedError(f"{type(self).__name__} needs floating-point input, got {dtype}")
+        for t in per_channel:
+            if t is not None and t.dtype != dtype and not (dtype in _LOW_PRECISION and t.dtype == torch.float32):
+                raise RuntimeError(
+                    f"{type(self).__name__}: input dtype {dtype} does not match parameter/buffer dtype {t.dtype}"
                 )
 
     def forward(self, x: Tensor) -> Tensor:
+        # Each module attribute is read once: on a small input, every lookup shows in the time.
+        weight, bias, running_mean, running_var = self.weight, self.bias, self.running_mean, self.running_var
+        training = self.training
         # Batch statistics in training, and in eval when there are no running estimates to use.
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        update_running = self.training and self.track_running_stats
+        use_batch_stats = training or (running_mean is None and running_var is None)
+        update_running = training and self.track_running_stats
         group = self._sync_group()
-        self._check_input(x, use_batch_stats, update_running or not self.training, synced=group is not None)
+        per_channel = (weight, bias, running_mean, running_var) if update_running or not training else (weight, bias)
+        self._check_input(x, per_channel, use_batch_stats, synced=group is not None)
 
         factor = 0.0
-        if update_running and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked)
-            else:
-                factor = self.momentum
+        tracked = self.num_batches_tracked
+        if update_running and tracked is not None:
+            tracked.add_(1)
+            factor = 1.0 / float(tracked) if self.momentum is None else self.momentum  # None: cumulative average
 
         if x.numel() == 0 and group is None:
             # Nothing to normalise; keep weight and bias in the graph so they get zero gradients.
-            return _affine(x.clone(), self.weight, self.bias)
+            return _affine(x.clone(), weight, bias)
 
         if not use_batch_stats:
             return self._eval_forward(x)
 
-        y, mean, var = batch_norm_train(
-            x, self.weight, self.bias, self.eps, compiled=self.compiled, process_group=group
-        )
-        if update_running and self.running_mean is not None:
+        y, mean, var = batch_norm_train(x, weight, bias, self.eps, compiled=self.compiled, process_group=group)
+        if update_running and running_mean is not None:
             # mean and var come out of the graph (non-differentiable): no graph grows through the buffers
-            self._update_running(self.running_mean, mean, factor)
-            self._update_running(self.running_var, var, factor)  # the unbiased variance
+            self._update_running(running_mean, mean, factor)
+            self._update_running(running_var, var, factor)  # the unbiased variance
         return y
 
     def _sync_group(self):

@@ -14,6 +14,9 @@ import my_bn
 from my_bn import MyBN, MyBN2d, batch_norm_train, convert_to_mybn
 
 MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
+# The parity tests run on CUDA too where a GPU is present: there the reference is cuDNN's kernel
+# (PyTorch's own CUDA kernel for float64), and MyBN's large inputs take the "lean" path.
+DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
 @pytest.fixture(autouse=True, params=["plain formula", "one-row blocks", "grouped blocks"])
@@ -36,14 +39,14 @@ CONFIGS = {
 }
 
 
-def make_pair(ref_cls, my_cls, num_features, dtype=torch.float64, seed=0, **kwargs):
+def make_pair(ref_cls, my_cls, num_features, dtype=torch.float64, seed=0, device="cpu", **kwargs):
     """A reference layer with random gamma/beta, and a MyBN loaded from its state dict."""
-    ref = ref_cls(num_features, dtype=dtype, **kwargs)
+    ref = ref_cls(num_features, dtype=dtype, device=device, **kwargs)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in ref.parameters():
             p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype))
-    mine = my_cls(num_features, dtype=dtype, **kwargs)
+    mine = my_cls(num_features, dtype=dtype, device=device, **kwargs)
     mine.load_state_dict(ref.state_dict())
     return ref, mine
 
@@ -58,26 +61,27 @@ def step(layer, x, dy):
     return y.detach(), grads
 
 
-def assert_same_buffers(ref, mine):
+def assert_same_buffers(ref, mine, **tol):
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         r, m = getattr(ref, name), getattr(mine, name)
         if r is None:
             assert m is None, name
         else:
             assert m.dtype == r.dtype, name
-            torch.testing.assert_close(m, r, msg=lambda s, name=name: f"{name}: {s}")
+            torch.testing.assert_close(m, r, **tol, msg=lambda s, name=name: f"{name}: {s}")
 
 
 def check_parity(ref, mine, shape, dtype, steps=4, seed=0, atol=None, rtol=None):
     """Several training steps, then eval: outputs, three gradients and three buffers agree."""
     gen = torch.Generator().manual_seed(seed)
+    device = mine.running_mean.device if mine.running_mean is not None else mine.weight.device
     tol = {} if atol is None else {"atol": atol, "rtol": rtol}
     for mode in ["train"] * steps + ["eval"] * 2:
         ref.train(mode == "train")
         mine.train(mode == "train")
         # shifted, scaled batches so that the running statistics have something to track
-        x = torch.randn(shape, generator=gen, dtype=dtype) * 3 + 2
-        dy = torch.randn(shape, generator=gen, dtype=dtype)
+        x = (torch.randn(shape, generator=gen, dtype=dtype) * 3 + 2).to(device)
+        dy = torch.randn(shape, generator=gen, dtype=dtype).to(device)
         y_ref, g_ref = step(ref, x, dy)
         y_my, g_my = step(mine, x, dy)
         assert y_my.dtype == y_ref.dtype
@@ -87,43 +91,53 @@ def check_parity(ref, mine, shape, dtype, steps=4, seed=0, atol=None, rtol=None)
                 assert a is None, name
             else:
                 torch.testing.assert_close(a, b, **tol, msg=lambda s, mode=mode, name=name: f"{mode} d{name}: {s}")
-        assert_same_buffers(ref, mine)
+        assert_same_buffers(ref, mine, **tol)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("momentum", MOMENTA)
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("shape", [(16, 5), (8, 5, 7)], ids=["NC", "NCL"])
-def test_parity_bn1d(dtype, momentum, config, shape):
-    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 5, dtype, momentum=momentum, **CONFIGS[config])
+def test_parity_bn1d(dtype, momentum, config, shape, device):
+    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 5, dtype, momentum=momentum, device=device, **CONFIGS[config])
     check_parity(ref, mine, shape, dtype)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("config", CONFIGS)
-def test_parity_bn2d(dtype, momentum, config):
-    ref, mine = make_pair(nn.BatchNorm2d, MyBN2d, 3, dtype, momentum=momentum, **CONFIGS[config])
+def test_parity_bn2d(dtype, momentum, config, device):
+    ref, mine = make_pair(nn.BatchNorm2d, MyBN2d, 3, dtype, momentum=momentum, device=device, **CONFIGS[config])
     check_parity(ref, mine, (4, 3, 5, 6), dtype)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(4096, 8), (64, 8, 64)], ids=["NC", "NCL"])
+def test_parity_large_float32(shape, device):
+    """Above the size where MyBN leaves the plain formula (for the large-input path of each device)."""
+    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 8, torch.float32, device=device)
+    check_parity(ref, mine, shape, torch.float32, steps=2, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("param_dtype", ["same", "float32"])
-def test_low_precision_accumulates_in_float32(dtype, param_dtype):
+def test_low_precision_accumulates_in_float32(dtype, param_dtype, device):
     """Half/bfloat16 input: at least as close as PyTorch to float64 on the same rounded numbers."""
     pdtype = dtype if param_dtype == "same" else torch.float32
     gen = torch.Generator().manual_seed(1)
-    truth, ref, mine = (
-        cls(6, dtype=d) for cls, d in [(nn.BatchNorm1d, torch.float64), (nn.BatchNorm1d, pdtype), (MyBN, pdtype)]
-    )
+    layers = [(nn.BatchNorm1d, torch.float64), (nn.BatchNorm1d, pdtype), (MyBN, pdtype)]
+    truth, ref, mine = (cls(6, dtype=d, device=device) for cls, d in layers)
     with torch.no_grad():
         for p in ref.parameters():
             p.copy_(torch.randn(p.shape, generator=gen))
     truth.load_state_dict(ref.state_dict())
     mine.load_state_dict(ref.state_dict())
     for training in (True, True, False):
-        x = (torch.randn(64, 6, generator=gen) * 3 + 20).to(dtype)
-        dy = torch.randn(64, 6, generator=gen).to(dtype)
+        x = (torch.randn(64, 6, generator=gen) * 3 + 20).to(device, dtype)
+        dy = torch.randn(64, 6, generator=gen).to(device, dtype)
         results = []
         for layer, xdtype in ((truth, torch.float64), (ref, dtype), (mine, dtype)):
             y, grads = step(layer.train(training), x.to(xdtype), dy.to(xdtype))
@@ -242,10 +256,11 @@ def test_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradgradcheck(bn, (x,))
 
 
-def test_double_backward_matches_pytorch():
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_matches_pytorch(device):
     """A gradient penalty (needs create_graph=True) gives PyTorch's second-order gradients."""
-    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 4, torch.float64)
-    x = torch.randn(12, 4, dtype=torch.float64)
+    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 4, torch.float64, device=device)
+    x = torch.randn(12, 4, dtype=torch.float64).to(device)
     results = []
     for layer in (ref, mine):
         xi = x.clone().requires_grad_(True)
@@ -373,24 +388,26 @@ def test_empty_batch_counts_and_keeps_statistics():
     torch.testing.assert_close(mine.running_mean, torch.zeros(3))
 
 
-def test_large_mean_small_std_float32():
+@pytest.mark.parametrize("device", DEVICES)
+def test_large_mean_small_std_float32(device):
     """Channel mean 1e4, std 1e-2: the naive E[x^2] - E[x]^2 loses every digit here."""
     gen = torch.Generator().manual_seed(0)
-    x = 1e4 + 1e-2 * torch.randn(256, 4, generator=gen)
-    truth = nn.BatchNorm1d(4, dtype=torch.float64)(x.double())  # exact statistics of the same floats
-    ours, theirs = MyBN(4)(x), nn.BatchNorm1d(4)(x)
+    x = (1e4 + 1e-2 * torch.randn(256, 4, generator=gen)).to(device)
+    truth = nn.BatchNorm1d(4, dtype=torch.float64, device=device)(x.double())  # exact statistics of the same floats
+    ours, theirs = MyBN(4, device=device)(x), nn.BatchNorm1d(4, device=device)(x)
     assert torch.isfinite(ours).all()
-    # PyTorch's kernel is itself off by 0.03-0.2 here (depending on the thread count)
+    # PyTorch's CPU kernel is itself off by 0.03-0.2 here (depending on the thread count)
     torch.testing.assert_close(ours, theirs, atol=0.5, rtol=0)
     torch.testing.assert_close(ours.double(), truth, atol=1e-5, rtol=0)
     naive_var = (x * x).mean(0) - x.mean(0) ** 2  # for contrast: garbage, often negative
     assert ((naive_var - x.double().var(0, correction=0)).abs() > 1).any()
 
 
-def test_constant_channel_is_finite():
-    x = torch.randn(8, 2, 3)
+@pytest.mark.parametrize("device", DEVICES)
+def test_constant_channel_is_finite(device):
+    x = torch.randn(8, 2, 3, device=device)
     x[:, 1] = 7.0
-    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 2, torch.float32)
+    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 2, torch.float32, device=device)
     xr, xm = x.clone().requires_grad_(), x.clone().requires_grad_()
     y_ref, y_my = ref(xr), mine(xm)
     dy = torch.randn_like(x)
