@@ -261,15 +261,18 @@ def train_loop_rows(repeats: int = 3) -> list[dict]:
             seconds.append(time.perf_counter() - start)
         return sorted(seconds)[len(seconds) // 2]
 
-    rows = []
-    for model in config.models:
-        ours = median_seconds(
+    # Every train.py run first: a DataLoader's worker processes are still exiting for a while after
+    # its loop ends, and would slow whatever is timed next on a 2-core machine.
+    ours = {
+        model: median_seconds(
             lambda m=model: train.train_one(
                 TanhMLP(m, 0, bn_momentum=config.bn_momentum), data, order, config.lr, False
             )
         )
-        loader = median_seconds(lambda m=model: dataloader_run(m, 5.0, 0, config))
-        rows.append({"what": model, "train_py_s": ours, "dataloader_s": loader})
+        for model in config.models
+    }
+    loader = {model: median_seconds(lambda m=model: dataloader_run(m, 5.0, 0, config)) for model in config.models}
+    rows = [{"what": model, "train_py_s": ours[model], "dataloader_s": loader[model]} for model in config.models]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run([sys.executable, "train.py", "--out", tmp], check=True, capture_output=True)

@@ -27,9 +27,9 @@ def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
-def _reduce_dims(x: Tensor) -> list[int]:
-    """Every dimension but the channel dimension 1 of an (N, C, *) tensor."""
-    return [0, *range(2, x.dim())]
+def _reduce_dims(x: Tensor) -> int | list[int]:
+    """Every dimension but the channel dimension 1 of an (N, C, *) tensor (an int is a little faster)."""
+    return 0 if x.dim() == 2 else [0, *range(2, x.dim())]
 
 
 def _per_channel(v: Tensor, x: Tensor) -> Tensor:
