@@ -4,6 +4,7 @@ python bench.py                            # the full table: every shape, both a
 python bench.py --shapes 64x10 8192x1024 --no-compile --no-train-loop
 python bench.py --json bench.json          # the same numbers for tools
 python bench.py --readme README.md         # and the table into the README's Speed section
+python bench.py --device cuda --no-train-loop --json results/bench_cuda.json --readme README.md
 
 Times are medians from torch.utils.benchmark, in milliseconds, train mode, float32. Each allocator
 setting runs in its own process, since glibc reads GLIBC_TUNABLES only at start-up: "default" is
@@ -339,9 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     if config.json:
         payload = {"machine": machine(), "kernels": kernel_rows, "training": train_rows}
         atomic_write(Path(config.json), lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
-    if config.readme:
+    if config.readme:  # the CPU table and the CUDA one each have their own place
+        marker = "bench-table" if train.resolve_device(config.device).type == "cpu" else "bench-cuda-table"
         readme = Path(config.readme)
-        updated = replace_between_markers(readme.read_text(encoding="utf-8"), "bench-table", report)
+        updated = replace_between_markers(readme.read_text(encoding="utf-8"), marker, report)
         atomic_write(readme, lambda tmp: tmp.write_text(updated, encoding="utf-8"))
     return 0
 
