@@ -5,6 +5,7 @@ python bench.py --shapes 64x10 8192x1024 --no-compile --no-train-loop
 python bench.py --json bench.json          # the same numbers for tools
 python bench.py --readme README.md         # and the table into the README's Speed section
 python bench.py --device cuda --no-train-loop --json results/bench_cuda.json --readme README.md
+python bench.py --report results/bench.json  # the tables of a saved run, measuring nothing
 
 Times are medians from torch.utils.benchmark, in milliseconds, train mode, float32. Each allocator
 setting runs in its own process, since glibc reads GLIBC_TUNABLES only at start-up: "default" is
@@ -66,7 +67,10 @@ class BenchConfig:
     )
     min_run_time: float = flag(0.5, "seconds of timing per measurement", type=positive_float)
     json: str | None = flag(None, "also write every number as JSON to this file", metavar="FILE")
-    readme: str | None = flag(None, "also write the table into this README between bench-table markers")
+    readme: str | None = flag(
+        None, "also write the tables into this README between bench-table (CPU) or bench-cuda-table markers"
+    )
+    report: str | None = flag(None, "measure nothing: print the tables of a run saved with --json", metavar="FILE")
     child: str | None = flag(None, "internal: measure in this process for this allocator setting")
 
 
@@ -328,24 +332,37 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure(config, config.child)
         Path(config.json).write_text(json.dumps(rows))
         return 0
-    kernel_rows = run_children(config, _strip(argv))
-    bandwidth = {r["allocator"]: r["copy_bandwidth_GBs"] for r in kernel_rows}
-    copy = ", ".join(f"{gbs:.1f} GB/s ({name} allocator)" for name, gbs in bandwidth.items())
-    text = [f"Machine: {machine()}. Copy bandwidth: {copy}.", "", format_table(kernel_rows)]
-    train_rows = train_loop_rows() if config.train_loop else []
-    if train_rows:
-        text += ["", format_train_table(train_rows)]
-    report = "\n".join(text)
+    if config.report:
+        try:
+            payload = json.loads(Path(config.report).read_text())
+            format_report(payload)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            parser.error(f"argument --report: {config.report} is not a results file of bench.py --json ({exc})")
+    else:
+        about = machine()  # before train_loop_rows, which sets the thread count of a training run
+        kernel_rows = run_children(config, _strip(argv))
+        train_rows = train_loop_rows() if config.train_loop else []
+        payload = {"machine": about, "kernels": kernel_rows, "training": train_rows}
+        if config.json:
+            atomic_write(Path(config.json), lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
+    report = format_report(payload)
     print(report)
-    if config.json:
-        payload = {"machine": machine(), "kernels": kernel_rows, "training": train_rows}
-        atomic_write(Path(config.json), lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
-    if config.readme:  # the CPU table and the CUDA one each have their own place
-        marker = "bench-table" if train.resolve_device(config.device).type == "cpu" else "bench-cuda-table"
+    if config.readme:  # the CPU tables and the CUDA one each have their own place
+        marker = "bench-table" if payload["kernels"][0]["device"] == "cpu" else "bench-cuda-table"
         readme = Path(config.readme)
         updated = replace_between_markers(readme.read_text(encoding="utf-8"), marker, report)
         atomic_write(readme, lambda tmp: tmp.write_text(updated, encoding="utf-8"))
     return 0
+
+
+def format_report(payload: dict) -> str:
+    """What a run prints: the machine, the kernel table and, if measured, the training-loop table."""
+    bandwidth = {r["allocator"]: r["copy_bandwidth_GBs"] for r in payload["kernels"]}
+    copy = ", ".join(f"{gbs:.1f} GB/s ({name} allocator)" for name, gbs in bandwidth.items())
+    text = [f"Machine: {payload['machine']}. Copy bandwidth: {copy}.", "", format_table(payload["kernels"])]
+    if payload["training"]:
+        text += ["", format_train_table(payload["training"])]
+    return "\n".join(text)
 
 
 def _strip(argv: list[str]) -> list[str]:

@@ -42,3 +42,19 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
     assert bench.format_table(rows) in printed
     assert "| tuned | 4×3×5 | fwd+bwd |" in printed
     assert "At 16×3 (tuned allocator), a custom autograd.Function" in printed
+
+
+def test_report_prints_a_saved_run_and_checks_the_file(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--shapes", "16x3", "--no-compile", "--no-train-loop", "--allocator", "default", "--min-run-time", "0.01"]
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    measured = capsys.readouterr().out
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- bench-table:start -->\nold\n<!-- bench-table:end -->\nb\n")
+    assert bench.main(["--report", str(out), "--readme", str(readme)]) == 0
+    assert capsys.readouterr().out == measured == bench.format_report(json.loads(out.read_text())) + "\n"
+    assert readme.read_text() == f"a\n<!-- bench-table:start -->\n{measured}<!-- bench-table:end -->\nb\n"
+    for bad in (tmp_path / "missing.json", readme):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(["--report", str(bad)])
+        assert exc.value.code == 2 and "--report" in capsys.readouterr().err
