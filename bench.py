@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ ALLOCATORS = {
 }
 VARIANTS = ("native", "mybn", "mybn_compiled")
 PASSES = {"fwd": 2, "fwd+bwd": 5}  # pass -> how many times it must move the tensor's bytes
+ROUNDS = 5  # the variants of a shape take turns this many times (see measure)
 
 
 @dataclass
@@ -65,7 +67,7 @@ class BenchConfig:
         "also time train.py's loop against a DataLoader(num_workers=2) loop",
         action=argparse.BooleanOptionalAction,
     )
-    min_run_time: float = flag(0.5, "seconds of timing per measurement", type=positive_float)
+    min_run_time: float = flag(0.5, "seconds of timing per measurement, over all its rounds", type=positive_float)
     json: str | None = flag(None, "also write every number as JSON to this file", metavar="FILE")
     readme: str | None = flag(
         None, "also write the tables into this README between bench-table (CPU) or bench-cuda-table markers"
@@ -136,9 +138,15 @@ def make_layer(variant: str, shape: tuple[int, ...], device: torch.device) -> nn
 
 
 def measure(config: BenchConfig, allocator: str) -> list[dict]:
-    """Every (shape, variant, pass) in this process."""
+    """Every (shape, variant, pass) in this process.
+
+    The variants of one shape take turns, ``ROUNDS`` times, and each number is the median of its
+    rounds: a burst of load from elsewhere on a shared machine then lands on every variant alike,
+    instead of on whichever one was being timed.
+    """
     device = train.resolve_device(config.device)
     bandwidth = copy_bandwidth(device)
+    stmts = {"fwd": "layer(x)", "fwd+bwd": "xr.grad = None; layer(xr).backward(dy)"}
     rows = []
     for text in config.shapes:
         shape = parse_shape(text)
@@ -146,10 +154,10 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
         dy = torch.randn(shape, device=device)
         xr = x.clone().requires_grad_()
         nbytes = x.numel() * x.element_size()
-        native = {}
         variants = list(VARIANTS if config.compile else VARIANTS[:2])
         if len(shape) == 2 and x.numel() <= 1024:
             variants.append("floor")  # small enough that only the per-call overhead counts
+        layers = {}
         for variant in variants:
             layer = make_layer(variant, shape, device)
             try:
@@ -157,17 +165,20 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
             except Exception as exc:  # noqa: BLE001 - a missing compiler must not end the benchmark
                 print(f"  {variant} {text}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
                 continue
-            stmts = {"fwd": "layer(x)", "fwd+bwd": "xr.grad = None; layer(xr).backward(dy)"}
-            for name, stmt in stmts.items():
-                ms = timed(stmt, config.min_run_time, layer=layer, x=x, xr=xr, dy=dy)
-                if variant == "native":
-                    native[name] = ms
-                bound = PASSES[name] * nbytes / bandwidth * 1e3
-                rows.append({
-                    "device": str(device), "allocator": allocator, "shape": list(shape), "variant": variant,
-                    "pass": name, "median_ms": ms, "ratio_to_native": ms / native[name], "bound_ms": bound,
-                    "fraction_of_bound": bound / ms, "copy_bandwidth_GBs": bandwidth / 1e9,
-                })  # fmt: skip
+            layers[variant] = layer
+        times = {(variant, name): [] for variant in layers for name in stmts}
+        for _ in range(ROUNDS):
+            for (variant, name), samples in times.items():
+                env = {"layer": layers[variant], "x": x, "xr": xr, "dy": dy}
+                samples.append(timed(stmts[name], config.min_run_time / ROUNDS, **env))
+        median = {key: statistics.median(samples) for key, samples in times.items()}
+        for (variant, name), ms in median.items():
+            bound = PASSES[name] * nbytes / bandwidth * 1e3
+            rows.append({
+                "device": str(device), "allocator": allocator, "shape": list(shape), "variant": variant,
+                "pass": name, "median_ms": ms, "ratio_to_native": ms / median["native", name], "bound_ms": bound,
+                "fraction_of_bound": bound / ms, "copy_bandwidth_GBs": bandwidth / 1e9,
+            })  # fmt: skip
         print(f"  measured {text} ({allocator} allocator)", file=sys.stderr)
     return rows
 
