@@ -269,6 +269,6 @@ def test_claims_about_processes():
     assert ddp["environment"]["processes"] == 2
     for model, gap in compare.ddp_gaps(ddp, single, "train_loss"):
         if model == "my_bn":
-            assert gap[0] < 1e-14 and gap.max() < 1e-6  # rounding at first, below 1e-6 throughout
+            assert gap[0] < 1e-14 and gap.max() < 1e-5  # rounding at first, below 1e-5 throughout
         else:
             assert gap[0] > 1e-8 and gap.max() > 0.1  # the first loss differs beyond rounding; the runs part
