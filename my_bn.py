@@ -500,8 +500,9 @@ class MyBN(nn.Module):
             statistics are used in both modes. Default: ``True``
         device, dtype: where and in which dtype parameters and buffers are created.
         bias: with ``affine``, also learn the shift ``bias``. Default: ``True``
-        compiled: run the training math through ``torch.compile`` (opt-in: faster on some large
-            inputs once compiled, and it needs a C++ compiler on the CPU). Default: ``False``
+        compiled: run the training math through ``torch.compile``, fused into one pass over memory
+            for the statistics and one for the output (opt-in: for large inputs; it needs a C++
+            compiler on the CPU). Default: ``False``
         sync: in training, when ``torch.distributed`` is initialised and ``process_group`` has more
             than one process, normalise with the statistics of the batch spread over all of them
             (as ``nn.SyncBatchNorm`` does, but on the CPU too). Eval mode never communicates.
