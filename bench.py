@@ -347,9 +347,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             payload = json.loads(Path(config.report).read_text())
             format_report(payload)
+            on_cpu = payload["kernels"][0]["device"] == "cpu"
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             parser.error(f"argument --report: {config.report} is not a results file of bench.py --json ({exc})")
     else:
+        on_cpu = train.resolve_device(config.device).type == "cpu"
+    marker = "bench-table" if on_cpu else "bench-cuda-table"  # the CPU tables and the CUDA one
+    if config.readme:  # checked before minutes of measuring, not after
+        try:
+            replace_between_markers(Path(config.readme).read_text(encoding="utf-8"), marker, "")
+        except (OSError, ValueError) as exc:
+            parser.error(f"argument --readme: {exc}")
+    if not config.report:
         about = machine()  # before train_loop_rows, which sets the thread count of a training run
         kernel_rows = run_children(config, _strip(argv))
         train_rows = train_loop_rows() if config.train_loop else []
@@ -358,8 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write(Path(config.json), lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
     report = format_report(payload)
     print(report)
-    if config.readme:  # the CPU tables and the CUDA one each have their own place
-        marker = "bench-table" if payload["kernels"][0]["device"] == "cpu" else "bench-cuda-table"
+    if config.readme:
         readme = Path(config.readme)
         updated = replace_between_markers(readme.read_text(encoding="utf-8"), marker, report)
         atomic_write(readme, lambda tmp: tmp.write_text(updated, encoding="utf-8"))

@@ -58,3 +58,7 @@ def test_report_prints_a_saved_run_and_checks_the_file(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             bench.main(["--report", str(bad)])
         assert exc.value.code == 2 and "--report" in capsys.readouterr().err
+    readme.write_text("no markers\n")  # refused before measuring, and left as it was
+    with pytest.raises(SystemExit) as exc:
+        bench.main([*argv, "--readme", str(readme)])
+    assert exc.value.code == 2 and "--readme" in capsys.readouterr().err and readme.read_text() == "no markers\n"
