@@ -391,27 +391,11 @@ class _BatchNormTrain(torch.autograd.Function):
         x, weight, mean, invstd, xc, scale = ctx.saved_tensors
         if dy is None:
             return None, None, None, None, None, None
-        acc = _acc_dtype(x.dtype)
-        xa, dya = _as(x, acc), _as(dy, acc)
-        if torch.is_grad_enabled():
-            if ctx.path == "sync":
-                raise RuntimeError("MyBN(sync=True) does not support double backward (create_graph=True)")
-            # create_graph=True: the statistics must be functions of x in the graph, so that
-            # differentiating this backward again (double backward) sees how they depend on x.
-            _, xc, _, _, invstd, scale = _forward_reference(xa, weight, None, ctx.eps)
+        dya = _as(dy, _acc_dtype(x.dtype))
+        if ctx.path == "plain" and not torch.is_grad_enabled():  # the residuals were kept: x is not needed
             dx, dweight, dbias = _grad_reference(dya, xc, invstd, scale, ctx.m)
-        elif ctx.path == "plain":
-            dx, dweight, dbias = _grad_reference(dya, xc, invstd, scale, ctx.m)
-        elif ctx.path == "blocked":
-            dx, dweight, dbias = _backward_blocked(dya, xa, mean, invstd, weight)
-        elif ctx.path == "sync":
-            sum_dy, sum_dy_xc = _grad_sums_blocked(dya, xa, mean)
-            all_dy, all_dy_xc = _all_reduce_sum([sum_dy, sum_dy_xc], ctx.group)
-            dx = _grad_input_blocked(dya, xa, mean, invstd, weight, all_dy, all_dy_xc * invstd, ctx.m)
-            dweight, dbias = sum_dy_xc * invstd, sum_dy  # this process's share; DDP combines the shares
         else:
-            backward = _compiled(_backward_fused) if ctx.path == "compiled" else _backward_reference
-            dx, dweight, dbias = backward(dya, xa, mean, invstd, weight)
+            dx, dweight, dbias = _BatchNormTrain._backward_from_x(ctx, dya, _as(x, dya.dtype), weight, mean, invstd)
         need_dx, need_dweight, need_dbias = ctx.needs_input_grad[:3]
         return (
             _as(dx, x.dtype) if need_dx else None,
@@ -421,6 +405,26 @@ class _BatchNormTrain(torch.autograd.Function):
             None,
             None,
         )
+
+    @staticmethod
+    def _backward_from_x(ctx, dya: Tensor, xa: Tensor, weight, mean: Tensor, invstd: Tensor):
+        """``(dx, dgamma, dbeta)`` for every path that recomputes from x (in the accumulation dtype)."""
+        if torch.is_grad_enabled():
+            if ctx.path == "sync":
+                raise RuntimeError("MyBN(sync=True) does not support double backward (create_graph=True)")
+            # create_graph=True: the statistics must be functions of x in the graph, so that
+            # differentiating this backward again (double backward) sees how they depend on x.
+            _, xc, _, _, invstd, scale = _forward_reference(xa, weight, None, ctx.eps)
+            return _grad_reference(dya, xc, invstd, scale, ctx.m)
+        if ctx.path == "blocked":
+            return _backward_blocked(dya, xa, mean, invstd, weight)
+        if ctx.path == "sync":
+            sum_dy, sum_dy_xc = _grad_sums_blocked(dya, xa, mean)
+            all_dy, all_dy_xc = _all_reduce_sum([sum_dy, sum_dy_xc], ctx.group)
+            dx = _grad_input_blocked(dya, xa, mean, invstd, weight, all_dy, all_dy_xc * invstd, ctx.m)
+            return dx, sum_dy_xc * invstd, sum_dy  # this process's share of dgamma, dbeta; DDP combines them
+        backward = _compiled(_backward_fused) if ctx.path == "compiled" else _backward_reference
+        return backward(dya, xa, mean, invstd, weight)
 
 
 def batch_norm_train(
