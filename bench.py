@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.report:
         try:
             payload = json.loads(Path(config.report).read_text())
-            format_report(payload)
+            report = format_report(payload)
             on_cpu = payload["kernels"][0]["device"] == "cpu"
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             parser.error(f"argument --report: {config.report} is not a results file of bench.py --json ({exc})")
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"machine": about, "kernels": kernel_rows, "training": train_rows}
         if config.json:
             atomic_write(Path(config.json), lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
-    report = format_report(payload)
+        report = format_report(payload)
     print(report)
     if config.readme:
         readme = Path(config.readme)
