@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from my_bn import MyBN
+import my_bn_fast
+from my_bn import MyBN, batchnorm_backward, batchnorm_forward
 
 
 def cpu_compiles() -> bool:
@@ -60,3 +61,19 @@ def test_compiled_large_mean_small_std(device):
     truth = nn.BatchNorm1d(4, dtype=torch.float64, device=device)(x.double())
     ours = MyBN(4, device=device, compiled=True)(x)
     torch.testing.assert_close(ours.double(), truth, atol=1e-5, rtol=0)  # PyTorch's CPU kernel: off by 0.05
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_matches_the_reference(device):
+    """my_bn_fast's fused forward and backward, compiled, against my_bn's reference functions (float64)."""
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.randn(48, 6, 5, generator=gen, dtype=torch.float64) * 3 + 2).to(device)
+    gamma, beta = (torch.randn(6, generator=gen, dtype=torch.float64).to(device) for _ in range(2))
+    dy = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(device)
+    y, mean, var, cache = batchnorm_forward(x, gamma, beta, 1e-5)
+    y_c, mean_c, var_c, invstd_c, m = my_bn_fast.forward("compiled", x, gamma, beta, 1e-5, None)
+    for ours, theirs in ((y_c, y), (mean_c, mean.reshape(-1)), (var_c, var.reshape(-1))):
+        torch.testing.assert_close(ours, theirs)
+    grads = my_bn_fast.backward("compiled", dy, x, gamma, mean_c, invstd_c, m, None)
+    for ours, theirs in zip(grads, batchnorm_backward(dy, cache), strict=True):
+        torch.testing.assert_close(ours, theirs)

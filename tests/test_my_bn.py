@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import my_bn
+import my_bn_fast
 from my_bn import MyBN, MyBN2d, batch_norm_train, convert_to_mybn
 
 MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
@@ -19,15 +20,18 @@ MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
 DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-@pytest.fixture(autouse=True, params=["plain formula", "one-row blocks", "grouped blocks"])
+@pytest.fixture(autouse=True, params=["as dispatched", "reference only", "one-row blocks", "grouped blocks"])
 def block_size(request, monkeypatch):
-    """Every test three times: as the small inputs here run (the plain formula), and through the
-    blocked kernels every large input takes, split into blocks of one row, and into blocks of
-    eight rows summed in two groups of four."""
-    if request.param != "plain formula":
-        monkeypatch.setattr(my_bn, "_SMALL_ELEMS", 0)
-        monkeypatch.setattr(my_bn, "_BLOCK_ELEMS", 7 if request.param == "one-row blocks" else 40)
-        monkeypatch.setattr(my_bn, "_ROW_GROUPS", 1 if request.param == "one-row blocks" else 2)
+    """Every test four times: as MyBN dispatches each input (the reference for the small inputs
+    here, my_bn_fast's versions for the large ones), with my_bn.REFERENCE_ONLY (the reference for
+    every input), and through the blocked kernels every large CPU input takes, split into blocks of
+    one row, and into blocks of eight rows summed in two groups of four."""
+    if request.param == "reference only":
+        monkeypatch.setattr(my_bn, "REFERENCE_ONLY", True)
+    elif request.param != "as dispatched":
+        monkeypatch.setattr(my_bn_fast, "SMALL_ELEMS", 0)
+        monkeypatch.setattr(my_bn_fast, "BLOCK_ELEMS", 7 if request.param == "one-row blocks" else 40)
+        monkeypatch.setattr(my_bn_fast, "ROW_GROUPS", 1 if request.param == "one-row blocks" else 2)
     return request.param
 
 
