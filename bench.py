@@ -33,13 +33,14 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
-import train
+import training
 from bn_pytorch import VARIANTS as NETS
 from bn_pytorch import TanhMLP
 from compare import replace_between_markers
+from config import Config, build_parser, flag, positive_float, resolve_device
 from data import make_dataset
 from my_bn import MyBN, MyBN2d
-from train import atomic_write, build_parser, flag, positive_float
+from results import atomic_write
 
 ALLOCATORS = {
     "default": None,
@@ -144,7 +145,7 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
     rounds: a burst of load from elsewhere on a shared machine then lands on every variant alike,
     instead of on whichever one was being timed.
     """
-    device = train.resolve_device(config.device)
+    device = resolve_device(config.device)
     bandwidth = copy_bandwidth(device)
     stmts = {"fwd": "layer(x)", "fwd+bwd": "xr.grad = None; layer(xr).backward(dy)"}
     rows = []
@@ -186,7 +187,7 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
 def run_children(config: BenchConfig, argv: list[str]) -> list[dict]:
     """One process per allocator setting (glibc reads GLIBC_TUNABLES at start-up only)."""
     settings = list(ALLOCATORS) if config.allocator == "both" else [config.allocator]
-    device = train.resolve_device(config.device)
+    device = resolve_device(config.device)
     if device.type == "cuda":
         settings = settings[:1]  # the CUDA caching allocator does not use glibc's
     rows = []
@@ -237,7 +238,7 @@ def format_table(rows: list[dict]) -> str:
 # The training loop
 
 
-def dataloader_run(model: str, r: float, seed: int, config: train.Config) -> None:
+def dataloader_run(model: str, r: float, seed: int, config: Config) -> None:
     """The original write-up's loop: a DataLoader with two worker processes, same work as train_one."""
     data = make_dataset(r, seed)
     net = TanhMLP(model, seed, bn_momentum=config.bn_momentum)
@@ -249,8 +250,8 @@ def dataloader_run(model: str, r: float, seed: int, config: train.Config) -> Non
         generator=torch.Generator().manual_seed(seed),
     )
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    scaling = train.Scaling()
-    test_mse = [train.evaluate(net, data.x_test, data.y_test, scaling)[0].item()]
+    scaling = training.Scaling()
+    test_mse = [training.evaluate(net, data.x_test, data.y_test, scaling)[0].item()]
     for _ in range(config.epochs):
         net.train()
         for xb, yb in loader:
@@ -258,16 +259,16 @@ def dataloader_run(model: str, r: float, seed: int, config: train.Config) -> Non
             opt.zero_grad()
             loss.backward()
             opt.step()
-        test_mse.append(train.evaluate(net, data.x_test, data.y_test, scaling)[0].item())
+        test_mse.append(training.evaluate(net, data.x_test, data.y_test, scaling)[0].item())
 
 
 def train_loop_rows(repeats: int = 3) -> list[dict]:
     """Median seconds of one default training run (x in (-5, 5)) per net, both ways, in this process,
     and the default experiment end to end. Diagnostics off: both loops do the same work."""
-    config = train.Config()
+    config = Config()
     torch.set_num_threads(config.threads)
     data = make_dataset(5.0, 0)
-    order = train.batch_order(len(data.x_train), config.batch_size, config.epochs, 0)
+    order = training.batch_order(len(data.x_train), config.batch_size, config.epochs, 0)
 
     def median_seconds(fn) -> float:
         seconds = []
@@ -281,7 +282,7 @@ def train_loop_rows(repeats: int = 3) -> list[dict]:
     # its loop ends, and would slow whatever is timed next on a 2-core machine.
     ours = {
         model: median_seconds(
-            lambda m=model: train.train_one(
+            lambda m=model: training.train_one(
                 TanhMLP(m, 0, bn_momentum=config.bn_momentum), data, order, config.lr, False
             )
         )
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for text in config.shapes:
             parse_shape(text)
-        train.resolve_device(config.device)
+        resolve_device(config.device)
     except ValueError as exc:
         parser.error(str(exc))
     if config.child:  # measure here, for the parent
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             parser.error(f"argument --report: {config.report} is not a results file of bench.py --json ({exc})")
     else:
-        on_cpu = train.resolve_device(config.device).type == "cpu"
+        on_cpu = resolve_device(config.device).type == "cpu"
     marker = "bench-table" if on_cpu else "bench-cuda-table"  # the CPU tables and the CUDA one
     if config.readme:  # checked before minutes of measuring, not after
         try:

@@ -43,6 +43,7 @@ VARIANTS: dict[str, Variant] = {
     "bn_first": Variant("BN before the first tanh only", MyBN, norm_blocks=1, sync=True),
 }
 MODELS = ("plain", "torch_bn", "my_bn")  # the main comparison
+BN_PAIR = ("torch_bn", "my_bn")  # the two batch-norm nets: PyTorch's layer and ours
 CONTROLS = ("plain_std_x", "plain_std_y", "plain_std_xy", "bn_first")
 
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+import diagnostics
 import train
+import training
 from bn_pytorch import CONTROLS, VARIANTS, TanhMLP
 from data import make_dataset, spread_noise_std
 from my_bn import MyBN
@@ -15,7 +17,7 @@ from my_bn import MyBN
 
 def test_saturation_and_percentiles_on_known_inputs():
     net = TanhMLP("plain", seed=0)
-    diag = train.Diagnostics(net)
+    diag = diagnostics.Diagnostics(net)
     gen = torch.Generator().manual_seed(0)
     z = [torch.randn(32, 10, generator=gen) * scale for scale in (0.5, 1.0, 3.0, 10.0)]
     z[0][:, :] = 0.0
@@ -35,7 +37,7 @@ def test_saturation_and_percentiles_on_known_inputs():
         assert sat[i] == pytest.approx(expected, rel=1e-5)
         pct = [15, 50, 85]
         np.testing.assert_allclose(out["layer_q"][0][i], np.percentile(zi.numpy(), pct), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(out["unit_q"][0][i], np.percentile(zi[:, train.UNIT].numpy(), pct), rtol=1e-5)
+        np.testing.assert_allclose(out["unit_q"][0][i], np.percentile(zi[:, diagnostics.UNIT].numpy(), pct), rtol=1e-5)
     # the Frobenius norm of a 10 x d_in matrix of 0.5s
     expected_norms = [0.5 * (10 * block.linear.in_features) ** 0.5 for block in net.blocks]
     np.testing.assert_allclose(out["grad_norm"][0], expected_norms, rtol=1e-5)
@@ -43,7 +45,7 @@ def test_saturation_and_percentiles_on_known_inputs():
 
 def test_diagnostics_hooks_are_removed_and_ignore_eval():
     net = TanhMLP("torch_bn", seed=0)
-    diag = train.Diagnostics(net)
+    diag = diagnostics.Diagnostics(net)
     net.eval()
     net(torch.randn(5, 1))
     assert diag.latest == [None] * 4  # evaluation passes are not the training batch
@@ -56,9 +58,9 @@ def test_diagnostics_hooks_are_removed_and_ignore_eval():
 @pytest.mark.parametrize("model", ["plain", "my_bn", "plain_std_xy"])
 def test_diagnostics_do_not_change_training(model):
     data = make_dataset(5, seed=2)
-    order = train.batch_order(1000, 64, epochs=2, seed=2)
-    with_diag = train.train_one(TanhMLP(model, 2), data, order, lr=0.02, diagnostics=True)
-    without = train.train_one(TanhMLP(model, 2), data, order, lr=0.02, diagnostics=False)
+    order = training.batch_order(1000, 64, epochs=2, seed=2)
+    with_diag = training.train_one(TanhMLP(model, 2), data, order, lr=0.02, diagnostics=True)
+    without = training.train_one(TanhMLP(model, 2), data, order, lr=0.02, diagnostics=False)
     assert "diagnostics" in with_diag and "diagnostics" not in without
     for key in ("train_loss", "test_mse", "predictions"):
         assert with_diag[key] == without[key], key  # exactly the same floats
@@ -81,31 +83,31 @@ def test_control_variants_are_built_as_described():
 
 def test_scaling_applies_and_undoes_standardisation():
     data = make_dataset(5, seed=0, dtype=torch.float64)
-    s = train.Scaling.for_variant(VARIANTS["plain_std_xy"], data)
+    s = training.Scaling.for_variant(VARIANTS["plain_std_xy"], data)
     x, y = s.x(data.x_train), s.y(data.y_train)
     assert x.mean().item() == pytest.approx(0, abs=1e-12) and x.std().item() == pytest.approx(1)
     assert y.mean().item() == pytest.approx(0, abs=1e-12) and y.std().item() == pytest.approx(1)
     torch.testing.assert_close(s.y_back(y), data.y_train)
-    assert train.Scaling.for_variant(VARIANTS["plain_std_x"], data).y_std == 1.0
-    assert train.Scaling.for_variant(VARIANTS["plain"], data) == train.Scaling()
+    assert training.Scaling.for_variant(VARIANTS["plain_std_x"], data).y_std == 1.0
+    assert training.Scaling.for_variant(VARIANTS["plain"], data) == training.Scaling()
 
     # the test MSE is taken in the units of y: a net that predicts 0 in scaled units predicts the mean of y
     class Zero(nn.Module):
         def forward(self, x):
             return torch.zeros_like(x)
 
-    mse, pred = train.evaluate(Zero(), data.x_test, data.y_test, s)
+    mse, pred = training.evaluate(Zero(), data.x_test, data.y_test, s)
     torch.testing.assert_close(pred, torch.full_like(pred, data.y_train.mean().item()))
     torch.testing.assert_close(mse, ((data.y_test - data.y_train.mean()) ** 2).mean())
 
 
 def test_standardised_targets_report_losses_in_units_of_y():
     data = make_dataset(5, seed=0)
-    order = train.batch_order(1000, 1000, epochs=1, seed=0)  # one full batch: the loss is easy to recompute
+    order = training.batch_order(1000, 1000, epochs=1, seed=0)  # one full batch: the loss is easy to recompute
     net = TanhMLP("plain_std_y", seed=0)
     start = TanhMLP("plain_std_y", seed=0)
-    result = train.train_one(net, data, order, lr=0.02, diagnostics=False)
-    s = train.Scaling.for_variant(VARIANTS["plain_std_y"], data)
+    result = training.train_one(net, data, order, lr=0.02, diagnostics=False)
+    s = training.Scaling.for_variant(VARIANTS["plain_std_y"], data)
     with torch.no_grad():
         expected = nn.functional.mse_loss(s.y_back(start(data.x_train[order[0][0]])), data.y_train[order[0][0]])
     assert result["train_loss"][0] == pytest.approx(expected.item(), rel=1e-5)

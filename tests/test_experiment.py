@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import compare
+import results
 import train
+import training
 from bn_pytorch import MODELS, TanhMLP
 from data import default_noise_std, make_dataset, target
 
@@ -88,14 +90,14 @@ def test_network_shape_and_parameter_counts():
 
 
 def test_batch_order_covers_every_sample_and_merges_a_last_single():
-    order = train.batch_order(1000, 64, epochs=3, seed=0)
+    order = training.batch_order(1000, 64, epochs=3, seed=0)
     assert len(order) == 3
     for epoch in order:
         assert torch.equal(torch.cat(epoch).sort().values, torch.arange(1000))
     assert not torch.equal(torch.cat(order[0]), torch.cat(order[1]))  # reshuffled each epoch
-    single = train.batch_order(1000, 999, epochs=1, seed=0)[0]
+    single = training.batch_order(1000, 999, epochs=1, seed=0)[0]
     assert [len(b) for b in single] == [1000]
-    assert [len(b) for b in train.batch_order(10, 3, 1, 0)[0]] == [3, 3, 4]
+    assert [len(b) for b in training.batch_order(10, 3, 1, 0)[0]] == [3, 3, 4]
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +239,7 @@ def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.atomic_write(path, interrupted)
+        results.atomic_write(path, interrupted)
     assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 
 import bench
-import compare
-from train import load_results
+from bn_pytorch import BN_PAIR
+from experiments import controls, ddp, float64, main, sweep
+from plotting import Z_SATURATED
+from results import dataset_of, fit_spread, load_results, models_of, runs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -43,23 +45,23 @@ RESULTS_64 = ROOT / "results" / "float64" / "results.json"
 
 def test_readme_tables_are_the_code_output():
     results, results64 = load_results(RESULTS), load_results(RESULTS_64)
-    assert compare.results_table(results) in README
-    assert compare.parity_table({"float32": results, "float64": results64}) in README
+    assert main.results_table(results) in README
+    assert float64.parity_table({"float32": results, "float64": results64}) in README
 
 
 def test_claims_about_inputs_in_minus5_5():
     results = load_results(RESULTS)
     floor = 1.0
-    for run in compare.runs_of(results, 5.0, "plain"):
-        y_test = torch.tensor(compare.dataset_of(results, 5.0, run["seed"])["y_test"])
-        assert compare.fit_spread(results, run) < 0.01  # one constant for every x
+    for run in runs_of(results, 5.0, "plain"):
+        y_test = torch.tensor(dataset_of(results, 5.0, run["seed"])["y_test"])
+        assert fit_spread(results, run) < 0.01  # one constant for every x
         assert run["test_mse"][-1] > 10 * floor  # tens of times the noise floor
         assert abs(run["test_mse"][-1] / y_test.var().item() - 1) < 0.2  # near the variance of the targets
-    plain = {run["seed"]: run["test_mse"][-1] for run in compare.runs_of(results, 5.0, "plain")}
-    for model in compare.BN_PAIR:
-        runs = compare.runs_of(results, 5.0, model)
+    plain = {run["seed"]: run["test_mse"][-1] for run in runs_of(results, 5.0, "plain")}
+    for model in BN_PAIR:
+        runs = runs_of(results, 5.0, model)
         for run in runs:
-            assert compare.fit_spread(results, run) > 0.5 and run["test_mse"][-1] < 0.25 * plain[run["seed"]]
+            assert fit_spread(results, run) > 0.5 and run["test_mse"][-1] < 0.25 * plain[run["seed"]]
         mse = torch.tensor([run["test_mse"] for run in runs])
         assert mse[:, -1].mean() > 2 * floor  # several times above the floor
         assert mse[:, -1].mean() < mse[:, -3].mean() < mse[:, len(mse[0]) // 2].mean()  # still falling
@@ -67,27 +69,27 @@ def test_claims_about_inputs_in_minus5_5():
 
 def test_claims_about_inputs_in_minus1_1():
     results = load_results(RESULTS)
-    plain = {run["seed"]: run for run in compare.runs_of(results, 1.0, "plain")}
-    bn = {run["seed"]: run for run in compare.runs_of(results, 1.0, "torch_bn")}
+    plain = {run["seed"]: run for run in runs_of(results, 1.0, "plain")}
+    bn = {run["seed"]: run for run in runs_of(results, 1.0, "torch_bn")}
     assert sum(plain[s]["test_mse"][-1] < bn[s]["test_mse"][-1] for s in bn) > len(bn) / 2  # usually lower
-    assert min(compare.fit_spread(results, run) for run in plain.values()) < 0.1  # a collapsed seed
+    assert min(fit_spread(results, run) for run in plain.values()) < 0.1  # a collapsed seed
 
     def jumpiness(runs):  # median over seeds of |Δ log test MSE| per epoch, second half of training
         return torch.tensor(
             [torch.tensor(run["test_mse"]).log()[len(run["test_mse"]) // 2 :].diff().abs().mean() for run in runs]
         ).median()
 
-    for model in compare.BN_PAIR:
-        assert jumpiness(compare.runs_of(results, 1.0, model)) > 2 * jumpiness(plain.values())  # noisier curves
+    for model in BN_PAIR:
+        assert jumpiness(runs_of(results, 1.0, model)) > 2 * jumpiness(plain.values())  # noisier curves
 
 
 def test_claims_about_parity():
     by_dtype = {"float32": load_results(RESULTS), "float64": load_results(RESULTS_64)}
-    final64 = [gap[-1].item() for *_, gap in compare.relative_gaps(by_dtype["float64"], "test_mse")]
+    final64 = [gap[-1].item() for *_, gap in float64.relative_gaps(by_dtype["float64"], "test_mse")]
     assert len(final64) == 10 and max(final64) < 1e-5  # same test MSE to many digits, every seed
-    first32 = [gap[0].item() for *_, gap in compare.relative_gaps(by_dtype["float32"], "train_loss")]
+    first32 = [gap[0].item() for *_, gap in float64.relative_gaps(by_dtype["float32"], "train_loss")]
     assert max(first32) > 1e-5  # the first loss already differs well above 1e-7
-    final32 = [gap[-1].item() for *_, gap in compare.relative_gaps(by_dtype["float32"], "test_mse")]
+    final32 = [gap[-1].item() for *_, gap in float64.relative_gaps(by_dtype["float32"], "test_mse")]
     assert max(final32) > 1e-2  # different runs by the end
 
 
@@ -108,29 +110,29 @@ def _diag(runs, key):
 
 
 def test_readme_why_tables_are_the_code_output():
-    assert compare.saturation_table(load_results(RESULTS)) in README
-    assert compare.controls_table(load_results(CONTROLS)) in README
-    assert compare.sweep_table(load_results(SWEEP)) in README
+    assert main.saturation_table(load_results(RESULTS)) in README
+    assert controls.controls_table(load_results(CONTROLS)) in README
+    assert sweep.sweep_table(load_results(SWEEP)) in README
 
 
 def test_claims_about_saturation_and_gradients():
     results = load_results(RESULTS)
     for r in (1.0, 5.0):
-        for model in ("plain", *compare.BN_PAIR):
-            sat = _diag(compare.runs_of(results, r, model), "saturation")
+        for model in ("plain", *BN_PAIR):
+            sat = _diag(runs_of(results, r, model), "saturation")
             assert sat[:, 0, 1:].max() < 0.01  # no unit of blocks 2-4 saturated at the start
             assert sat[:, 0, 0].mean() < 0.3  # a small fraction of block 1 at most
             if r == 1.0:
                 assert sat.max() < 0.05  # on (-1, 1) nothing saturates
-    plain = compare.runs_of(results, 5.0, "plain")
+    plain = runs_of(results, 5.0, "plain")
     sat, grad = _diag(plain, "saturation").mean(0), _diag(plain, "grad_norm").mean(0)  # (records, blocks)
     steps = plain[0]["diagnostics"]["step"]
     two_epochs = steps.index(32)
     assert sat[two_epochs, 3] > 0.9 and sat[-1, 2] > 0.5  # top blocks saturate within two epochs
     assert abs(sat[-1, 0] - sat[0, 0]) < 0.1  # block 1 does not change much
     assert (grad[-1, 1:] / grad[:, 1:].max(0).values < 1e-2).all()  # blocks 2-4: two orders of magnitude or more
-    for model in compare.BN_PAIR:
-        runs = compare.runs_of(results, 5.0, model)
+    for model in BN_PAIR:
+        runs = runs_of(results, 5.0, model)
         assert _diag(runs, "saturation").mean(0)[-1, 3] < 0.25
         assert (_diag(runs, "grad_norm").mean(0)[-1, 1:] > 1).all()
 
@@ -139,51 +141,51 @@ def test_claims_about_one_units_percentiles():
     results = load_results(RESULTS)
 
     def unit_q(r, model):  # (records, 3) of the first seed, last block
-        return torch.tensor(compare.runs_of(results, r, model)[0]["diagnostics"]["unit_q"])[:, -1, :]
+        return torch.tensor(runs_of(results, r, model)[0]["diagnostics"]["unit_q"])[:, -1, :]
 
     for r in (1.0, 5.0):
         plain = unit_q(r, "plain")
         plain_spread = (plain[:, 2] - plain[:, 0]).max()
-        for model in compare.BN_PAIR:
+        for model in BN_PAIR:
             bn = unit_q(r, model)
             assert plain_spread < 0.25 * (bn[:, 2] - bn[:, 0]).min()  # nearly the same for every x
             assert bn[:, 1].abs().max() < 1.5  # centred
-    assert unit_q(5.0, "plain")[-1, 1].abs() > compare.Z_SATURATED  # drifts into saturation
+    assert unit_q(5.0, "plain")[-1, 1].abs() > Z_SATURATED  # drifts into saturation
 
 
 def test_claims_about_controls():
     results = load_results(CONTROLS)
     final = {
-        m: torch.tensor([run["test_mse"][-1] for run in compare.runs_of(results, 5.0, m)])
-        for m in compare.models_of(results)
+        m: torch.tensor([run["test_mse"][-1] for run in runs_of(results, 5.0, m)])
+        for m in models_of(results)
     }
     for model in ("plain", "plain_std_x", "bn_first"):
-        runs = compare.runs_of(results, 5.0, model)
-        assert not any(compare.fit_spread(results, run) > 0.5 for run in runs)
+        runs = runs_of(results, 5.0, model)
+        assert not any(fit_spread(results, run) > 0.5 for run in runs)
         assert _diag(runs, "saturation").mean(0)[-1, 3] > 0.9
         assert abs(final[model].mean() / final["plain"].mean() - 1) < 0.05
     for model in ("plain_std_y", "plain_std_xy"):
-        runs = compare.runs_of(results, 5.0, model)
-        assert all(compare.fit_spread(results, run) > 0.5 for run in runs)
+        runs = runs_of(results, 5.0, model)
+        assert all(fit_spread(results, run) > 0.5 for run in runs)
         assert _diag(runs, "saturation")[:, :, 1:].max() < 0.05  # blocks 2-4 do not saturate
-        assert final[model].mean() < min(final[m].mean() for m in compare.BN_PAIR)
+        assert final[model].mean() < min(final[m].mean() for m in BN_PAIR)
 
 
 def test_claims_about_the_sweep():
     results = load_results(SWEEP)
-    ranges, plain, _ = compare.sweep_curves(results, "plain")
+    ranges, plain, _ = sweep.sweep_curves(results, "plain")
     big = [i for i, r in enumerate(ranges) if r >= 5]
     small = [i for i, r in enumerate(ranges) if r <= 2]
     assert (plain[:, big] > 0.95).all()  # the mean of y, every seed
     assert (plain[:, small].mean(0) < 0.5).all()
-    for model in compare.BN_PAIR:
-        _, ratios = compare.sweep_curves(results, model)[:2]
+    for model in BN_PAIR:
+        _, ratios = sweep.sweep_curves(results, model)[:2]
         mean = ratios.mean(0)
         at = {r: i for i, r in enumerate(ranges)}
         assert (mean[: at[5.0] + 1] < 0.5).all()  # fits every range up to 5
         assert mean[at[7.0]] > mean[at[5.0]] and mean[at[10.0]] > mean[at[7.0]]  # falls behind from 7 on
-        reach = [max(run["predictions"]) / max(compare.dataset_of(results, 10.0, run["seed"])["y_test"])
-                 for run in compare.runs_of(results, 10.0, model)]  # fmt: skip
+        reach = [max(run["predictions"]) / max(dataset_of(results, 10.0, run["seed"])["y_test"])
+                 for run in runs_of(results, 10.0, model)]  # fmt: skip
         assert sum(reach) / len(reach) < 1 / 3
 
 
@@ -261,13 +263,13 @@ DDP = ROOT / "results" / "ddp" / "results.json"
 
 
 def test_readme_ddp_table_is_the_code_output():
-    assert compare.ddp_table(load_results(DDP), load_results(RESULTS_64)) in README
+    assert ddp.ddp_table(load_results(DDP), load_results(RESULTS_64)) in README
 
 
 def test_claims_about_processes():
-    ddp, single = load_results(DDP), load_results(RESULTS_64)
-    assert ddp["environment"]["processes"] == 2
-    for model, gap in compare.ddp_gaps(ddp, single, "train_loss"):
+    multi, single = load_results(DDP), load_results(RESULTS_64)
+    assert multi["environment"]["processes"] == 2
+    for model, gap in ddp.ddp_gaps(multi, single, "train_loss"):
         if model == "my_bn":
             assert gap[0] < 1e-14 and gap.max() < 1e-5  # rounding at first, below 1e-5 throughout
         else:

@@ -1,0 +1,143 @@
+"""Every setting of a training run, in one typed dataclass whose fields generate train.py's flags.
+
+``Config`` holds the defaults (those of the main experiment); each experiment's preset changes some of
+them. ``flag`` and ``build_parser`` turn any such dataclass into an argparse command line, for
+compare.py and bench.py too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from bn_pytorch import MODELS, VARIANTS
+from results import RESULTS_FILE
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# ----------------------------------------------------------------------------------------------
+# Flag values: each check raises ArgumentTypeError, which argparse reports naming the flag.
+
+
+def _number(kind: type, test: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_float = _number(float, lambda v: v > 0, "a positive number")
+finite_float = _number(float, lambda v: True, "a number")
+non_negative_float = _number(float, lambda v: v >= 0, "a non-negative number")
+unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+seed_int = non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+batch_int = _number(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs two samples)")
+
+
+def flag(default, help: str, **argparse_kwargs):
+    """A Config field that carries its own argparse settings."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **argparse_kwargs})
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass
+class Config:
+    """Every setting of a run: the single source of the defaults and of train.py's flags."""
+
+    ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float, metavar="R")
+    models: list[str] = flag(
+        list(MODELS), f"nets to train, any of: {' '.join(VARIANTS)}", choices=tuple(VARIANTS), metavar="MODEL"
+    )
+    seeds: list[int] = flag(
+        [0, 1, 2, 3, 4], "seeds: data noise, initial weights, batch order", type=seed_int, metavar="SEED"
+    )
+    epochs: int = flag(10, "training epochs", type=positive_int)
+    batch_size: int = flag(64, "mini-batch size", type=batch_int)
+    lr: float = flag(0.02, "Adam learning rate", type=positive_float)
+    bn_momentum: float = flag(0.5, "momentum of the batch-norm layers, as in the original", type=unit_float)
+    a: float = flag(1.0, "y = a·x² + b + noise: a", type=finite_float)
+    b: float = flag(0.0, "y = a·x² + b + noise: b", type=finite_float)
+    noise_std: float | None = flag(
+        None, "noise std (default: 0.1 for R=1, 1.0 for R=5, 0.1·R^1.43 for other R)", type=non_negative_float
+    )
+    noise_scaled: float | None = flag(
+        None,
+        "noise std K·|a|·R², the same signal-to-noise ratio for every R (overrides --noise-std)",
+        type=non_negative_float,
+        metavar="K",
+    )
+    diagnostics: bool = flag(
+        True,
+        "record tanh-input percentiles, saturation and gradient norms per layer",
+        action=argparse.BooleanOptionalAction,
+    )
+    dtype: str = flag("float32", "floating-point type of data and nets", choices=tuple(DTYPES))
+    device: str = flag("auto", "cpu, cuda, cuda:N, or auto (CUDA when present)")
+    threads: int = flag(
+        1, "intra-op CPU threads per process; fixed so that reruns are bit-identical", type=positive_int
+    )
+    workers: int = flag(0, "processes training runs side by side on the CPU; 0: one per core", type=non_negative_int)
+    nproc: int = flag(
+        1,
+        "processes per training run, each taking its slice of every batch (DistributedDataParallel over gloo; "
+        "nccl on CUDA); under torchrun, its process count",
+        type=positive_int,
+    )
+    out: str = flag("results", f"output directory: OUT/{RESULTS_FILE}, or OUT/NAME/{RESULTS_FILE} for experiment NAME")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line naming the flag, exit status 2: no usage dump above it."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(
+    config_cls: type, description: str | None, *, suppress_defaults: bool = False
+) -> argparse.ArgumentParser:
+    """argparse flags generated from a config dataclass: --batch-size for batch_size, and so on.
+
+    With ``suppress_defaults`` only the flags actually given appear in the parsed namespace.
+    """
+    parser = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(config_cls):
+        meta = dict(f.metadata)
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        kwargs = {"help": f"{meta.pop('help')} (default: {shown})", "default": default, **meta}
+        if isinstance(default, list):
+            kwargs["nargs"] = "+"
+        if suppress_defaults:
+            kwargs["default"] = argparse.SUPPRESS
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    return parser
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else the CPU; any other name must exist here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"expected cpu, cuda, cuda:N or auto, got {name!r}")
+    return device

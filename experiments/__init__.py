@@ -1,0 +1,16 @@
+"""The experiments, registered by name. Each module holds one experiment whole:
+
+- ``PRESET``: the ``config.Config`` values it changes (train.py runs it with them);
+- ``figures(experiments)``: file name -> function drawing it into a path, from the loaded results;
+- ``tables(experiments)``: README marker name -> generated table;
+- optionally ``run(config, log)``: its own training or measurement, returning the results dict
+  (by default ``training.run_experiment``).
+
+``experiments`` maps each registered name whose results exist to those results; ``main`` is always
+there. Results go to OUT/results.json for ``main`` and to OUT/NAME/results.json for the others.
+Adding an experiment means adding a module here and one entry below.
+"""
+
+from experiments import controls, ddp, float64, main, sweep
+
+EXPERIMENTS = {"main": main, "float64": float64, "controls": controls, "sweep": sweep, "ddp": ddp}

@@ -1,0 +1,60 @@
+"""controls: the plain net on (-5, 5) with one thing changed (inputs or targets standardised, batch
+norm before the first tanh only), beside the main nets: which change rescues it?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bn_pytorch import CONTROLS, MODELS
+from diagnostics import SATURATED, start_end
+from plotting import Figures, band, label, mse_panel, plt, range_text, save, stacked
+from results import fit_spread, models_of, ranges_of, runs_of, summarize
+
+PRESET = {"ranges": [5.0], "models": [*MODELS, *CONTROLS]}
+
+
+def figures(experiments: dict[str, dict]) -> Figures:
+    return {"controls.png": lambda out: plot_controls(experiments["controls"], out)}
+
+
+def tables(experiments: dict[str, dict]) -> dict[str, str]:
+    return {"controls-table": controls_table(experiments["controls"])}
+
+
+def plot_controls(results: dict, outfile: Path) -> None:
+    """The plain net with one thing changed, beside the main nets: test MSE, and last-block saturation."""
+    r = ranges_of(results)[0]
+    models = models_of(results)
+    fig, (ax_mse, ax_sat) = plt.subplots(1, 2, figsize=(13, 4.8))
+    mse_panel(ax_mse, results, r, models)
+    for model in models:
+        runs = runs_of(results, r, model)
+        sat = stacked(runs, lambda run: run["diagnostics"]["saturation"])  # (seeds, records, blocks)
+        band(ax_sat, runs[0]["diagnostics"]["step"], sat[:, :, -1], model)
+    ax_sat.set(xlabel="training step", ylabel=f"fraction of units with |tanh| > {SATURATED}", ylim=(-0.03, 1.03),
+               title="Saturation of the last hidden block")  # fmt: skip
+    ax_mse.legend(fontsize=7, ncol=2)
+    save(fig, outfile)
+
+
+def controls_table(results: dict) -> str:
+    """Per variant: final test MSE, how many seeds fit the curve, and saturation at start and end."""
+    r = ranges_of(results)[0]
+    lines = [
+        f"x in {range_text(r)}, {results['config']['epochs']} epochs, mean ± std over "
+        f"{len(results['config']['seeds'])} seeds (`results/controls/results.json`). A seed *fits* when its fit "
+        "spread is above 0.5; saturation is the fraction of units with |tanh| > 0.99 in the training batch, "
+        "mean over seeds, at the first step → at the last.",
+        "",
+        "| net | final test MSE | final / floor | seeds that fit | saturation, block 1 | saturation, block 4 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in summarize(results):
+        runs = runs_of(results, r, row["model"])
+        fits = sum(fit_spread(results, run) > 0.5 for run in runs)
+        sat = [start_end(runs, "saturation", b, ".2f") for b in (0, -1)]
+        lines.append(
+            f"| {label(row['model'])} | {row['mean']:.4g} ± {row['std']:.2g} | {row['mean'] / row['noise_floor']:.3g} "
+            f"| {fits} of {len(runs)} | {sat[0]} | {sat[1]} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""ddp: the float64 batch-norm nets trained over two processes (DistributedDataParallel over gloo),
+each process its slice of every batch: MyBN(sync=True), nn.BatchNorm1d and MyBN with per-process
+statistics, against the same nets in one process (the float64 experiment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from plotting import COLOURS, Figures, label, plt, range_text, save
+from results import mean_std, models_of, ranges_of, relative_gap, runs_of
+
+PRESET = {"nproc": 2, "dtype": "float64", "models": ["torch_bn", "my_bn", "my_bn_local"], "diagnostics": False}
+SINGLE_PROCESS_TWIN = {"my_bn_local": "my_bn"}  # in one process, per-process statistics are the batch's
+
+
+def figures(experiments: dict[str, dict]) -> Figures:
+    if "float64" not in experiments:
+        return {}
+    return {"ddp.png": lambda out: plot_ddp(experiments["ddp"], experiments["float64"], out)}
+
+
+def tables(experiments: dict[str, dict]) -> dict[str, str]:
+    if "float64" not in experiments:
+        return {}
+    return {"ddp-table": ddp_table(experiments["ddp"], experiments["float64"])}
+
+
+def ddp_gaps(ddp: dict, single: dict, key: str) -> list[tuple[str, torch.Tensor]]:
+    """Per multi-process run: (model, |multi − single| / single of ``key`` along training), against the
+    single-process run of the same net, range and seed."""
+    if ddp["config"]["dtype"] != single["config"]["dtype"]:
+        raise ValueError("the multi-process and single-process results to compare must have the same dtype")
+    gaps = []
+    for run in ddp["runs"]:
+        twin = SINGLE_PROCESS_TWIN.get(run["model"], run["model"])
+        ref = next(r for r in runs_of(single, run["range"][1], twin) if r["seed"] == run["seed"])
+        gaps.append((run["model"], relative_gap(run[key], ref[key])))
+    return gaps
+
+
+def plot_ddp(ddp: dict, single: dict, outfile: Path) -> None:
+    """How far each net trained over several processes drifts from the same net trained in one."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    labelled = set()
+    for model, gap in ddp_gaps(ddp, single, "train_loss"):
+        colour, ls = COLOURS[model]
+        text = None if model in labelled else label(model)
+        labelled.add(model)
+        ax.plot(range(1, len(gap) + 1), gap.clamp_min(1e-17), ls, color=colour, lw=0.9, alpha=0.7, label=text)
+    processes = ddp["environment"]["processes"]
+    ax.set(yscale="log", xlabel="training step", ylabel="relative gap in training loss",
+           title=f"{processes} processes vs 1, same batches ({ddp['config']['dtype']})")  # fmt: skip
+    ax.legend(fontsize=8)
+    save(fig, outfile)
+
+
+def ddp_table(ddp: dict, single: dict) -> str:
+    """Per range and net: final test MSE in one process and in several, and how far apart the runs get."""
+    processes = ddp["environment"]["processes"]
+    gaps_per_run = zip(ddp["runs"], ddp_gaps(ddp, single, "train_loss"), strict=True)
+    loss_gaps = {(run["range"][1], run["model"], run["seed"]): gap for run, (_, gap) in gaps_per_run}
+    lines = [
+        f"{ddp['config']['dtype']}, mean ± std over {len(ddp['config']['seeds'])} seeds "
+        "(`results/ddp/results.json` against `results/float64/results.json`); the gaps are relative, "
+        "the largest over the seeds.",
+        "",
+        f"| inputs | net | final test MSE, 1 process | final test MSE, {processes} processes "
+        "| training loss, gap at step 1 | largest gap over training |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in ranges_of(ddp):
+        for model in models_of(ddp):
+            one = mean_std([run["test_mse"][-1] for run in runs_of(single, r, SINGLE_PROCESS_TWIN.get(model, model))])
+            many = mean_std([run["test_mse"][-1] for run in runs_of(ddp, r, model)])
+            gaps = [g for (rr, m, _), g in loss_gaps.items() if (rr, m) == (r, model)]
+            lines.append(
+                f"| {range_text(r)} | {label(model)} | {one[0]:.4g} ± {one[1]:.2g} | {many[0]:.4g} ± {many[1]:.2g} "
+                f"| {max(g[0].item() for g in gaps):.1e} | {max(g.max().item() for g in gaps):.1e} |"
+            )
+    return "\n".join(lines)

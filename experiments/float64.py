@@ -1,0 +1,82 @@
+"""float64: the two batch-norm nets of the main experiment again, in float64, where MyBN and
+nn.BatchNorm1d should stay together step for step; beside the float32 runs, where they drift apart.
+
+Its figure and table put the main experiment's float32 runs beside these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bn_pytorch import BN_PAIR
+from plotting import Figures, plt, range_text, save
+from results import mean_std, models_of, ranges_of, relative_gap, runs_of
+
+PRESET = {"dtype": "float64", "models": ["torch_bn", "my_bn"], "diagnostics": False}
+DTYPE_COLOURS = {"float32": "#D62728", "float64": "#1F77B4"}
+
+
+def figures(experiments: dict[str, dict]) -> Figures:
+    return {"parity.png": lambda out: plot_parity(by_dtype(experiments), out)}
+
+
+def tables(experiments: dict[str, dict]) -> dict[str, str]:
+    return {"parity-table": parity_table(by_dtype(experiments))}
+
+
+def relative_gaps(results: dict, key: str) -> list[tuple[float, int, torch.Tensor]]:
+    """|MyBN − BatchNorm1d| / BatchNorm1d of ``key`` per (range, seed), along training."""
+    gaps = []
+    for r in ranges_of(results):
+        mine = {run["seed"]: run[key] for run in runs_of(results, r, "my_bn")}
+        for run in runs_of(results, r, "torch_bn"):
+            gaps.append((r, run["seed"], relative_gap(mine[run["seed"]], run[key])))
+    return gaps
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures: each draws from results into outfile
+
+
+def by_dtype(experiments: dict[str, dict]) -> dict[str, dict]:
+    """The main and the float64 results, keyed by their dtype."""
+    pair = {experiments[name]["config"]["dtype"]: experiments[name] for name in ("main", "float64")}
+    if len(pair) != 2 or any(set(BN_PAIR) - set(models_of(results)) for results in pair.values()):
+        raise ValueError("the parity figure needs torch_bn and my_bn runs in a float32 and a float64 results file")
+    return dict(sorted(pair.items()))
+
+
+def plot_parity(by_dtype: dict[str, dict], outfile: Path) -> None:
+    """How far the MyBN net drifts from the BatchNorm1d net, step by step, in float32 and float64."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for dtype, results in by_dtype.items():
+        gaps = relative_gaps(results, "train_loss")
+        for i, (_, _, gap) in enumerate(gaps):
+            text = f"{dtype} ({len(gaps)} runs: ranges × seeds)" if i == 0 else None
+            steps = range(1, len(gap) + 1)
+            ax.plot(steps, gap.clamp_min(1e-17), color=DTYPE_COLOURS[dtype], lw=0.7, alpha=0.5, label=text)
+    ax.set(yscale="log", xlabel="training step", ylabel="|loss(MyBN) − loss(BatchNorm1d)| / loss(BatchNorm1d)",
+           title="Same weights, same batches: MyBN vs nn.BatchNorm1d")  # fmt: skip
+    ax.legend(fontsize=8)
+    save(fig, outfile)
+
+
+def parity_table(pair: dict[str, dict]) -> str:
+    lines = [
+        "| inputs | dtype | first-step loss, max rel. gap | final test MSE, BatchNorm1d | final test MSE, MyBN "
+        "| final test MSE, max rel. gap over seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dtype, results in pair.items():
+        loss_gaps, mse_gaps = relative_gaps(results, "train_loss"), relative_gaps(results, "test_mse")
+        for r in ranges_of(results):
+            first = max(gap[0].item() for rr, _, gap in loss_gaps if rr == r)
+            final = max(gap[-1].item() for rr, _, gap in mse_gaps if rr == r)
+            ref, mine = (mean_std([run["test_mse"][-1] for run in runs_of(results, r, m)]) for m in BN_PAIR)
+            lines.append(
+                f"| {range_text(r)} | {dtype} | {first:.1e} | {ref[0]:.4g} ± {ref[1]:.2g} "
+                f"| {mine[0]:.4g} ± {mine[1]:.2g} | {final:.1e} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""What the figures share: the Agg backend, one colour and line style per net, labels, and the
+mean-and-band drawing of a quantity over seeds. Each experiment draws its own figures with these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
+import torch  # noqa: E402
+
+from bn_pytorch import VARIANTS  # noqa: E402
+from diagnostics import SATURATED  # noqa: E402
+from results import mean_std, runs_of  # noqa: E402
+
+COLOURS = {  # model -> colour, line style
+    "plain": ("#E4572E", "-"),
+    "torch_bn": ("#1F77B4", "-"),
+    "my_bn": ("#2CA02C", "--"),
+    "my_bn_local": ("#BCBD22", ":"),
+    "plain_std_x": ("#9467BD", "-."),
+    "plain_std_y": ("#8C564B", "-"),
+    "plain_std_xy": ("#E377C2", "--"),
+    "bn_first": ("#7F7F7F", ":"),
+}
+Z_SATURATED = float(torch.tensor(SATURATED).atanh())  # |z| beyond which |tanh(z)| > 0.99
+
+Figures = dict[str, Callable[[Path], None]]  # file name -> function that draws it into the given path
+
+
+def label(model: str) -> str:
+    return VARIANTS[model].label
+
+
+def range_text(r: float) -> str:
+    return f"(-{r:g}, {r:g})"
+
+
+def stacked(runs: list[dict], get: Callable[[dict], list]) -> torch.Tensor:
+    """One tensor (seeds, ...) from the same quantity of several runs."""
+    return torch.tensor([get(run) for run in runs], dtype=torch.float64)
+
+
+def band(ax, x, values: torch.Tensor, model: str, text: str | None = None, **kwargs) -> None:
+    """Mean over seeds as a line, min–max over seeds as a shaded band. ``values`` is (seeds, len(x))."""
+    colour, ls = COLOURS[model]
+    ax.plot(x, values.mean(0), ls, color=colour, lw=2, label=label(model) if text is None else text, **kwargs)
+    if len(values) > 1:
+        ax.fill_between(x, values.min(0).values, values.max(0).values, color=colour, alpha=0.15, lw=0)
+
+
+def save(fig, outfile: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(outfile, format="png", dpi=110)
+    plt.close(fig)
+
+
+def mse_panel(ax, results: dict, r: float, models: list[str]) -> None:
+    """Test MSE per epoch for ``models``: mean and min–max band over seeds, with the noise floor."""
+    for model in models:
+        mse = stacked(runs_of(results, r, model), lambda run: run["test_mse"])  # (seeds, epochs + 1)
+        band(ax, range(mse.shape[1]), mse, model, marker="o", ms=3)
+    floor = mean_std([d["noise_std"] ** 2 for d in results["datasets"] if d["range"][1] == r])[0]
+    ax.axhline(floor, color="0.3", ls=":", lw=1.5, label=f"noise floor σ² = {floor:.3g}")
+    seeds = len(results["config"]["seeds"])
+    ax.set(yscale="log", xlabel="epoch", ylabel="test MSE",
+           title=f"Test MSE, x in {range_text(r)}; mean, band: min–max over {seeds} seeds")  # fmt: skip
+    ax.legend(fontsize=8)

@@ -1,0 +1,225 @@
+"""The training loop shared by the experiments: one (range, model, seed) run, and a whole experiment's
+runs side by side in worker processes.
+
+Every run is deterministic: its data, initial weights and batch order come from its seed, and the
+thread count is fixed, so which process trains it changes nothing in the results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import multiprocessing as mp
+import os
+import platform
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from bn_pytorch import VARIANTS, TanhMLP, Variant
+from config import DTYPES, Config, resolve_device
+from data import Dataset, make_dataset, spread_noise_std
+from diagnostics import Diagnostics
+from results import mean_std
+
+
+def batch_order(n: int, batch_size: int, epochs: int, seed: int) -> list[list[torch.Tensor]]:
+    """Index batches for every epoch, reshuffled each epoch, shared by all nets of one seed.
+
+    A final batch of a single sample is merged into the one before it: batch norm cannot take
+    statistics over one value per channel.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    epochs_batches = []
+    for _ in range(epochs):
+        batches = list(torch.randperm(n, generator=gen).split(batch_size))
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2:] = [torch.cat(batches[-2:])]
+        epochs_batches.append(batches)
+    return epochs_batches
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """The affine maps a variant applies to the data: identity, or standardisation by training-set stats."""
+
+    x_mean: float = 0.0
+    x_std: float = 1.0
+    y_mean: float = 0.0
+    y_std: float = 1.0
+
+    @classmethod
+    def for_variant(cls, variant: Variant, data: Dataset) -> Scaling:
+        x, y = data.x_train.double(), data.y_train.double()
+        return cls(
+            *((x.mean().item(), x.std().item()) if variant.standardize_x else (0.0, 1.0)),
+            *((y.mean().item(), y.std().item()) if variant.standardize_y else (0.0, 1.0)),
+        )
+
+    def x(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.x_mean) / self.x_std
+
+    def y(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.y_mean) / self.y_std
+
+    def y_back(self, y_scaled: torch.Tensor) -> torch.Tensor:
+        return y_scaled * self.y_std + self.y_mean
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, scaling: Scaling) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test MSE, in the units of y, and predictions in eval mode (batch norm uses its running statistics)."""
+    net.eval()
+    pred = scaling.y_back(net(scaling.x(x)))
+    return nn.functional.mse_loss(pred, y), pred
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, number of processes) of the torch.distributed group this process trains in; (0, 1) alone."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train_one(
+    net: TanhMLP, data: Dataset, order: list[list[torch.Tensor]], lr: float, diagnostics: bool = True
+) -> dict:
+    """Adam on MSE over the given batches; test MSE before training and after every epoch.
+
+    Diagnostics are recorded at every step of the first epoch and at the last step of each later one.
+    In a torch.distributed group each process trains on its slice of every batch (the tanh inputs
+    in the diagnostics are then this process's share), and evaluates the same net on its own.
+    """
+    device = next(net.parameters()).device
+    scaling = Scaling.for_variant(VARIANTS[net.model], data)
+    x_train, y_train = scaling.x(data.x_train.to(device)), scaling.y(data.y_train.to(device))
+    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    rank, world = process_rank()
+    model = net if world == 1 else DistributedDataParallel(net)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # one kernel per step, not ~10 per tensor
+    diag = Diagnostics(net) if diagnostics else None
+    test_mse = [evaluate(net, x_test, y_test, scaling)[0]]
+    train_loss = []
+    for epoch, batches in enumerate(order):
+        net.train()
+        for i, idx in enumerate(batches):
+            idx = idx.to(device)
+            if world == 1:
+                loss = batch_loss = nn.functional.mse_loss(model(x_train[idx]), y_train[idx])
+            else:  # this process's slice of the batch; DDP averages the gradients over the processes
+                share = idx.tensor_split(world)[rank]
+                squares = (model(x_train[share]) - y_train[share]).square().sum()
+                loss = squares * (world / len(idx))  # so that the average is the whole batch's mean loss
+                batch_loss = squares.detach().clone()
+                dist.all_reduce(batch_loss)
+                batch_loss /= len(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if diag and (epoch == 0 or i == len(batches) - 1):
+                diag.record(len(train_loss) + 1)
+            opt.step()
+            train_loss.append(batch_loss.detach())  # no .item(): no host sync per step
+        test_mse.append(evaluate(net, x_test, y_test, scaling)[0])
+    pred = evaluate(net, x_test, y_test, scaling)[1]
+    return {
+        "test_mse": torch.stack(test_mse).tolist(),
+        "train_loss": (torch.stack(train_loss) * scaling.y_std**2).tolist(),  # in the units of y²
+        "predictions": pred.squeeze(1).tolist(),
+        **({"diagnostics": diag.results()} if diag else {}),
+    }
+
+
+def noise_std_of(config: Config, r: float) -> float | None:
+    """The noise std for range R: --noise-scaled, else --noise-std, else the data's default (None)."""
+    if config.noise_scaled is not None:
+        return spread_noise_std(r, config.noise_scaled, config.a)
+    return config.noise_std
+
+
+def dataset_for(config: Config, r: float, seed: int) -> Dataset:
+    return make_dataset(r, seed, a=config.a, b=config.b, noise_std=noise_std_of(config, r), dtype=DTYPES[config.dtype])
+
+
+def train_run(config: Config, job: tuple[float, str, int]) -> dict:
+    """One (range, model, seed), from nothing but the config: a worker process can run it alone."""
+    r, model, seed = job
+    data = dataset_for(config, r, seed)
+    order = batch_order(len(data.x_train), config.batch_size, config.epochs, seed)
+    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype])
+    result = train_one(net.to(resolve_device(config.device)), data, order, config.lr, config.diagnostics)
+    return {"range": [-r, r], "model": model, "seed": seed, **result}
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def run_pool(config: Config, jobs: int):
+    """``map`` over worker processes, one per core, each with ``config.threads`` threads.
+
+    Every run is deterministic on its own, so which process trains it changes nothing in the
+    results. Workers are forked from this process (only on the CPU, where that is safe), after the
+    modules every run needs are imported once here.
+    """
+    workers = min(config.workers or len(os.sched_getaffinity(0)), jobs)
+    distributed = process_rank()[1] > 1  # the processes of a group already share the cores
+    if (
+        workers <= 1
+        or distributed
+        or resolve_device(config.device).type != "cpu"
+        or "fork" not in mp.get_all_start_methods()
+    ):
+        yield map
+        return
+    import torch._dynamo  # noqa: F401  - the optimiser imports it on first use; once here, not in every worker
+
+    ctx = mp.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(config.threads,)) as pool:
+        yield pool.map
+
+
+def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
+    """Train every (range, model, seed) of ``config``; return the results as a JSON-able dict."""
+    start = time.perf_counter()
+    datasets = []
+    for r in config.ranges:
+        for s in config.seeds:
+            d = dataset_for(config, r, s)
+            datasets.append({
+                "range": [-r, r], "seed": s, "noise_std": d.noise_std,
+                "x_test": d.x_test.squeeze(1).tolist(), "y_test": d.y_test.squeeze(1).tolist(),
+            })  # fmt: skip
+    jobs = [(r, model, s) for r in config.ranges for model in config.models for s in config.seeds]
+    runs = []
+    with run_pool(config, len(jobs)) as pool_map:
+        for run in pool_map(functools.partial(train_run, config), jobs):
+            runs.append(run)
+            if run["seed"] == config.seeds[-1]:  # a (range, model) is complete: report it
+                r, model = run["range"][1], run["model"]
+                finals = [x["test_mse"][-1] for x in runs if x["range"][1] == r and x["model"] == model]
+                mean, std = mean_std(finals)
+                floor = next(d["noise_std"] for d in datasets if d["range"][1] == r) ** 2
+                log(
+                    f"range (-{r:g}, {r:g})  {model:<12}  {len(finals)} seed(s)  final test MSE "
+                    f"{mean:.4g} ± {std:.2g}  (noise floor {floor:.4g})  [{time.perf_counter() - start:.1f} s]"
+                )
+    return {
+        "config": dataclasses.asdict(config),
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": str(resolve_device(config.device)),
+            "threads": config.threads,
+            "processes": process_rank()[1],
+        },
+        "datasets": datasets,
+        "runs": runs,
+    }
