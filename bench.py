@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
+import my_bn
 import training
 from bn_pytorch import VARIANTS as NETS
 from bn_pytorch import TanhMLP
@@ -62,6 +63,12 @@ class BenchConfig:
     allocator: str = flag("both", "glibc allocator setting(s) on the CPU", choices=("both", *ALLOCATORS))
     compile: bool = flag(
         True, "also time MyBN(compiled=True) (needs a C++ compiler)", action=argparse.BooleanOptionalAction
+    )
+    reference: bool = flag(
+        False,
+        "also time MyBN with my_bn.REFERENCE_ONLY (the reference functions for every input), against MyBN as it "
+        "dispatches",
+        action=argparse.BooleanOptionalAction,
     )
     train_loop: bool = flag(
         True,
@@ -129,13 +136,29 @@ class FunctionFloor(nn.Module):
         return _MulAdd.apply(x, self.weight, self.bias)
 
 
+class ReferenceOnly(nn.Module):
+    """A MyBN layer run with ``my_bn.REFERENCE_ONLY``: what my_bn_fast's versions are measured against."""
+
+    def __init__(self, layer: MyBN):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        my_bn.REFERENCE_ONLY = True  # read in the forward, which fixes the backward's path too
+        try:
+            return self.layer(x)
+        finally:
+            my_bn.REFERENCE_ONLY = False
+
+
 def make_layer(variant: str, shape: tuple[int, ...], device: torch.device) -> nn.Module:
     channels = shape[1]
     if variant == "floor":
         return FunctionFloor(channels, device=device)
     if variant == "native":
         return (nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(channels, device=device)
-    return (MyBN2d if len(shape) == 4 else MyBN)(channels, device=device, compiled=variant == "mybn_compiled")
+    layer = (MyBN2d if len(shape) == 4 else MyBN)(channels, device=device, compiled=variant == "mybn_compiled")
+    return ReferenceOnly(layer) if variant == "mybn_reference" else layer
 
 
 def measure(config: BenchConfig, allocator: str) -> list[dict]:
@@ -158,6 +181,8 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
         variants = list(VARIANTS if config.compile else VARIANTS[:2])
         if len(shape) == 2 and x.numel() <= 1024:
             variants.append("floor")  # small enough that only the per-call overhead counts
+        if config.reference:
+            variants.append("mybn_reference")
         layers = {}
         for variant in variants:
             layer = make_layer(variant, shape, device)
@@ -231,6 +256,15 @@ def format_table(rows: list[dict]) -> str:
         lines += ["", f"At {'×'.join(map(str, r['shape']))} ({r['allocator']} allocator), a custom autograd.Function "
                   f"that does nothing but one multiply-add, forward and backward, takes {r['median_ms']:.3g} ms: "
                   f"{r['ratio_to_native']:.2f} × native batch norm."]  # fmt: skip
+    references = [r for r in rows if r["variant"] == "mybn_reference"]
+    if references:
+        head = "| allocator | shape | pass | reference alone ms | MyBN ms | speed-up over the reference |"
+        lines += ["", head, "|---" * 6 + "|"]
+    for r in references:
+        mine = next(m for m in rows if m["variant"] == "mybn" and (m["allocator"], m["shape"], m["pass"])
+                    == (r["allocator"], r["shape"], r["pass"]))  # fmt: skip
+        lines.append(f"| {r['allocator']} | {'×'.join(map(str, r['shape']))} | {r['pass']} | {r['median_ms']:.3g} "
+                     f"| {mine['median_ms']:.3g} | {r['median_ms'] / mine['median_ms']:.2f}× |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -104,12 +104,10 @@ def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 
 
 class BatchNormFunction(torch.autograd.Function):
-    """Training-mode batch norm with the hand-written backward.
+    """Training-mode batch norm with the hand-written backward; half and bfloat16 computed in float32.
 
-    Forward returns ``(y, mean, unbiased_var)``: the batch statistics that update the running
-    estimates come out without gradient. Half and bfloat16 are computed in float32. Large inputs,
-    ``compiled`` and a process ``group`` go to the versions in ``my_bn_fast.py``; with a group the
-    batch is the one spread over its processes, and every gradient is that of the whole batch.
+    Forward returns ``(y, mean, unbiased_var)``, the statistics (for the running estimates) without
+    gradient. Large inputs, ``compiled`` and a process ``group`` go to ``my_bn_fast.py``.
     """
 
     @staticmethod
@@ -149,11 +147,11 @@ class BatchNormFunction(torch.autograd.Function):
             dx, dweight, dbias = batchnorm_backward(dya, Cache(_as(x, ctx.acc) - mean, invstd, scale))
         else:
             dx, dweight, dbias = fast.backward(ctx.path, dya, _as(x, ctx.acc), weight, *kept, ctx.m, ctx.group)
-        need_dx, need_dweight, need_dbias = ctx.needs_input_grad[:3]
-        weight_dtype, bias_dtype = ctx.dtypes
+        (need_dx, need_dweight, need_dbias, *_), (weight_dtype, bias_dtype) = ctx.needs_input_grad, ctx.dtypes
         dx = _as(dx, x.dtype) if need_dx else None
         dweight = _as(dweight, weight_dtype) if weight_dtype is not None and need_dweight else None
-        return dx, dweight, _as(dbias, bias_dtype) if bias_dtype is not None and need_dbias else None, None, None, None
+        dbias = _as(dbias, bias_dtype) if bias_dtype is not None and need_dbias else None
+        return dx, dweight, dbias, None, None, None
 
 
 def batch_norm_train(x: Tensor, weight, bias, eps: float, *, compiled: bool = False, process_group=None):
@@ -206,6 +204,7 @@ class MyBN(nn.Module):
     """
 
     _version = 2  # the state-dict version of nn.BatchNorm1d: num_batches_tracked exists
+    _input_dims = (2, 3)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True,
@@ -243,10 +242,8 @@ class MyBN(nn.Module):
                 nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
-        )
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         # Each module attribute is read once: on a small input, every lookup shows in the time.
@@ -298,17 +295,15 @@ class MyBN(nn.Module):
         else:
             running.copy_(running.to(batch.dtype).lerp_(batch, factor))
 
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() not in (2, 3):
-            raise ValueError(f"expected 2D or 3D input (got {x.dim()}D input)")
-
     def _check_input(self, x: Tensor, per_channel: tuple, use_batch_stats: bool, synced: bool = False) -> None:
         """Raise the exception ``nn.BatchNorm1d`` raises for the same bad input, with a clearer message.
 
         ``per_channel``: the parameters and buffers this call uses, None where absent. ``synced``:
         ``x`` is one process's share of a batch; its count is checked over all shares.
         """
-        self._check_input_dim(x)
+        if x.dim() not in self._input_dims:
+            expected = " or ".join(f"{d}D" for d in self._input_dims)
+            raise ValueError(f"expected {expected} input (got {x.dim()}D input)")
         if use_batch_stats:
             if not synced and fast.values_per_channel(x) == 1:
                 shape = tuple(x.shape)
@@ -340,9 +335,7 @@ class MyBN(nn.Module):
 class MyBN2d(MyBN):
     """:class:`MyBN` over a 4D input (N, C, H, W), statistics over N, H and W; a drop-in for ``nn.BatchNorm2d``."""
 
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+    _input_dims = (4,)
 
 
 def convert_to_mybn(module: nn.Module, *, sync: bool = False, process_group=None) -> nn.Module:

@@ -12,9 +12,10 @@ test through the blocked kernels too, ``tests/test_compiled.py`` the compiled pa
 - ``"blocked"``: larger inputs on the CPU, eager. A large tensor costs more to allocate (page
   faults) and to stream through memory than to compute with, so the batch is gone through a block
   of rows at a time: one pass over x for the statistics and one that writes y, in a scratch buffer
-  that stays in cache. Measured against the reference on this repository's 2-core machine
-  (float32, forward+backward, medians of ``torch.utils.benchmark``): 1.6× faster at 8192×1024 and
-  65536×512, 2.4× at 256×128×256 (``python my_bn_fast.py`` measures it again).
+  that stays in cache. Against the reference run on the same inputs, on this repository's 2-core
+  machine: forward+backward 2.6 to 5 times faster at 8192×1024, 65536×512 and 256×128×256, the
+  forward alone 3.5 to 10.5 times (``results/bench_reference.json``, from ``python bench.py
+  --reference --no-compile --no-train-loop --shapes 64x10 8192x1024 65536x512 256x128x256``).
 - ``"compiled"``: ``MyBN(compiled=True)``, any size. The blocked algorithm as whole-tensor
   operations, which ``torch.compile`` fuses into one loop over memory per pass. See ``bench.py``
   and the README's Speed section for its times against PyTorch.

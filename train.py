@@ -90,7 +90,6 @@ def _unwritable(out: Path) -> str | None:
     return None
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Running an experiment, in this process or in a group of them
 

@@ -1,10 +1,15 @@
 """bench.py runs, and prints what it measured; no timing is asserted here (speed lives in the benchmark)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 import bench
+import my_bn
+import my_bn_fast
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_shapes_are_checked():
@@ -62,3 +67,30 @@ def test_report_prints_a_saved_run_and_checks_the_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         bench.main([*argv, "--readme", str(readme)])
     assert exc.value.code == 2 and "--readme" in capsys.readouterr().err and readme.read_text() == "no markers\n"
+
+
+def test_reference_variant_is_timed_and_tabled(tmp_path, capsys):
+    """--reference times MyBN through the reference alone, and leaves my_bn.REFERENCE_ONLY as it was."""
+    out = tmp_path / "bench.json"
+    argv = ["--shapes", "16x3", "--reference", "--no-compile", "--no-train-loop", "--allocator", "default",
+            "--min-run-time", "0.01", "--json", str(out)]  # fmt: skip
+    assert bench.main(argv) == 0
+    assert my_bn.REFERENCE_ONLY is False
+    rows = json.loads(out.read_text())["kernels"]
+    assert {r["pass"] for r in rows if r["variant"] == "mybn_reference"} == {"fwd", "fwd+bwd"}
+    assert "| default | 16×3 | fwd+bwd |" in capsys.readouterr().out.split("speed-up over the reference")[1]
+
+
+def test_claims_about_the_fast_paths():
+    """my_bn_fast's docstring, against the run it quotes (results/bench_reference.json)."""
+    rows = json.loads((ROOT / "results" / "bench_reference.json").read_text())["kernels"]
+    doc = " ".join(my_bn_fast.__doc__.split())
+    assert "forward+backward 2.6 to 5 times faster at 8192×1024, 65536×512 and 256×128×256" in doc
+    assert "the forward alone 3.5 to 10.5 times" in doc
+
+    def speedups(name):
+        times = {(r["allocator"], tuple(r["shape"]), r["variant"]): r["median_ms"] for r in rows if r["pass"] == name}
+        return [t / times[a, s, "mybn"] for (a, s, v), t in times.items() if v == "mybn_reference" and s != (64, 10)]
+
+    assert 2.55 <= min(speedups("fwd+bwd")) and max(speedups("fwd+bwd")) < 5.05
+    assert 3.45 <= min(speedups("fwd")) and max(speedups("fwd")) < 10.55

@@ -155,10 +155,7 @@ def test_claims_about_one_units_percentiles():
 
 def test_claims_about_controls():
     results = load_results(CONTROLS)
-    final = {
-        m: torch.tensor([run["test_mse"][-1] for run in runs_of(results, 5.0, m)])
-        for m in models_of(results)
-    }
+    final = {m: torch.tensor([run["test_mse"][-1] for run in runs_of(results, 5.0, m)]) for m in models_of(results)}
     for model in ("plain", "plain_std_x", "bn_first"):
         runs = runs_of(results, 5.0, model)
         assert not any(fit_spread(results, run) > 0.5 for run in runs)
