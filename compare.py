@@ -22,7 +22,7 @@ from pathlib import Path
 
 from config import build_parser, flag
 from experiments import EXPERIMENTS
-from plotting import Figures
+from plotting import Figures, pyplot
 from results import atomic_write, load_results
 
 
@@ -86,6 +86,7 @@ def write_pictures(todo: Figures, pictures: Path) -> list[Path]:
     with tempfile.TemporaryDirectory(dir=pictures.parent, prefix=f".{pictures.name}.") as tmp:
         workers = min(len(todo), len(os.sched_getaffinity(0)))
         if workers > 1 and "fork" in mp.get_all_start_methods():
+            pyplot()  # imported once here, not in every worker
             _TODO.clear()
             _TODO.update(todo)
             with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:

@@ -1,20 +1,21 @@
 """What the figures share: the Agg backend, one colour and line style per net, labels, and the
-mean-and-band drawing of a quantity over seeds. Each experiment draws its own figures with these."""
+mean-and-band drawing of a quantity over seeds. Each experiment draws its own figures with these.
+
+matplotlib is imported on the first figure, not with this module: train.py imports every experiment
+for its preset, and never draws.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
-import torch  # noqa: E402
-
-from bn_pytorch import VARIANTS  # noqa: E402
-from diagnostics import SATURATED  # noqa: E402
-from results import mean_std, runs_of  # noqa: E402
+from bn_pytorch import VARIANTS
+from diagnostics import SATURATED
+from results import mean_std, runs_of
 
 COLOURS = {  # model -> colour, line style
     "plain": ("#E4572E", "-"),
@@ -29,6 +30,22 @@ COLOURS = {  # model -> colour, line style
 Z_SATURATED = float(torch.tensor(SATURATED).atanh())  # |z| beyond which |tanh(z)| > 0.99
 
 Figures = dict[str, Callable[[Path], None]]  # file name -> function that draws it into the given path
+
+
+@functools.cache
+def pyplot():
+    """``matplotlib.pyplot``, on the Agg backend (files only, no screen)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def subplots(*args, **kwargs):
+    """``plt.subplots``: a new figure and its axes."""
+    return pyplot().subplots(*args, **kwargs)
 
 
 def label(model: str) -> str:
@@ -55,7 +72,7 @@ def band(ax, x, values: torch.Tensor, model: str, text: str | None = None, **kwa
 def save(fig, outfile: Path) -> None:
     fig.tight_layout()
     fig.savefig(outfile, format="png", dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def mse_panel(ax, results: dict, r: float, models: list[str]) -> None:

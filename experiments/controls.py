@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bn_pytorch import CONTROLS, MODELS
 from diagnostics import SATURATED, start_end
-from plotting import Figures, band, label, mse_panel, plt, range_text, save, stacked
+from plotting import Figures, band, label, mse_panel, range_text, save, stacked, subplots
 from results import fit_spread, models_of, ranges_of, runs_of, summarize
 
 PRESET = {"ranges": [5.0], "models": [*MODELS, *CONTROLS]}
@@ -25,7 +25,7 @@ def plot_controls(results: dict, outfile: Path) -> None:
     """The plain net with one thing changed, beside the main nets: test MSE, and last-block saturation."""
     r = ranges_of(results)[0]
     models = models_of(results)
-    fig, (ax_mse, ax_sat) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (ax_mse, ax_sat) = subplots(1, 2, figsize=(13, 4.8))
     mse_panel(ax_mse, results, r, models)
     for model in models:
         runs = runs_of(results, r, model)

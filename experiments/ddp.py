@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from plotting import COLOURS, Figures, label, plt, range_text, save
+from plotting import COLOURS, Figures, label, range_text, save, subplots
 from results import mean_std, models_of, ranges_of, relative_gap, runs_of
 
 PRESET = {"nproc": 2, "dtype": "float64", "models": ["torch_bn", "my_bn", "my_bn_local"], "diagnostics": False}
@@ -42,7 +42,7 @@ def ddp_gaps(ddp: dict, single: dict, key: str) -> list[tuple[str, torch.Tensor]
 
 def plot_ddp(ddp: dict, single: dict, outfile: Path) -> None:
     """How far each net trained over several processes drifts from the same net trained in one."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig, ax = subplots(figsize=(7.5, 4.4))
     labelled = set()
     for model, gap in ddp_gaps(ddp, single, "train_loss"):
         colour, ls = COLOURS[model]

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from bn_pytorch import BN_PAIR
-from plotting import Figures, plt, range_text, save
+from plotting import Figures, range_text, save, subplots
 from results import mean_std, models_of, ranges_of, relative_gap, runs_of
 
 PRESET = {"dtype": "float64", "models": ["torch_bn", "my_bn"], "diagnostics": False}
@@ -50,7 +50,7 @@ def by_dtype(experiments: dict[str, dict]) -> dict[str, dict]:
 
 def plot_parity(by_dtype: dict[str, dict], outfile: Path) -> None:
     """How far the MyBN net drifts from the BatchNorm1d net, step by step, in float32 and float64."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig, ax = subplots(figsize=(7.5, 4.4))
     for dtype, results in by_dtype.items():
         gaps = relative_gaps(results, "train_loss")
         for i, (_, _, gap) in enumerate(gaps):

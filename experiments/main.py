@@ -14,7 +14,7 @@ import torch
 from bn_pytorch import BN_PAIR
 from data import make_dataset, target
 from diagnostics import SATURATED, start_end
-from plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, plt, range_text, save, stacked
+from plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, range_text, save, stacked, subplots
 from results import dataset_of, fit_spread, mean_std, models_of, ranges_of, runs_of, summarize
 
 PRESET: dict = {}  # the defaults of config.Config
@@ -48,7 +48,7 @@ def plot_data(results: dict, r: float, outfile: Path) -> None:
     seed = config["seeds"][0]
     noise_std = dataset_of(results, r, seed)["noise_std"]
     data = make_dataset(r, seed, a=config["a"], b=config["b"], noise_std=noise_std)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = subplots(figsize=(5.5, 4))
     ax.scatter(data.x_train.squeeze(1), data.y_train.squeeze(1), s=6, alpha=0.35, color="#FF9359",
                label=f"train data ({len(data.x_train)} points)")  # fmt: skip
     x = data.x_test.double()
@@ -61,7 +61,7 @@ def plot_data(results: dict, r: float, outfile: Path) -> None:
 def plot_loss_and_fit(results: dict, r: float, outfile: Path) -> None:
     """Left: test MSE per epoch over seeds for each net. Right: fitted curves over the test points."""
     config = results["config"]
-    fig, (ax_mse, ax_fit) = plt.subplots(1, 2, figsize=(12, 4.4))
+    fig, (ax_mse, ax_fit) = subplots(1, 2, figsize=(12, 4.4))
     mse_panel(ax_mse, results, r, models_of(results))
     for model in models_of(results):
         colour, ls = COLOURS[model]
@@ -80,7 +80,7 @@ def plot_loss_and_fit(results: dict, r: float, outfile: Path) -> None:
 def plot_diagnostics(results: dict, r: float, models: list[str], outfile: Path) -> None:
     """Per hidden block: the fraction of saturated tanh units, and the gradient norm of its weights."""
     blocks = len(results["runs"][0]["diagnostics"]["saturation"][0])
-    fig, axes = plt.subplots(2, blocks, figsize=(3.4 * blocks, 6.2), sharex=True)
+    fig, axes = subplots(2, blocks, figsize=(3.4 * blocks, 6.2), sharex=True)
     for model in models:
         runs = runs_of(results, r, model)
         steps = runs[0]["diagnostics"]["step"]
@@ -102,7 +102,7 @@ def plot_diagnostics(results: dict, r: float, models: list[str], outfile: Path) 
 def plot_percentiles(results: dict, models: list[str], outfile: Path) -> None:
     """Ioffe & Szegedy (2015), Figure 1 (b, c): one unit's tanh input over training, as percentiles."""
     ranges = ranges_of(results)
-    fig, axes = plt.subplots(len(ranges), len(models), figsize=(4.2 * len(models), 3.4 * len(ranges)), squeeze=False)
+    fig, axes = subplots(len(ranges), len(models), figsize=(4.2 * len(models), 3.4 * len(ranges)), squeeze=False)
     seed = results["config"]["seeds"][0]
     for row, r in enumerate(ranges):
         for col, model in enumerate(models):

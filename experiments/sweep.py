@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from plotting import Figures, band, label, plt, save
+from plotting import Figures, band, label, save, subplots
 from results import dataset_of, mean_std, models_of, ranges_of, runs_of
 
 PRESET = {"ranges": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0], "noise_scaled": 0.1, "diagnostics": False}
@@ -36,7 +36,7 @@ def sweep_curves(results: dict, model: str) -> tuple[list[float], torch.Tensor, 
 
 def plot_sweep(results: dict, outfile: Path) -> None:
     """Final test MSE relative to the targets' variance, against the input range R."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = subplots(figsize=(7.5, 4.6))
     for model in models_of(results):
         ranges, ratios, floors = sweep_curves(results, model)
         band(ax, ranges, ratios, model, marker="o", ms=4)

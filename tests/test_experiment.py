@@ -1,9 +1,11 @@
 """data.py, bn_pytorch.py, train.py and compare.py, each through the path a user takes."""
 
+import dataclasses
 import json
 import math
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ import results
 import train
 import training
 from bn_pytorch import MODELS, TanhMLP
+from config import Config
 from data import default_noise_std, make_dataset, target
+from experiments import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -300,3 +304,39 @@ def test_compare_interrupted_leaves_pictures_as_they_were(tmp_path):
 def test_replace_between_markers_needs_its_markers():
     with pytest.raises(ValueError, match="needs exactly one"):
         compare.replace_between_markers("no markers", "results-table", "x")
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+
+def test_every_experiment_module_has_what_the_registry_needs():
+    for name, module in EXPERIMENTS.items():
+        assert set(module.PRESET) <= {f.name for f in dataclasses.fields(Config)}, name
+        assert callable(module.figures) and callable(module.tables), name
+
+
+def test_adding_an_experiment_is_one_module_and_one_entry(monkeypatch, tmp_path):
+    """A new experiment, registered: train.py runs it with its own preset and training, compare.py draws it."""
+    toy = types.ModuleType("toy")
+    toy.PRESET = {"ranges": [2.0], "models": ["plain"], "diagnostics": False}
+
+    def run(config, log):  # its own measurement: the usual runs, and one number of its own on top
+        results = training.run_experiment(config, log)
+        return {**results, "largest_final_mse": max(run["test_mse"][-1] for run in results["runs"])}
+
+    toy.run = run
+    toy.figures = lambda experiments: {"toy.png": lambda out: out.write_bytes(PNG_MAGIC)}
+    toy.tables = lambda experiments: {"toy-table": f"largest: {experiments['toy']['largest_final_mse']:.3g}"}
+    monkeypatch.setitem(EXPERIMENTS, "toy", toy)
+    out = tmp_path / "results"
+    main_run = ["--ranges", "1", "--models", "plain", "--seeds", "0", "--epochs", "1", "--no-diagnostics"]
+    assert train.main([*main_run, "--out", str(out)]) == 0
+    assert train.main(["toy", "--seeds", "0", "--epochs", "1", "--out", str(out)]) == 0
+    saved = json.loads((out / "toy" / "results.json").read_text())
+    assert saved["experiment"] == "toy" and saved["config"]["ranges"] == [2.0] and "largest_final_mse" in saved
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results-table:start -->\n<!-- results-table:end -->\n<!-- toy-table:start -->\n"
+                      "<!-- toy-table:end -->\n")  # fmt: skip
+    assert compare.main(["--results", str(out), "--pictures", str(tmp_path / "pics"), "--readme", str(readme)]) == 0
+    assert (tmp_path / "pics" / "toy.png").read_bytes() == PNG_MAGIC
+    assert f"largest: {saved['largest_final_mse']:.3g}" in readme.read_text()
