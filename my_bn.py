@@ -39,8 +39,8 @@ class Cache(NamedTuple):
 def batchnorm_forward(x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float):
     """y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel, with the statistics of the batch.
 
-    Returns ``(y, mean, var, cache)``: the output, the batch mean and biased variance (C,), and what
-    ``batchnorm_backward`` needs.
+    Returns ``(y, mean, var, cache)``: the output, the batch mean and biased variance per channel
+    (shaped as in ``Cache``), and what ``batchnorm_backward`` needs.
 
     x is (N, C) or (N, C, L, ...); each channel's mean and biased variance are taken over its M = N·L
     values. gamma and beta are (C,), or None for 1 and 0. The variance is centred before it is
@@ -50,7 +50,7 @@ def batchnorm_forward(x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps:
     """
     dims, keep = _stat_dims(x)
     m = x.numel() // x.size(1)  # M values per channel
-    total = x.sum(dims, keepdim=keep)  # Σx                                  (C,)
+    total = x.sum(dims, keepdim=keep)  # Σx, per channel
     xc = torch.sub(x, total, alpha=1 / m)  # x - Σx/M                        (N, C, *)
     var, err = torch.var_mean(xc, dims, correction=0, keepdim=keep)  # var; err = mean(x - Σx/M)
     xc = xc - err  # x - mean                                                (N, C, *)
@@ -72,7 +72,7 @@ def batchnorm_backward(dy: Tensor, cache: Cache) -> tuple[Tensor, Tensor, Tensor
     xc, invstd, scale = cache
     dims, keep = _stat_dims(dy)
     m = dy.numel() // dy.size(1)
-    dbeta = dy.sum(dims, keepdim=keep)  # Σdy                                (C,)
+    dbeta = dy.sum(dims, keepdim=keep)  # Σdy, per channel
     dgamma = (dy * xc).sum(dims, keepdim=keep) * invstd  # Σ dy·x̂, with x̂ = xc·invstd
     # dx = scale · (dy - (Σdy + x̂·Σ dy·x̂) / M)
     dx = torch.add(dy, torch.addcmul(dbeta, xc, invstd * dgamma), alpha=-1 / m) * scale  # (N, C, *)
@@ -113,7 +113,7 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, compiled: bool, group):
         acc = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
-        xa, wa, ba = _as(x, acc), _as(weight, acc), _as(bias, acc)
+        xa, wa, ba = _as(x, acc), _as(weight, acc), _as(bias, acc)  # "a": in the accumulation dtype
         path = "reference" if REFERENCE_ONLY and group is None else fast.path_for(xa, compiled, group)
         if path in ("reference", "lean"):
             y, mean, var, cache = batchnorm_forward(xa, wa, ba, eps)
