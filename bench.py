@@ -302,7 +302,7 @@ def train_loop_rows(repeats: int = 3) -> list[dict]:
     config = Config()
     torch.set_num_threads(config.threads)
     data = make_dataset(5.0, 0)
-    order = training.batch_order(len(data.x_train), config.batch_size, config.epochs, 0)
+    order = training.BatchOrder(len(data.x_train), config.batch_size, config.epochs, 0)
 
     def median_seconds(fn) -> float:
         seconds = []

@@ -31,7 +31,7 @@ from config import Config, build_parser, resolve_device
 from data import N_TRAIN
 from experiments import EXPERIMENTS
 from results import format_table, save_results, summarize
-from training import batch_order, process_rank, run_experiment
+from training import BatchOrder, process_rank, run_experiment
 
 
 def results_dir(config: Config, experiment: str) -> Path:
@@ -66,7 +66,7 @@ def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
     except ValueError as exc:
         parser.error(f"argument --device: {exc}")
     for c in (c for c in configs.values() if c.nproc > 1):
-        smallest = min(len(b) for b in batch_order(N_TRAIN, c.batch_size, 1, 0)[0]) // c.nproc
+        smallest = min(len(b) for b in BatchOrder(N_TRAIN, c.batch_size, 1, 0)[0]) // c.nproc
         local_bn = [m for m in c.models if VARIANTS[m].norm is not None and not VARIANTS[m].sync]
         if local_bn and smallest < 2:
             parser.error(

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import multiprocessing as mp
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -30,20 +31,33 @@ from diagnostics import Diagnostics
 from results import mean_std
 
 
-def batch_order(n: int, batch_size: int, epochs: int, seed: int) -> list[list[torch.Tensor]]:
+class BatchOrder(Sequence):
     """Index batches for every epoch, reshuffled each epoch, shared by all nets of one seed.
 
-    A final batch of a single sample is merged into the one before it: batch norm cannot take
-    statistics over one value per channel.
+    Each epoch's order is drawn when the epoch starts, so memory does not grow with the number of
+    epochs; iterating again replays the same orders from the seed. A final batch of a single sample
+    is merged into the one before it: batch norm cannot take statistics over one value per channel.
     """
-    gen = torch.Generator().manual_seed(seed)
-    epochs_batches = []
-    for _ in range(epochs):
-        batches = list(torch.randperm(n, generator=gen).split(batch_size))
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            batches[-2:] = [torch.cat(batches[-2:])]
-        epochs_batches.append(batches)
-    return epochs_batches
+
+    def __init__(self, n: int, batch_size: int, epochs: int, seed: int):
+        self.n, self.batch_size, self.epochs, self.seed = n, batch_size, epochs, seed
+
+    def __len__(self) -> int:
+        return self.epochs
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.epochs):
+            batches = list(torch.randperm(self.n, generator=gen).split(self.batch_size))
+            if len(batches) > 1 and len(batches[-1]) == 1:
+                batches[-2:] = [torch.cat(batches[-2:])]
+            yield batches
+
+    def __getitem__(self, epoch: int) -> list[torch.Tensor]:
+        """Epoch ``epoch``'s batches (drawn again through the epochs before it)."""
+        if not -self.epochs <= epoch < self.epochs:
+            raise IndexError(f"epoch {epoch} of {self.epochs}")
+        return next(itertools.islice(self, epoch % self.epochs, None))
 
 
 @dataclass(frozen=True)
@@ -89,7 +103,7 @@ def process_rank() -> tuple[int, int]:
 
 
 def train_one(
-    net: TanhMLP, data: Dataset, order: list[list[torch.Tensor]], lr: float, diagnostics: bool = True
+    net: TanhMLP, data: Dataset, order: Sequence[list[torch.Tensor]], lr: float, diagnostics: bool = True
 ) -> dict:
     """Adam on MSE over the given batches; test MSE before training and after every epoch.
 
@@ -151,7 +165,7 @@ def train_run(config: Config, job: tuple[float, str, int]) -> dict:
     """One (range, model, seed), from nothing but the config: a worker process can run it alone."""
     r, model, seed = job
     data = dataset_for(config, r, seed)
-    order = batch_order(len(data.x_train), config.batch_size, config.epochs, seed)
+    order = BatchOrder(len(data.x_train), config.batch_size, config.epochs, seed)
     net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype])
     result = train_one(net.to(resolve_device(config.device)), data, order, config.lr, config.diagnostics)
     return {"range": [-r, r], "model": model, "seed": seed, **result}

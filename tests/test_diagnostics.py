@@ -58,7 +58,7 @@ def test_diagnostics_hooks_are_removed_and_ignore_eval():
 @pytest.mark.parametrize("model", ["plain", "my_bn", "plain_std_xy"])
 def test_diagnostics_do_not_change_training(model):
     data = make_dataset(5, seed=2)
-    order = training.batch_order(1000, 64, epochs=2, seed=2)
+    order = training.BatchOrder(1000, 64, epochs=2, seed=2)
     with_diag = training.train_one(TanhMLP(model, 2), data, order, lr=0.02, diagnostics=True)
     without = training.train_one(TanhMLP(model, 2), data, order, lr=0.02, diagnostics=False)
     assert "diagnostics" in with_diag and "diagnostics" not in without
@@ -103,7 +103,7 @@ def test_scaling_applies_and_undoes_standardisation():
 
 def test_standardised_targets_report_losses_in_units_of_y():
     data = make_dataset(5, seed=0)
-    order = training.batch_order(1000, 1000, epochs=1, seed=0)  # one full batch: the loss is easy to recompute
+    order = training.BatchOrder(1000, 1000, epochs=1, seed=0)  # one full batch: the loss is easy to recompute
     net = TanhMLP("plain_std_y", seed=0)
     start = TanhMLP("plain_std_y", seed=0)
     result = training.train_one(net, data, order, lr=0.02, diagnostics=False)
