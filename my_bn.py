@@ -256,11 +256,9 @@ class MyBN(nn.Module):
         per_channel = (weight, bias, running_mean, running_var) if update_running or not training else (weight, bias)
         self._check_input(x, per_channel, use_batch_stats, synced=group is not None)
 
-        factor = 0.0
         tracked = self.num_batches_tracked
         if update_running and tracked is not None:
             tracked.add_(1)
-            factor = 1.0 / float(tracked) if self.momentum is None else self.momentum  # None: cumulative average
 
         if x.numel() == 0 and group is None:  # nothing to normalise; weight and bias get zero gradients
             x = x.clone() if weight is None else x * _channels(weight, x)
@@ -271,6 +269,9 @@ class MyBN(nn.Module):
         y, mean, var = batch_norm_train(x, weight, bias, self.eps, compiled=self.compiled, process_group=group)
         if update_running and running_mean is not None:
             # mean and var come out of the graph (non-differentiable): no graph grows through the buffers
+            factor = self.momentum
+            if factor is None:  # a cumulative average; a tensor, so that torch.compile compiles it once
+                factor = tracked.to(mean.dtype).reciprocal() if tracked is not None else 0.0
             self._update_running(running_mean, mean, factor)
             self._update_running(running_var, var, factor)  # the unbiased variance
         return y
@@ -288,7 +289,7 @@ class MyBN(nn.Module):
         return torch.addcmul(_channels(self.bias.to(acc), xa), xc, _channels(scale, xa)).to(x.dtype)
 
     @staticmethod
-    def _update_running(running: Tensor, batch: Tensor, factor: float) -> None:
+    def _update_running(running: Tensor, batch: Tensor, factor: float | Tensor) -> None:
         """running <- (1 - factor) * running + factor * batch, accumulated in ``batch``'s dtype."""
         if running.dtype == batch.dtype:
             running.lerp_(batch, factor)  # the same update as one operation
@@ -322,6 +323,12 @@ class MyBN(nn.Module):
         for t in per_channel:
             if t is not None and t.dtype != dtype and not (dtype in _LOW_PRECISION and t.dtype == torch.float32):
                 raise RuntimeError(f"{name}: input dtype {dtype} does not match parameter/buffer dtype {t.dtype}")
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this first: one clear error instead of TorchScript's, the same every time
+        why = "TorchScript cannot compile its autograd.Function"
+        raise RuntimeError(f"{type(self).__name__} is not scriptable ({why}): use torch.compile, torch.export or "
+                           "torch.jit.trace instead")  # fmt: skip
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args) -> None:
         # Checkpoints older than version 2 have no num_batches_tracked; start it at 0, as PyTorch does.

@@ -110,7 +110,7 @@ def test_batch_order_is_drawn_epoch_by_epoch_with_the_same_numbers():
     eager = [list(torch.randperm(1000, generator=gen).split(64)) for _ in range(3)]  # the former way
     huge = training.BatchOrder(1000, 64, epochs=2_000_000, seed=7)
     assert len(huge) == 2_000_000
-    for epoch, (ours, theirs) in enumerate(zip(huge, eager)):
+    for epoch, (ours, theirs) in enumerate(zip(huge, eager, strict=False)):  # the first three epochs
         assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True)), epoch
     assert [torch.equal(a, b) for a, b in zip(huge[2], eager[2], strict=True)] == [True] * 16
     with pytest.raises(IndexError):
