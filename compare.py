@@ -23,7 +23,7 @@ from pathlib import Path
 from config import build_parser, flag
 from experiments import EXPERIMENTS
 from plotting import Figures, pyplot
-from results import atomic_write, load_results
+from results import atomic_write, load_results, unwritable
 
 
 @dataclass
@@ -108,11 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         experiments = load_experiments(Path(config.results))
         todo = figures(experiments)
+        bodies = tables(experiments)  # made even without a README: they check what the figures will read
         text = readme.read_text(encoding="utf-8") if readme else ""
-        for name, body in tables(experiments).items() if readme else ():
+        for name, body in bodies.items() if readme else ():
             text = replace_between_markers(text, name, body)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
+    problem = unwritable(Path(config.pictures))
+    if problem:
+        parser.error(f"argument --pictures: cannot write figures to {config.pictures!r}: {problem}")
     for path in write_pictures(todo, Path(config.pictures)):
         print(f"wrote {path}")
     if readme:

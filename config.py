@@ -44,7 +44,8 @@ finite_float = _number(float, lambda v: True, "a number")
 non_negative_float = _number(float, lambda v: v >= 0, "a non-negative number")
 unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-seed_int = non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+seed_int = _number(int, lambda v: 0 <= v < 2**64, "an integer from 0 to 2**64 - 1 (a generator seed)")
 batch_int = _number(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs two samples)")
 
 

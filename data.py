@@ -29,6 +29,22 @@ def spread_noise_std(input_range: float, k: float, a: float = 1.0) -> float:
     return k * abs(a) * input_range**2
 
 
+def overflow_problem(input_range: float, a: float, b: float, noise_std: float | None, dtype: torch.dtype) -> str | None:
+    """Why the data of this task would overflow ``dtype``, or None: the inputs, the targets, and their
+    squares (the squared errors of the loss) must all stay finite. ``noise_std=None``: the default."""
+    limit = math.sqrt(torch.finfo(dtype).max)
+    try:
+        noise = default_noise_std(input_range) if noise_std is None else noise_std
+        largest = max(input_range, abs(a) * input_range**2 + abs(b) + 10 * noise)  # |x|, |y| stay below this
+    except OverflowError:
+        largest = math.inf
+    if largest < limit:
+        return None
+    name = str(dtype).removeprefix("torch.")
+    return (f"with inputs in (-{input_range:g}, {input_range:g}), y = {a:g}·x² + {b:g} + noise reaches {largest:.3g}, "
+            f"whose square overflows {name} (values up to {limit:.3g} can be squared)")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Train and test sets of one task. Tensors are (n, 1) for x and y."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from bn_pytorch import VARIANTS
+
 RESULTS_FILE = "results.json"
 
 
@@ -38,6 +40,22 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why files could not be written into ``folder``, or None if they can. Creates nothing: a folder
+    that does not exist yet is made when the first file is written."""
+    existing = Path(folder)
+    while not existing.exists() and existing.parent != existing:  # the nearest part of the path that exists
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def rounded(values, digits: int = 6):
@@ -77,7 +95,86 @@ def load_results(path: str | Path) -> dict:
         raise ValueError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(results, dict) or not {"config", "runs", "datasets"} <= results.keys():
         raise ValueError(f"{path} is not a results file of train.py (no config/runs/datasets)")
+    try:
+        check_results(results)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return results
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(value, length: int | None = None) -> bool:
+    """A list of numbers (of ``length`` numbers, if given)."""
+    ok = isinstance(value, list) and all(_number(v) for v in value)
+    return ok and (length is None or len(value) == length)
+
+
+def _range_of(item: dict, where: str) -> float:
+    rng = item.get("range")
+    if not (_numbers(rng, 2) and rng[1] > 0 and rng[0] == -rng[1]):
+        raise ValueError(f"{where}: 'range' must be [-R, R] with R > 0, got {rng!r}")
+    return rng[1]
+
+
+def check_results(results: dict) -> None:
+    """Raise ValueError naming the first thing in ``results`` that the figures and tables cannot use."""
+    config = results["config"]
+    if not isinstance(config, dict):
+        raise ValueError("'config' must be an object")
+    for key, ok in (("seeds", lambda v: isinstance(v, list) and v and all(isinstance(s, int) for s in v)),
+                    ("epochs", lambda v: isinstance(v, int) and v >= 1), ("a", _number), ("b", _number),
+                    ("dtype", lambda v: v in ("float32", "float64")),
+                    ("noise_scaled", lambda v: v is None or _number(v))):  # fmt: skip
+        if key not in config or not ok(config[key]):
+            raise ValueError(f"config: {key!r} is missing or not valid ({config.get(key)!r})")
+    datasets, runs = results["datasets"], results["runs"]
+    if not isinstance(datasets, list) or not all(isinstance(d, dict) for d in datasets):
+        raise ValueError("'datasets' must be a list of objects")
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise ValueError("'runs' must be a non-empty list of objects")
+    sizes = {}
+    for i, d in enumerate(datasets):
+        where = f"datasets[{i}]"
+        r = _range_of(d, where)
+        if not isinstance(d.get("seed"), int) or not (_number(d.get("noise_std")) and d["noise_std"] >= 0):
+            raise ValueError(f"{where}: needs an integer 'seed' and a non-negative 'noise_std'")
+        if not (_numbers(d.get("x_test")) and d["x_test"] and _numbers(d.get("y_test"), len(d["x_test"]))):
+            raise ValueError(f"{where}: 'x_test' and 'y_test' must be lists of numbers of one length")
+        sizes[r, d["seed"]] = len(d["x_test"])
+    with_diagnostics = "diagnostics" in runs[0]
+    for i, run in enumerate(runs):
+        where = f"runs[{i}]"
+        r = _range_of(run, where)
+        if run.get("model") not in VARIANTS:
+            raise ValueError(f"{where}: unknown model {run.get('model')!r}; known: {', '.join(VARIANTS)}")
+        if (r, run.get("seed")) not in sizes:
+            raise ValueError(f"{where}: no dataset for range {r:g} and seed {run.get('seed')!r}")
+        for key, length in (("test_mse", None), ("train_loss", None), ("predictions", sizes[r, run["seed"]])):
+            if not (_numbers(run.get(key), length) and run[key]):
+                count = f" ({length} of them)" if length else ""
+                raise ValueError(f"{where}: {key!r} must be a non-empty list of numbers{count}")
+        if ("diagnostics" in run) != with_diagnostics:
+            raise ValueError(f"{where}: some runs have diagnostics and others not")
+        if with_diagnostics:
+            _check_diagnostics(run["diagnostics"], f"{where}.diagnostics")
+    for r in dict.fromkeys(run["range"][1] for run in runs):
+        if (r, config["seeds"][0]) not in sizes:
+            raise ValueError(f"no dataset for range {r:g} and the first seed of the config, {config['seeds'][0]}")
+
+
+def _check_diagnostics(diag, where: str) -> None:
+    if not isinstance(diag, dict) or not _numbers(diag.get("step")) or not diag["step"]:
+        raise ValueError(f"{where}: needs a non-empty 'step' list")
+    records = len(diag["step"])
+    for key in ("saturation", "grad_norm", "unit_q", "layer_q"):
+        value = diag.get(key)
+        if not (isinstance(value, list) and len(value) == records and all(isinstance(v, list) and v for v in value)):
+            raise ValueError(f"{where}: {key!r} must hold one list per step")
+    if not (_numbers(diag.get("quantiles")) and isinstance(diag.get("unit"), int)):
+        raise ValueError(f"{where}: needs 'quantiles' and 'unit'")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,6 +211,8 @@ def fit_spread(results: dict, run: dict) -> float:
 
 def relative_gap(values: list[float], reference: list[float]) -> torch.Tensor:
     """|values − reference| / reference, element by element, in float64."""
+    if len(values) != len(reference):
+        raise ValueError(f"runs to compare differ in length ({len(values)} and {len(reference)} values)")
     ref = torch.tensor(reference, dtype=torch.float64)
     return (torch.tensor(values, dtype=torch.float64) - ref).abs() / ref
 

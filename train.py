@@ -20,18 +20,17 @@ import dataclasses
 import os
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from bn_pytorch import VARIANTS
-from config import Config, build_parser, resolve_device
-from data import N_TRAIN
+from config import DTYPES, Config, build_parser, resolve_device
+from data import N_TRAIN, overflow_problem
 from experiments import EXPERIMENTS
-from results import format_table, save_results, summarize
-from training import BatchOrder, process_rank, run_experiment
+from results import format_table, save_results, summarize, unwritable
+from training import BatchOrder, noise_std_of, process_rank, run_experiment
 
 
 def results_dir(config: Config, experiment: str) -> Path:
@@ -68,26 +67,21 @@ def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
     for c in (c for c in configs.values() if c.nproc > 1):
         smallest = min(len(b) for b in BatchOrder(N_TRAIN, c.batch_size, 1, 0)[0]) // c.nproc
         local_bn = [m for m in c.models if VARIANTS[m].norm is not None and not VARIANTS[m].sync]
-        if local_bn and smallest < 2:
+        if smallest < (2 if local_bn else 1):
+            why = f"the per-process batch norm of {local_bn[0]}" if local_bn else "a process to train on"
             parser.error(
                 f"argument --nproc: with --batch-size {c.batch_size}, a batch split over {c.nproc} processes leaves "
-                f"{smallest} sample(s) to some process, too few for the per-process batch norm of {local_bn[0]}"
+                f"{smallest} sample(s) to some process, too few for {why}"
             )
-    problem = _unwritable(Path(config.out))
+    for c in configs.values():
+        for r in c.ranges:
+            problem = overflow_problem(r, c.a, c.b, noise_std_of(c, r), DTYPES[c.dtype])
+            if problem:
+                parser.error(f"arguments --ranges/--a/--b/--noise-std/--dtype: {problem}")
+    problem = unwritable(Path(config.out))
     if problem:
         parser.error(f"argument --out: cannot write results to {config.out!r}: {problem}")
     return configs
-
-
-def _unwritable(out: Path) -> str | None:
-    """Why results could not be written under ``out``, or None if they can."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,11 +14,18 @@ PRESET = {"ranges": [5.0], "models": [*MODELS, *CONTROLS]}
 
 
 def figures(experiments: dict[str, dict]) -> Figures:
-    return {"controls.png": lambda out: plot_controls(experiments["controls"], out)}
+    controls = _with_diagnostics(experiments["controls"])
+    return {"controls.png": lambda out: plot_controls(controls, out)}
 
 
 def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"controls-table": controls_table(experiments["controls"])}
+    return {"controls-table": controls_table(_with_diagnostics(experiments["controls"]))}
+
+
+def _with_diagnostics(results: dict) -> dict:
+    if "diagnostics" not in results["runs"][0]:
+        raise ValueError("the controls' figure and table need diagnostics: rerun `python train.py controls`")
+    return results
 
 
 def plot_controls(results: dict, outfile: Path) -> None:

@@ -35,7 +35,10 @@ def ddp_gaps(ddp: dict, single: dict, key: str) -> list[tuple[str, torch.Tensor]
     gaps = []
     for run in ddp["runs"]:
         twin = SINGLE_PROCESS_TWIN.get(run["model"], run["model"])
-        ref = next(r for r in runs_of(single, run["range"][1], twin) if r["seed"] == run["seed"])
+        ref = [r for r in runs_of(single, run["range"][1], twin) if r["seed"] == run["seed"]]
+        if not ref:
+            raise ValueError(f"no single-process {twin} run for range {run['range'][1]:g} and seed {run['seed']}")
+        ref = ref[0]
         gaps.append((run["model"], relative_gap(run[key], ref[key])))
     return gaps
 

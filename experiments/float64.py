@@ -32,6 +32,8 @@ def relative_gaps(results: dict, key: str) -> list[tuple[float, int, torch.Tenso
     for r in ranges_of(results):
         mine = {run["seed"]: run[key] for run in runs_of(results, r, "my_bn")}
         for run in runs_of(results, r, "torch_bn"):
+            if run["seed"] not in mine:
+                raise ValueError(f"no my_bn run for range {r:g} and seed {run['seed']} beside the torch_bn one")
             gaps.append((r, run["seed"], relative_gap(mine[run["seed"]], run[key])))
     return gaps
 

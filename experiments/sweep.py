@@ -14,11 +14,18 @@ PRESET = {"ranges": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0], "noise_scaled": 0.1, "
 
 
 def figures(experiments: dict[str, dict]) -> Figures:
-    return {"sweep.png": lambda out: plot_sweep(experiments["sweep"], out)}
+    sweep = _scaled(experiments["sweep"])
+    return {"sweep.png": lambda out: plot_sweep(sweep, out)}
 
 
 def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"sweep-table": sweep_table(experiments["sweep"])}
+    return {"sweep-table": sweep_table(_scaled(experiments["sweep"]))}
+
+
+def _scaled(results: dict) -> dict:
+    if results["config"]["noise_scaled"] is None:
+        raise ValueError("the sweep's figure and table need runs with --noise-scaled: rerun `python train.py sweep`")
+    return results
 
 
 def sweep_curves(results: dict, model: str) -> tuple[list[float], torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import shutil
 import subprocess
 import sys
 import types
@@ -202,6 +203,13 @@ BAD_FLAGS = {
     "bad dtype": (["--dtype", "float16"], "--dtype"),
     "no CUDA": (["--device", "cuda"], "--device"),
     "too small a share": (["ddp", "--batch-size", "3"], "--nproc"),
+    "no share at all, synchronised": (["--nproc", "65", "--models", "my_bn"], "--nproc"),
+    "no share at all, plain": (["--nproc", "3", "--batch-size", "2", "--models", "plain"], "--nproc"),
+    "inputs overflow": (["--ranges", "1e308"], "--ranges"),
+    "targets overflow float32": (["--ranges", "1e200", "--dtype", "float32"], "--dtype"),
+    "squares overflow float32": (["--ranges", "1e10"], "--ranges"),
+    "a overflows": (["--a", "1e308"], "--a"),
+    "seed too large": (["--seeds", "99999999999999999999"], "--seeds"),
 }
 
 
@@ -215,7 +223,7 @@ def test_bad_flags_exit_2_with_one_line(name, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and flag in err, err
-    assert not (tmp_path / "out" / "results.json").exists()
+    assert not (tmp_path / "out").exists()  # nothing written, not even the folder
 
 
 def test_unwritable_out_is_rejected_before_training(tmp_path, capsys):
@@ -353,3 +361,47 @@ def test_adding_an_experiment_is_one_module_and_one_entry(monkeypatch, tmp_path)
     assert compare.main(["--results", str(out), "--pictures", str(tmp_path / "pics"), "--readme", str(readme)]) == 0
     assert (tmp_path / "pics" / "toy.png").read_bytes() == PNG_MAGIC
     assert f"largest: {saved['largest_final_mse']:.3g}" in readme.read_text()
+
+
+BAD_RESULTS = {  # what an earlier version, or a hand edit, may leave in results.json
+    "a run without predictions": lambda res: res["runs"][0].pop("predictions"),
+    "a dataset without noise_std": lambda res: res["datasets"][0].pop("noise_std"),
+    "a scalar range": lambda res: res["runs"][1].update(range=5.0),
+    "an unknown model": lambda res: res["runs"][2].update(model="resnet"),
+    "no runs": lambda res: res.update(runs=[]),
+    "runs not a list": lambda res: res.update(runs=5),
+    "empty diagnostics": lambda res: res["runs"][0].update(diagnostics={}),
+    "predictions of another length": lambda res: res["runs"][0]["predictions"].pop(),
+    "a run without its dataset": lambda res: res["runs"][0].update(seed=99),
+    "config without seeds": lambda res: res["config"].pop("seeds"),
+    "not an object": lambda res: res.clear(),
+}
+
+
+@pytest.mark.parametrize("name", [*BAD_RESULTS, "float64 runs of other lengths", "--pictures is a file"])
+def test_compare_refuses_bad_results_in_one_line(name, tiny_results, tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(tiny_results, results)
+    pictures, readme = tmp_path / "pics", readme_with_markers(tmp_path)
+    pictures.mkdir()
+    (pictures / "old.png").write_bytes(b"old")
+    before = readme.read_text()
+    argv = ["--results", str(results), "--pictures", str(pictures), "--readme", str(readme)]
+    if name == "--pictures is a file":
+        argv[3] = str(readme)
+    elif name == "float64 runs of other lengths":
+        path = results / "float64" / "results.json"
+        res = json.loads(path.read_text())
+        res["runs"][0]["train_loss"].pop()
+        path.write_text(json.dumps(res))
+    else:
+        path = results / "results.json"
+        res = json.loads(path.read_text())
+        BAD_RESULTS[name](res)
+        path.write_text(json.dumps(res))
+    with pytest.raises(SystemExit) as exc:
+        compare.main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("note:")]
+    assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert readme.read_text() == before and [p.name for p in pictures.iterdir()] == ["old.png"]
