@@ -16,10 +16,18 @@ OUT/results.json for the main experiment and to OUT/NAME/results.json for the ot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import datetime
+import json
+import multiprocessing as mp
 import os
+import signal
 import socket
 import sys
+import tempfile
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import torch
@@ -29,8 +37,8 @@ from bn_pytorch import VARIANTS
 from config import DTYPES, Config, build_parser, resolve_device
 from data import N_TRAIN, overflow_problem
 from experiments import EXPERIMENTS
-from results import format_table, save_results, summarize, unwritable
-from training import BatchOrder, noise_std_of, process_rank, run_experiment
+from results import format_table, save_results, summarize, to_json, unwritable
+from training import BatchOrder, leave_stopping_to_the_parent, noise_std_of, process_rank, run_experiment
 
 
 def results_dir(config: Config, experiment: str) -> Path:
@@ -88,44 +96,95 @@ def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
 # Running an experiment, in this process or in a group of them
 
 
-def run_and_save(experiment: str, config: Config) -> None:
-    """Run one experiment in this process (one of a group, or alone); the first process reports and saves."""
+def run_here(experiment: str, config: Config) -> dict:
+    """Run one experiment in this process (alone, or as one of a group); the first process logs."""
     torch.set_num_threads(config.threads)
-    first = process_rank()[0] == 0
-    if first:
-        print(f"== {experiment}")
     run = getattr(EXPERIMENTS[experiment], "run", run_experiment)  # an experiment may train in its own way
-    results = {"experiment": experiment, **run(config, log=print if first else lambda _: None)}
-    if first:
-        path = save_results(results, results_dir(config, experiment))
-        print(format_table(summarize(results)))
-        print(f"wrote {path}")
+    log = print if process_rank()[0] == 0 else lambda _: None
+    return {"experiment": experiment, **run(config, log=log)}
 
 
-def _group_process(rank: int, experiment: str, config: Config, port: int) -> None:
-    """One of the ``config.nproc`` processes started by ``run_distributed``."""
+def save(experiment: str, config: Config, results: dict) -> Path:
+    path = save_results(results, results_dir(config, experiment))
+    print(format_table(summarize(results)))
+    print(f"wrote {path}")
+    return path
+
+
+class GroupFailed(Exception):
+    """A process of a ``--nproc`` group ended before the experiment did."""
+
+
+def _group_process(rank: int, experiment: str, config: Config, port: int, handover: str) -> None:
+    """One of the ``config.nproc`` processes started by ``run_distributed``; the first leaves the
+    results in ``handover`` for the parent, which saves them once every process has finished."""
+    leave_stopping_to_the_parent()
     device = resolve_device(config.device)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if device.type == "cuda":
         torch.cuda.set_device(rank % torch.cuda.device_count())
         config = dataclasses.replace(config, device=f"cuda:{rank % torch.cuda.device_count()}")
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=config.nproc)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    # a bounded wait: a process that cannot join its group fails in minutes, not in the default half hour
+    dist.init_process_group(backend, rank=rank, world_size=config.nproc, timeout=datetime.timedelta(minutes=5))
     try:
-        run_and_save(experiment, config)
+        results = run_here(experiment, config)
+        if rank == 0:
+            Path(handover).write_text(to_json(results))
         dist.barrier()  # nobody leaves, taking the rendezvous store along, while another still needs it
     finally:
         dist.destroy_process_group()
 
 
-def run_distributed(experiment: str, config: Config) -> None:
-    """Start ``config.nproc`` processes on this machine, one group, and run the experiment in them."""
-    import torch.multiprocessing as tmp
+def run_distributed(experiment: str, config: Config) -> dict:
+    """Run the experiment in ``config.nproc`` processes on this machine, one group; return its results.
 
+    Stopped here (SIGINT, SIGTERM) or by the death of one of them, the group is ended at once, and
+    nothing of it is saved: only this process saves, after every process of the group has finished.
+    """
     with socket.socket() as s:  # a free port on the loopback interface for the group's rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    method = "spawn" if resolve_device(config.device).type == "cuda" else "fork"
-    tmp.start_processes(_group_process, args=(experiment, config, port), nprocs=config.nproc, start_method=method)
+    ctx = mp.get_context("spawn" if resolve_device(config.device).type == "cuda" else "fork")
+    with tempfile.TemporaryDirectory(prefix="train-group-") as tmp:
+        handover = Path(tmp) / "results.json"
+        group = [ctx.Process(target=_group_process, args=(rank, experiment, config, port, str(handover)))
+                 for rank in range(config.nproc)]  # fmt: skip
+        try:
+            for process in group:
+                process.start()
+            while any(p.exitcode is None for p in group):
+                wait([p.sentinel for p in group if p.exitcode is None])
+                failed = [(rank, p.exitcode) for rank, p in enumerate(group) if p.exitcode not in (None, 0)]
+                if failed:  # the first killed by a signal, if any: the others failed because it went
+                    rank, code = min(failed, key=lambda f: f[1] > 0)
+                    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"failed (exit {code})"
+                    raise GroupFailed(f"process {rank} of the {experiment} group {how}")
+        except BaseException:
+            for process in group:
+                if process.is_alive():
+                    process.terminate()
+            for process in group:
+                process.join()
+            raise
+        return json.loads(handover.read_text())
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupt():
+    """SIGINT and SIGTERM (Ctrl-C, ``kill``, ``timeout``, a job scheduler) stop this process through
+    KeyboardInterrupt, so that its child processes are ended and nothing half done is saved. SIGINT
+    too, since a shell starts a background job with SIGINT ignored."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,16 +193,30 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         try:
             for experiment, config in configs.items():
-                run_and_save(experiment, dataclasses.replace(config, nproc=dist.get_world_size()))
+                config = dataclasses.replace(config, nproc=dist.get_world_size())
+                if process_rank()[0] == 0:
+                    print(f"== {experiment}")
+                results = run_here(experiment, config)
+                if process_rank()[0] == 0:
+                    save(experiment, config, results)
             dist.barrier()  # nobody leaves, taking the rendezvous store along, while another still needs it
         finally:
             dist.destroy_process_group()
         return 0
-    for experiment, config in configs.items():
-        if config.nproc > 1:
-            run_distributed(experiment, config)
+    written = []
+    try:
+        with stop_signals_as_interrupt():
+            for experiment, config in configs.items():
+                print(f"== {experiment}", flush=True)  # flushed before any fork, or a child would print it again
+                results = run_distributed(experiment, config) if config.nproc > 1 else run_here(experiment, config)
+                written.append(save(experiment, config, results))
+    except (KeyboardInterrupt, GroupFailed, BrokenProcessPool) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            why = f"stopped by {exc.args[0] if exc.args else 'SIGINT'}"
         else:
-            run_and_save(experiment, config)
+            why = "a worker process died" if isinstance(exc, BrokenProcessPool) else str(exc)
+        before = f"wrote {', '.join(map(str, written))} before that, " if written else ""
+        sys.exit(f"{why}: {before}nothing else written; earlier results are as they were")
     return 0
 
 

@@ -14,6 +14,7 @@ import itertools
 import multiprocessing as mp
 import os
 import platform
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -171,7 +172,15 @@ def train_run(config: Config, job: tuple[float, str, int]) -> dict:
     return {"range": [-r, r], "model": model, "seed": seed, **result}
 
 
+def leave_stopping_to_the_parent() -> None:
+    """In a child process: Ctrl-C, which reaches the whole process group, is the parent's to handle, and
+    SIGTERM from the parent ends the child at once (not through the parent's handler, which it inherits)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _worker_init(threads: int) -> None:
+    leave_stopping_to_the_parent()
     torch.set_num_threads(threads)
 
 
@@ -196,8 +205,15 @@ def run_pool(config: Config, jobs: int):
     import torch._dynamo  # noqa: F401  - the optimiser imports it on first use; once here, not in every worker
 
     ctx = mp.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(config.threads,)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(config.threads,))
+    try:
         yield pool.map
+    except BaseException:  # stopped, or a worker died: end the others now, not after their runs
+        for process in list(pool._processes.values()):
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
