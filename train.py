@@ -165,7 +165,10 @@ def run_distributed(experiment: str, config: Config) -> dict:
                 if process.is_alive():
                     process.terminate()
             for process in group:
-                process.join()
+                process.join(timeout=10)
+                if process.is_alive():  # it did not end on SIGTERM
+                    process.kill()
+                    process.join()
             raise
         return json.loads(handover.read_text())
 
