@@ -209,7 +209,7 @@ def run_pool(config: Config, jobs: int):
     try:
         yield pool.map
     except BaseException:  # stopped, or a worker died: end the others now, not after their runs
-        for process in list(pool._processes.values()):
+        for process in list((pool._processes or {}).values()):  # no public way before Python 3.14
             process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
