@@ -46,6 +46,8 @@ def load_experiments(root: Path) -> dict[str, dict]:
             experiments[name] = load_results(path)
         else:
             print(f"note: no {path}: skipping its figures and tables (python train.py {name})", file=sys.stderr)
+    for name in experiments:  # what an experiment needs of its results beyond their format
+        getattr(EXPERIMENTS[name], "check", lambda _: None)(experiments)
     return experiments
 
 

@@ -4,7 +4,9 @@
 - ``figures(experiments)``: file name -> function drawing it into a path, from the loaded results;
 - ``tables(experiments)``: README marker name -> generated table;
 - optionally ``run(config, log)``: its own training or measurement, returning the results dict
-  (by default ``training.run_experiment``).
+  (by default ``training.run_experiment``);
+- optionally ``check(experiments)``: a ValueError naming what its figures and tables need of the
+  results beyond their format (compare.py calls it on loading).
 
 ``experiments`` maps each registered name whose results exist to those results; ``main`` is always
 there. Results go to OUT/results.json for ``main`` and to OUT/NAME/results.json for the others.

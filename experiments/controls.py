@@ -13,19 +13,17 @@ from results import fit_spread, models_of, ranges_of, runs_of, summarize
 PRESET = {"ranges": [5.0], "models": [*MODELS, *CONTROLS]}
 
 
+def check(experiments: dict[str, dict]) -> None:
+    if "diagnostics" not in experiments["controls"]["runs"][0]:
+        raise ValueError("the controls' figure and table need diagnostics: rerun `python train.py controls`")
+
+
 def figures(experiments: dict[str, dict]) -> Figures:
-    controls = _with_diagnostics(experiments["controls"])
-    return {"controls.png": lambda out: plot_controls(controls, out)}
+    return {"controls.png": lambda out: plot_controls(experiments["controls"], out)}
 
 
 def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"controls-table": controls_table(_with_diagnostics(experiments["controls"]))}
-
-
-def _with_diagnostics(results: dict) -> dict:
-    if "diagnostics" not in results["runs"][0]:
-        raise ValueError("the controls' figure and table need diagnostics: rerun `python train.py controls`")
-    return results
+    return {"controls-table": controls_table(experiments["controls"])}
 
 
 def plot_controls(results: dict, outfile: Path) -> None:

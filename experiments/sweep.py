@@ -13,19 +13,17 @@ from results import dataset_of, mean_std, models_of, ranges_of, runs_of
 PRESET = {"ranges": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0], "noise_scaled": 0.1, "diagnostics": False}
 
 
+def check(experiments: dict[str, dict]) -> None:
+    if experiments["sweep"]["config"]["noise_scaled"] is None:
+        raise ValueError("the sweep's figure and table need runs with --noise-scaled: rerun `python train.py sweep`")
+
+
 def figures(experiments: dict[str, dict]) -> Figures:
-    sweep = _scaled(experiments["sweep"])
-    return {"sweep.png": lambda out: plot_sweep(sweep, out)}
+    return {"sweep.png": lambda out: plot_sweep(experiments["sweep"], out)}
 
 
 def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"sweep-table": sweep_table(_scaled(experiments["sweep"]))}
-
-
-def _scaled(results: dict) -> dict:
-    if results["config"]["noise_scaled"] is None:
-        raise ValueError("the sweep's figure and table need runs with --noise-scaled: rerun `python train.py sweep`")
-    return results
+    return {"sweep-table": sweep_table(experiments["sweep"])}
 
 
 def sweep_curves(results: dict, model: str) -> tuple[list[float], torch.Tensor, torch.Tensor]:
