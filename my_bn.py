@@ -1,7 +1,8 @@
 """MyBN: batch normalisation written by hand, an exact drop-in for ``torch.nn.BatchNorm1d``.
 
 Read it top to bottom: ``batchnorm_forward`` and ``batchnorm_backward``, batch norm in training
-mode as a textbook writes it; ``BatchNormFunction``, the ``torch.autograd.Function`` that runs them;
+mode as a textbook writes it, and ``batchnorm_jvp``, its forward-mode derivative;
+``BatchNormFunction``, the ``torch.autograd.Function`` that runs them (under ``torch.func`` too);
 then the modules ``MyBN`` and ``MyBN2d``, with PyTorch's parameters, buffers, running estimates,
 eval mode and input checks, and ``convert_to_mybn``. Nothing here calls PyTorch's batch-norm kernels.
 
@@ -18,10 +19,12 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch._functorch.utils import unwrap_dead_wrappers
 
 import my_bn_fast as fast
 
-__all__ = ["MyBN", "MyBN2d", "convert_to_mybn", "batch_norm_train", "batchnorm_forward", "batchnorm_backward"]
+__all__ = ["MyBN", "MyBN2d", "convert_to_mybn", "batch_norm_train"]
+__all__ += ["batchnorm_forward", "batchnorm_backward", "batchnorm_jvp"]  # the reference functions
 
 REFERENCE_ONLY = os.environ.get("MYBN_REFERENCE_ONLY", "0") not in ("", "0")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)  # accumulated in float32, as PyTorch does
@@ -79,6 +82,27 @@ def batchnorm_backward(dy: Tensor, cache: Cache) -> tuple[Tensor, Tensor, Tensor
     return dx, _flat(dgamma), _flat(dbeta)
 
 
+def batchnorm_jvp(tx: Tensor | None, tgamma: Tensor | None, tbeta: Tensor | None, cache: Cache) -> Tensor:
+    """The forward-mode derivative: ẏ, how y moves when x, gamma and beta move by ẋ, γ̇ and β̇
+    (each may be None, for no change):
+
+    ẏ = gamma / sqrt(var + eps) · (ẋ - mean(ẋ) - x̂·mean(x̂·ẋ)) + γ̇·x̂ + β̇
+
+    the backward's formula read the other way: ẋ moves x̂ directly, through the mean (mean(ẋ)) and
+    through the variance (mean(x̂·ẋ)). The means run over a channel's M values.
+    """
+    xc, invstd, scale = cache
+    xhat = xc * invstd  # (N, C, *)
+    if tx is None:
+        ty = torch.zeros_like(xc)
+    else:
+        dims, keep = _stat_dims(tx)
+        ty = (tx - tx.mean(dims, keepdim=keep) - xhat * (xhat * tx).mean(dims, keepdim=keep)) * scale
+    if tgamma is not None:
+        ty = torch.addcmul(ty, xhat, _channels(tgamma, xc))
+    return ty if tbeta is None else ty + _channels(tbeta, xc)
+
+
 # Shapes. Each of these helpers saves an operator call for (N, C) input, where a call costs more
 # than the arithmetic: a (C,) vector already broadcasts against (N, C).
 
@@ -103,61 +127,153 @@ def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
-class BatchNormFunction(torch.autograd.Function):
-    """Training-mode batch norm with the hand-written backward; half and bfloat16 computed in float32.
+def _accumulation_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half and bfloat16 input, as PyTorch accumulates them; else x's own dtype."""
+    return torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
 
-    Forward returns ``(y, mean, unbiased_var)``, the statistics (for the running estimates) without
-    gradient. Large inputs, ``compiled`` and a process ``group`` go to ``my_bn_fast.py``.
+
+def _path(x: Tensor, compiled: bool, group) -> str:
+    """Which version of the math runs: see ``my_bn_fast.path_for``; the reference alone with ``REFERENCE_ONLY``."""
+    return "reference" if REFERENCE_ONLY and group is None else fast.path_for(x, compiled, group)
+
+
+def _cache(x: Tensor, weight: Tensor | None, mean: Tensor, xc, invstd: Tensor, scale) -> Cache:
+    """The ``Cache`` from what the forward kept, recomputing x - mean and gamma·invstd where it did not."""
+    xc = x - _channels(mean, x) if xc is None else xc
+    invstd = _channels(invstd, x)  # shaped by the reference; (C,) from my_bn_fast
+    if scale is None:
+        scale = invstd if weight is None else invstd * _channels(weight, x)
+    return Cache(xc, invstd, scale)
+
+
+def _transformed(t: Tensor) -> bool:
+    """Whether ``t`` is a torch.func transform's wrapper (of vmap, grad, jvp): the blocked kernels,
+    which write into buffers, do not run on those."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _per_member(v: Tensor | None, dim: int | None, members: int) -> Tensor | None:
+    """A (C,) parameter for B·C channels under vmap: its own for each member where it is batched."""
+    if v is None:
+        return None
+    return v.repeat(members) if dim is None else v.movedim(dim, 0).reshape(-1)
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """Training-mode batch norm with the hand-written derivatives; half and bfloat16 computed in float32.
+
+    ``apply(x, weight, bias, eps, compiled, group)`` returns ``(y, mean, unbiased_var, xc, invstd,
+    scale, total)``: the output, the statistics for the running estimates, and what the derivatives
+    need (``Cache``'s three tensors, None where not kept, and with ``group`` the number of values
+    per channel over all processes), all but y without gradient. Large inputs,
+    ``compiled`` and a process ``group`` go to ``my_bn_fast.py``.
+
+    It is written in the form ``torch.func`` can transform: ``forward`` takes no ``ctx`` and returns
+    what the backward needs as outputs, ``setup_context`` saves it; ``backward`` is the reverse-mode
+    derivative (``batchnorm_backward``), ``jvp`` the forward-mode one (``batchnorm_jvp``), and
+    ``vmap`` says how to run a batch of batch norms at once.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, compiled: bool, group):
-        acc = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, compiled: bool, group):
+        acc = _accumulation_dtype(x)
         xa, wa, ba = _as(x, acc), _as(weight, acc), _as(bias, acc)  # "a": in the accumulation dtype
-        path = "reference" if REFERENCE_ONLY and group is None else fast.path_for(xa, compiled, group)
+        path = _path(x, compiled, group)
         if path in ("reference", "lean"):
-            y, mean, var, cache = batchnorm_forward(xa, wa, ba, eps)
-            kept = cache if path == "reference" else (mean, *cache[1:])  # lean: x - mean is recomputed, not kept
-            mean, var, m = _flat(mean), _flat(var), xa.numel() // xa.size(1)
+            y, mean, var, (xc, invstd, scale) = batchnorm_forward(xa, wa, ba, eps)
+            mean, var, m = _flat(mean), _flat(var), fast.values_per_channel(x)
+            xc = xc if path == "reference" else None  # lean: x - mean is recomputed, not kept
         else:
-            y, mean, var, invstd, m = fast.forward(path, xa, wa, ba, eps, group)
-            kept = (mean, invstd)
-        ctx.eps, ctx.path, ctx.group, ctx.m, ctx.acc = eps, path, group, m, acc
-        ctx.dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
-        ctx.save_for_backward(x, weight, *kept)
-        ctx.set_materialize_grads(False)
+            y, mean, var, invstd, m = fast.forward(path, xa, wa, ba, eps, group)  # sync: M over all processes
+            xc = scale = None
         unbiased = torch.add(var, var, alpha=1 / (m - 1))  # var * M/(M - 1); M > 1 was checked before
-        ctx.mark_non_differentiable(mean, unbiased)
-        return _as(y, x.dtype), mean, unbiased
+        total = torch.tensor(m) if path == "sync" else None  # setup_context cannot count the other processes' values
+        return _as(y, x.dtype), mean, unbiased, xc, invstd, None if scale is invstd else scale, total
 
     @staticmethod
-    def backward(ctx, dy: Tensor | None, _dmean, _dvar):
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, _bias, eps, compiled, group = inputs
+        _y, mean, unbiased, *kept, total = output
+        ctx.mark_non_differentiable(mean, unbiased, *(t for t in (*kept, total) if t is not None))
+        m = fast.values_per_channel(x) if total is None else int(total)
+        ctx.save_for_backward(x, weight, mean, *kept)
+        ctx.save_for_forward(x, weight, mean, *kept)
+        ctx.set_materialize_grads(False)
+        ctx.eps, ctx.group, ctx.path, ctx.m = eps, group, _path(x, compiled, group), m
+        ctx.dtypes = (None if weight is None else weight.dtype, None if _bias is None else _bias.dtype)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor | None, *_no_gradient):
         if dy is None:
             return None, None, None, None, None, None
-        x, weight, *kept = ctx.saved_tensors
-        dya, weight = _as(dy, ctx.acc), _as(weight, ctx.acc)  # cast here, so that double backward reaches weight
+        x, weight, mean, *kept = ctx.saved_tensors
+        acc = _accumulation_dtype(x)
+        # cast here, so that double backward reaches weight
+        xa, dya, weight = _as(x, acc), _as(dy, acc), _as(weight, acc)
         if torch.is_grad_enabled():  # create_graph=True: the statistics enter the graph as functions of x
             if ctx.path == "sync":
                 raise RuntimeError("MyBN(sync=True) does not support double backward (create_graph=True)")
-            dx, dweight, dbias = batchnorm_backward(dya, batchnorm_forward(_as(x, ctx.acc), weight, None, ctx.eps)[3])
-        elif ctx.path == "reference":
-            dx, dweight, dbias = batchnorm_backward(dya, kept)
-        elif ctx.path == "lean":
-            mean, invstd, scale = kept
-            dx, dweight, dbias = batchnorm_backward(dya, Cache(_as(x, ctx.acc) - mean, invstd, scale))
+            dx, dweight, dbias = batchnorm_backward(dya, batchnorm_forward(xa, weight, None, ctx.eps)[3])
+        elif ctx.path in ("reference", "lean") or _transformed(dya):  # torch.func: whole-tensor operations only
+            dx, dweight, dbias = batchnorm_backward(dya, _cache(xa, weight, mean, *kept))
         else:
-            dx, dweight, dbias = fast.backward(ctx.path, dya, _as(x, ctx.acc), weight, *kept, ctx.m, ctx.group)
+            dx, dweight, dbias = fast.backward(ctx.path, dya, xa, weight, mean, kept[1], ctx.m, ctx.group)
         (need_dx, need_dweight, need_dbias, *_), (weight_dtype, bias_dtype) = ctx.needs_input_grad, ctx.dtypes
         dx = _as(dx, x.dtype) if need_dx else None
         dweight = _as(dweight, weight_dtype) if weight_dtype is not None and need_dweight else None
         dbias = _as(dbias, bias_dtype) if bias_dtype is not None and need_dbias else None
         return dx, dweight, dbias, None, None, None
 
+    @staticmethod
+    def jvp(ctx, tx: Tensor | None, tweight: Tensor | None, tbias: Tensor | None, *_not_tensors):
+        if ctx.path == "sync":
+            raise RuntimeError("MyBN(sync=True) does not support forward-mode AD")
+        x, weight, mean, *kept = ctx.saved_tensors
+        acc = _accumulation_dtype(x)
+        xa = _as(x, acc)
+        ty = batchnorm_jvp(_as(tx, acc), _as(tweight, acc), _as(tbias, acc), _cache(xa, _as(weight, acc), mean, *kept))
+        return _as(ty, x.dtype), None, None, None, None, None, None  # y only: the rest has no derivative
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, eps, compiled, group):
+        """B batch norms of C channels each are one batch norm of B·C channels: (B, N, C, *) -> (N, B·C, *)."""
+        b, (x_dim, weight_dim, bias_dim, *_) = info.batch_size, in_dims
+        x = x.expand(b, *x.shape) if x_dim is None else x.movedim(x_dim, 0)  # (B, N, C, *)
+        n, c = x.shape[1:3]
+        x = x.transpose(0, 1).reshape(n, b * c, *x.shape[3:])
+        weight, bias = _per_member(weight, weight_dim, b), _per_member(bias, bias_dim, b)
+        outputs = BatchNormFunction.apply(x, weight, bias, eps, compiled, group)
+        # back to one batch norm per member: (B·C,) -> (B, C) and (N, B·C, *) -> (N, B, C, *)
+        *tensors, total = outputs
+        unfolded = [t if t is None else t.view(b, c) if t.dim() == 1 else t.view(t.size(0), b, c, *t.shape[2:])
+                    for t in tensors]  # fmt: skip
+        out_dims = [None if t is None else 0 if t.dim() == 2 else 1 for t in unfolded]
+        return (*unfolded, total), (*out_dims, None)
+
 
 def batch_norm_train(x: Tensor, weight, bias, eps: float, *, compiled: bool = False, process_group=None):
     """``BatchNormFunction`` applied: ``(y, mean, unbiased_var)`` of ``x`` (N, C, *), the statistics (C,),
     in float32 for half/bfloat16 input, and detached. ``compiled`` and ``process_group``: see ``MyBN``."""
-    return BatchNormFunction.apply(x, weight, bias, eps, compiled, process_group)
+    args = (x, weight, bias, eps, compiled, process_group)
+    if torch.compiler.is_compiling():
+        return _BatchNormFunctionToCompile.apply(*args)[:3]
+    if torch._C._are_functorch_transforms_active():
+        return BatchNormFunction.apply(*args)[:3]
+    return _apply_eager(*unwrap_dead_wrappers(args))[:3]
+
+
+class _BatchNormFunctionToCompile(BatchNormFunction):
+    """``BatchNormFunction`` less its ``jvp``, for ``torch.compile`` (and ``torch.export``): Dynamo
+    cannot trace an autograd.Function that defines one, and would break the graph at every layer."""
+
+    jvp = staticmethod(torch.autograd.Function.jvp)
+
+
+# BatchNormFunction.apply less one step. Once setup_context is defined, Function.apply binds the
+# arguments to forward's signature with inspect.signature on every call: 15 µs, a tenth of the
+# layer's time at 64×10. batch_norm_train always passes all six, so eager calls skip it;
+# torch.func takes the full route, which it needs.
+_apply_eager = super(torch.autograd.Function, BatchNormFunction).apply
 
 
 class MyBN(nn.Module):
@@ -257,6 +373,8 @@ class MyBN(nn.Module):
         self._check_input(x, per_channel, use_batch_stats, synced=group is not None)
 
         tracked = self.num_batches_tracked
+        if update_running and torch._C._functorch.maybe_current_level() is not None:  # inside a torch.func transform
+            self._check_buffers_transformed(x, weight, bias)
         if update_running and tracked is not None:
             tracked.add_(1)
 
@@ -278,7 +396,7 @@ class MyBN(nn.Module):
 
     def _eval_forward(self, x: Tensor) -> Tensor:
         """y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta."""
-        acc = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+        acc = _accumulation_dtype(x)
         xa = x.to(acc)
         scale = torch.rsqrt(self.running_var.to(acc) + self.eps)  # (C,)
         if self.weight is not None:
@@ -291,10 +409,10 @@ class MyBN(nn.Module):
     @staticmethod
     def _update_running(running: Tensor, batch: Tensor, factor: float | Tensor) -> None:
         """running <- (1 - factor) * running + factor * batch, accumulated in ``batch``'s dtype."""
-        if running.dtype == batch.dtype:
+        if running.dtype == batch.dtype and not _transformed(batch):
             running.lerp_(batch, factor)  # the same update as one operation
-        else:
-            running.copy_(running.to(batch.dtype).lerp_(batch, factor))
+        else:  # out of place, which vmap also has a batching rule for
+            running.copy_(torch.lerp(running.to(batch.dtype), batch, factor))
 
     def _check_input(self, x: Tensor, per_channel: tuple, use_batch_stats: bool, synced: bool = False) -> None:
         """Raise the exception ``nn.BatchNorm1d`` raises for the same bad input, with a clearer message.
@@ -323,6 +441,21 @@ class MyBN(nn.Module):
         for t in per_channel:
             if t is not None and t.dtype != dtype and not (dtype in _LOW_PRECISION and t.dtype == torch.float32):
                 raise RuntimeError(f"{name}: input dtype {dtype} does not match parameter/buffer dtype {t.dtype}")
+
+    def _check_buffers_transformed(self, x: Tensor, weight, bias) -> None:
+        """Under a torch.func transform, the running estimates can be updated in place only where the
+        transform sees them as it sees the input: batched by vmap, or passed in to grad, jvp, etc."""
+        level = torch._C._functorch.maybe_get_level  # -1 outside every transform
+        inputs = max(level(t) for t in (x, weight, bias) if t is not None)
+        buffers = [t for t in (self.running_mean, self.running_var, self.num_batches_tracked) if t is not None]
+        if any(level(t) < inputs for t in buffers):
+            name = type(self).__name__
+            raise RuntimeError(
+                f"{name} in training mode updates running_mean, running_var and num_batches_tracked in place, and "
+                "under this torch.func transform they are held from outside (not batched by vmap, not passed in to "
+                "grad/jvp): use track_running_stats=False, eval mode, or pass the buffers in, e.g. "
+                "functional_call(model, (params, buffers), x) with buffers from torch.func.stack_module_state"
+            )
 
     def __prepare_scriptable__(self):
         # torch.jit.script calls this first: one clear error instead of TorchScript's, the same every time

@@ -271,3 +271,17 @@ def test_claims_about_processes():
             assert gap[0] < 1e-14 and gap.max() < 1e-5  # rounding at first, below 1e-5 throughout
         else:
             assert gap[0] > 1e-8 and gap.max() > 0.1  # the first loss differs beyond rounding; the runs part
+
+
+def test_readme_torch_func_example_runs():
+    """The ensemble example of the MyBN section, run as it is written."""
+    (block,) = [b.split("```")[0] for b in README.split("```python\n")[1:] if "stack_module_state" in b.split("```")[0]]
+    scope: dict = {}
+    exec(block, scope)  # noqa: S102
+    grads, buffers, nets = scope["grads"], scope["buffers"], scope["nets"]
+    assert grads["1.weight"].shape == (5, 8) and grads["0.weight"].shape == (5, 8, 1)
+    assert torch.equal(buffers["1.num_batches_tracked"], torch.ones(5, dtype=torch.long))
+    for i, net in enumerate(nets):  # each net's own gradient and running statistics
+        ((net(scope["x"]) - scope["y"]) ** 2).mean().backward()
+        torch.testing.assert_close(net[1].weight.grad, grads["1.weight"][i])
+        torch.testing.assert_close(net[1].running_var, buffers["1.running_var"][i])
