@@ -3,8 +3,9 @@
 Read it top to bottom: ``batchnorm_forward`` and ``batchnorm_backward``, batch norm in training
 mode as a textbook writes it, and ``batchnorm_jvp``, its forward-mode derivative;
 ``BatchNormFunction``, the ``torch.autograd.Function`` that runs them (under ``torch.func`` too);
-then the modules ``MyBN`` and ``MyBN2d``, with PyTorch's parameters, buffers, running estimates,
-eval mode and input checks, and ``convert_to_mybn``. Nothing here calls PyTorch's batch-norm kernels.
+then the module ``MyBN``, with PyTorch's parameters, buffers, running estimates, eval mode and
+input checks, and its variants for other input ranks. Nothing here calls PyTorch's batch-norm
+kernels; ``my_bn_convert.py`` turns the batch-norm layers of a model into these.
 
 Faster versions of the same math, for large inputs, ``torch.compile`` and several processes, live in
 ``my_bn_fast.py``, and ``BatchNormFunction`` hands a call to one of them where it applies. Set
@@ -23,7 +24,7 @@ from torch._functorch.utils import unwrap_dead_wrappers
 
 import my_bn_fast as fast
 
-__all__ = ["MyBN", "MyBN2d", "convert_to_mybn", "batch_norm_train"]
+__all__ = ["MyBN", "MyBN2d", "MyBN3d", "MySyncBN", "batch_norm_train"]
 __all__ += ["batchnorm_forward", "batchnorm_backward", "batchnorm_jvp"]  # the reference functions
 
 REFERENCE_ONLY = os.environ.get("MYBN_REFERENCE_ONLY", "0") not in ("", "0")
@@ -420,8 +421,8 @@ class MyBN(nn.Module):
         ``per_channel``: the parameters and buffers this call uses, None where absent. ``synced``:
         ``x`` is one process's share of a batch; its count is checked over all shares.
         """
-        if x.dim() not in self._input_dims:
-            expected = " or ".join(f"{d}D" for d in self._input_dims)
+        if x.dim() < 2 if self._input_dims is None else x.dim() not in self._input_dims:
+            expected = "at least 2D" if self._input_dims is None else " or ".join(f"{d}D" for d in self._input_dims)
             raise ValueError(f"expected {expected} input (got {x.dim()}D input)")
         if use_batch_stats:
             if not synced and fast.values_per_channel(x) == 1:
@@ -478,30 +479,21 @@ class MyBN2d(MyBN):
     _input_dims = (4,)
 
 
-def convert_to_mybn(module: nn.Module, *, sync: bool = False, process_group=None) -> nn.Module:
-    """Replace every ``nn.BatchNorm1d``/``nn.BatchNorm2d`` in ``module`` by ``MyBN``/``MyBN2d``, in place.
+class MyBN3d(MyBN):
+    """:class:`MyBN` over a 5D input (N, C, D, H, W); a drop-in for ``nn.BatchNorm3d``."""
 
-    The new layers take over the old ones' parameters and buffers (the same tensors, so an optimiser
-    built on the model keeps working) and their train/eval mode. As with
-    ``nn.SyncBatchNorm.convert_sync_batchnorm``, the result is a new object only when ``module`` is
-    itself a batch-norm layer. With ``sync=True`` every MyBN layer of the result synchronises its
-    statistics over ``process_group``.
-    """
-    if isinstance(module, MyBN):
-        if sync:
-            module.sync, module.process_group = True, process_group
-        return module
-    new_type = {nn.BatchNorm1d: MyBN, nn.BatchNorm2d: MyBN2d}.get(type(module))
-    if new_type is not None:
-        new = new_type(
-            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
-            device="meta",  # placeholders only; the real tensors are moved over below
-            bias=module.bias is not None, sync=sync, process_group=process_group,
-        )  # fmt: skip
-        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-            setattr(new, name, tensor)
-        new.train(module.training)
-        return new
-    for name, child in module.named_children():
-        module.add_module(name, convert_to_mybn(child, sync=sync, process_group=process_group))
-    return module
+    _input_dims = (5,)
+
+
+class MySyncBN(MyBN):
+    """:class:`MyBN` with ``sync=True`` over any input (N, C, *); a drop-in for ``nn.SyncBatchNorm``,
+    same constructor, that runs on the CPU too. ``convert_to_mybn`` makes one of each
+    ``nn.SyncBatchNorm``, whose input rank cannot be known before its first call."""
+
+    _input_dims = None  # any rank from 2 up
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, process_group=None, device=None, dtype=None, *,
+                 bias: bool = True) -> None:  # fmt: skip
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
+                         sync=True, process_group=process_group)  # fmt: skip

@@ -15,7 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as tmp
 from torch import nn
 
-from my_bn import MyBN, convert_to_mybn
+from my_bn import MyBN, MySyncBN
+from my_bn_convert import convert_to_mybn
 
 WORLD = 2
 
@@ -82,6 +83,28 @@ def _parity(rank: int, sizes: tuple[int, int], tail: tuple[int, ...], momentum) 
 @pytest.mark.parametrize("tail", [(), (4,)], ids=["NC", "NCL"])
 def test_two_processes_match_one_on_the_whole_batch(tmp_path, sizes, tail):
     run_two(tmp_path, _parity, sizes, tail, 0.1 if sizes != (5, 11) else None)
+
+
+def _converted_sync_batchnorm(rank: int) -> None:
+    """nn.SyncBatchNorm, which refuses CPU tensors, converted: 4D and 5D shares normalised with the
+    statistics of the whole batch, as nn.BatchNorm2d/3d normalise it in one process."""
+    gen = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.SyncBatchNorm(3, momentum=None)).double()
+    with pytest.raises(ValueError, match="expected input tensor to be on GPU"):
+        model(torch.randn(3, 3, 4, 5, dtype=torch.float64))
+    convert_to_mybn(model)
+    assert type(model[0]) is MySyncBN
+    share = slice(3 * rank, 3 * rank + 3)
+    for whole, tail in ((nn.BatchNorm2d, (4, 5)), (nn.BatchNorm3d, (2, 3, 2))):
+        ref = whole(3, momentum=None, dtype=torch.float64)
+        x = torch.randn(6, 3, *tail, generator=gen, dtype=torch.float64) * 2 + 1
+        model[0].reset_running_stats()
+        torch.testing.assert_close(model(x[share]), ref(x)[share])
+        torch.testing.assert_close(model[0].running_var, ref.running_var)
+
+
+def test_converted_sync_batchnorm_runs_on_the_cpu(tmp_path):
+    run_two(tmp_path, _converted_sync_batchnorm)
 
 
 def _eval_sends_nothing(rank: int) -> None:

@@ -2,6 +2,7 @@
 
 import copy
 import gc
+import warnings
 import weakref
 
 import pytest
@@ -12,7 +13,8 @@ from torch import nn
 
 import my_bn
 import my_bn_fast
-from my_bn import MyBN, MyBN2d, batch_norm_train, convert_to_mybn
+from my_bn import MyBN, MyBN2d, MyBN3d, MySyncBN, batch_norm_train
+from my_bn_convert import convert_to_mybn
 
 MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
 # The parity tests run on CUDA too where a GPU is present: there the reference is cuDNN's kernel
@@ -108,13 +110,24 @@ def test_parity_bn1d(dtype, momentum, config, shape, device):
     check_parity(ref, mine, shape, dtype)
 
 
+# Every other rank: nn.BatchNorm2d/3d, and nn.SyncBatchNorm, which takes any rank from 2 (in one
+# process it does not synchronise, and runs on the CPU)
+OTHER_RANKS = {
+    "2d": (nn.BatchNorm2d, MyBN2d, (4, 3, 5, 6)),
+    "3d": (nn.BatchNorm3d, MyBN3d, (2, 3, 3, 4, 5)),
+    **{f"sync-{len(shape)}d": (nn.SyncBatchNorm, MySyncBN, shape) for shape in [(16, 3), (4, 3, 5), (2, 3, 4, 2, 3)]},
+}
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("momentum", [0.1, None])
 @pytest.mark.parametrize("config", CONFIGS)
-def test_parity_bn2d(dtype, momentum, config, device):
-    ref, mine = make_pair(nn.BatchNorm2d, MyBN2d, 3, dtype, momentum=momentum, device=device, **CONFIGS[config])
-    check_parity(ref, mine, (4, 3, 5, 6), dtype)
+@pytest.mark.parametrize("layers", OTHER_RANKS)
+def test_parity_other_ranks(layers, dtype, momentum, config, device):
+    ref_cls, my_cls, shape = OTHER_RANKS[layers]
+    ref, mine = make_pair(ref_cls, my_cls, 3, dtype, momentum=momentum, device=device, **CONFIGS[config])
+    check_parity(ref, mine, shape, dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -317,6 +330,83 @@ def test_convert_to_mybn_carries_tensors_mode_and_2d():
     assert new.weight is weight and new.running_mean is running_mean  # optimisers stay valid
 
 
+def test_convert_to_mybn_by_identity():
+    """One layer registered at two places stays one layer, sharing its statistics after .double()."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(4)
+    model = nn.Sequential(nn.Linear(4, 4), bn, nn.Tanh(), nn.Sequential(nn.Linear(4, 4), bn))
+    ref = copy.deepcopy(model).double()  # deepcopy keeps the sharing
+    converted = convert_to_mybn(model).double()
+    assert type(converted[1]) is MyBN and converted[3][1] is converted[1]
+    assert len(list(converted.modules())) == len(list(ref.modules()))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x = torch.randn(16, 4, generator=gen, dtype=torch.float64) * 2 + 1
+        torch.testing.assert_close(converted(x), ref(x))
+    converted.eval(), ref.eval()
+    torch.testing.assert_close(converted(x), ref(x))
+    assert converted[1].num_batches_tracked.item() == ref[1].num_batches_tracked.item() == 6
+
+
+def test_convert_to_mybn_keeps_hooks():
+    """Every kind of hook registered on the old layer fires on the new one, and its handle removes it."""
+    bn, calls = nn.BatchNorm1d(3), []
+    handles = [
+        bn.register_forward_pre_hook(lambda m, args: calls.append("pre")),
+        bn.register_forward_hook(lambda m, args, out: calls.append("forward")),
+        bn.register_forward_hook(lambda m, args, kwargs, out: calls.append("forward kwargs"), with_kwargs=True),
+        bn.register_full_backward_pre_hook(lambda m, grad_out: calls.append("backward pre")),
+        bn.register_full_backward_hook(lambda m, grad_in, grad_out: calls.append("backward")),
+        bn.register_state_dict_post_hook(lambda m, state, prefix, local: calls.append("state_dict")),
+        bn.register_load_state_dict_post_hook(lambda m, keys: calls.append("load")),
+    ]
+    model = convert_to_mybn(nn.Sequential(bn))
+    assert type(model[0]) is MyBN
+
+    def exercise():
+        calls.clear()
+        model(torch.randn(4, 3, requires_grad=True)).sum().backward()
+        model.load_state_dict(model.state_dict())
+        return calls
+
+    assert exercise() == ["pre", "forward", "forward kwargs", "backward pre", "backward", "state_dict", "load"]
+    for handle in handles:
+        handle.remove()
+    assert exercise() == []
+
+
+def test_convert_to_mybn_3d_and_sync_batchnorm():
+    group = object()  # any group object is passed through unchanged
+    model = nn.Sequential(nn.BatchNorm3d(2), nn.SyncBatchNorm(2, momentum=0.3, process_group=group))
+    model[1].eval()
+    convert_to_mybn(model)
+    assert type(model[0]) is MyBN3d and not model[0].sync
+    assert type(model[1]) is MySyncBN and model[1].sync and model[1].process_group is group
+    assert model[1].momentum == 0.3 and not model[1].training
+    other = object()
+    convert_to_mybn(model, sync=True, process_group=other)  # sync=True: every layer over that group
+    assert model[0].sync and model[0].process_group is other and model[1].process_group is other
+
+
+def test_convert_to_mybn_warns_about_what_it_leaves():
+    class Scaled(nn.BatchNorm1d):  # a forward of its own
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    lazy = nn.LazyBatchNorm1d()
+    model = nn.Sequential(Scaled(3), nn.Sequential(lazy), nn.BatchNorm1d(3))
+    with pytest.warns(UserWarning, match="left 2 batch-norm layer") as record:
+        convert_to_mybn(model)
+    message = str(record[0].message)
+    assert "Sequential.0 (Scaled)" in message and "Sequential.1.0 (LazyBatchNorm1d)" in message
+    assert type(model[0]) is Scaled and model[1][0] is lazy and type(model[2]) is MyBN
+    lazy(torch.randn(4, 5))  # a lazy layer becomes nn.BatchNorm1d at its first call, and converts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        convert_to_mybn(model[1])
+    assert type(model[1][0]) is MyBN and model[1][0].num_features == 5
+
+
 def pytorch_and_mine(ref, mine, x):
     """Run both layers on ``x``; return (exception type, message) or None for each."""
     outcomes = []
@@ -364,11 +454,18 @@ def test_bad_input_raises_like_pytorch(name):
         assert word in my_out[1], (word, my_out[1])
 
 
-def test_bad_input_2d():
-    with pytest.raises(ValueError, match="expected 4D input \\(got 3D input\\)"):
-        MyBN2d(3)(torch.randn(2, 3, 4))
-    with pytest.raises(ValueError, match="more than 1 value"):
-        MyBN2d(3)(torch.randn(1, 3, 1, 1))
+@pytest.mark.parametrize("layers", ["2d", "3d", "sync-2d"])
+def test_bad_input_other_ranks(layers):
+    """The wrong rank and one value per channel, as each PyTorch layer words them."""
+    ref_cls, my_cls, shape = OTHER_RANKS[layers]
+    rank = "at least 2D" if my_cls is MySyncBN else f"{len(shape)}D"
+    wrong = (3,) if my_cls is MySyncBN else shape[:-1]
+    cases = [(torch.randn(wrong), [f"expected {rank} input (got {len(wrong)}D input)"]),
+             (torch.ones((1, 3) + (1,) * (len(shape) - 2)), ["more than 1 value"])]  # fmt: skip
+    for x, words in cases:
+        ref_out, my_out = pytorch_and_mine(ref_cls(3), my_cls(3), x)
+        assert ref_out is not None and my_out is not None and my_out[0] is ref_out[0], (my_out, ref_out)
+        assert all(word in my_out[1] and word in ref_out[1] for word in words), (my_out, ref_out)
 
 
 def test_accepts_what_pytorch_accepts():
