@@ -1,10 +1,10 @@
 """The results format: one ``results.json`` per experiment, written atomically, read back with checks,
 and the queries that tables and figures ask of it.
 
-A results file holds ``experiment``, the full ``config`` that produced it, the ``environment``, the
-test ``datasets`` (one per range and seed) and the ``runs``: per (range, model, seed) the test MSE
-before training and after every epoch, the training loss per step, the final predictions and,
-where recorded, the diagnostics.
+A results file holds its ``format`` (``FORMAT``), ``experiment``, the full ``config`` that produced
+it, the ``environment``, the test ``datasets`` (one per range and seed) and the ``runs``: per
+(range, model, seed) the test MSE before training and after every epoch, the training loss per
+step, the final predictions and, where recorded, the diagnostics.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ import torch
 from bn_pytorch import VARIANTS
 
 RESULTS_FILE = "results.json"
+# The version of that layout. Raise it whenever what compare.py reads changes, so that an older
+# file is named as such instead of failing somewhere inside a figure. Files without it are 1.
+FORMAT = 2
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -77,7 +80,9 @@ def to_json(results: dict) -> str:
 
 
 def save_results(results: dict, out_dir: str | Path) -> Path:
+    """Write ``results`` as ``out_dir/results.json``, atomically, stamped with the format version."""
     path = Path(out_dir) / RESULTS_FILE
+    results = {"format": FORMAT, **{key: value for key, value in results.items() if key != "format"}}
     atomic_write(path, lambda tmp: tmp.write_text(to_json(results)))
     return path
 
@@ -95,6 +100,11 @@ def load_results(path: str | Path) -> dict:
         raise ValueError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(results, dict) or not {"config", "runs", "datasets"} <= results.keys():
         raise ValueError(f"{path} is not a results file of train.py (no config/runs/datasets)")
+    version = results.get("format", 1)
+    if version != FORMAT:
+        if isinstance(version, int) and version > FORMAT:
+            raise ValueError(f"{path} was written by a newer version (format {version}; this one reads {FORMAT})")
+        raise ValueError(f"{path} was written by an earlier version (format {version!r}, now {FORMAT}): rerun train.py")
     try:
         check_results(results)
     except ValueError as exc:

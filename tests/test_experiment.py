@@ -20,6 +20,7 @@ from bn_pytorch import MODELS, TanhMLP
 from config import Config
 from data import default_noise_std, make_dataset, target
 from experiments import EXPERIMENTS
+from results import FORMAT
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -127,7 +128,9 @@ def tiny_results(tmp_path_factory):
 
 
 def test_smoke_run_writes_valid_results(tiny_results, capsys):
-    results = json.loads((tiny_results / "results.json").read_text())
+    text = (tiny_results / "results.json").read_text()
+    assert text.startswith('{\n"format": ' + str(FORMAT) + ",\n")  # first: a reader checks it first
+    results = json.loads(text)
     config = results["config"]
     assert config["ranges"] == [1.0, 5.0] and config["seeds"] == [0, 1] and config["epochs"] == 2
     assert config["lr"] == 0.02 and config["batch_size"] == 64 and config["dtype"] == "float32"
@@ -375,7 +378,10 @@ BAD_RESULTS = {  # what an earlier version, or a hand edit, may leave in results
     "a run without its dataset": lambda res: res["runs"][0].update(seed=99),
     "config without seeds": lambda res: res["config"].pop("seeds"),
     "not an object": lambda res: res.clear(),
+    "an earlier format": lambda res: res.pop("format"),
+    "a newer format": lambda res: res.update(format=res["format"] + 1),
 }
+FORMAT_MESSAGES = {"an earlier format": "written by an earlier version", "a newer format": "written by a newer version"}
 
 
 OTHER_BAD_RESULTS = {  # experiment -> what its figures need beyond the format, taken away
@@ -407,4 +413,5 @@ def test_compare_refuses_bad_results_in_one_line(name, tiny_results, tmp_path, c
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if not line.startswith("note:")]
     assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert FORMAT_MESSAGES.get(name, "") in err and ("rerun train.py" in err or name != "an earlier format"), err
     assert readme.read_text() == before and [p.name for p in pictures.iterdir()] == ["old.png"]
