@@ -22,12 +22,16 @@ class Variant:
     standardize_x: bool = False  # train and test on (x - mean) / std of the training inputs
     standardize_y: bool = False  # train on standardised targets; map predictions back for the test MSE
     sync: bool = False  # MyBN only: statistics over the whole batch when it is split over processes
+    momentum: float | None = None  # the norm layers' momentum, where it is not the experiment's
+    noise: bool = False  # Santurkar et al.'s non-stationary noise after the norm layer (or the Linear)
 
-    def make_norm(self, block: int, width: int, bn_momentum: float, **factory) -> nn.Module:
-        if self.norm is None or block >= self.norm_blocks:
+    def make_norm(self, block: int, width: int, bn_momentum: float, seed: int = 0, **factory) -> nn.Module:
+        if block >= self.norm_blocks or (self.norm is None and not self.noise):
             return nn.Identity()
+        momentum = bn_momentum if self.momentum is None else self.momentum
         extra = {"sync": True} if self.sync else {}
-        return self.norm(width, momentum=bn_momentum, **extra, **factory)
+        norm = nn.Identity() if self.norm is None else self.norm(width, momentum=momentum, **extra, **factory)
+        return nn.Sequential(norm, NonStationaryNoise(width, seed * 1000 + block)) if self.noise else norm
 
 
 VARIANTS: dict[str, Variant] = {
@@ -41,10 +45,48 @@ VARIANTS: dict[str, Variant] = {
     "plain_std_y": Variant("plain, targets standardised", standardize_y=True),
     "plain_std_xy": Variant("plain, both standardised", standardize_x=True, standardize_y=True),
     "bn_first": Variant("BN before the first tanh only", MyBN, norm_blocks=1, sync=True),
+    # which explanation of batch norm holds (experiments noisy and running_stats)
+    "my_bn_noisy": Variant("MyBN + non-stationary noise", MyBN, sync=True, noise=True),
+    "plain_noisy": Variant("plain + non-stationary noise", noise=True),
+    "my_bn_m01": Variant("MyBN, momentum 0.1", MyBN, sync=True, momentum=0.1),
 }
 MODELS = ("plain", "torch_bn", "my_bn")  # the main comparison
 BN_PAIR = ("torch_bn", "my_bn")  # the two batch-norm nets: PyTorch's layer and ours
 CONTROLS = ("plain_std_x", "plain_std_y", "plain_std_xy", "bn_first")
+
+
+class NonStationaryNoise(nn.Module):
+    """Algorithm 1 of Santurkar et al. (2018), "noisy BatchNorm": in training, each step, a ← s·a + m.
+
+    Per step and unit: μ ~ U(-0.5, 0.5), σ ~ U(1, 1.25). Per sample and unit: m ~ U(μ - 0.1, μ + 0.1),
+    s ~ N(σ, 0.1). A shift and scale that change every step, so that the distribution of what the
+    next layer sees moves all the time, whatever the layers below do. Eval mode adds nothing. The
+    draws come from the module's own generator, seeded at construction, so runs stay reproducible
+    and nothing else's random numbers move.
+    """
+
+    def __init__(self, width: int, seed: int):
+        super().__init__()
+        self.width = width
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def draw(self, n: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """One step's noise for n samples: the scale s and the shift m, each (n, width)."""
+        g, shape = self.generator, (n, self.width)
+        mu = torch.rand(self.width, generator=g, dtype=dtype) - 0.5  # (width,)
+        sigma = 1 + 0.25 * torch.rand(self.width, generator=g, dtype=dtype)
+        m = mu + 0.2 * torch.rand(shape, generator=g, dtype=dtype) - 0.1  # U(μ - 0.1, μ + 0.1)
+        s = sigma + 0.1 * torch.randn(shape, generator=g, dtype=dtype)  # N(σ, 0.1)
+        return s, m
+
+    def forward(self, a: Tensor) -> Tensor:
+        if not self.training:
+            return a
+        s, m = self.draw(a.size(0), a.dtype)
+        return torch.addcmul(m.to(a.device), s.to(a.device), a)
+
+    def extra_repr(self) -> str:
+        return f"{self.width}"
 
 
 class Block(nn.Module):
@@ -86,7 +128,9 @@ class TanhMLP(nn.Module):
         self.model = model
         self.blocks = nn.Sequential(
             *(
-                Block(1 if i == 0 else width, width, variant.make_norm(i, width, bn_momentum, **factory), **factory)
+                Block(
+                    1 if i == 0 else width, width, variant.make_norm(i, width, bn_momentum, seed, **factory), **factory
+                )  # fmt: skip
                 for i in range(depth)
             )
         )

@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import explanations
 from config import build_parser, flag
 from experiments import EXPERIMENTS
 from plotting import Figures, pyplot
@@ -58,7 +59,8 @@ def figures(experiments: dict[str, dict]) -> Figures:
 
 def tables(experiments: dict[str, dict]) -> dict[str, str]:
     """README marker name -> generated body, for every experiment present."""
-    return {name: body for e in experiments for name, body in EXPERIMENTS[e].tables(experiments).items()}
+    bodies = {name: body for e in experiments for name, body in EXPERIMENTS[e].tables(experiments).items()}
+    return {**bodies, **explanations.tables(experiments)}  # the verdicts, once every experiment they read is there
 
 
 def replace_between_markers(text: str, name: str, body: str) -> str:

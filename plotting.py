@@ -26,6 +26,9 @@ COLOURS = {  # model -> colour, line style
     "plain_std_y": ("#8C564B", "-"),
     "plain_std_xy": ("#E377C2", "--"),
     "bn_first": ("#7F7F7F", ":"),
+    "my_bn_noisy": ("#17BECF", "-."),
+    "plain_noisy": ("#FF7F0E", ":"),
+    "my_bn_m01": ("#9467BD", "-"),
 }
 Z_SATURATED = float(torch.tensor(SATURATED).atanh())  # |z| beyond which |tanh(z)| > 0.99
 

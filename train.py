@@ -5,7 +5,12 @@ python train.py float64    # the batch-norm nets again, in float64 -> results/fl
 python train.py controls   # the plain net on (-5, 5) with one thing changed -> results/controls/
 python train.py sweep      # R = 0.5 ... 10 at one signal-to-noise ratio -> results/sweep/
 python train.py ddp        # float64 batch-norm nets over two processes -> results/ddp/
-python train.py all        # all five, as the README's main command runs them
+python train.py ics        # internal covariate shift, two readings -> results/ics/
+python train.py noisy      # batch norm with non-stationary noise -> results/noisy/
+python train.py running_stats  # moving averages against precise statistics -> results/running_stats/
+python train.py lr         # learning-rate grid, Adam and SGD, 10 and 100 epochs -> results/lr/
+python train.py landscape  # loss and gradient along the gradient, plain SGD -> results/landscape/
+python train.py all        # every one, as the README's main command runs them
 python train.py --ranges 3 --seeds 0 1 --epochs 20 --out results/r3
 
 An experiment name picks a preset (each experiment is a module of experiments/); flags given beside

@@ -103,10 +103,64 @@ def process_rank() -> tuple[int, int]:
     return 0, 1
 
 
+def make_optimizer(name: str, net: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam (the experiments' default), or plain SGD: no momentum, the step is exactly -lr·gradient."""
+    if name == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=lr, foreach=True)
+    return torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # one kernel per step, not ~10 per tensor
+
+
+class Probe:
+    """What an experiment measures while a net trains, beside the loss. ``train_one`` calls ``step``
+    after each backward, before the optimiser's step, and ``epoch`` after each epoch's test MSE; a
+    probe must leave the net, its gradients and the optimiser as it found them (see ``preserved``).
+    ``results()`` goes into the run's results under the probe's ``name``."""
+
+    name = "probe"
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None: ...
+
+    def epoch(self, epoch: int) -> None: ...
+
+    def results(self) -> dict:
+        return {}
+
+
+@contextlib.contextmanager
+def preserved(net: nn.Module, opt: torch.optim.Optimizer | None = None):
+    """Put back, on leaving, every parameter, gradient and buffer of ``net`` and the optimiser's state,
+    bit for bit, and the train/eval mode: what a probe does in between leaves no trace on training."""
+    tensors = [*net.parameters(), *net.buffers()]
+    grads = [p.grad for p in net.parameters()]
+    saved = [t.detach().clone() for t in tensors]
+    saved_grads = [None if g is None else g.clone() for g in grads]
+    clone = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+    state = None if opt is None else {p: {k: clone(v) for k, v in d.items()} for p, d in opt.state.items()}
+    training = net.training
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, v in zip(tensors, saved, strict=True):
+                t.copy_(v)
+        for p, g in zip(net.parameters(), saved_grads, strict=True):
+            p.grad = g
+        if opt is not None:  # as it was, entries the probe added (a first step's) gone too
+            opt.state.clear()
+            opt.state.update(state)
+        net.train(training)
+
+
 def train_one(
-    net: TanhMLP, data: Dataset, order: Sequence[list[torch.Tensor]], lr: float, diagnostics: bool = True
+    net: TanhMLP,
+    data: Dataset,
+    order: Sequence[list[torch.Tensor]],
+    lr: float,
+    diagnostics: bool = True,
+    optimizer: str = "adam",
+    probe: Probe | None = None,
 ) -> dict:
-    """Adam on MSE over the given batches; test MSE before training and after every epoch.
+    """Adam (or SGD) on MSE over the given batches; test MSE before training and after every epoch.
 
     Diagnostics are recorded at every step of the first epoch and at the last step of each later one.
     In a torch.distributed group each process trains on its slice of every batch (the tanh inputs
@@ -118,7 +172,7 @@ def train_one(
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     rank, world = process_rank()
     model = net if world == 1 else DistributedDataParallel(net)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # one kernel per step, not ~10 per tensor
+    opt = make_optimizer(optimizer, net, lr)
     diag = Diagnostics(net) if diagnostics else None
     test_mse = [evaluate(net, x_test, y_test, scaling)[0]]
     train_loss = []
@@ -139,15 +193,20 @@ def train_one(
             loss.backward()
             if diag and (epoch == 0 or i == len(batches) - 1):
                 diag.record(len(train_loss) + 1)
+            if probe:
+                probe.step(len(train_loss) + 1, x_train[idx], y_train[idx], opt)
             opt.step()
             train_loss.append(batch_loss.detach())  # no .item(): no host sync per step
         test_mse.append(evaluate(net, x_test, y_test, scaling)[0])
+        if probe:
+            probe.epoch(epoch + 1)
     pred = evaluate(net, x_test, y_test, scaling)[1]
     return {
         "test_mse": torch.stack(test_mse).tolist(),
         "train_loss": (torch.stack(train_loss) * scaling.y_std**2).tolist(),  # in the units of y²
         "predictions": pred.squeeze(1).tolist(),
         **({"diagnostics": diag.results()} if diag else {}),
+        **({probe.name: probe.results()} if probe else {}),
     }
 
 
@@ -162,13 +221,18 @@ def dataset_for(config: Config, r: float, seed: int) -> Dataset:
     return make_dataset(r, seed, a=config.a, b=config.b, noise_std=noise_std_of(config, r), dtype=DTYPES[config.dtype])
 
 
-def train_run(config: Config, job: tuple[float, str, int]) -> dict:
-    """One (range, model, seed), from nothing but the config: a worker process can run it alone."""
+def train_run(config: Config, job: tuple[float, str, int], probe: Callable[..., Probe] | None = None) -> dict:
+    """One (range, model, seed), from nothing but the config: a worker process can run it alone.
+
+    ``probe(net, data, config)``, if given, makes the ``Probe`` that watches this run.
+    """
     r, model, seed = job
     data = dataset_for(config, r, seed)
     order = BatchOrder(len(data.x_train), config.batch_size, config.epochs, seed)
     net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype])
-    result = train_one(net.to(resolve_device(config.device)), data, order, config.lr, config.diagnostics)
+    net = net.to(resolve_device(config.device))
+    watch = probe(net, data, config) if probe else None
+    result = train_one(net, data, order, config.lr, config.diagnostics, config.optimizer, watch)
     return {"range": [-r, r], "model": model, "seed": seed, **result}
 
 
@@ -216,21 +280,17 @@ def run_pool(config: Config, jobs: int):
     pool.shutdown()
 
 
-def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
-    """Train every (range, model, seed) of ``config``; return the results as a JSON-able dict."""
+def run_experiment(
+    config: Config, log: Callable[[str], None] = print, probe: Callable[..., Probe] | None = None
+) -> dict:
+    """Train every (range, model, seed) of ``config``, each watched by ``probe`` if given (see
+    ``train_run``); return the results as a JSON-able dict."""
     start = time.perf_counter()
-    datasets = []
-    for r in config.ranges:
-        for s in config.seeds:
-            d = dataset_for(config, r, s)
-            datasets.append({
-                "range": [-r, r], "seed": s, "noise_std": d.noise_std,
-                "x_test": d.x_test.squeeze(1).tolist(), "y_test": d.y_test.squeeze(1).tolist(),
-            })  # fmt: skip
+    datasets = [dataset_entry(config, r, s) for r in config.ranges for s in config.seeds]
     jobs = [(r, model, s) for r in config.ranges for model in config.models for s in config.seeds]
     runs = []
     with run_pool(config, len(jobs)) as pool_map:
-        for run in pool_map(functools.partial(train_run, config), jobs):
+        for run in pool_map(functools.partial(train_run, config, probe=probe), jobs):
             runs.append(run)
             if run["seed"] == config.seeds[-1]:  # a (range, model) is complete: report it
                 r, model = run["range"][1], run["model"]
@@ -241,15 +301,23 @@ def run_experiment(config: Config, log: Callable[[str], None] = print) -> dict:
                     f"range (-{r:g}, {r:g})  {model:<12}  {len(finals)} seed(s)  final test MSE "
                     f"{mean:.4g} ± {std:.2g}  (noise floor {floor:.4g})  [{time.perf_counter() - start:.1f} s]"
                 )
+    config_dict = dataclasses.asdict(config)
+    return {"config": config_dict, "environment": environment(config), "datasets": datasets, "runs": runs}
+
+
+def dataset_entry(config: Config, r: float, seed: int) -> dict:
+    """What a results file keeps of a dataset: its range, seed, noise and test set."""
+    d = dataset_for(config, r, seed)
+    return {"range": [-r, r], "seed": seed, "noise_std": d.noise_std,
+            "x_test": d.x_test.squeeze(1).tolist(), "y_test": d.y_test.squeeze(1).tolist()}  # fmt: skip
+
+
+def environment(config: Config) -> dict:
+    """Where results were produced: versions, device, threads and processes."""
     return {
-        "config": dataclasses.asdict(config),
-        "environment": {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "device": str(resolve_device(config.device)),
-            "threads": config.threads,
-            "processes": process_rank()[1],
-        },
-        "datasets": datasets,
-        "runs": runs,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(resolve_device(config.device)),
+        "threads": config.threads,
+        "processes": process_rank()[1],
     }

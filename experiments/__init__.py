@@ -13,6 +13,17 @@ there. Results go to OUT/results.json for ``main`` and to OUT/NAME/results.json 
 Adding an experiment means adding a module here and one entry below.
 """
 
-from experiments import controls, ddp, float64, main, sweep
+from experiments import controls, ddp, float64, ics, landscape, lr, main, noisy, running_stats, sweep
 
-EXPERIMENTS = {"main": main, "float64": float64, "controls": controls, "sweep": sweep, "ddp": ddp}
+EXPERIMENTS = {
+    "main": main,
+    "float64": float64,
+    "controls": controls,
+    "sweep": sweep,
+    "ddp": ddp,
+    "ics": ics,
+    "noisy": noisy,
+    "running_stats": running_stats,
+    "lr": lr,
+    "landscape": landscape,
+}

@@ -1,0 +1,174 @@
+"""ics: internal covariate shift, measured two ways through training, in the plain and the MyBN net.
+
+- Santurkar, Tsipras, Ilyas & Madry (2018), Definition 2.1: G is the gradient of block i's Linear
+  weight at step t; G' the same gradient, on the same batch, after the blocks below i (only they)
+  have taken their step-t update. ICS is ‖G − G'‖ (and cos(G, G')): how much the updates below
+  change what block i is asked to do.
+- Ioffe & Szegedy's (2015) reading: how far the distribution of block i's input moves when the
+  blocks below take their step: per unit, the change of the batch mean and of the batch std.
+
+Block 1 has nothing below it (its input is x), so both are zero there by definition; the figures
+and tables show blocks 2 to 4. Measured every ``EVERY`` steps, on the training batch of that step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from plotting import Figures, band, label, range_text, save, stacked, subplots
+from results import models_of, ranges_of, rounded, runs_of
+from training import Probe, preserved, run_experiment
+
+PRESET = {"models": ["plain", "my_bn"], "diagnostics": False}
+EVERY = 2  # steps between measurements
+MEASURES = {  # key -> what the figures and tables call it
+    "rel": "‖G − G′‖ / ‖G‖",
+    "cos": "cos(G, G′)",
+    "dmean": "|Δ mean| of block input",
+    "dstd": "|Δ std| of block input",
+}
+
+
+class ICSProbe(Probe):
+    """Both readings of ICS for blocks 2..depth, every ``EVERY`` steps (see the module docstring)."""
+
+    name = "ics"
+
+    def __init__(self, net, data=None, config=None):
+        self.net = net
+        self.records: dict[str, list] = {"step": [], "l2": [], "grad_norm": [], "cos": [], "dmean": [], "dstd": []}
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        if (step - 1) % EVERY:
+            return
+        measures = ics_of(self.net, x, y, opt)
+        self.records["step"].append(step)
+        for key, values in measures.items():
+            self.records[key].append(values)
+
+    def results(self) -> dict:
+        return {"every": EVERY, "blocks": list(range(2, len(self.net.blocks) + 1)),
+                **{k: rounded(v) if k != "step" else v for k, v in self.records.items()}}  # fmt: skip
+
+
+def block_inputs(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """What enters each block but the first, in a forward of ``x`` in the net's current mode."""
+    seen: list[torch.Tensor] = []
+    handles = [b.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach())) for b in net.blocks[1:]]
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def ics_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> dict[str, list[float]]:
+    """Per block 2..depth: ‖G − G'‖, ‖G‖, cos(G, G'), and the mean over units of |Δ mean| and |Δ std|
+    of the block's input. ``net`` holds this step's gradients (of the loss on x, y); it, its buffers and
+    ``opt`` are left exactly as they were."""
+    blocks = net.blocks
+    grads = [b.linear.weight.grad.detach().clone() for b in blocks[1:]]
+    out: dict[str, list[float]] = {"l2": [], "grad_norm": [], "cos": [], "dmean": [], "dstd": []}
+    with preserved(net, opt):
+        before = block_inputs(net, x)
+        theta = [p.detach().clone() for p in net.parameters()]
+        opt.step()  # this step's update of every parameter, the one training is about to take
+        theta_plus = [p.detach().clone() for p in net.parameters()]
+        below = [set(map(id, b.parameters())) for b in blocks]  # ids of each block's parameters
+        for i in range(1, len(blocks)):
+            lower = set().union(*below[:i])
+            with torch.no_grad():
+                for p, old, new in zip(net.parameters(), theta, theta_plus, strict=True):
+                    p.copy_(new if id(p) in lower else old)
+            net.zero_grad(set_to_none=True)
+            seen: list[torch.Tensor] = []
+            handle = blocks[i].register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0].detach()))
+            nn.functional.mse_loss(net(x), y).backward()
+            handle.remove()
+            g, g_new = grads[i - 1].double(), blocks[i].linear.weight.grad.double()
+            out["l2"].append((g - g_new).norm().item())
+            out["grad_norm"].append(g.norm().item())
+            out["cos"].append((g.flatten() @ g_new.flatten() / (g.norm() * g_new.norm()).clamp_min(1e-300)).item())
+            a, b = before[i - 1].double(), seen[0].double()
+            out["dmean"].append((b.mean(0) - a.mean(0)).abs().mean().item())
+            out["dstd"].append((b.std(0) - a.std(0)).abs().mean().item())
+    return out
+
+
+def run(config, log=print) -> dict:
+    return run_experiment(config, log, probe=ICSProbe)
+
+
+def measure(run_: dict, key: str) -> torch.Tensor:
+    """One run's measure along training, (measurements, blocks); ``rel`` is ‖G − G'‖ / ‖G‖."""
+    ics = run_["ics"]
+    if key == "rel":
+        return torch.tensor(ics["l2"], dtype=torch.float64) / torch.tensor(ics["grad_norm"]).clamp_min(1e-300)
+    return torch.tensor(ics[key], dtype=torch.float64)
+
+
+def check(experiments: dict[str, dict]) -> None:
+    if any("ics" not in run_ for run_ in experiments["ics"]["runs"]):
+        raise ValueError("the ics figure and table need runs measured by its probe: rerun `python train.py ics`")
+
+
+def figures(experiments: dict[str, dict]) -> Figures:
+    return {"ics.png": lambda out: plot_ics(experiments["ics"], out)}
+
+
+def tables(experiments: dict[str, dict]) -> dict[str, str]:
+    return {"ics-table": ics_table(experiments["ics"])}
+
+
+def plot_ics(results: dict, outfile: Path) -> None:
+    """Each measure of the last block along training, per net: mean and min–max band over seeds."""
+    ranges = ranges_of(results)
+    fig, axes = subplots(len(ranges), len(MEASURES), figsize=(4.4 * len(MEASURES), 3.6 * len(ranges)), squeeze=False)
+    for row, r in zip(axes, reversed(ranges), strict=True):
+        for ax, (key, title) in zip(row, MEASURES.items(), strict=True):
+            for model in models_of(results):
+                runs = runs_of(results, r, model)
+                values = stacked(runs, lambda run_, key=key: measure(run_, key)[:, -1].tolist())
+                band(ax, runs[0]["ics"]["step"], values, model)
+            ax.set(xlabel="training step", title=f"{title}, block 4, x in {range_text(r)}")
+            if key != "cos":
+                ax.set_yscale("log")
+        row[0].legend(fontsize=8)
+    save(fig, outfile)
+
+
+def summary(results: dict, r: float, model: str, key: str) -> list[float]:
+    """Per block 2..depth: the median over training of the measure, mean over seeds."""
+    runs = runs_of(results, r, model)
+    medians = torch.stack([measure(run_, key).median(0).values for run_ in runs])  # (seeds, blocks)
+    return medians.mean(0).tolist()
+
+
+def verdict(results: dict, r: float) -> dict[str, bool]:
+    """Per reading, whether MyBN's ICS is smaller than the plain net's (mean over blocks of the medians)."""
+    mean = lambda model, key: sum(summary(results, r, model, key)) / 3  # noqa: E731
+    return {
+        "santurkar": mean("my_bn", "rel") < mean("plain", "rel"),
+        "ioffe": mean("my_bn", "dmean") + mean("my_bn", "dstd") < mean("plain", "dmean") + mean("plain", "dstd"),
+    }
+
+
+def ics_table(results: dict) -> str:
+    config = results["config"]
+    lines = [
+        f"Median over training (every {EVERY} steps, {config['epochs']} epochs) of each measure, mean over "
+        f"{len(config['seeds'])} seeds (`results/ics/results.json`); each cell gives blocks 2 / 3 / 4.",
+        "",
+        "| inputs | net | " + " | ".join(MEASURES.values()) + " |",
+        "|---|---|" + "---|" * len(MEASURES),
+    ]
+    for r in reversed(ranges_of(results)):
+        for model in models_of(results):
+            cells = [" / ".join(f"{v:.3g}" for v in summary(results, r, model, key)) for key in MEASURES]
+            lines.append(f"| {range_text(r)} | {label(model)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

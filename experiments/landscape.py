@@ -1,0 +1,172 @@
+"""landscape: is the loss smoother with batch norm? Santurkar et al. (2018, §3.2, Appendix A.2.2).
+
+The nets train with plain SGD (under Adam the step is not η·g). Every ``EVERY`` steps, with g the
+gradient on the step's batch, the probe moves the parameters to θ − η·g for each η of ``FACTORS``
+times the learning rate (½ to 4 times, as in the paper) and measures, on the same batch:
+
+- the spread of the loss: the lowest and highest L(θ − η·g);
+- gradient predictiveness: ‖∇L(θ) − ∇L(θ − η·g)‖, its lowest and highest over η;
+- effective β-smoothness: the highest over η of ‖∇L(θ) − ∇L(θ − η·g)‖ / ‖η·g‖.
+
+Gradients are over all parameters. Batch norm runs in training mode on the probing batch, with its
+running statistics put back after the probe, as are the parameters and the optimiser's state
+(``training.preserved``): a run with probes trains exactly like one without.
+
+The learning rate, per range (``LR``): the largest of the lr experiment's SGD grid at which every
+seed of both nets trains within 100 epochs; compare.py checks that against the lr results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from plotting import Figures, band, label, range_text, save, stacked, subplots
+from results import models_of, ranges_of, rounded, runs_of
+from training import Probe, preserved, run_experiment
+
+PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "optimizer": "sgd", "diagnostics": False}
+LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
+FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the learning rate
+EVERY = 16  # steps between probes: about one per epoch
+MEASURES = {
+    "loss_spread": "loss spread: max − min of L(θ − ηg)",
+    "gdiff_max": "‖∇L(θ) − ∇L(θ − ηg)‖, max over η",
+    "beta": "effective β-smoothness",
+}
+
+
+class LandscapeProbe(Probe):
+    """The three measures along the gradient direction, every ``EVERY`` steps."""
+
+    name = "landscape"
+
+    def __init__(self, net: nn.Module, data=None, config=None):
+        self.net, self.lr = net, config.lr
+        self.records: dict[str, list] = {k: [] for k in ("step", "loss", "loss_min", "loss_max", "gdiff_min",
+                                                         "gdiff_max", "beta")}  # fmt: skip
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        if (step - 1) % EVERY:
+            return
+        self.records["step"].append(step)
+        for key, value in landscape_of(self.net, x, y, opt, [f * self.lr for f in FACTORS]).items():
+            self.records[key].append(value)
+
+    def results(self) -> dict:
+        return {"factors": FACTORS, "every": EVERY, **{k: rounded(v) if k != "step" else v
+                                                        for k, v in self.records.items()}}  # fmt: skip
+
+
+def flat_grad(net: nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in net.parameters()]).double()
+
+
+def landscape_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, etas: list[float]) -> dict[str, float]:
+    """Loss and gradient along θ − η·g for each η; ``net`` holds this step's gradient g, and it, its
+    buffers and ``opt`` are left exactly as they were."""
+    g = flat_grad(net)
+    grads = [p.grad.detach().clone() for p in net.parameters()]
+    losses, diffs, betas = [], [], []
+    with preserved(net, opt):
+        theta = [p.detach().clone() for p in net.parameters()]
+        loss0 = nn.functional.mse_loss(net(x), y).item()  # this step's loss (running statistics put back)
+        for eta in etas:
+            with torch.no_grad():
+                for p, p0, gp in zip(net.parameters(), theta, grads, strict=True):
+                    torch.add(p0, gp, alpha=-eta, out=p.data)
+            net.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(net(x), y)
+            loss.backward()
+            diff = (g - flat_grad(net)).norm().item()
+            losses.append(loss.item())
+            diffs.append(diff)
+            betas.append(diff / max(eta * g.norm().item(), 1e-300))
+    return {"loss": loss0, "loss_min": min(losses), "loss_max": max(losses), "gdiff_min": min(diffs),
+            "gdiff_max": max(diffs), "beta": max(betas)}  # fmt: skip
+
+
+def run(config, log=print) -> dict:
+    """One experiment per range at its learning rate, merged: the runs carry their ``lr``."""
+    merged: dict = {}
+    for r in config.ranges:
+        part = run_experiment(dataclasses.replace(config, ranges=[r], lr=LR.get(r, config.lr)), log,
+                              probe=LandscapeProbe)  # fmt: skip
+        for run_ in part["runs"]:
+            run_["lr"] = LR.get(r, config.lr)
+        if not merged:
+            merged = {**part, "config": dataclasses.asdict(config)}
+        else:
+            merged["datasets"] += part["datasets"]
+            merged["runs"] += part["runs"]
+    return merged
+
+
+def measure(run_: dict, key: str) -> list[float]:
+    ls = run_["landscape"]
+    if key == "loss_spread":
+        return [hi - lo for lo, hi in zip(ls["loss_min"], ls["loss_max"], strict=True)]
+    return ls[key]
+
+
+def check(experiments: dict[str, dict]) -> None:
+    results = experiments["landscape"]
+    if any("landscape" not in run_ or "lr" not in run_ for run_ in results["runs"]):
+        raise ValueError("the landscape figure and table need its probe's runs: rerun `python train.py landscape`")
+
+
+def figures(experiments: dict[str, dict]) -> Figures:
+    return {"landscape.png": lambda out: plot_landscape(experiments["landscape"], out)}
+
+
+def tables(experiments: dict[str, dict]) -> dict[str, str]:
+    return {"landscape-table": landscape_table(experiments["landscape"], experiments.get("lr"))}
+
+
+def plot_landscape(results: dict, outfile: Path) -> None:
+    ranges = list(reversed(ranges_of(results)))
+    fig, axes = subplots(len(ranges), len(MEASURES), figsize=(5 * len(MEASURES), 3.8 * len(ranges)), squeeze=False)
+    for row, r in zip(axes, ranges, strict=True):
+        for ax, (key, title) in zip(row, MEASURES.items(), strict=True):
+            for model in models_of(results):
+                runs = runs_of(results, r, model)
+                band(ax, runs[0]["landscape"]["step"], stacked(runs, lambda run_, key=key: measure(run_, key)), model)
+            ax.set(yscale="log", xlabel="training step",
+                   title=f"{title}\nx in {range_text(r)}, SGD lr {runs_of(results, r, model)[0]['lr']:g}")  # fmt: skip
+        row[0].legend(fontsize=8)
+    save(fig, outfile)
+
+
+def summary(results: dict, r: float, model: str, key: str) -> float:
+    """The median over training of a measure, mean over seeds."""
+    runs = runs_of(results, r, model)
+    return sum(float(torch.tensor(measure(run_, key)).median()) for run_ in runs) / len(runs)
+
+
+def smoother_with_bn(results: dict, r: float) -> bool:
+    """Whether MyBN's median gradient change and β-smoothness are both below the plain net's."""
+    return all(summary(results, r, "my_bn", key) < summary(results, r, "plain", key) for key in ("gdiff_max", "beta"))
+
+
+def landscape_table(results: dict, lr_results: dict | None) -> str:
+    config = results["config"]
+    lines = [
+        f"Plain SGD, {config['epochs']} epochs, probes every {EVERY} steps at η = "
+        f"{', '.join(f'{f:g}' for f in FACTORS)} × the learning rate; the median over training, mean over "
+        f"{len(config['seeds'])} seeds "
+        "(`results/landscape/results.json`).",
+        "",
+        "| inputs | SGD lr | net | final test MSE | " + " | ".join(MEASURES.values()) + " |",
+        "|---|---|---|---|" + "---|" * len(MEASURES),
+    ]
+    for r in reversed(ranges_of(results)):
+        for model in models_of(results):
+            runs = runs_of(results, r, model)
+            final = sum(run_["test_mse"][-1] for run_ in runs) / len(runs)
+            cells = [f"{summary(results, r, model, key):.3g}" for key in MEASURES]
+            lines.append(f"| {range_text(r)} | {runs[0]['lr']:g} | {label(model)} | {final:.4g} | " + " | ".join(cells)
+                         + " |")  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,245 @@
+"""lr: does the plain net simply need another learning rate, or more epochs?
+
+Bjorck, Gomes, Selman & Weinberger (2018) argue that batch norm's main effect is that large steps
+stay stable. Every net trains on a log-spaced grid of learning rates, for Adam and for plain SGD,
+for 100 epochs; the 10-epoch budget is the same run read at epoch 10 (the learning rate is constant
+and the batches of the first 10 epochs are those of a 10-epoch run, so the two are identical).
+
+A run *trains* when its final test MSE is below half the variance of the test targets (it explains
+more than half of y, where predicting the mean explains nothing); it *diverges* when its loss
+becomes infinite or NaN, or its final test MSE ends above its initial one. The grid is wide enough
+that every net fails to train at its top.
+
+Beside it, at initialisation, the relative loss after one SGD step along the gradient,
+L(θ − α·g) / L(θ) on the first training batch, against α: how far a single step can go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from bn_pytorch import TanhMLP
+from config import DTYPES
+from plotting import COLOURS, Figures, label, range_text, save, subplots
+from results import dataset_of, models_of, ranges_of, rounded, runs_of
+from training import BatchOrder, dataset_entry, dataset_for, environment, preserved, run_pool
+
+PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "diagnostics": False}
+GRIDS = {  # optimizer -> learning rates, half a decade apart, from slow to failing for every net
+    "adam": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
+    "sgd": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
+}
+BUDGETS = (10, 100)  # epochs (capped at the run's own, for a short test run)
+ALPHAS = [10 ** (k / 4) for k in range(-16, 5)]  # 1e-4 ... 10, for the one-step loss ratio
+
+
+def train_members(config, job: tuple[float, str, str]) -> list[dict]:
+    """Every (learning rate, seed) cell of one (range, net, optimizer), trained side by side as one
+    ensemble with torch.func.vmap: all of them in each call instead of one, several times faster.
+
+    Each member starts from its seed's initial weights and sees its seed's batches, as a run of
+    ``training.train_one`` would; its batch-norm layers keep their own running statistics (the
+    buffers are stacked too). The optimiser is written out over the stacked parameters, one
+    learning rate per member: plain SGD, or Adam with PyTorch's defaults (the same update as
+    ``torch.optim.Adam``, rounded in another order).
+    """
+    r, model, optimizer = job
+    members = [(lr, s) for lr in GRIDS[optimizer] for s in config.seeds]
+    k, dtype = len(members), DTYPES[config.dtype]
+    data = {s: dataset_for(config, r, s) for s in config.seeds}
+    nets = [TanhMLP(model, s, bn_momentum=config.bn_momentum, dtype=dtype) for _, s in members]
+    params, buffers = ({n: t.detach() for n, t in d.items()} for d in stack_module_state(nets))
+    base = nets[0]
+    rates = torch.tensor([lr for lr, _ in members], dtype=dtype)
+    x_train, y_train, x_test, y_test = (torch.stack([getattr(data[s], name) for _, s in members])
+                                        for name in ("x_train", "y_train", "x_test", "y_test"))  # fmt: skip
+    orders = {s: iter(BatchOrder(len(data[s].x_train), config.batch_size, config.epochs, s)) for s in config.seeds}
+
+    def loss(p, b, x, y):
+        return nn.functional.mse_loss(functional_call(base, (p, b), (x,)), y)
+
+    step = vmap(grad_and_value(loss))
+    predict = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))
+
+    def test() -> tuple[torch.Tensor, torch.Tensor]:  # (K,) test MSE, (K, n_test, 1) predictions
+        base.eval()
+        with torch.no_grad():
+            pred = predict(params, buffers, x_test)
+        base.train()
+        return (pred - y_test).square().mean((1, 2)), pred
+
+    moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in params.items()}
+    tests, losses, t = [test()[0]], [], 0
+    for _ in range(config.epochs):
+        batches = {s: next(order) for s, order in orders.items()}
+        for i in range(len(batches[config.seeds[0]])):
+            idx = torch.stack([batches[s][i] for _, s in members]).unsqueeze(-1)  # (K, B, 1)
+            grads, value = step(params, buffers, x_train.gather(1, idx), y_train.gather(1, idx))
+            t += 1
+            with torch.no_grad():
+                for name, g in grads.items():
+                    lr = rates.view(k, *[1] * (g.dim() - 1))
+                    if optimizer == "sgd":
+                        params[name] -= lr * g
+                        continue
+                    m, v = moments[name]
+                    m.lerp_(g, 0.1)  # β1 = 0.9
+                    v.mul_(0.999).addcmul_(g, g, value=0.001)  # β2 = 0.999
+                    params[name] -= lr / (1 - 0.9**t) * m / (v / (1 - 0.999**t)).sqrt_().add_(1e-8)
+            losses.append(value)
+        tests.append(test()[0])
+    pred = test()[1]
+    tests, losses = torch.stack(tests, 1), torch.stack(losses, 1)  # (K, epochs + 1), (K, steps)
+    return [{"range": [-r, r], "model": model, "seed": s, "optimizer": optimizer, "lr": lr,
+             "test_mse": tests[j].tolist(), "train_loss": losses[j].tolist(), "predictions": pred[j, :, 0].tolist()}
+            for j, (lr, s) in enumerate(members)]  # fmt: skip
+
+
+def run(config, log=print) -> dict:
+    """Every grid cell, one ensemble per (range, net, optimizer) in the worker pool; the one-step
+    ratios at initialisation."""
+    jobs = [(r, model, optimizer) for model in reversed(config.models) for r in config.ranges for optimizer in GRIDS]
+    runs = []
+    with run_pool(config, len(jobs)) as pool_map:
+        for (r, model, optimizer), cells in zip(jobs, pool_map(functools.partial(train_members, config), jobs),
+                                                strict=True):  # fmt: skip
+            runs += cells
+            log(f"lr grid: range (-{r:g}, {r:g}), {model}, {optimizer}: {len(cells)} runs")
+    one_step = [{"range": [-r, r], "model": model, "seed": s, "alpha": ALPHAS,
+                 "ratio": rounded(one_step_ratios(config, r, model, s))}
+                for r in config.ranges for model in config.models for s in config.seeds]  # fmt: skip
+    datasets = [dataset_entry(config, r, s) for r in config.ranges for s in config.seeds]
+    return {"config": dataclasses.asdict(config), "environment": environment(config), "datasets": datasets,
+            "runs": runs, "one_step": one_step}  # fmt: skip
+
+
+def one_step_ratios(config, r: float, model: str, seed: int) -> list[float]:
+    """L(θ − α·g) / L(θ) for each α of ``ALPHAS``, at initialisation, on the run's first batch (batch
+    norm in training mode, its running statistics put back after every probe)."""
+    data = dataset_for(config, r, seed)
+    idx = BatchOrder(len(data.x_train), config.batch_size, 1, seed)[0][0]
+    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype]).train()
+    x, y = data.x_train[idx], data.y_train[idx]
+    loss = nn.functional.mse_loss(net(x), y)
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    ratios = []
+    for alpha in ALPHAS:
+        with preserved(net), torch.no_grad():
+            for p, g in zip(net.parameters(), grads, strict=True):
+                p.sub_(alpha * g)
+            ratios.append((nn.functional.mse_loss(net(x), y) / loss).item())
+    return [v if math.isfinite(v) else 1e30 for v in ratios]
+
+
+def diverged(run_: dict) -> bool:
+    """The loss went infinite or NaN, or the final test MSE ended above the initial one."""
+    finite = all(math.isfinite(v) for v in run_["train_loss"]) and all(math.isfinite(v) for v in run_["test_mse"])
+    return not finite or run_["test_mse"][-1] > run_["test_mse"][0]
+
+
+def trains(results: dict, run_: dict, epochs: int) -> bool:
+    """The test MSE after ``epochs`` is below half the variance of the test targets."""
+    y = torch.tensor(dataset_of(results, run_["range"][1], run_["seed"])["y_test"], dtype=torch.float64)
+    value = run_["test_mse"][epochs]
+    return math.isfinite(value) and value < 0.5 * y.var().item()
+
+
+def cell(results: dict, r: float, model: str, optimizer: str, lr: float) -> list[dict]:
+    return [x for x in runs_of(results, r, model) if x["optimizer"] == optimizer and x["lr"] == lr]
+
+
+def final_mse(results: dict, r: float, model: str, optimizer: str, lr: float, epochs: int) -> float:
+    """Median over seeds of the test MSE after ``epochs`` (inf where a seed's went non-finite)."""
+    values = [x["test_mse"][epochs] for x in cell(results, r, model, optimizer, lr)]
+    return float(torch.tensor([v if math.isfinite(v) else math.inf for v in values]).median())
+
+
+def largest_training_lr(results: dict, r: float, model: str, optimizer: str, epochs: int) -> float | None:
+    """The largest learning rate of the grid at which every seed trains within ``epochs``."""
+    ok = [lr for lr in GRIDS[optimizer]
+          if all(trains(results, x, epochs) for x in cell(results, r, model, optimizer, lr))]  # fmt: skip
+    return max(ok) if ok else None
+
+
+def best(results: dict, r: float, model: str, optimizer: str, epochs: int) -> tuple[float, float]:
+    """(learning rate, median test MSE) of the grid's best cell within ``epochs``."""
+    return min(((lr, final_mse(results, r, model, optimizer, lr, epochs)) for lr in GRIDS[optimizer]),
+               key=lambda t: t[1])  # fmt: skip
+
+
+def budgets(results: dict) -> list[int]:
+    """The epochs at which the grid is read: ``BUDGETS``, capped at the epochs the runs trained."""
+    return sorted({min(b, results["config"]["epochs"]) for b in BUDGETS})
+
+
+def check(experiments: dict[str, dict]) -> None:
+    results = experiments["lr"]
+    if "one_step" not in results or any("optimizer" not in x or "lr" not in x for x in results["runs"]):
+        raise ValueError("the lr figures and table need its grid runs: rerun `python train.py lr`")
+
+
+def figures(experiments: dict[str, dict]) -> Figures:
+    return {"lr.png": lambda out: plot_lr(experiments["lr"], out)}
+
+
+def tables(experiments: dict[str, dict]) -> dict[str, str]:
+    return {"lr-table": lr_table(experiments["lr"])}
+
+
+def plot_lr(results: dict, outfile: Path) -> None:
+    """Final test MSE against the learning rate, per optimizer and budget; and the one-step loss ratio."""
+    ranges = list(reversed(ranges_of(results)))
+    fig, axes = subplots(len(ranges), 3, figsize=(17, 4.4 * len(ranges)), squeeze=False)
+    for row, r in zip(axes, ranges, strict=True):
+        y = torch.tensor(dataset_of(results, r, results["config"]["seeds"][0])["y_test"]).var().item()
+        for ax, optimizer in zip(row[:2], GRIDS, strict=True):
+            for model in models_of(results):
+                for epochs, style in zip(budgets(results), (":", "-"), strict=False):  # one budget when short
+                    mse = [final_mse(results, r, model, optimizer, lr, epochs) for lr in GRIDS[optimizer]]
+                    ax.plot(GRIDS[optimizer], [min(v, 1e4 * y) for v in mse], style, marker="o", ms=4,
+                            color=COLOURS[model][0], lw=2, label=f"{label(model)}, {epochs} epochs")  # fmt: skip
+            ax.axhline(0.5 * y, color="0.5", ls="--", lw=1, label="trains below: Var(y) / 2")
+            ax.set(xscale="log", yscale="log", xlabel=f"{optimizer} learning rate", ylabel="final test MSE (median)",
+                   title=f"{'Adam' if optimizer == 'adam' else 'plain SGD'}, x in {range_text(r)}")  # fmt: skip
+            ax.legend(fontsize=7)
+        ax = row[2]
+        for model in models_of(results):
+            entries = [e for e in results["one_step"] if e["range"][1] == r and e["model"] == model]
+            ratios = torch.tensor([e["ratio"] for e in entries], dtype=torch.float64).clamp(max=1e6)
+            ax.plot(entries[0]["alpha"], ratios.median(0).values, color=COLOURS[model][0], lw=2, label=label(model))
+        ax.axhline(1.0, color="0.5", lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="step size α", ylabel="L(θ − α·g) / L(θ)",
+               title=f"One gradient step at initialisation, x in {range_text(r)}")  # fmt: skip
+        ax.legend(fontsize=8)
+    save(fig, outfile)
+
+
+def lr_table(results: dict) -> str:
+    config, epochs_read = results["config"], budgets(results)
+    lines = [
+        f"Learning rates {', '.join(f'{lr:g}' for lr in GRIDS['adam'])} for Adam and for SGD, {len(config['seeds'])} "
+        f"seeds, {config['epochs']} epochs (`results/lr/results.json`). *Largest that trains*: every seed's test MSE "
+        "below Var(y)/2 within the budget. *Best*: the grid's lowest median test MSE, and where.",
+        "",
+        "| inputs | net | optimizer | "
+        + " | ".join(f"largest lr that trains, {e} epochs | best, {e} epochs" for e in epochs_read)
+        + " |",
+        "|---|---|---|" + "---|---|" * len(epochs_read),
+    ]
+    for r in reversed(ranges_of(results)):
+        for optimizer in GRIDS:
+            for model in models_of(results):
+                cells = []
+                for epochs in epochs_read:
+                    largest = largest_training_lr(results, r, model, optimizer, epochs)
+                    lr, mse = best(results, r, model, optimizer, epochs)
+                    cells += ["none" if largest is None else f"{largest:g}", f"{mse:.3g} (lr {lr:g})"]
+                lines.append(f"| {range_text(r)} | {label(model)} | {optimizer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
