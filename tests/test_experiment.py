@@ -274,15 +274,20 @@ def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path):
 # ---------------------------------------------------------------------------------------------- compare.py
 
 
+EXPLANATION_TABLES = ["ics-table", "noisy-table", "running-stats-table", "lr-table", "landscape-table", "verdict-table"]
+
+
 def readme_with_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(
-        "intro\n<!-- results-table:start -->\nold\n<!-- results-table:end -->\nmiddle\n"
-        "<!-- parity-table:start -->\nold\n<!-- parity-table:end -->\n"
-        "<!-- controls-table:start -->\nold\n<!-- controls-table:end -->\n"
-        "<!-- sweep-table:start -->\nold\n<!-- sweep-table:end -->\n"
-        "<!-- saturation-table:start -->\nold\n<!-- saturation-table:end -->\n"
-        "<!-- ddp-table:start -->\nold\n<!-- ddp-table:end -->\nend\n"
+        "intro\n<!-- results-table:start -->\nstale table\n<!-- results-table:end -->\nmiddle\n"
+        "<!-- parity-table:start -->\nstale table\n<!-- parity-table:end -->\n"
+        "<!-- controls-table:start -->\nstale table\n<!-- controls-table:end -->\n"
+        "<!-- sweep-table:start -->\nstale table\n<!-- sweep-table:end -->\n"
+        "<!-- saturation-table:start -->\nstale table\n<!-- saturation-table:end -->\n"
+        "<!-- ddp-table:start -->\nstale table\n<!-- ddp-table:end -->\n"
+        + "".join(f"<!-- {name}:start -->\nstale table\n<!-- {name}:end -->\n" for name in EXPLANATION_TABLES)
+        + "end\n"
     )
     return readme
 
@@ -298,7 +303,7 @@ def test_compare_writes_every_figure_and_table(tiny_results, tmp_path):
     for p in pictures.iterdir():
         assert p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 10_000
     text = readme.read_text()
-    assert "old" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    assert "stale table" not in text and text.startswith("intro\n") and text.endswith("end\n")
     assert "| (-5, 5) | MyBN |" in text and "| (-1, 1) | float64 |" in text
     assert "| plain, targets standardised |" in text and "| 5 | 0.0" in text
     assert not list(tmp_path.glob(".*")), "temporary files left behind"

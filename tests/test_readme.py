@@ -285,3 +285,39 @@ def test_readme_torch_func_example_runs():
         ((net(scope["x"]) - scope["y"]) ** 2).mean().backward()
         torch.testing.assert_close(net[1].weight.grad, grads["1.weight"][i])
         torch.testing.assert_close(net[1].running_var, buffers["1.running_var"][i])
+
+
+EXPLAINED = {name: ROOT / "results" / name / "results.json" for name in ("ics", "noisy", "landscape", "lr",
+                                                                         "running_stats")}  # fmt: skip
+
+
+def test_readme_verdict_tables_are_the_code_output():
+    import explanations
+    from experiments import EXPERIMENTS
+
+    experiments = {name: load_results(path) for name, path in EXPLAINED.items()}
+    for name in EXPLAINED:
+        for marker, body in EXPERIMENTS[name].tables(experiments).items():
+            assert f"<!-- {marker}:start -->\n{body}\n<!-- {marker}:end -->" in README
+    assert explanations.verdict_table(experiments) in README
+
+
+def test_claims_about_the_explanations():
+    """The prose around the verdict table: the plain net fits (-5, 5) given 100 epochs, not within 10;
+    batch norm does not lower ICS there; the loss is smoother with it on both ranges; the landscape's
+    learning rates are the largest of the SGD grid at which both nets train within 100 epochs."""
+    from experiments import ics, landscape, lr
+
+    grid, hard = load_results(EXPLAINED["lr"]), 5.0
+    budgets = lr.budgets(grid)
+    assert budgets == [10, 100]
+    assert lr.largest_training_lr(grid, hard, "plain", "adam", 10) is None
+    assert lr.best(grid, hard, "plain", "adam", 100)[1] <= 1.5 * lr.best(grid, hard, "my_bn", "adam", 100)[1]
+    assert "given 100 epochs and a smaller\nlearning rate the plain net fits (-5, 5) as well" in README
+    assert lr.best(grid, hard, "plain", "adam", 100)[0] < 0.02  # "a smaller learning rate" than the main 0.02
+    assert not any(ics.verdict(load_results(EXPLAINED["ics"]), hard).values())
+    shape = load_results(EXPLAINED["landscape"])
+    assert all(landscape.smoother_with_bn(shape, r) for r in (1.0, 5.0))
+    for r, rate in landscape.LR.items():
+        both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
+        assert rate == min(both), (r, both)
