@@ -73,9 +73,11 @@ def landscape_row(results: dict) -> list[str]:
         cells.append(f"{range_text(r)}: gradient change plain {plain_g:.3g}, MyBN {bn_g:.3g}; "
                      f"β plain {plain_b:.3g}, MyBN {bn_b:.3g}")  # fmt: skip
     smoother = [landscape.smoother_with_bn(results, r) for r in (HARD, EASY)]
-    verdict = ("holds: smaller gradient change and β-smoothness with MyBN on both ranges" if all(smoother) else
-               "holds only on " + ", ".join(range_text(r) for r, s in zip((HARD, EASY), smoother, strict=True) if s)
-               if any(smoother) else "does not hold")  # fmt: skip
+    where = [range_text(r) for r, s in zip((HARD, EASY), smoother, strict=True) if s]
+    rule = "gradient change and β-smoothness both at least 10% lower with MyBN"
+    verdict = (f"holds on both ranges: {rule}" if all(smoother) else
+               f"holds only on {where[0]}: {rule} there, not on the other range" if where else
+               f"does not hold: no range has {rule}")  # fmt: skip
     return ["A smoother landscape (Santurkar et al. 2018, §3.2)",
             "along the gradient, the loss and its gradient change less with BN (plain SGD, same learning rate)",
             "; ".join(cells) + " (medians over training)", verdict, "[landscape](picture/landscape.png)"]  # fmt: skip
