@@ -89,3 +89,13 @@ def mse_panel(ax, results: dict, r: float, models: list[str]) -> None:
     ax.set(yscale="log", xlabel="epoch", ylabel="test MSE",
            title=f"Test MSE, x in {range_text(r)}; mean, band: min–max over {seeds} seeds")  # fmt: skip
     ax.legend(fontsize=8)
+
+
+def saturation_panel(ax, results: dict, r: float, models: list[str], title: str) -> None:
+    """The fraction of saturated units in the last hidden block along training, per net (needs diagnostics)."""
+    for model in models:
+        runs = runs_of(results, r, model)
+        sat = stacked(runs, lambda run: run["diagnostics"]["saturation"])  # (seeds, records, blocks)
+        band(ax, runs[0]["diagnostics"]["step"], sat[:, :, -1], model)
+    ax.set(xlabel="training step", ylabel=f"fraction of units with |tanh| > {SATURATED}", ylim=(-0.03, 1.03),
+           title=title)  # fmt: skip

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bn_pytorch import CONTROLS, MODELS
-from diagnostics import SATURATED, start_end
-from plotting import Figures, band, label, mse_panel, range_text, save, stacked, subplots
+from diagnostics import start_end
+from plotting import Figures, label, mse_panel, range_text, saturation_panel, save, subplots
 from results import fit_spread, models_of, ranges_of, runs_of, summarize
 
 PRESET = {"ranges": [5.0], "models": [*MODELS, *CONTROLS]}
@@ -32,12 +32,7 @@ def plot_controls(results: dict, outfile: Path) -> None:
     models = models_of(results)
     fig, (ax_mse, ax_sat) = subplots(1, 2, figsize=(13, 4.8))
     mse_panel(ax_mse, results, r, models)
-    for model in models:
-        runs = runs_of(results, r, model)
-        sat = stacked(runs, lambda run: run["diagnostics"]["saturation"])  # (seeds, records, blocks)
-        band(ax_sat, runs[0]["diagnostics"]["step"], sat[:, :, -1], model)
-    ax_sat.set(xlabel="training step", ylabel=f"fraction of units with |tanh| > {SATURATED}", ylim=(-0.03, 1.03),
-               title="Saturation of the last hidden block")  # fmt: skip
+    saturation_panel(ax_sat, results, r, models, "Saturation of the last hidden block")
     ax_mse.legend(fontsize=7, ncol=2)
     save(fig, outfile)
 

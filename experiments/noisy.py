@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diagnostics import SATURATED, start_end
-from plotting import Figures, band, label, mse_panel, range_text, save, stacked, subplots
+from plotting import Figures, label, mse_panel, range_text, saturation_panel, save, subplots
 from results import models_of, ranges_of, runs_of, summarize
 
 PRESET = {"models": ["my_bn", "my_bn_noisy", "plain", "plain_noisy"]}
@@ -41,12 +41,7 @@ def plot_noisy(results: dict, outfile: Path) -> None:
     for (ax_mse, ax_sat), r in zip(axes, ranges, strict=True):
         models = models_of(results)
         mse_panel(ax_mse, results, r, models)
-        for model in models:
-            runs = runs_of(results, r, model)
-            sat = stacked(runs, lambda run: run["diagnostics"]["saturation"])  # (seeds, records, blocks)
-            band(ax_sat, runs[0]["diagnostics"]["step"], sat[:, :, -1], model)
-        ax_sat.set(xlabel="training step", ylabel=f"fraction of units with |tanh| > {SATURATED}", ylim=(-0.03, 1.03),
-                   title=f"Saturation of the last hidden block, x in {range_text(r)}")  # fmt: skip
+        saturation_panel(ax_sat, results, r, models, f"Saturation of the last hidden block, x in {range_text(r)}")
         ax_mse.legend(fontsize=7)
     save(fig, outfile)
 
