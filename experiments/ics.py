@@ -27,8 +27,8 @@ EVERY = 2  # steps between measurements
 MEASURES = {  # key -> what the figures and tables call it
     "rel": "‖G − G′‖ / ‖G‖",
     "cos": "cos(G, G′)",
-    "dmean": "|Δ mean| of block input",
-    "dstd": "|Δ std| of block input",
+    "dmean": "Δ mean of block input",
+    "dstd": "Δ std of block input",
 }
 
 
@@ -162,7 +162,9 @@ def ics_table(results: dict) -> str:
     config = results["config"]
     lines = [
         f"Median over training (every {EVERY} steps, {config['epochs']} epochs) of each measure, mean over "
-        f"{len(config['seeds'])} seeds (`results/ics/results.json`); each cell gives blocks 2 / 3 / 4.",
+        f"{len(config['seeds'])} seeds (`results/ics/results.json`); each cell gives blocks 2 / 3 / 4. Δ mean and "
+        "Δ std: the change of each unit's batch mean and std of the block's input in one step, in absolute value, "
+        "mean over units.",
         "",
         "| inputs | net | " + " | ".join(MEASURES.values()) + " |",
         "|---|---|" + "---|" * len(MEASURES),
