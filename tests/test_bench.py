@@ -94,3 +94,15 @@ def test_claims_about_the_fast_paths():
 
     assert 2.55 <= min(speedups("fwd+bwd")) and max(speedups("fwd+bwd")) < 5.05
     assert 3.45 <= min(speedups("fwd")) and max(speedups("fwd")) < 10.55
+
+
+def test_end_to_end_line_names_what_was_timed():
+    """The end-to-end row of a run says which command it timed: the whole main command now, the main
+    experiment alone in runs of an earlier bench.py (which carry no "command")."""
+    rows = [{"what": "plain", "train_py_s": 1.0, "dataloader_s": 2.0}]
+    now = bench.format_train_table([*rows, {"what": "experiment", "command": "all", "wall_s": 130.0}])
+    before = bench.format_train_table([*rows, {"what": "experiment", "wall_s": 8.0}])
+    assert now.endswith("main command without the install, `python train.py all` then `compare.py`: 130.0 s wall.")
+    assert before.endswith(
+        "`python train.py` (2 ranges × 3 nets × 5 seeds × 10 epochs), then `compare.py` for its figures: 8.0 s wall."
+    )
