@@ -148,3 +148,42 @@ class TanhMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.blocks(x))
+
+
+class SigmoidMLP(nn.Module):
+    """The batch-norm paper's MNIST network (Ioffe & Szegedy 2015, §4.1): 784-100-100-100-10 with
+    sigmoid units, batch norm (if any) before each sigmoid, softmax cross-entropy on the output.
+
+    ``norm``: "plain", "torch_bn" (``nn.BatchNorm1d``) or "my_bn" (``MyBN``). Weights are drawn from
+    N(0, ``init_std``²), "small Gaussian" as the paper says, biases start at 0, all from ``seed``
+    alone, so for one seed every variant starts from identical weights.
+    """
+
+    NORMS = {"plain": None, "torch_bn": nn.BatchNorm1d, "my_bn": MyBN}
+
+    def __init__(self, norm: str = "plain", seed: int = 0, *, init_std: float = 0.1, bn_momentum: float = 0.1):
+        super().__init__()
+        if norm not in self.NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(self.NORMS)}")
+        self.model = norm
+        widths = [784, 100, 100, 100]
+        layers: list[nn.Module] = []
+        norm_cls = self.NORMS[norm]
+        for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):
+            bn = nn.Identity() if norm_cls is None else norm_cls(d_out, momentum=bn_momentum)
+            layers += [nn.Linear(d_in, d_out), bn, nn.Sigmoid()]
+        self.hidden = nn.Sequential(*layers)
+        self.out = nn.Linear(widths[-1], 10)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    module.weight.normal_(0.0, init_std, generator=gen)
+                    module.bias.zero_()
+
+    @property
+    def last_sigmoid(self) -> nn.Module:
+        return self.hidden[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.hidden(x))

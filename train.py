@@ -10,6 +10,7 @@ python train.py noisy      # batch norm with non-stationary noise -> results/noi
 python train.py running_stats  # moving averages against precise statistics -> results/running_stats/
 python train.py lr         # learning-rate grid, Adam and SGD, 10 and 100 epochs -> results/lr/
 python train.py landscape  # loss and gradient along the gradient, plain SGD -> results/landscape/
+python train.py mnist      # Figure 1 of the batch-norm paper, on real MNIST digits -> results/mnist/
 python train.py all        # every one, as the README's main command runs them
 python train.py --ranges 3 --seeds 0 1 --epochs 20 --out results/r3
 
@@ -111,7 +112,8 @@ def run_here(experiment: str, config: Config) -> dict:
 
 def save(experiment: str, config: Config, results: dict) -> Path:
     path = save_results(results, results_dir(config, experiment))
-    print(format_table(summarize(results)))
+    summary = getattr(EXPERIMENTS[experiment], "summary_table", lambda r: format_table(summarize(r)))
+    print(summary(results))
     print(f"wrote {path}")
     return path
 

