@@ -321,3 +321,22 @@ def test_claims_about_the_explanations():
     for r, rate in landscape.LR.items():
         both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
         assert rate == min(both), (r, both)
+
+
+def test_claims_about_mnist():
+    """At the lowest rate the plain net is near chance after 1,000 steps while both batch-norm nets are
+    near their end; at the chosen rate and ten times higher it keeps up and ends as high or higher."""
+    from experiments import mnist
+
+    results = load_results(ROOT / "results" / "mnist" / "results.json")
+    low, chosen, high = mnist.rates(results)
+    assert chosen == mnist.chosen_rate(results) == 0.5 and (low, high) == (0.05, 5.0)
+    last = results["runs"][0]["step"][-1]
+    at = {(m, lr, step): mnist.accuracy_at(results, m, lr, step)[0] for m in ("plain", "torch_bn", "my_bn")
+          for lr in (low, chosen, high) for step in (1000, last)}  # fmt: skip
+    assert at["plain", low, 1000] < 0.3
+    for bn in ("torch_bn", "my_bn"):
+        assert at[bn, low, 1000] > at[bn, low, last] - 0.02 and at[bn, low, 1000] > 0.85
+        for lr in (chosen, high):
+            assert at["plain", lr, 1000] > at[bn, lr, 1000] - 0.02  # keeps up from the first thousand steps
+            assert at["plain", lr, last] >= at[bn, lr, last] - 0.002  # ends as high or higher
