@@ -195,10 +195,13 @@ def mnist_table(results: dict) -> str:
     lines = [
         f"Test accuracy on the 1,000 held-out digits, mean ± std over {len(config['seeds'])} seeds, plain SGD, "
         f"batches of {config['batch_size']} (`results/mnist/results.json`). The paper's column is read off its "
-        "Figure 1(a): early in training / at the end of its 50,000 steps.",
+        "Figure 1(a): early in training / at the end of its 50,000 steps. *Saturated*: the fraction of sigmoid "
+        "outputs below 0.01 or above 0.99 over the test digits, mean over seeds.",
         "",
-        "| SGD lr | net | " + " | ".join(f"after {s:,} steps" for s in marks) + " | the paper, early / end |",
-        "|---|---|" + "---|" * len(marks) + "---|",
+        "| SGD lr | net | "
+        + " | ".join(f"after {s:,} steps" for s in marks)
+        + " | the paper, early / end | saturated sigmoids, layers 1 / 2 / 3, at the end |",
+        "|---|---|" + "---|" * len(marks) + "---|---|",
     ]
     for lr in rates(results):
         for model in ("plain", "torch_bn", "my_bn"):
@@ -207,5 +210,8 @@ def mnist_table(results: dict) -> str:
             cells = [f"{m:.3f} ± {s:.3f}" for m, s in (accuracy_at(results, model, lr, step) for step in marks)]
             early, end = PAPER["plain" if model == "plain" else "bn"]
             chosen = " (chosen)" if lr == chosen_rate(results) else ""
-            lines.append(f"| {lr:g}{chosen} | {label(model)} | " + " | ".join(cells) + f" | {early:.2f} / {end:.2f} |")
+            runs = runs_at(results, model, lr)
+            saturated = [sum(r["saturation"][-1][k] for r in runs) / len(runs) for k in range(3)]
+            lines.append(f"| {lr:g}{chosen} | {label(model)} | " + " | ".join(cells) + f" | {early:.2f} / {end:.2f} | "
+                         + " / ".join(f"{v:.2f}" for v in saturated) + " |")  # fmt: skip
     return "\n".join(lines)

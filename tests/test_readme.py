@@ -340,3 +340,7 @@ def test_claims_about_mnist():
         for lr in (chosen, high):
             assert at["plain", lr, 1000] > at[bn, lr, 1000] - 0.02  # keeps up from the first thousand steps
             assert at["plain", lr, last] >= at[bn, lr, last] - 0.002  # ends as high or higher
+    plain_high = mnist.runs_at(results, "plain", high)
+    assert sum(r["saturation"][-1][0] for r in plain_high) / len(plain_high) > 0.5  # "more than half"
+    assert at["plain", high, last] >= max(at[m, lr, last] for m in ("plain", "torch_bn", "my_bn")
+                                          for lr in (low, chosen, high)) - 0.002  # fmt: skip  # "as well as any net"
