@@ -90,13 +90,13 @@ class NonStationaryNoise(nn.Module):
 
 
 class Block(nn.Module):
-    """Linear -> norm -> tanh."""
+    """Linear -> norm -> tanh (or another activation)."""
 
-    def __init__(self, d_in: int, d_out: int, norm: nn.Module, **factory):
+    def __init__(self, d_in: int, d_out: int, norm: nn.Module, act: nn.Module | None = None, **factory):
         super().__init__()
-        self.linear = skip_init(nn.Linear, d_in, d_out, **factory)  # initialised by TanhMLP
+        self.linear = skip_init(nn.Linear, d_in, d_out, **factory)  # initialised by the net that holds it
         self.norm = norm
-        self.act = nn.Tanh()
+        self.act = nn.Tanh() if act is None else act
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.norm(self.linear(x)))
@@ -153,6 +153,7 @@ class TanhMLP(nn.Module):
 class SigmoidMLP(nn.Module):
     """The batch-norm paper's MNIST network (Ioffe & Szegedy 2015, §4.1): 784-100-100-100-10 with
     sigmoid units, batch norm (if any) before each sigmoid, softmax cross-entropy on the output.
+    Built of the same ``Block``s as ``TanhMLP``, so the same diagnostics and probes apply.
 
     ``norm``: "plain", "torch_bn" (``nn.BatchNorm1d``) or "my_bn" (``MyBN``). Weights are drawn from
     N(0, ``init_std``²), "small Gaussian" as the paper says, biases start at 0, all from ``seed``
@@ -167,13 +168,13 @@ class SigmoidMLP(nn.Module):
             raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(self.NORMS)}")
         self.model = norm
         widths = [784, 100, 100, 100]
-        layers: list[nn.Module] = []
         norm_cls = self.NORMS[norm]
-        for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):
-            bn = nn.Identity() if norm_cls is None else norm_cls(d_out, momentum=bn_momentum)
-            layers += [nn.Linear(d_in, d_out), bn, nn.Sigmoid()]
-        self.hidden = nn.Sequential(*layers)
-        self.out = nn.Linear(widths[-1], 10)
+        self.blocks = nn.Sequential(*(
+            Block(d_in, d_out, nn.Identity() if norm_cls is None else norm_cls(d_out, momentum=bn_momentum),
+                  nn.Sigmoid())
+            for d_in, d_out in zip(widths[:-1], widths[1:], strict=True)
+        ))  # fmt: skip
+        self.head = skip_init(nn.Linear, widths[-1], 10)
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for module in self.modules():
@@ -181,9 +182,5 @@ class SigmoidMLP(nn.Module):
                     module.weight.normal_(0.0, init_std, generator=gen)
                     module.bias.zero_()
 
-    @property
-    def last_sigmoid(self) -> nn.Module:
-        return self.hidden[-1]
-
     def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.hidden(x))
+        return self.head(self.blocks(x))

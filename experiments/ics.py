@@ -67,10 +67,11 @@ def block_inputs(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return seen
 
 
-def ics_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> dict[str, list[float]]:
+def ics_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+           loss_fn=nn.functional.mse_loss) -> dict[str, list[float]]:  # fmt: skip
     """Per block 2..depth: ‖G − G'‖, ‖G‖, cos(G, G'), and the mean over units of |Δ mean| and |Δ std|
-    of the block's input. ``net`` holds this step's gradients (of the loss on x, y); it, its buffers and
-    ``opt`` are left exactly as they were."""
+    of the block's input. ``net`` holds this step's gradients (of ``loss_fn`` on x, y); it, its buffers
+    and ``opt`` are left exactly as they were."""
     blocks = net.blocks
     grads = [b.linear.weight.grad.detach().clone() for b in blocks[1:]]
     out: dict[str, list[float]] = {"l2": [], "grad_norm": [], "cos": [], "dmean": [], "dstd": []}
@@ -88,7 +89,7 @@ def ics_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Op
             net.zero_grad(set_to_none=True)
             seen: list[torch.Tensor] = []
             handle = blocks[i].register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0].detach()))
-            nn.functional.mse_loss(net(x), y).backward()
+            loss_fn(net(x), y).backward()
             handle.remove()
             g, g_new = grads[i - 1].double(), blocks[i].linear.weight.grad.double()
             out["l2"].append((g - g_new).norm().item())

@@ -13,7 +13,9 @@ on identical batches of 60, with plain SGD. What differs from the paper, and why
 
 Every ``EVERY`` steps: the test accuracy (eval mode), and on the whole test set (a fixed held-out
 batch) the 15th, 50th and 85th percentiles of the input of one unit (``UNIT``) of the last hidden
-layer's sigmoid, and the fraction of saturated sigmoids (output below 0.01 or above 0.99) per layer.
+layer's sigmoid, and the fraction of saturated sigmoids (output below 0.01 or above 0.99) per layer;
+on the step's training batch, each layer's weight-gradient norm and Santurkar et al.'s ICS
+(Definition 2.1, as in the ics experiment) for layers 2 and 3.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 
 import results as results_format
 from bn_pytorch import SigmoidMLP
+from experiments import ics
 from plotting import COLOURS, Figures, label, save, subplots
 from results import mean_std, rounded
 from training import BatchOrder, environment, run_pool
@@ -50,27 +53,43 @@ def split() -> tuple[torch.Tensor, ...]:
 
 
 def mnist_run(config, job: tuple[str, int, float]) -> dict:
-    """One (net, seed, learning rate): SGD on batches of the seed's order, measured every ``EVERY`` steps."""
+    """One (net, seed, learning rate): SGD on batches of the seed's order, measured every ``EVERY`` steps:
+    on the test set, accuracy, one unit's sigmoid-input percentiles and each layer's saturation; on the
+    step's batch, each layer's weight-gradient norm and Definition 2.1's ICS (``ics.ics_of``)."""
     model, seed, lr = job
     x_train, y_train, x_test, y_test = split()
     net = SigmoidMLP(model, seed, bn_momentum=config.bn_momentum)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
-    seen: list[torch.Tensor] = []
-    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
-             for m in net.hidden if isinstance(m, nn.Sigmoid)]  # fmt: skip
-    records: dict[str, list] = {"step": [], "test_acc": [], "unit_q": [], "saturation": []}
+    seen: list[torch.Tensor] = []  # what enters each sigmoid, in the measuring forward only
+    recording = [False]
+
+    def keep(_module, args) -> None:
+        if recording[0]:
+            seen.append(args[0].detach())
+
+    hooks = [b.act.register_forward_pre_hook(keep) for b in net.blocks]
+    records: dict[str, list] = {"step": [], "test_acc": [], "unit_q": [], "saturation": [], "grad_norm": [],
+                                "ics_rel": [], "ics_cos": []}  # fmt: skip
     q = torch.tensor(QUANTILES)
 
     @torch.no_grad()
     def measure(step: int) -> None:
         net.eval()
         seen.clear()
+        recording[0] = True
         acc = (net(x_test).argmax(1) == y_test).float().mean().item()
+        recording[0] = False
         net.train()
         records["step"].append(step)
         records["test_acc"].append(acc)
         records["unit_q"].append(torch.quantile(seen[-1][:, UNIT], q).tolist())
         records["saturation"].append([(z.abs() > SATURATED).float().mean().item() for z in seen])
+
+    def probe(x: torch.Tensor, y: torch.Tensor) -> None:  # after backward, before the step
+        records["grad_norm"].append([b.linear.weight.grad.norm().item() for b in net.blocks])
+        shift = ics.ics_of(net, x, y, opt, nn.functional.cross_entropy)
+        records["ics_rel"].append([d / max(g, 1e-30) for d, g in zip(shift["l2"], shift["grad_norm"], strict=True)])
+        records["ics_cos"].append(shift["cos"])
 
     measure(0)
     step = 0
@@ -79,6 +98,8 @@ def mnist_run(config, job: tuple[str, int, float]) -> dict:
             loss = nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if (step + 1) % EVERY == 0:
+                probe(x_train[idx], y_train[idx])
             opt.step()
             step += 1
             if step % EVERY == 0:
@@ -119,6 +140,9 @@ def check_format(results: dict) -> None:
             raise ValueError(f"runs[{i}]: 'step', 'test_acc', 'unit_q' and 'saturation' must be lists of one length")
         if not isinstance(run_.get("lr"), (int, float)) or not isinstance(run_.get("seed"), int):
             raise ValueError(f"runs[{i}]: needs a number 'lr' and an integer 'seed'")
+        probes = len(run_.get("grad_norm", []))
+        if not probes or any(len(run_.get(k, [])) != probes for k in ("ics_rel", "ics_cos")):
+            raise ValueError(f"runs[{i}]: 'grad_norm', 'ics_rel' and 'ics_cos' must be non-empty lists of one length")
 
 
 results_format.OWN_FORMATS["mnist"] = check_format
@@ -134,7 +158,8 @@ def figures(experiments: dict[str, dict]) -> Figures:
 
 
 def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"mnist-table": mnist_table(experiments["mnist"])}
+    return {"mnist-table": mnist_table(experiments["mnist"]),
+            "mnist-diagnostics-table": diagnostics_table(experiments["mnist"])}  # fmt: skip
 
 
 def runs_at(results: dict, model: str, lr: float) -> list[dict]:
@@ -214,4 +239,30 @@ def mnist_table(results: dict) -> str:
             saturated = [sum(r["saturation"][-1][k] for r in runs) / len(runs) for k in range(3)]
             lines.append(f"| {lr:g}{chosen} | {label(model)} | " + " | ".join(cells) + f" | {early:.2f} / {end:.2f} | "
                          + " / ".join(f"{v:.2f}" for v in saturated) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def diagnostics_table(results: dict) -> str:
+    """Per rate and net: the medians over training of each layer's weight-gradient norm and of
+    Definition 2.1's ICS for layers 2 and 3, mean over seeds."""
+
+    def medians(runs: list[dict], key: str) -> list[float]:
+        per_run = torch.stack([torch.tensor(r[key], dtype=torch.float64).median(0).values for r in runs])
+        return per_run.mean(0).tolist()
+
+    lines = [
+        f"Every {EVERY} steps on that step's batch, the median over training, mean over "
+        f"{len(results['config']['seeds'])} seeds (`results/mnist/results.json`): the gradient norm of each hidden "
+        "layer's weights, and Santurkar et al.'s ICS (as in the ics experiment) for layers 2 and 3.",
+        "",
+        "| SGD lr | net | gradient norm, layers 1 / 2 / 3 | ‖G − G′‖ / ‖G‖, layers 2 / 3 | cos(G, G′), layers 2 / 3 |",
+        "|---|---|---|---|---|",
+    ]
+    for lr in rates(results):
+        for model in ("plain", "torch_bn", "my_bn"):
+            runs = runs_at(results, model, lr)
+            if not runs:
+                continue
+            cells = [" / ".join(f"{v:.3g}" for v in medians(runs, key)) for key in ("grad_norm", "ics_rel", "ics_cos")]
+            lines.append(f"| {lr:g} | {label(model)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

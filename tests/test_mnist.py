@@ -53,12 +53,13 @@ def test_one_short_run_trains_end_to_end(tmp_path, monkeypatch):
                                                                  for lr in (0.05, 0.5, 5.0)}  # fmt: skip
     for run_ in results["runs"]:
         assert run_["step"] == [0, 50, 100, 150, 200, 201] and len(run_["unit_q"][0]) == 3  # 3 epochs of 67
-        assert len(run_["saturation"][0]) == 3
+        assert len(run_["saturation"][0]) == 3 and len(run_["grad_norm"]) == 4 and len(run_["ics_rel"][0]) == 2
     at = {(r["model"], r["lr"]): r["test_acc"][-1] for r in results["runs"]}
     assert at["my_bn", 0.5] > 0.5 and abs(at["my_bn", 0.5] - at["torch_bn", 0.5]) < 0.02
     experiments = {"mnist": compare.load_results(out / "mnist" / "results.json")}
     mnist.plot_mnist(experiments["mnist"], tmp_path / "mnist.png")
     assert (tmp_path / "mnist.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 0.5 | MyBN |" in mnist.diagnostics_table(experiments["mnist"])
     table = mnist.mnist_table(experiments["mnist"])
     assert "| 0.5 (chosen) | MyBN |" in table and "after 201 steps" in table
 
