@@ -143,6 +143,19 @@ def _group_process(rank: int, experiment: str, config: Config, port: int, handov
         dist.destroy_process_group()
 
 
+def wait_for_group(group: list, experiment: str) -> None:
+    """Return when every process of ``group`` has ended; raise ``GroupFailed`` as soon as one fails."""
+    while live := [p.sentinel for p in group if p.exitcode is None]:
+        # one list, read once: reading exitcode again could find the last process just gone and hand
+        # wait() an empty list, which blocks forever (what hung train.py now and then)
+        wait(live)
+        failed = [(rank, p.exitcode) for rank, p in enumerate(group) if p.exitcode not in (None, 0)]
+        if failed:  # the first killed by a signal, if any: the others failed because it went
+            rank, code = min(failed, key=lambda f: f[1] > 0)
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"failed (exit {code})"
+            raise GroupFailed(f"process {rank} of the {experiment} group {how}")
+
+
 def run_distributed(experiment: str, config: Config) -> dict:
     """Run the experiment in ``config.nproc`` processes on this machine, one group; return its results.
 
@@ -160,13 +173,7 @@ def run_distributed(experiment: str, config: Config) -> dict:
         try:
             for process in group:
                 process.start()
-            while any(p.exitcode is None for p in group):
-                wait([p.sentinel for p in group if p.exitcode is None])
-                failed = [(rank, p.exitcode) for rank, p in enumerate(group) if p.exitcode not in (None, 0)]
-                if failed:  # the first killed by a signal, if any: the others failed because it went
-                    rank, code = min(failed, key=lambda f: f[1] > 0)
-                    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"failed (exit {code})"
-                    raise GroupFailed(f"process {rank} of the {experiment} group {how}")
+            wait_for_group(group, experiment)
         except BaseException:
             for process in group:
                 if process.is_alive():

@@ -86,3 +86,30 @@ def test_a_stopped_run_changes_nothing(way, pool, tmp_path):
     assert "wrote" not in stdout, stdout
     if way != "a worker killed":  # there the others may report, above, that they lost it
         assert "Traceback" not in stderr, stderr
+
+
+def test_waiting_for_a_group_whose_last_process_ends_between_two_looks():
+    """A process that ends just after the loop has looked at it: the wait must not be handed an empty
+    list of processes (it then blocks forever), and returns once every process has ended."""
+    import os
+    import threading
+
+    import train
+
+    class EndsWhenLookedAt:
+        def __init__(self):
+            self.read, write = os.pipe()
+            os.close(write)  # a closed pipe is readable at once, like the sentinel of an ended process
+            self.sentinel, self.looks = self.read, 0
+
+        @property
+        def exitcode(self):
+            self.looks += 1
+            return None if self.looks == 1 else 0  # running at the first look, gone at every later one
+
+    group = [EndsWhenLookedAt()]
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (train.wait_for_group(group, "test"), done.set()), daemon=True)
+    thread.start()
+    assert done.wait(timeout=10), "wait_for_group blocked"
+    os.close(group[0].read)
