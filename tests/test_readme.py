@@ -344,3 +344,8 @@ def test_claims_about_mnist():
     assert sum(r["saturation"][-1][0] for r in plain_high) / len(plain_high) > 0.5  # "more than half"
     assert at["plain", high, last] >= max(at[m, lr, last] for m in ("plain", "torch_bn", "my_bn")
                                           for lr in (low, chosen, high)) - 0.002  # fmt: skip  # "as well as any net"
+    for lr in (low, chosen, high):  # "at every learning rate ... a larger ||G - G'|| / ||G||, in both layers"
+        for bn in ("torch_bn", "my_bn"):
+            rel = {m: torch.stack([torch.tensor(r["ics_rel"]).median(0).values for r in mnist.runs_at(results, m, lr)])
+                   .mean(0) for m in ("plain", bn)}  # fmt: skip
+            assert (rel[bn] > rel["plain"]).all(), (lr, bn, rel)
