@@ -13,7 +13,7 @@ running statistics put back after the probe, as are the parameters and the optim
 (``training.preserved``): a run with probes trains exactly like one without.
 
 The learning rate, per range (``LR``): the largest of the lr experiment's SGD grid at which every
-seed of both nets trains within 100 epochs; compare.py checks that against the lr results.
+seed of both nets trains within 100 epochs; tests/test_readme.py checks that against the lr results.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def figures(experiments: dict[str, dict]) -> Figures:
 
 
 def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"landscape-table": landscape_table(experiments["landscape"], experiments.get("lr"))}
+    return {"landscape-table": landscape_table(experiments["landscape"])}
 
 
 def plot_landscape(results: dict, outfile: Path) -> None:
@@ -155,7 +155,7 @@ def smoother_with_bn(results: dict, r: float) -> bool:
                for key in ("gdiff_max", "beta"))  # fmt: skip
 
 
-def landscape_table(results: dict, lr_results: dict | None) -> str:
+def landscape_table(results: dict) -> str:
     config = results["config"]
     lines = [
         f"Plain SGD, {config['epochs']} epochs, probes every {EVERY} steps at η = "
