@@ -282,6 +282,7 @@ EXPLANATION_TABLES = [
     "landscape-table",
     "verdict-table",
     "mnist-table",
+    "mnist-diagnostics-table",
 ]
 
 
