@@ -29,8 +29,8 @@ def final(results: dict, r: float, model: str) -> float:
 def ics_row(results: dict) -> list[str]:
     cells = []
     for r in (HARD, EASY):
-        rel = {m: sum(ics.summary(results, r, m, "rel")) / 3 for m in ("plain", "my_bn")}
-        shift = {m: sum(ics.summary(results, r, m, "dmean")) / 3 for m in ("plain", "my_bn")}
+        rel = {m: ics.block_mean(results, r, m, "rel") for m in ("plain", "my_bn")}
+        shift = {m: ics.block_mean(results, r, m, "dmean") for m in ("plain", "my_bn")}
         cells.append(f"{range_text(r)}: ‖G − G′‖/‖G‖ plain {rel['plain']:.2g}, MyBN {rel['my_bn']:.2g}; "
                      f"input-mean shift plain {shift['plain']:.2g}, MyBN {shift['my_bn']:.2g}")  # fmt: skip
     hard, easy = ics.verdict(results, HARD), ics.verdict(results, EASY)

@@ -129,21 +129,25 @@ class Probe:
 @contextlib.contextmanager
 def preserved(net: nn.Module, opt: torch.optim.Optimizer | None = None):
     """Put back, on leaving, every parameter, gradient and buffer of ``net`` and the optimiser's state,
-    bit for bit, and the train/eval mode: what a probe does in between leaves no trace on training."""
-    tensors = [*net.parameters(), *net.buffers()]
-    grads = [p.grad for p in net.parameters()]
+    bit for bit, and the train/eval mode: what a probe does in between leaves no trace on training.
+
+    Yields the parameters' values as they were (copies, in ``net.parameters()`` order; read them, do
+    not change them: they are what is put back)."""
+    params = list(net.parameters())
+    tensors = [*params, *net.buffers()]
+    grads = [p.grad for p in params]
     saved = [t.detach().clone() for t in tensors]
     saved_grads = [None if g is None else g.clone() for g in grads]
     clone = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
     state = None if opt is None else {p: {k: clone(v) for k, v in d.items()} for p, d in opt.state.items()}
     training = net.training
     try:
-        yield
+        yield saved[: len(params)]
     finally:
         with torch.no_grad():
             for t, v in zip(tensors, saved, strict=True):
                 t.copy_(v)
-        for p, g in zip(net.parameters(), saved_grads, strict=True):
+        for p, g in zip(params, saved_grads, strict=True):
             p.grad = g
         if opt is not None:  # as it was, entries the probe added (a first step's) gone too
             opt.state.clear()

@@ -13,6 +13,7 @@ and tables show blocks 2 to 4. Measured every ``EVERY`` steps, on the training b
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -75,9 +76,8 @@ def ics_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Op
     blocks = net.blocks
     grads = [b.linear.weight.grad.detach().clone() for b in blocks[1:]]
     out: dict[str, list[float]] = {"l2": [], "grad_norm": [], "cos": [], "dmean": [], "dstd": []}
-    with preserved(net, opt):
+    with preserved(net, opt) as theta:
         before = block_inputs(net, x)
-        theta = [p.detach().clone() for p in net.parameters()]
         opt.step()  # this step's update of every parameter, the one training is about to take
         theta_plus = [p.detach().clone() for p in net.parameters()]
         below = [set(map(id, b.parameters())) for b in blocks]  # ids of each block's parameters
@@ -150,9 +150,15 @@ def summary(results: dict, r: float, model: str, key: str) -> list[float]:
     return medians.mean(0).tolist()
 
 
+def block_mean(results: dict, r: float, model: str, key: str) -> float:
+    """``summary`` averaged over the blocks measured."""
+    values = summary(results, r, model, key)
+    return sum(values) / len(values)
+
+
 def verdict(results: dict, r: float) -> dict[str, bool]:
     """Per reading, whether MyBN's ICS is smaller than the plain net's (mean over blocks of the medians)."""
-    mean = lambda model, key: sum(summary(results, r, model, key)) / 3  # noqa: E731
+    mean = functools.partial(block_mean, results, r)
     return {
         "santurkar": mean("my_bn", "rel") < mean("plain", "rel"),
         "ioffe": mean("my_bn", "dmean") + mean("my_bn", "dstd") < mean("plain", "dmean") + mean("plain", "dstd"),

@@ -71,8 +71,7 @@ def landscape_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, etas: li
     g = flat_grad(net)
     grads = [p.grad.detach().clone() for p in net.parameters()]
     losses, diffs, betas = [], [], []
-    with preserved(net, opt):
-        theta = [p.detach().clone() for p in net.parameters()]
+    with preserved(net, opt) as theta:
         loss0 = nn.functional.mse_loss(net(x), y).item()  # this step's loss (running statistics put back)
         for eta in etas:
             with torch.no_grad():
