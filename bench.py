@@ -1,14 +1,15 @@
 """Benchmark MyBN against nn.BatchNorm1d, and train.py's loop against a DataLoader loop.
 
 python bench.py                            # the full table: every shape, both allocator settings
-python bench.py --shapes 64x10 8192x1024 --no-compile --no-train-loop
+python bench.py --shapes 64x10 8192x1024 --no-cpp --no-train-loop
 python bench.py --json bench.json          # the same numbers for tools
 python bench.py --readme README.md         # and the table into the README's Speed section
 python bench.py --device cuda --no-train-loop --json results/bench_cuda.json --readme README.md
 python bench.py --report results/bench.json  # the tables of a saved run, measuring nothing
 
-Times are medians from torch.utils.benchmark, in milliseconds, train mode, float32. Each allocator
-setting runs in its own process, since glibc reads GLIBC_TUNABLES only at start-up: "default" is
+Times are medians from torch.utils.benchmark, in milliseconds, train mode, float32; "MyBN" is the
+Python backend, "MyBN C++" is MyBN(backend="cpp") (CPU only). Each allocator setting runs in its
+own process, since glibc reads GLIBC_TUNABLES only at start-up: "default" is
 glibc as it comes; "tuned" keeps freed memory in the heap instead of returning it to the system, so
 that large tensors are not page-faulted in afresh on every allocation. The bandwidth bound is the
 time to move the bytes a pass must touch at the copy bandwidth measured in the same process: read x
@@ -34,6 +35,7 @@ from torch import nn
 from torch.utils import benchmark
 
 import my_bn
+import my_bn_cpp
 import training
 from bn_pytorch import VARIANTS as NETS
 from bn_pytorch import TanhMLP
@@ -47,7 +49,9 @@ ALLOCATORS = {
     "default": None,
     "tuned": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184",
 }
-VARIANTS = ("native", "mybn", "mybn_compiled")
+VARIANTS = ("native", "mybn", "mybn_cpp")
+# columns of the table; "mybn_compiled" (MyBN(compiled=True), retired with the C++ backend) is in older runs
+LABELS = {"native": "native", "mybn": "MyBN", "mybn_cpp": "MyBN C++", "mybn_compiled": "compiled"}
 PASSES = {"fwd": 2, "fwd+bwd": 5}  # pass -> how many times it must move the tensor's bytes
 ROUNDS = 5  # the variants of a shape take turns this many times (see measure)
 
@@ -61,8 +65,10 @@ class BenchConfig:
     )
     device: str = flag("auto", "cpu, cuda, or auto (CUDA when present, against cuDNN)")
     allocator: str = flag("both", "glibc allocator setting(s) on the CPU", choices=("both", *ALLOCATORS))
-    compile: bool = flag(
-        True, "also time MyBN(compiled=True) (needs a C++ compiler)", action=argparse.BooleanOptionalAction
+    cpp: bool = flag(
+        True,
+        "also time MyBN(backend='cpp') (built on first use; needs a C++ compiler)",
+        action=argparse.BooleanOptionalAction,
     )
     reference: bool = flag(
         False,
@@ -157,7 +163,8 @@ def make_layer(variant: str, shape: tuple[int, ...], device: torch.device) -> nn
         return FunctionFloor(channels, device=device)
     if variant == "native":
         return (nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(channels, device=device)
-    layer = (MyBN2d if len(shape) == 4 else MyBN)(channels, device=device, compiled=variant == "mybn_compiled")
+    backend = "cpp" if variant == "mybn_cpp" else "python"
+    layer = (MyBN2d if len(shape) == 4 else MyBN)(channels, device=device, backend=backend)
     return ReferenceOnly(layer) if variant == "mybn_reference" else layer
 
 
@@ -178,7 +185,7 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
         dy = torch.randn(shape, device=device)
         xr = x.clone().requires_grad_()
         nbytes = x.numel() * x.element_size()
-        variants = list(VARIANTS if config.compile else VARIANTS[:2])
+        variants = [v for v in VARIANTS if config.cpp and device.type == "cpu" or v != "mybn_cpp"]
         if len(shape) == 2 and x.numel() <= 1024:
             variants.append("floor")  # small enough that only the per-call overhead counts
         if config.reference:
@@ -230,11 +237,12 @@ def run_children(config: BenchConfig, argv: list[str]) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """One markdown table: a line per (allocator, shape, pass), the variants side by side."""
-    lines = [
-        "| allocator | shape | pass | native ms | MyBN ms | MyBN × native | compiled ms | compiled × native "
-        "| bound ms | % of bound: native / MyBN / compiled |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    variants = [v for v in LABELS if any(r["variant"] == v for r in rows)]
+    mine = [v for v in variants if v != "native"]
+    times = " | ".join(f"{LABELS[v]} ms | {LABELS[v]} × native" for v in mine)
+    head = f"| allocator | shape | pass | native ms | {times}"
+    lines = [f"{head} | bound ms | % of bound: {' / '.join(LABELS[v] for v in variants)} |"]
+    lines.append("|---" * (5 + 2 * len(mine) + 1) + "|")
     keys = list(dict.fromkeys((r["allocator"], tuple(r["shape"]), r["pass"]) for r in rows))
     for allocator, shape, name in keys:
         cell = {
@@ -244,11 +252,10 @@ def format_table(rows: list[dict]) -> str:
         def fmt(variant: str, key: str, spec: str, cell: dict = cell) -> str:
             return format(cell[variant][key], spec) if variant in cell else "–"
 
-        pct = " / ".join(fmt(v, "fraction_of_bound", ".0%") for v in VARIANTS)
+        times = " | ".join(f"{fmt(v, 'median_ms', '.3g')} | {fmt(v, 'ratio_to_native', '.2f')}" for v in mine)
+        pct = " / ".join(fmt(v, "fraction_of_bound", ".0%") for v in variants)
         lines.append(
-            f"| {allocator} | {'×'.join(map(str, shape))} | {name} | {fmt('native', 'median_ms', '.3g')} "
-            f"| {fmt('mybn', 'median_ms', '.3g')} | {fmt('mybn', 'ratio_to_native', '.2f')} "
-            f"| {fmt('mybn_compiled', 'median_ms', '.3g')} | {fmt('mybn_compiled', 'ratio_to_native', '.2f')} "
+            f"| {allocator} | {'×'.join(map(str, shape))} | {name} | {fmt('native', 'median_ms', '.3g')} | {times} "
             f"| {fmt('native', 'bound_ms', '.3g')} | {pct} |"
         )
     floors = [r for r in rows if r["variant"] == "floor" and r["pass"] == "fwd+bwd"]
@@ -272,10 +279,10 @@ def format_table(rows: list[dict]) -> str:
 # The training loop
 
 
-def dataloader_run(model: str, r: float, seed: int, config: Config) -> None:
+def dataloader_run(model: str, r: float, seed: int, config: Config, backend: str = "python") -> None:
     """The original write-up's loop: a DataLoader with two worker processes, same work as train_one."""
     data = make_dataset(r, seed)
-    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum)
+    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, mybn_backend=backend)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(data.x_train, data.y_train),
         batch_size=config.batch_size,
@@ -296,10 +303,11 @@ def dataloader_run(model: str, r: float, seed: int, config: Config) -> None:
         test_mse.append(training.evaluate(net, data.x_test, data.y_test, scaling)[0].item())
 
 
-def train_loop_rows(repeats: int = 3) -> list[dict]:
+def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
     """Median seconds of one default training run (x in (-5, 5)) per net, both ways, in this process
-    (diagnostics off: both loops do the same work), and the README's main command end to end, less
-    the install: every experiment (``train.py all``), then every figure and table (``compare.py``)."""
+    (diagnostics off: both loops do the same work), the MyBN net also with ``backend="cpp"`` (with
+    ``cpp``), and the README's main command end to end, less the install: every experiment
+    (``train.py all``), then every figure and table (``compare.py``)."""
     config = Config()
     torch.set_num_threads(config.threads)
     data = make_dataset(5.0, 0)
@@ -315,16 +323,20 @@ def train_loop_rows(repeats: int = 3) -> list[dict]:
 
     # Every train.py run first: a DataLoader's worker processes are still exiting for a while after
     # its loop ends, and would slow whatever is timed next on a 2-core machine.
+    nets = {model: (model, "python") for model in config.models}
+    if cpp and my_bn_cpp.available():
+        nets["my_bn_cpp"] = ("my_bn", "cpp")
     ours = {
-        model: median_seconds(
-            lambda m=model: training.train_one(
-                TanhMLP(m, 0, bn_momentum=config.bn_momentum), data, order, config.lr, False
+        name: median_seconds(
+            lambda m=model, b=backend: training.train_one(
+                TanhMLP(m, 0, bn_momentum=config.bn_momentum, mybn_backend=b), data, order, config.lr, False
             )
         )
-        for model in config.models
+        for name, (model, backend) in nets.items()
     }
-    loader = {model: median_seconds(lambda m=model: dataloader_run(m, 5.0, 0, config)) for model in config.models}
-    rows = [{"what": model, "train_py_s": ours[model], "dataloader_s": loader[model]} for model in config.models]
+    loader = {name: median_seconds(lambda m=model, b=backend: dataloader_run(m, 5.0, 0, config, b))
+              for name, (model, backend) in nets.items()}  # fmt: skip
+    rows = [{"what": name, "train_py_s": ours[name], "dataloader_s": loader[name]} for name in nets]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run([sys.executable, "train.py", "all", "--out", tmp], check=True, capture_output=True)
@@ -343,7 +355,8 @@ def format_train_table(rows: list[dict]) -> str:
     for row in rows:
         if "train_py_s" in row:
             ours, theirs = row["train_py_s"], row["dataloader_s"]
-            lines.append(f"| {NETS[row['what']].label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.1f}× |")
+            label = NETS["my_bn"].label + ", C++ backend" if row["what"] == "my_bn_cpp" else NETS[row["what"]].label
+            lines.append(f"| {label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.1f}× |")
     end_to_end = next(row for row in rows if row["what"] == "experiment")
     if end_to_end.get("command") == "all":
         what = "The README's main command without the install, `python train.py all` then `compare.py`"
@@ -400,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     if not config.report:
         about = machine()  # before train_loop_rows, which sets the thread count of a training run
         kernel_rows = run_children(config, _strip(argv))
-        train_rows = train_loop_rows() if config.train_loop else []
+        train_rows = train_loop_rows(cpp=config.cpp) if config.train_loop else []
         payload = {"machine": about, "kernels": kernel_rows, "training": train_rows}
         if config.json:
             atomic_write(Path(config.json), lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))

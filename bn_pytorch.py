@@ -25,11 +25,14 @@ class Variant:
     momentum: float | None = None  # the norm layers' momentum, where it is not the experiment's
     noise: bool = False  # Santurkar et al.'s non-stationary noise after the norm layer (or the Linear)
 
-    def make_norm(self, block: int, width: int, bn_momentum: float, seed: int = 0, **factory) -> nn.Module:
+    def make_norm(self, block: int, width: int, bn_momentum: float, seed: int = 0, backend: str | None = None,
+                  **factory) -> nn.Module:  # fmt: skip
         if block >= self.norm_blocks or (self.norm is None and not self.noise):
             return nn.Identity()
         momentum = bn_momentum if self.momentum is None else self.momentum
         extra = {"sync": True} if self.sync else {}
+        if self.norm is not None and issubclass(self.norm, MyBN):
+            extra["backend"] = backend
         norm = nn.Identity() if self.norm is None else self.norm(width, momentum=momentum, **extra, **factory)
         return nn.Sequential(norm, NonStationaryNoise(width, seed * 1000 + block)) if self.noise else norm
 
@@ -105,7 +108,8 @@ class Block(nn.Module):
 class TanhMLP(nn.Module):
     """Linear(1, 10) -> [norm] -> tanh, three more Linear(10, 10) -> [norm] -> tanh, Linear(10, 1).
 
-    ``model`` names a ``Variant``, which picks the norm layer and the blocks that get it. The Linear
+    ``model`` names a ``Variant``, which picks the norm layer and the blocks that get it, and
+    ``mybn_backend`` the backend of its MyBN layers (see ``MyBN``; None: the default). The Linear
     layers are initialised from ``seed`` alone, exactly as ``nn.Linear`` initialises itself, so for
     one seed every variant starts from identical weights and differs only in its norm layers.
     """
@@ -119,6 +123,7 @@ class TanhMLP(nn.Module):
         depth: int = 4,
         bn_momentum: float = 0.5,
         dtype: torch.dtype | None = None,
+        mybn_backend: str | None = None,
     ):
         super().__init__()
         if model not in VARIANTS:
@@ -126,14 +131,8 @@ class TanhMLP(nn.Module):
         variant = VARIANTS[model]
         factory = {"dtype": dtype}  # built on the CPU, where the generator is; move it with .to()
         self.model = model
-        self.blocks = nn.Sequential(
-            *(
-                Block(
-                    1 if i == 0 else width, width, variant.make_norm(i, width, bn_momentum, seed, **factory), **factory
-                )  # fmt: skip
-                for i in range(depth)
-            )
-        )
+        norms = [variant.make_norm(i, width, bn_momentum, seed, mybn_backend, **factory) for i in range(depth)]
+        self.blocks = nn.Sequential(*(Block(1 if i == 0 else width, width, norms[i], **factory) for i in range(depth)))
         self.head = skip_init(nn.Linear, width, 1, **factory)
         self.init_linear_(torch.Generator().manual_seed(seed))
 

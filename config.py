@@ -72,6 +72,11 @@ class Config:
     lr: float = flag(0.02, "learning rate", type=positive_float)
     optimizer: str = flag("adam", "adam, or sgd (plain: no momentum)", choices=("adam", "sgd"))
     bn_momentum: float = flag(0.5, "momentum of the batch-norm layers, as in the original", type=unit_float)
+    mybn_backend: str = flag(
+        "python",
+        "MyBN's backend: python (my_bn.py), or cpp (hand-written C++ loops, built on first use; needs a compiler)",
+        choices=("python", "cpp"),
+    )
     a: float = flag(1.0, "y = a·x² + b + noise: a", type=finite_float)
     b: float = flag(0.0, "y = a·x² + b + noise: b", type=finite_float)
     noise_std: float | None = flag(

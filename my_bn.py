@@ -7,8 +7,9 @@ then the module ``MyBN``, with PyTorch's parameters, buffers, running estimates,
 input checks, and its variants for other input ranks. Nothing here calls PyTorch's batch-norm
 kernels; ``my_bn_convert.py`` turns the batch-norm layers of a model into these.
 
-Faster versions of the same math, for large inputs, ``torch.compile`` and several processes, live in
-``my_bn_fast.py``, and ``BatchNormFunction`` hands a call to one of them where it applies. Set
+Faster versions of the same math, for large inputs and several processes, live in ``my_bn_fast.py``,
+and ``BatchNormFunction`` hands a call to one of them where it applies; ``MyBN(backend="cpp")`` runs
+training on the CPU through hand-written C++ loops instead (``my_bn_cpp.py``). Set
 ``my_bn.REFERENCE_ONLY = True`` (or ``MYBN_REFERENCE_ONLY=1`` in the environment) to run every call
 of a single process through the two reference functions alone, to step through them in a debugger.
 """
@@ -22,12 +23,15 @@ import torch
 from torch import Tensor, nn
 from torch._functorch.utils import unwrap_dead_wrappers
 
+import my_bn_cpp
 import my_bn_fast as fast
 
 __all__ = ["MyBN", "MyBN2d", "MyBN3d", "MySyncBN", "batch_norm_train"]
 __all__ += ["batchnorm_forward", "batchnorm_backward", "batchnorm_jvp"]  # the reference functions
 
 REFERENCE_ONLY = os.environ.get("MYBN_REFERENCE_ONLY", "0") not in ("", "0")
+BACKENDS = ("python", "cpp")
+BACKEND = os.environ.get("MYBN_BACKEND", "python")  # what MyBN(backend=None) runs; see MyBN's docstring
 _LOW_PRECISION = (torch.float16, torch.bfloat16)  # accumulated in float32, as PyTorch does
 
 
@@ -104,6 +108,12 @@ def batchnorm_jvp(tx: Tensor | None, tgamma: Tensor | None, tbeta: Tensor | None
     return ty if tbeta is None else ty + _channels(tbeta, xc)
 
 
+def differentiable_backward(dy: Tensor, x: Tensor, weight: Tensor | None, eps: float):
+    """``batchnorm_backward`` for double backward (``create_graph=True``): ``(dx, dgamma, dbeta)``, with
+    the statistics recomputed from x, so that autograd records them as functions of x too."""
+    return batchnorm_backward(dy, batchnorm_forward(x, weight, None, eps)[3])
+
+
 # Shapes. Each of these helpers saves an operator call for (N, C) input, where a call costs more
 # than the arithmetic: a (C,) vector already broadcasts against (N, C).
 
@@ -133,9 +143,9 @@ def _accumulation_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
 
 
-def _path(x: Tensor, compiled: bool, group) -> str:
+def _path(x: Tensor, group) -> str:
     """Which version of the math runs: see ``my_bn_fast.path_for``; the reference alone with ``REFERENCE_ONLY``."""
-    return "reference" if REFERENCE_ONLY and group is None else fast.path_for(x, compiled, group)
+    return "reference" if REFERENCE_ONLY and group is None else fast.path_for(x, group)
 
 
 def _cache(x: Tensor, weight: Tensor | None, mean: Tensor, xc, invstd: Tensor, scale) -> Cache:
@@ -163,11 +173,11 @@ def _per_member(v: Tensor | None, dim: int | None, members: int) -> Tensor | Non
 class BatchNormFunction(torch.autograd.Function):
     """Training-mode batch norm with the hand-written derivatives; half and bfloat16 computed in float32.
 
-    ``apply(x, weight, bias, eps, compiled, group)`` returns ``(y, mean, unbiased_var, xc, invstd,
+    ``apply(x, weight, bias, eps, group)`` returns ``(y, mean, unbiased_var, xc, invstd,
     scale, total)``: the output, the statistics for the running estimates, and what the derivatives
     need (``Cache``'s three tensors, None where not kept, and with ``group`` the number of values
-    per channel over all processes), all but y without gradient. Large inputs,
-    ``compiled`` and a process ``group`` go to ``my_bn_fast.py``.
+    per channel over all processes), all but y without gradient. Large inputs
+    and a process ``group`` go to ``my_bn_fast.py``.
 
     It is written in the form ``torch.func`` can transform: ``forward`` takes no ``ctx`` and returns
     what the backward needs as outputs, ``setup_context`` saves it; ``backward`` is the reverse-mode
@@ -176,10 +186,10 @@ class BatchNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, compiled: bool, group):
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, group):
         acc = _accumulation_dtype(x)
         xa, wa, ba = _as(x, acc), _as(weight, acc), _as(bias, acc)  # "a": in the accumulation dtype
-        path = _path(x, compiled, group)
+        path = _path(x, group)
         if path in ("reference", "lean"):
             y, mean, var, (xc, invstd, scale) = batchnorm_forward(xa, wa, ba, eps)
             mean, var, m = _flat(mean), _flat(var), fast.values_per_channel(x)
@@ -193,28 +203,28 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        x, weight, _bias, eps, compiled, group = inputs
+        x, weight, _bias, eps, group = inputs
         _y, mean, unbiased, *kept, total = output
         ctx.mark_non_differentiable(mean, unbiased, *(t for t in (*kept, total) if t is not None))
         m = fast.values_per_channel(x) if total is None else int(total)
         ctx.save_for_backward(x, weight, mean, *kept)
         ctx.save_for_forward(x, weight, mean, *kept)
         ctx.set_materialize_grads(False)
-        ctx.eps, ctx.group, ctx.path, ctx.m = eps, group, _path(x, compiled, group), m
+        ctx.eps, ctx.group, ctx.path, ctx.m = eps, group, _path(x, group), m
         ctx.dtypes = (None if weight is None else weight.dtype, None if _bias is None else _bias.dtype)
 
     @staticmethod
     def backward(ctx, dy: Tensor | None, *_no_gradient):
         if dy is None:
-            return None, None, None, None, None, None
+            return None, None, None, None, None
         x, weight, mean, *kept = ctx.saved_tensors
         acc = _accumulation_dtype(x)
         # cast here, so that double backward reaches weight
         xa, dya, weight = _as(x, acc), _as(dy, acc), _as(weight, acc)
-        if torch.is_grad_enabled():  # create_graph=True: the statistics enter the graph as functions of x
+        if torch.is_grad_enabled():  # create_graph=True
             if ctx.path == "sync":
                 raise RuntimeError("MyBN(sync=True) does not support double backward (create_graph=True)")
-            dx, dweight, dbias = batchnorm_backward(dya, batchnorm_forward(xa, weight, None, ctx.eps)[3])
+            dx, dweight, dbias = differentiable_backward(dya, xa, weight, ctx.eps)
         elif ctx.path in ("reference", "lean") or _transformed(dya):  # torch.func: whole-tensor operations only
             dx, dweight, dbias = batchnorm_backward(dya, _cache(xa, weight, mean, *kept))
         else:
@@ -223,7 +233,7 @@ class BatchNormFunction(torch.autograd.Function):
         dx = _as(dx, x.dtype) if need_dx else None
         dweight = _as(dweight, weight_dtype) if weight_dtype is not None and need_dweight else None
         dbias = _as(dbias, bias_dtype) if bias_dtype is not None and need_dbias else None
-        return dx, dweight, dbias, None, None, None
+        return dx, dweight, dbias, None, None
 
     @staticmethod
     def jvp(ctx, tx: Tensor | None, tweight: Tensor | None, tbias: Tensor | None, *_not_tensors):
@@ -236,14 +246,14 @@ class BatchNormFunction(torch.autograd.Function):
         return _as(ty, x.dtype), None, None, None, None, None, None  # y only: the rest has no derivative
 
     @staticmethod
-    def vmap(info, in_dims, x, weight, bias, eps, compiled, group):
+    def vmap(info, in_dims, x, weight, bias, eps, group):
         """B batch norms of C channels each are one batch norm of B·C channels: (B, N, C, *) -> (N, B·C, *)."""
         b, (x_dim, weight_dim, bias_dim, *_) = info.batch_size, in_dims
         x = x.expand(b, *x.shape) if x_dim is None else x.movedim(x_dim, 0)  # (B, N, C, *)
         n, c = x.shape[1:3]
         x = x.transpose(0, 1).reshape(n, b * c, *x.shape[3:])
         weight, bias = _per_member(weight, weight_dim, b), _per_member(bias, bias_dim, b)
-        outputs = BatchNormFunction.apply(x, weight, bias, eps, compiled, group)
+        outputs = BatchNormFunction.apply(x, weight, bias, eps, group)
         # back to one batch norm per member: (B·C,) -> (B, C) and (N, B·C, *) -> (N, B, C, *)
         *tensors, total = outputs
         unfolded = [t if t is None else t.view(b, c) if t.dim() == 1 else t.view(t.size(0), b, c, *t.shape[2:])
@@ -252,10 +262,10 @@ class BatchNormFunction(torch.autograd.Function):
         return (*unfolded, total), (*out_dims, None)
 
 
-def batch_norm_train(x: Tensor, weight, bias, eps: float, *, compiled: bool = False, process_group=None):
+def batch_norm_train(x: Tensor, weight, bias, eps: float, *, process_group=None):
     """``BatchNormFunction`` applied: ``(y, mean, unbiased_var)`` of ``x`` (N, C, *), the statistics (C,),
-    in float32 for half/bfloat16 input, and detached. ``compiled`` and ``process_group``: see ``MyBN``."""
-    args = (x, weight, bias, eps, compiled, process_group)
+    in float32 for half/bfloat16 input, and detached. ``process_group``: see ``MyBN``."""
+    args = (x, weight, bias, eps, process_group)
     if torch.compiler.is_compiling():
         return _BatchNormFunctionToCompile.apply(*args)[:3]
     if torch._C._are_functorch_transforms_active():
@@ -272,7 +282,7 @@ class _BatchNormFunctionToCompile(BatchNormFunction):
 
 # BatchNormFunction.apply less one step. Once setup_context is defined, Function.apply binds the
 # arguments to forward's signature with inspect.signature on every call: 15 µs, a tenth of the
-# layer's time at 64×10. batch_norm_train always passes all six, so eager calls skip it;
+# layer's time at 64×10. batch_norm_train always passes all five, so eager calls skip it;
 # torch.func takes the full route, which it needs.
 _apply_eager = super(torch.autograd.Function, BatchNormFunction).apply
 
@@ -307,8 +317,14 @@ class MyBN(nn.Module):
             in both modes. Default: True
         device, dtype: where and in which dtype parameters and buffers are created.
         bias: with ``affine``, also learn the shift ``bias``. Default: True
-        compiled: run the training math through ``torch.compile`` (for large inputs; it needs a C++
-            compiler on the CPU). Default: False
+        backend: ``"python"``, the code of this file and ``my_bn_fast.py``; or ``"cpp"``, the same
+            math as hand-written C++ loops (``my_bn_cpp.cpp``), for training on the CPU. It is built
+            on first use and needs a C++ compiler; without one, one line says so and the Python
+            backend runs. Where the C++ backend does not apply (eval mode, other devices, ``sync``
+            across processes, ``torch.func``, ``torch.compile``, tracing), the Python backend runs
+            too, and double backward runs the reference (see ``my_bn_cpp.py``). None:
+            ``my_bn.BACKEND``, which is ``"python"`` unless ``MYBN_BACKEND`` says otherwise.
+            Default: None
         sync: in training, with several ``torch.distributed`` processes in ``process_group``,
             normalise with the statistics of the batch spread over all of them, as
             ``nn.SyncBatchNorm`` does, but on the CPU too. Eval never communicates. Default: False
@@ -325,14 +341,16 @@ class MyBN(nn.Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True,
-                 compiled: bool = False, sync: bool = False, process_group=None) -> None:  # fmt: skip
+                 sync: bool = False, process_group=None, backend: str | None = None) -> None:  # fmt: skip
         super().__init__()
-        if compiled and sync:
-            raise ValueError("MyBN: compiled=True and sync=True cannot be combined")
+        backend = BACKEND if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"MyBN: backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        self.backend = backend
         factory = {"device": device, "dtype": dtype}
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.compiled, self.sync, self.process_group = compiled, sync, process_group
+        self.sync, self.process_group = sync, process_group
         self.weight = nn.Parameter(torch.empty(num_features, **factory)) if affine else None
         self.bias = nn.Parameter(torch.empty(num_features, **factory)) if affine and bias else None
         # Buffers, not plain attributes: state_dict(), load_state_dict() and .to() carry them.
@@ -359,8 +377,9 @@ class MyBN(nn.Module):
                 nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
+        backend = "" if self.backend == "python" else f", backend={self.backend!r}"
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")  # fmt: skip
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}{backend}")  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         # Each module attribute is read once: on a small input, every lookup shows in the time.
@@ -385,7 +404,13 @@ class MyBN(nn.Module):
         if not use_batch_stats:
             return self._eval_forward(x)
 
-        y, mean, var = batch_norm_train(x, weight, bias, self.eps, compiled=self.compiled, process_group=group)
+        if self.backend == "cpp" and group is None and not REFERENCE_ONLY and my_bn_cpp.handles(x):  # one call
+            factor = self.momentum
+            if factor is None:
+                factor = 1.0 / tracked.item() if tracked is not None else 0.0
+            running = (running_mean, running_var) if update_running else (None, None)
+            return my_bn_cpp.train(x, weight, bias, *running, factor, self.eps)
+        y, mean, var = batch_norm_train(x, weight, bias, self.eps, process_group=group)
         if update_running and running_mean is not None:
             # mean and var come out of the graph (non-differentiable): no graph grows through the buffers
             factor = self.momentum
@@ -494,6 +519,6 @@ class MySyncBN(MyBN):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, process_group=None, device=None, dtype=None, *,
-                 bias: bool = True) -> None:  # fmt: skip
+                 bias: bool = True, backend: str | None = None) -> None:  # fmt: skip
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
-                         sync=True, process_group=process_group)  # fmt: skip
+                         sync=True, process_group=process_group, backend=backend)  # fmt: skip

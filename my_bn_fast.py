@@ -3,8 +3,8 @@
 ``my_bn.batchnorm_forward`` / ``batchnorm_backward`` are the reference: the formulas as a textbook
 writes them. Every version here computes the same quantities by another route; the parity tests
 hold each of them to the reference and to PyTorch's own kernel (``tests/test_my_bn.py`` runs every
-test through the blocked kernels too, ``tests/test_compiled.py`` the compiled path,
-``tests/test_distributed.py`` the cross-process one). ``path_for`` picks one per call:
+test through the blocked kernels too, ``tests/test_distributed.py`` the cross-process one).
+``path_for`` picks one per call:
 
 - ``"reference"``: inputs of up to ``SMALL_ELEMS`` elements (the experiment's (64, 10) batches).
   There every operator call costs a few microseconds whatever its size, so the fewest calls win,
@@ -18,9 +18,6 @@ test through the blocked kernels too, ``tests/test_compiled.py`` the compiled pa
   machine: forward+backward 2.6 to 5 times faster at 8192×1024, 65536×512 and 256×128×256, the
   forward alone 3.5 to 10.5 times (``results/bench_reference.json``, from ``python bench.py
   --reference --no-compile --no-train-loop --shapes 64x10 8192x1024 65536x512 256x128x256``).
-- ``"compiled"``: ``MyBN(compiled=True)``, any size. The blocked algorithm as whole-tensor
-  operations, which ``torch.compile`` fuses into one loop over memory per pass. See ``bench.py``
-  and the README's Speed section for its times against PyTorch.
 - ``"lean"``: larger inputs on a GPU. The reference formulas, but the residuals x - mean are not
   kept from the forward to the backward (which recomputes them): one tensor of x's size less. Row
   blocks would only multiply the kernel launches there.
@@ -30,6 +27,12 @@ test through the blocked kernels too, ``tests/test_compiled.py`` the compiled pa
 
 ``my_bn.REFERENCE_ONLY`` (or ``MYBN_REFERENCE_ONLY=1`` in the environment) sends every call of a
 single process through the reference instead, to step through it in a debugger.
+
+``MyBN(backend="cpp")`` runs none of these in training on the CPU: ``my_bn_cpp.cpp`` computes the
+same quantities as hand-written C++ loops (see ``my_bn_cpp.py``). The blocked kernels stay for a
+machine without a compiler and for ``"sync"``, which is built on them. A ``"compiled"`` path, the
+blocked algorithm through ``torch.compile``, was retired with the C++ backend: it needed a compiler
+too, and the C++ backend was as fast or faster in training at every shape of ``bench.py``.
 
 Here tensors are already in the accumulation dtype (float32 for half/bfloat16 input), and the
 per-channel results ``mean``, ``var`` and ``invstd`` are (C,).
@@ -46,31 +49,25 @@ from torch import Tensor
 BLOCK_ELEMS = 1 << 20  # 4 MiB of float32 per block: out of L2, but in L3
 SMALL_ELEMS = 1 << 14  # up to here (64 KiB of float32) the reference, with fewer operations, is faster
 ROW_GROUPS = 16  # channel_sums sums this many groups of rows first; blocks hold a multiple of it
-PIVOT_ROWS = 16  # the compiled path centres its sums on the mean of this many first rows
 
 
-def path_for(x: Tensor, compiled: bool, group) -> str:
+def path_for(x: Tensor, group) -> str:
     """Which version of the math runs for ``x`` (see the module docstring)."""
     if group is not None:
         return "sync"
-    if compiled:
-        return "compiled"
     if x.numel() <= SMALL_ELEMS or torch.compiler.is_compiling():
         return "reference"
     return "blocked" if x.device.type == "cpu" else "lean"
 
 
 def forward(path: str, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, group):
-    """The training forward of ``path`` ("blocked", "compiled" or "sync"): ``(y, mean, var, invstd, m)``,
-    with the biased ``var`` and M, the number of values each channel's statistics were taken over."""
+    """The training forward of ``path`` ("blocked" or "sync"): ``(y, mean, var, invstd, m)``, with the
+    biased ``var`` and M, the number of values each channel's statistics were taken over."""
     if path == "sync":
         pivot, d_mean, var, m = all_stats(x, group)
         y, invstd = normalize_blocked(x, pivot, d_mean, var, weight, bias, eps)
         return y, pivot + d_mean, var, invstd, m
-    if path == "compiled":  # requires_grad is part of what a compiled function is specialised on
-        y, mean, var, invstd = compiled(forward_fused)(x.detach(), weight, bias, eps)
-    else:
-        y, mean, var, invstd = forward_blocked(x, weight, bias, eps)
+    y, mean, var, invstd = forward_blocked(x, weight, bias, eps)
     return y, mean, var, invstd, values_per_channel(x)
 
 
@@ -81,8 +78,6 @@ def backward(path: str, dy: Tensor, x: Tensor, weight: Tensor | None, mean: Tens
         all_dy, all_dy_xc = all_reduce_sum([sum_dy, sum_dy_xc], group)
         dx = grad_input_blocked(dy, x, mean, invstd, weight, all_dy, all_dy_xc * invstd, m)
         return dx, sum_dy_xc * invstd, sum_dy  # this process's share of dgamma, dbeta; DDP combines them
-    if path == "compiled":
-        return compiled(backward_fused)(dy, x, mean, invstd, weight)
     return backward_blocked(dy, x, mean, invstd, weight)
 
 
@@ -220,54 +215,6 @@ def backward_blocked(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight
     dweight = sum_dy_xc * invstd
     dx = grad_input_blocked(dy, x, mean, invstd, weight, sum_dy, dweight, values_per_channel(x))
     return dx, dweight, sum_dy
-
-
-# ---------------------------------------------------------------------------------------------- compiled
-# The blocked algorithm once more, as a compiler should see it: whole tensors and no scratch
-# buffers, and torch.compile fuses each pass into one loop over memory. The sums go through
-# ``channel_sums`` here too, for another reason: a plain sum over dim 0 compiles to a loop that
-# walks down the columns of x, a cache line per row (measured 1.5 to 3 times slower), while summing
-# groups of rows first gives each thread whole rows.
-
-_COMPILED: dict = {}
-
-
-def compiled(fn):
-    """``torch.compile(fn)``, built once; it needs a C++ compiler the first time it runs.
-
-    After a second input shape it compiles once more for any shape (dynamic shapes), so a model
-    with many batch-norm layers does not run into the recompilation limit.
-    """
-    if fn not in _COMPILED:
-        _COMPILED[fn] = torch.compile(fn)
-    return _COMPILED[fn]
-
-
-def forward_fused(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-    """``forward_blocked`` for torch.compile: one pass over x for the statistics around a pivot, one
-    that writes y. Returns ``(y, mean, var, invstd)``, all (C,) but y.
-
-    The pivot is the mean of the first rows only. Sums around a pivot lose about
-    log2(1 + (pivot - mean)**2 / var) bits of the variance: nothing for a shuffled batch, a few bits
-    if the first rows are outliers. That is the price of the pass that the reference spends on an
-    exact mean first.
-    """
-    dims, m = reduce_dims(x), values_per_channel(x)
-    pivot = x[:PIVOT_ROWS].mean(dims)  # (C,)
-    d = x - per_channel(pivot, x)  # (N, C, *), never stored: recomputed inside each fused loop
-    d_mean = channel_sums(d) / m
-    var = channel_sums(d * d) / m - d_mean * d_mean
-    invstd = torch.rsqrt(var + eps)
-    scale, shift = scale_shift(invstd, d_mean, weight, bias)
-    return torch.addcmul(per_channel(shift, x), d, per_channel(scale, x)), pivot + d_mean, var, invstd
-
-
-def backward_fused(dy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None):
-    """``backward_blocked`` for torch.compile: one pass over (x, dy) for the sums, one that writes dx."""
-    xc = x - per_channel(mean, x)
-    sum_dy, dweight = channel_sums(dy), channel_sums(dy * xc) * invstd
-    k1, k2, k3 = grad_coefficients(x, invstd, weight, sum_dy, dweight, values_per_channel(x))
-    return torch.addcmul(torch.addcmul(k3, xc, k2), dy, k1), dweight, sum_dy
 
 
 # ---------------------------------------------------------------------------------------------- sync

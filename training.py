@@ -233,7 +233,8 @@ def train_run(config: Config, job: tuple[float, str, int], probe: Callable[..., 
     r, model, seed = job
     data = dataset_for(config, r, seed)
     order = BatchOrder(len(data.x_train), config.batch_size, config.epochs, seed)
-    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype])
+    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype],
+                  mybn_backend=config.mybn_backend)  # fmt: skip
     net = net.to(resolve_device(config.device))
     watch = probe(net, data, config) if probe else None
     result = train_one(net, data, order, config.lr, config.diagnostics, config.optimizer, watch)

@@ -54,7 +54,8 @@ def train_members(config, job: tuple[float, str, str]) -> list[dict]:
     members = [(lr, s) for lr in GRIDS[optimizer] for s in config.seeds]
     k, dtype = len(members), DTYPES[config.dtype]
     data = {s: dataset_for(config, r, s) for s in config.seeds}
-    nets = [TanhMLP(model, s, bn_momentum=config.bn_momentum, dtype=dtype) for _, s in members]
+    nets = [TanhMLP(model, s, bn_momentum=config.bn_momentum, dtype=dtype, mybn_backend=config.mybn_backend)
+            for _, s in members]  # fmt: skip
     params, buffers = ({n: t.detach() for n, t in d.items()} for d in stack_module_state(nets))
     base = nets[0]
     rates = torch.tensor([lr for lr, _ in members], dtype=dtype)
@@ -125,7 +126,8 @@ def one_step_ratios(config, r: float, model: str, seed: int) -> list[float]:
     norm in training mode, its running statistics put back after every probe)."""
     data = dataset_for(config, r, seed)
     idx = BatchOrder(len(data.x_train), config.batch_size, 1, seed)[0][0]
-    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype]).train()
+    net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype],
+                  mybn_backend=config.mybn_backend).train()  # fmt: skip
     x, y = data.x_train[idx], data.y_train[idx]
     loss = nn.functional.mse_loss(net(x), y)
     grads = torch.autograd.grad(loss, list(net.parameters()))

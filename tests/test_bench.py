@@ -7,6 +7,7 @@ import pytest
 
 import bench
 import my_bn
+import my_bn_cpp
 import my_bn_fast
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def test_bad_shape_exits_2(capsys):
 
 def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["--shapes", "16x3", "4x3x5", "--no-compile", "--no-train-loop", "--allocator", "both",
+    argv = ["--shapes", "16x3", "4x3x5", "--no-train-loop", "--allocator", "both",
             "--min-run-time", "0.01", "--json", str(out)]  # fmt: skip
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out
@@ -35,8 +36,8 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
     rows = payload["kernels"]
     keys = {(r["allocator"], tuple(r["shape"]), r["variant"], r["pass"]) for r in rows}
     assert keys == {
-        (a, s, v, p) for a in ("default", "tuned") for s in ((16, 3), (4, 3, 5)) for v in ("native", "mybn")
-        for p in ("fwd", "fwd+bwd")
+        (a, s, v, p) for a in ("default", "tuned") for s in ((16, 3), (4, 3, 5))
+        for v in ("native", "mybn", *(("mybn_cpp",) if my_bn_cpp.available() else ())) for p in ("fwd", "fwd+bwd")
     } | {(a, (16, 3), "floor", p) for a in ("default", "tuned") for p in ("fwd", "fwd+bwd")}  # fmt: skip
     for row in rows:
         assert row["median_ms"] > 0 and row["bound_ms"] > 0 and row["copy_bandwidth_GBs"] > 0
@@ -51,7 +52,7 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
 
 def test_report_prints_a_saved_run_and_checks_the_file(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["--shapes", "16x3", "--no-compile", "--no-train-loop", "--allocator", "default", "--min-run-time", "0.01"]
+    argv = ["--shapes", "16x3", "--no-train-loop", "--allocator", "default", "--min-run-time", "0.01"]
     assert bench.main([*argv, "--json", str(out)]) == 0
     measured = capsys.readouterr().out
     readme = tmp_path / "README.md"
@@ -72,7 +73,7 @@ def test_report_prints_a_saved_run_and_checks_the_file(tmp_path, capsys):
 def test_reference_variant_is_timed_and_tabled(tmp_path, capsys):
     """--reference times MyBN through the reference alone, and leaves my_bn.REFERENCE_ONLY as it was."""
     out = tmp_path / "bench.json"
-    argv = ["--shapes", "16x3", "--reference", "--no-compile", "--no-train-loop", "--allocator", "default",
+    argv = ["--shapes", "16x3", "--reference", "--no-train-loop", "--allocator", "default",
             "--min-run-time", "0.01", "--json", str(out)]  # fmt: skip
     assert bench.main(argv) == 0
     assert my_bn.REFERENCE_ONLY is False

@@ -139,11 +139,6 @@ def test_sync_without_a_group_is_plain_mybn():
     torch.testing.assert_close(MyBN(3, sync=True)(x), MyBN(3)(x))
 
 
-def test_sync_and_compiled_do_not_combine():
-    with pytest.raises(ValueError, match="compiled=True and sync=True"):
-        MyBN(3, compiled=True, sync=True)
-
-
 def test_convert_to_mybn_makes_synchronised_layers():
     model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Sequential(MyBN(3)))
     group = object()  # any group object is passed through unchanged

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import my_bn
+import my_bn_cpp
 import my_bn_fast
 from my_bn import MyBN, MyBN2d, MyBN3d, MySyncBN, batch_norm_train
 from my_bn_convert import convert_to_mybn
@@ -22,13 +23,18 @@ MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
 DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-@pytest.fixture(autouse=True, params=["as dispatched", "reference only", "one-row blocks", "grouped blocks"])
+@pytest.fixture(autouse=True, params=["as dispatched", "reference only", "one-row blocks", "grouped blocks", "cpp"])
 def block_size(request, monkeypatch):
-    """Every test four times: as MyBN dispatches each input (the reference for the small inputs
+    """Every test five times: as MyBN dispatches each input (the reference for the small inputs
     here, my_bn_fast's versions for the large ones), with my_bn.REFERENCE_ONLY (the reference for
-    every input), and through the blocked kernels every large CPU input takes, split into blocks of
-    one row, and into blocks of eight rows summed in two groups of four."""
-    if request.param == "reference only":
+    every input), through the blocked kernels every large CPU input takes, split into blocks of
+    one row, and into blocks of eight rows summed in two groups of four, and with the C++ backend
+    (every MyBN built with backend="cpp"), where a compiler can build it."""
+    if request.param == "cpp":
+        if not my_bn_cpp.available():
+            pytest.skip("the C++ backend cannot be built here (no compiler)")
+        monkeypatch.setattr(my_bn, "BACKEND", "cpp")
+    elif request.param == "reference only":
         monkeypatch.setattr(my_bn, "REFERENCE_ONLY", True)
     elif request.param != "as dispatched":
         monkeypatch.setattr(my_bn_fast, "SMALL_ELEMS", 0)
@@ -194,7 +200,7 @@ def test_fresh_layer_eval_is_identity():
 def test_construction_matches_batchnorm1d():
     for kwargs in [{}, *CONFIGS.values(), {"momentum": None, "eps": 1e-3}]:
         ref, mine = nn.BatchNorm1d(4, **kwargs), MyBN(4, **kwargs)
-        assert repr(mine) == repr(ref).replace("BatchNorm1d", "MyBN")
+        assert repr(mine).replace(", backend='cpp'", "") == repr(ref).replace("BatchNorm1d", "MyBN")
         assert [(n, p.shape, p.dtype) for n, p in mine.named_parameters()] == [
             (n, p.shape, p.dtype) for n, p in ref.named_parameters()
         ]

@@ -98,22 +98,21 @@ def test_each_path_of_the_layer_matches_the_reference(path, shape, monkeypatch, 
 
 def test_path_for_picks_by_size_device_and_options():
     small, large = torch.zeros(64, 10), torch.zeros(4096, 8)
-    assert my_bn_fast.path_for(small, False, None) == "reference"
-    assert my_bn_fast.path_for(large, False, None) == "blocked"
-    assert my_bn_fast.path_for(large.to("meta"), False, None) == "lean"  # off the CPU
-    assert my_bn_fast.path_for(small, True, None) == "compiled"
-    assert my_bn_fast.path_for(small, False, object()) == "sync"
+    assert my_bn_fast.path_for(small, None) == "reference"
+    assert my_bn_fast.path_for(large, None) == "blocked"
+    assert my_bn_fast.path_for(large.to("meta"), None) == "lean"  # off the CPU
+    assert my_bn_fast.path_for(small, object()) == "sync"
     assert my_bn_fast.sync_group(None) is None  # no torch.distributed group here
 
 
 def test_reference_only_switch(monkeypatch):
-    """my_bn.REFERENCE_ONLY sends a large input (and compiled=True) through the reference functions."""
+    """my_bn.REFERENCE_ONLY sends a large input (with either backend) through the reference functions."""
     calls = []
     monkeypatch.setattr(my_bn, "REFERENCE_ONLY", True)
     monkeypatch.setattr(my_bn_fast, "forward", lambda *a: calls.append(a))
     monkeypatch.setattr(my_bn, "batchnorm_forward", lambda *a: calls.append("ref") or batchnorm_forward(*a))
     x = torch.randn(4096, 8)
-    for layer in (MyBN(8), MyBN(8, compiled=True)):
+    for layer in (MyBN(8), MyBN(8, backend="cpp")):
         torch.testing.assert_close(layer(x), nn.BatchNorm1d(8)(x))
     assert calls == ["ref", "ref"]
 

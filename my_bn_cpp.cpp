@@ -1,0 +1,452 @@
+// MyBN's training forward and backward on the CPU as loops over memory: MyBN(backend="cpp").
+//
+// The same math as batchnorm_forward and batchnorm_backward in my_bn.py, with the same names, in
+// the shape that PyTorch's own CPU kernel has: one pass over x for the statistics, one that writes
+// y; one pass over (x, dy) for the two per-channel sums of the backward, one that writes dx. Built
+// on first use by my_bn_cpp.py; nothing here calls ATen's batch-norm or reduction kernels.
+//
+// Layout. x is read as (N, C, L) with strides (C·L, L, 1): L = 1 for (N, C), H·W for (N, C, H, W).
+// A channels-last tensor is read as (N·H·W, C) rows and a transposed (N, C) one as (1, C, N), where
+// they lie; any other layout is copied first (see dense). The loops run along contiguous memory,
+// which the compiler vectorises: along the channels when L = 1, else along the L values of one
+// (n, c).
+//
+// Threads. The rows are cut into blocks of about BLOCK_ELEMS values and the blocks into at most
+// ROW_GROUPS groups, both by shape alone. Each group's sums are taken by one thread and the groups
+// are combined in order, so a sum is the same number whatever the number of threads: reruns are
+// bit-identical. Channel ranges split the work further where there are few groups; channels are
+// independent, so that split does not change any result.
+
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+#include <vector>
+
+namespace my_bn_cpp {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+constexpr int64_t BLOCK_ELEMS = 1 << 15;  // a block (128 KiB of float32) stays in cache for its second pass
+constexpr int64_t ROW_GROUPS = 64;        // the most partial sums per channel
+constexpr int64_t SERIAL_ELEMS = 1 << 15; // below this, starting threads costs more than it saves
+
+// Sums accumulate in double for float and double, as ATen's CPU kernels do, and in float for half
+// and bfloat16, as the Python paths do. Elementwise arithmetic runs in float, or double for double.
+template <typename T> struct Acc { using type = double; };
+template <> struct Acc<at::Half> { using type = float; };
+template <> struct Acc<at::BFloat16> { using type = float; };
+template <typename T> struct Op { using type = float; };
+template <> struct Op<double> { using type = double; };
+
+// How the work is cut: see the header.
+struct Split {
+  int64_t n, c, l;           // x as (N, C, L)
+  int64_t rows_per_block, blocks, groups, ranges;
+
+  Split(int64_t n_, int64_t c_, int64_t l_) : n(n_), c(c_), l(l_) {
+    rows_per_block = std::max<int64_t>(1, BLOCK_ELEMS / std::max<int64_t>(1, c * l));
+    blocks = (n + rows_per_block - 1) / rows_per_block;
+    groups = std::min(blocks, ROW_GROUPS);
+    int64_t threads = n * c * l < SERIAL_ELEMS ? 1 : at::get_num_threads();
+    int64_t min_range = l == 1 ? 16 : 1; // a channel range of (N, C) rows is still a vector
+    ranges = std::max<int64_t>(1, std::min((2 * threads + groups - 1) / groups, c / min_range));
+  }
+  int64_t tasks() const { return groups * ranges; }
+  int64_t first_row(int64_t group) const { return std::min(n, group * blocks / groups * rows_per_block); }
+  int64_t first_channel(int64_t range) const { return range * c / ranges; }
+  bool parallel() const { return tasks() > 1 && n * c * l >= SERIAL_ELEMS; }
+};
+
+// Runs f(group, first channel, last channel) for every task, on at::get_num_threads() threads.
+template <typename F>
+void for_each_task(const Split& s, const F& f) {
+  const int64_t tasks = s.tasks();
+#pragma omp parallel for schedule(static) num_threads(at::get_num_threads()) if (s.parallel())
+  for (int64_t t = 0; t < tasks; ++t) {
+    f(t / s.ranges, s.first_channel(t % s.ranges), s.first_channel(t % s.ranges + 1));
+  }
+}
+
+// Runs f(i, k) for each value x[i] of rows [r0, r1) in channels [c0, c1), with k = c - c0, along
+// contiguous memory in the innermost loop, which the compiler vectorises.
+template <typename F>
+inline void for_each_value(const Split& s, int64_t r0, int64_t r1, int64_t c0, int64_t c1, const F& f) {
+  const int64_t channels = s.c, l = s.l;
+  for (int64_t r = r0; r < r1; ++r) {
+    if (l == 1) {
+      const int64_t row = r * channels;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; ++c) f(row + c, c - c0);
+    } else {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t run = (r * channels + c) * l;
+#pragma omp simd
+        for (int64_t i = run; i < run + l; ++i) f(i, c - c0);
+      }
+    }
+  }
+}
+
+// Adds to sums[q][c - c0] the sum over rows [r0, r1) of term_q(x, dy, c), for each channel c in
+// [c0, c1) and each of the K terms given, x and dy being the values at one index of x and dy (pass
+// x again where there is no dy): K sums in one pass. Rows of channels (L = 1) are added along the
+// channels, four rows at a time; the run of one channel (L > 1) is summed as a vectorised
+// reduction. The order of every sum is fixed by the shape alone.
+constexpr int64_t ROWS = 4;
+
+template <typename T, typename scalar_t, typename... Term>
+inline void add_sums(const Split& s, int64_t r0, int64_t r1, int64_t c0, int64_t c1, T* const (&sums)[sizeof...(Term)],
+                     const scalar_t* x, const scalar_t* dy, const Term&... term) {
+  constexpr int K = sizeof...(Term);
+  static_assert(K == 1 || K == 2, "one or two sums per pass");
+  const int64_t channels = s.c, l = s.l;
+  if (l == 1) {
+    T* __restrict out[K];
+    for (int q = 0; q < K; ++q) out[q] = sums[q] - c0;  // indexed by channel
+    for (int64_t r = r0; r < r1; r += ROWS) {
+      const scalar_t *xr = x + r * channels, *dr = dy + r * channels;
+      if (r + ROWS <= r1) {
+#pragma omp simd
+        for (int64_t c = c0; c < c1; ++c) {
+          T total[K] = {};
+#pragma GCC unroll 4
+          for (int64_t k = 0; k < ROWS; ++k) {
+            const T xv = T(xr[k * channels + c]), dv = T(dr[k * channels + c]);
+            int q = 0;
+            ((total[q++] += term(xv, dv, c)), ...);
+          }
+          for (int q = 0; q < K; ++q) out[q][c] += total[q];
+        }
+      } else {
+        for (int64_t k = 0; r + k < r1; ++k) {
+#pragma omp simd
+          for (int64_t c = c0; c < c1; ++c) {
+            const T xv = T(xr[k * channels + c]), dv = T(dr[k * channels + c]);
+            int q = 0;
+            ((out[q++][c] += term(xv, dv, c)), ...);
+          }
+        }
+      }
+    }
+    return;
+  }
+  const auto terms = std::forward_as_tuple(term...);
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const scalar_t *xp = x + (r * channels + c) * l, *dp = dy + (r * channels + c) * l;
+      T t0 = 0, t1 = 0;  // scalars, which omp simd reduces in vector lanes
+      if constexpr (K == 1) {
+#pragma omp simd reduction(+ : t0)
+        for (int64_t j = 0; j < l; ++j) t0 += std::get<0>(terms)(T(xp[j]), T(dp[j]), c);
+      } else {
+#pragma omp simd reduction(+ : t0, t1)
+        for (int64_t j = 0; j < l; ++j) {
+          const T xv = T(xp[j]), dv = T(dp[j]);
+          t0 += std::get<0>(terms)(xv, dv, c);
+          t1 += std::get<1>(terms)(xv, dv, c);
+        }
+      }
+      sums[0][c - c0] += t0;
+      if constexpr (K == 2) sums[1][c - c0] += t1;
+    }
+  }
+}
+
+// Runs f(r0, r1) for each block of rows [r0, r1) of row group g, in order.
+template <typename F>
+inline void for_each_block(const Split& s, int64_t g, const F& f) {
+  const int64_t end = s.first_row(g + 1);
+  for (int64_t r0 = s.first_row(g); r0 < end; r0 += s.rows_per_block) f(r0, std::min(r0 + s.rows_per_block, end));
+}
+
+// Merges a block's mean and m2 over block_count values into a running mean and m2 over count
+// values (the parallel formula of Chan, Golub & LeVeque): the counts weight the means, and m2 gains
+// the spread between them.
+template <typename acc_t>
+inline void merge(acc_t& mean, acc_t& m2, int64_t count, acc_t block_mean, acc_t block_m2, int64_t block_count) {
+  const acc_t share = acc_t(block_count) / acc_t(count + block_count);
+  const acc_t delta = block_mean - mean;
+  mean += delta * share;
+  m2 += block_m2 + delta * delta * acc_t(count) * share;
+}
+
+// Per-channel mean and m2 = Σ(x - mean)² of x, in one pass over memory. Each block of rows is read
+// twice while it is in cache, by the reference's corrected two-pass algorithm: total = Σx first,
+// then the residuals xc = x - total/k, whose mean err corrects the mean and whose squares give m2.
+// Within a block the sums run in x's precision (float for half and bfloat16); blocks merge into
+// their group, and groups into the batch, in acc_t.
+template <typename scalar_t, typename acc_t>
+void batch_stats(const scalar_t* x, const Split& s, acc_t* mean, acc_t* m2) {
+  using op_t = typename Op<scalar_t>::type;
+  std::vector<acc_t> group_mean(s.groups * s.c, 0), group_m2(s.groups * s.c, 0);
+  for_each_task(s, [&](int64_t g, int64_t c0, int64_t c1) {
+    const int64_t width = c1 - c0;
+    std::vector<op_t> total(width), residual(width), square(width);
+    int64_t count = 0;
+    for_each_block(s, g, [&](int64_t r0, int64_t r1) {
+      const int64_t k = (r1 - r0) * s.l;  // values per channel in this block
+      std::fill(total.begin(), total.end(), op_t(0));
+      std::fill(residual.begin(), residual.end(), op_t(0));
+      std::fill(square.begin(), square.end(), op_t(0));
+      op_t* const sums[1] = {total.data()};
+      add_sums(s, r0, r1, c0, c1, sums, x, x, [](op_t xv, op_t, int64_t) { return xv; });
+      for (auto& t : total) t /= op_t(k);  // the block's first mean, total/k
+      const op_t* first = total.data() - c0;  // indexed by channel
+      op_t* const residuals[2] = {residual.data(), square.data()};
+      add_sums(s, r0, r1, c0, c1, residuals, x, x, [first](op_t xv, op_t, int64_t c) { return xv - first[c]; },
+               [first](op_t xv, op_t, int64_t c) { return (xv - first[c]) * (xv - first[c]); });
+      for (int64_t c = c0; c < c1; ++c) {
+        const acc_t err = acc_t(residual[c - c0]) / acc_t(k);  // mean(x - total/k): 0 in exact arithmetic
+        const acc_t block_mean = acc_t(first[c]) + err, block_m2 = acc_t(square[c - c0]) - acc_t(k) * err * err;
+        merge(group_mean[g * s.c + c], group_m2[g * s.c + c], count, block_mean, block_m2, k);
+      }
+      count += k;
+    });
+  });
+  for (int64_t c = 0; c < s.c; ++c) {  // the groups, in order
+    mean[c] = m2[c] = 0;
+    for (int64_t g = 0, count = 0; g < s.groups; ++g) {
+      const int64_t values = (s.first_row(g + 1) - s.first_row(g)) * s.l;
+      merge(mean[c], m2[c], count, group_mean[g * s.c + c], group_m2[g * s.c + c], values);
+      count += values;
+    }
+  }
+}
+
+// Per-channel (Σdy, Σ dy·(x - mean)) in one pass over (x, dy), summed by blocks as batch_stats
+// does. x - mean is taken as (x - pivot) - (mean - pivot), pivot being the mean rounded to x's
+// precision: x - pivot is exact for x near the mean, which keeps the digits when |mean| >> std.
+template <typename scalar_t, typename acc_t>
+void grad_sums(const scalar_t* dy, const scalar_t* x, const Split& s, const acc_t* mean, acc_t* sum_dy,
+               acc_t* sum_dy_xc) {
+  using op_t = typename Op<scalar_t>::type;
+  std::vector<acc_t> group_dy(s.groups * s.c, 0), group_dy_xc(s.groups * s.c, 0);
+  std::vector<op_t> pivot(mean, mean + s.c);
+  for_each_task(s, [&](int64_t g, int64_t c0, int64_t c1) {
+    const op_t* p = pivot.data();
+    std::vector<op_t> block_dy(c1 - c0), block_dy_xc(c1 - c0);
+    for_each_block(s, g, [&](int64_t r0, int64_t r1) {
+      std::fill(block_dy.begin(), block_dy.end(), op_t(0));
+      std::fill(block_dy_xc.begin(), block_dy_xc.end(), op_t(0));
+      op_t* const sums[2] = {block_dy.data(), block_dy_xc.data()};
+      add_sums(s, r0, r1, c0, c1, sums, x, dy, [](op_t, op_t dv, int64_t) { return dv; },
+               [p](op_t xv, op_t dv, int64_t c) { return dv * (xv - p[c]); });
+      for (int64_t c = c0; c < c1; ++c) {
+        group_dy[g * s.c + c] += acc_t(block_dy[c - c0]);
+        group_dy_xc[g * s.c + c] += acc_t(block_dy_xc[c - c0]);
+      }
+    });
+  });
+  for (int64_t c = 0; c < s.c; ++c) {  // the groups, in order
+    sum_dy[c] = sum_dy_xc[c] = 0;
+    for (int64_t g = 0; g < s.groups; ++g) {
+      sum_dy[c] += group_dy[g * s.c + c];
+      sum_dy_xc[c] += group_dy_xc[g * s.c + c];
+    }
+    sum_dy_xc[c] -= (mean[c] - acc_t(pivot[c])) * sum_dy[c];
+  }
+}
+
+// out = a·(x - pivot) + b·dy + shift, per channel coefficients: y (b = 0) and dx in one pass each.
+template <typename scalar_t>
+void affine_pass(scalar_t* out, const scalar_t* x, const scalar_t* dy, const Split& s,
+                 const std::vector<typename Op<scalar_t>::type>& pivot, const std::vector<typename Op<scalar_t>::type>& a,
+                 const std::vector<typename Op<scalar_t>::type>& b, const std::vector<typename Op<scalar_t>::type>& shift) {
+  using op_t = typename Op<scalar_t>::type;
+  for_each_task(s, [&](int64_t g, int64_t c0, int64_t c1) {
+    const op_t *p = pivot.data() + c0, *pa = a.data() + c0, *pb = b.data() + c0, *ps = shift.data() + c0;
+    if (dy == nullptr) {
+      for_each_value(s, s.first_row(g), s.first_row(g + 1), c0, c1, [=](int64_t i, int64_t k) {
+        out[i] = scalar_t((op_t(x[i]) - p[k]) * pa[k] + ps[k]);
+      });
+    } else {
+      for_each_value(s, s.first_row(g), s.first_row(g + 1), c0, c1, [=](int64_t i, int64_t k) {
+        out[i] = scalar_t((op_t(x[i]) - p[k]) * pa[k] + op_t(dy[i]) * pb[k] + ps[k]);
+      });
+    }
+  });
+}
+
+// A (C,) parameter as numbers of type T, or `otherwise` for each channel where it is absent.
+template <typename T>
+std::vector<T> per_channel(const Tensor& t, int64_t channels, T otherwise) {
+  std::vector<T> v(channels, otherwise);
+  if (t.defined()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "per_channel", [&] {
+      const scalar_t* p = t.const_data_ptr<scalar_t>();
+      for (int64_t c = 0; c < channels; ++c) v[c] = T(p[c]);
+    });
+  }
+  return v;
+}
+
+// running <- (1 - factor)·running + factor·batch, as torch.lerp computes it, in the batch's dtype.
+template <typename run_t, typename acc_t>
+void update_running(Tensor& running, const acc_t* batch, double factor) {
+  run_t* r = running.data_ptr<run_t>();
+  const acc_t w = acc_t(factor);
+  for (int64_t c = 0; c < running.numel(); ++c) {
+    const acc_t old = acc_t(r[c]);
+    r[c] = run_t(w < acc_t(0.5) ? old + w * (batch[c] - old) : batch[c] - (batch[c] - old) * (acc_t(1) - w));
+  }
+}
+
+// x as the loops read it (see the header): itself where it is laid out as (N, C, L) with L = 1
+// (rows of channels, as a channels-last tensor is) or with L = N (a transposed (N, C) tensor), else
+// a contiguous copy.
+Tensor dense(const Tensor& x) {
+  std::vector<int64_t> last{0};
+  for (int64_t d = 2; d < x.dim(); ++d) last.push_back(d);
+  last.push_back(1);
+  const bool ok = x.is_contiguous() || x.permute(last).is_contiguous() || (x.dim() == 2 && x.t().is_contiguous());
+  return ok ? x : x.contiguous();
+}
+
+Split split_of(const Tensor& x) {
+  const int64_t n = x.size(0), c = x.size(1), l = x.numel() / std::max<int64_t>(1, n * c);
+  if (x.is_contiguous()) return Split(n, c, l);
+  if (x.dim() == 2) return Split(1, c, n);  // transposed: each channel's values are one run
+  return Split(n * l, c, 1);                // channels last: rows of C
+}
+
+// Training forward: y, and (mean, invstd) for the backward; updates the running estimates.
+std::vector<Tensor> forward_kernel(const Tensor& x_, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                                   Tensor running_var, double factor, double eps) {
+  const Tensor x = dense(x_);
+  Tensor y = at::empty_like(x), mean, invstd;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "my_bn_cpp_forward", [&] {
+    using acc_t = typename Acc<scalar_t>::type;
+    using op_t = typename Op<scalar_t>::type;
+    const Split s = split_of(x);
+    const auto options = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+    mean = at::empty({s.c}, options);
+    invstd = at::empty({s.c}, options);
+    acc_t *mu = mean.data_ptr<acc_t>(), *is = invstd.data_ptr<acc_t>();
+    std::vector<acc_t> m2(s.c), unbiased(s.c);
+    batch_stats(x.const_data_ptr<scalar_t>(), s, mu, m2.data());
+    const acc_t m = acc_t(s.n * s.l);  // M values per channel
+    const auto gamma = per_channel<acc_t>(weight, s.c, 1), beta = per_channel<acc_t>(bias, s.c, 0);
+    std::vector<op_t> pivot(s.c), scale(s.c), zero(s.c, 0), shift(s.c);
+    for (int64_t c = 0; c < s.c; ++c) {
+      const acc_t var = m2[c] / m;  // biased, for normalising; the running estimate takes the unbiased one
+      unbiased[c] = m2[c] / (m - 1);
+      is[c] = acc_t(1) / std::sqrt(var + acc_t(eps));
+      // y = (x - mean)·scale + beta = (x - pivot)·scale + (beta - (mean - pivot)·scale), scale = gamma·invstd
+      const acc_t sc = is[c] * gamma[c];
+      pivot[c] = op_t(mu[c]);
+      scale[c] = op_t(sc);
+      shift[c] = op_t(beta[c] - (mu[c] - acc_t(pivot[c])) * sc);
+    }
+    affine_pass<scalar_t>(y.data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), nullptr, s, pivot, scale, zero, shift);
+    for (auto [running, batch] : {std::pair<Tensor*, const acc_t*>{&running_mean, mu}, {&running_var, unbiased.data()}}) {
+      if (!running->defined()) continue;
+      if (running->scalar_type() == x.scalar_type()) update_running<scalar_t>(*running, batch, factor);
+      else update_running<float>(*running, batch, factor);  // float32 buffers of half/bfloat16 input
+    }
+  });
+  return {y, mean, invstd};
+}
+
+// Training backward: (dx, or undefined without need_dx; dgamma, dbeta in the accumulation dtype).
+std::vector<Tensor> backward_kernel(const Tensor& dy_, const Tensor& x_, const Tensor& weight, const Tensor& mean,
+                                    const Tensor& invstd, bool need_dx) {
+  const Tensor x = dense(x_);
+  const Tensor dy = dy_.strides() == x.strides() ? dy_ : at::empty_like(x).copy_(dy_);  // laid out as x
+  Tensor dx = need_dx ? at::empty_like(x) : Tensor();
+  Tensor dgamma = at::empty_like(mean), dbeta = at::empty_like(mean);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "my_bn_cpp_backward", [&] {
+    using acc_t = typename Acc<scalar_t>::type;
+    using op_t = typename Op<scalar_t>::type;
+    const Split s = split_of(x);
+    const acc_t *mu = mean.const_data_ptr<acc_t>(), *is = invstd.const_data_ptr<acc_t>();
+    acc_t *sum_dy = dbeta.data_ptr<acc_t>(), *dg = dgamma.data_ptr<acc_t>();
+    grad_sums(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), s, mu, sum_dy, dg);
+    for (int64_t c = 0; c < s.c; ++c) dg[c] *= is[c];  // dgamma = Σ dy·x̂ = Σ dy·(x - mean) · invstd
+    if (!need_dx) return;
+    // dx = scale·(dy - (Σdy + x̂·Σ dy·x̂) / M) = dy·k1 + (x - mean)·k2 + k3, with scale = gamma·invstd,
+    // k1 = scale, k2 = -scale·invstd·dgamma / M, k3 = -scale·Σdy / M
+    const acc_t m = acc_t(s.n * s.l);
+    const auto gamma = per_channel<acc_t>(weight, s.c, 1);
+    std::vector<op_t> pivot(s.c), k1(s.c), k2(s.c), k3(s.c);
+    for (int64_t c = 0; c < s.c; ++c) {
+      const acc_t scale = gamma[c] * is[c], slope = -scale * is[c] * dg[c] / m;
+      pivot[c] = op_t(mu[c]);  // (x - mean) = (x - pivot) - (mean - pivot), as in the forward
+      k1[c] = op_t(scale);
+      k2[c] = op_t(slope);
+      k3[c] = op_t(-scale * sum_dy[c] / m - (mu[c] - acc_t(pivot[c])) * slope);
+    }
+    affine_pass<scalar_t>(dx.data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(), s,
+                          pivot, k2, k1, k3);
+  });
+  return {dx, dgamma, dbeta};
+}
+
+// The backward under create_graph=True: my_bn.py's reference, differentiable (set by my_bn_cpp.py).
+py::object* differentiable_backward = nullptr;
+
+using MaybeTensor = std::optional<Tensor>;  // None from Python: no edge in the graph
+
+struct BatchNormCpp : public torch::autograd::Function<BatchNormCpp> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const MaybeTensor& weight, const MaybeTensor& bias,
+                        const MaybeTensor& running_mean, const MaybeTensor& running_var, double factor, double eps) {
+    const Tensor w = weight.value_or(Tensor());
+    auto out = forward_kernel(x, w, bias.value_or(Tensor()), running_mean.value_or(Tensor()),
+                              running_var.value_or(Tensor()), factor, eps);
+    ctx->save_for_backward({x, w, out[1], out[2]});
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["bias_dtype"] = bias ? int64_t(bias->scalar_type()) : int64_t(-1);
+    ctx->set_materialize_grads(false);
+    return out[0];
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Tensor& dy = grads[0];
+    variable_list result(7);  // one per argument of forward; undefined: no gradient
+    if (!dy.defined()) return result;
+    auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &weight = saved[1];
+    const int64_t bias_dtype = ctx->saved_data["bias_dtype"].toInt();
+    // needs_input_grad counts the tensors that were given: x, then weight and bias where present
+    const bool need_dx = ctx->needs_input_grad(0), need_dweight = weight.defined() && ctx->needs_input_grad(1);
+    const bool need_dbias = bias_dtype >= 0 && ctx->needs_input_grad(weight.defined() ? 2 : 1);
+    Tensor dx, dgamma, dbeta;
+    if (at::GradMode::is_enabled()) {  // double backward: the reference, whose operations autograd records
+      py::gil_scoped_acquire gil;
+      auto out = (*differentiable_backward)(dy, x, weight.defined() ? py::cast(weight) : py::none(),
+                                            ctx->saved_data["eps"].toDouble());
+      std::tie(dx, dgamma, dbeta) = out.cast<std::tuple<Tensor, Tensor, Tensor>>();
+    } else {
+      auto out = backward_kernel(dy, x, weight, saved[2], saved[3], need_dx);
+      dx = out[0], dgamma = out[1], dbeta = out[2];
+    }
+    auto as = [](const Tensor& t, at::ScalarType dtype) { return t.scalar_type() == dtype ? t : t.to(dtype); };
+    if (need_dx) result[0] = as(dx, x.scalar_type());
+    if (need_dweight) result[1] = as(dgamma, weight.scalar_type());
+    if (need_dbias) result[2] = as(dbeta, at::ScalarType(bias_dtype));
+    return result;
+  }
+};
+
+Tensor train(const Tensor& x, const MaybeTensor& weight, const MaybeTensor& bias, const MaybeTensor& running_mean,
+             const MaybeTensor& running_var, double factor, double eps) {
+  return BatchNormCpp::apply(x, weight, bias, running_mean, running_var, factor, eps);
+}
+
+}  // namespace my_bn_cpp
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "MyBN's training forward and backward as hand-written CPU loops (see my_bn_cpp.cpp)";
+  using namespace my_bn_cpp;
+  m.def("train", &train, "Training-mode batch norm of x (N, C, *), with autograd; updates the running estimates "
+        "in place", py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("running_mean"),
+        py::arg("running_var"), py::arg("factor"), py::arg("eps"));
+  m.def("set_differentiable_backward", [](py::object f) {
+    differentiable_backward = new py::object(std::move(f));  // never freed: it may be called until exit
+  });
+  m.def("forward_kernel", &forward_kernel, "The forward alone, no autograd: (y, mean, invstd)");
+  m.def("backward_kernel", &backward_kernel, "The backward alone: (dx, dgamma, dbeta)");
+}

@@ -1,0 +1,195 @@
+"""MyBN(backend="cpp"): the C++ loops of my_bn_cpp.cpp against nn.BatchNorm1d/2d, where they run, and
+what happens where they do not (tests/test_my_bn.py runs its whole parity suite on them too)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import my_bn_cpp
+from my_bn import MyBN, MyBN2d, MyBN3d
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not my_bn_cpp.available(), reason="the C++ backend cannot be built here (no compiler)")
+
+
+def ran_in_cpp(y: torch.Tensor) -> bool:
+    return y.grad_fn is not None and "BatchNormCpp" in y.grad_fn.name()
+
+
+def pair(ref_cls, my_cls, channels, seed=0, **kwargs):
+    """A reference layer with random gamma/beta, and a MyBN(backend="cpp") with its state."""
+    ref = ref_cls(channels, dtype=torch.float64, **kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    mine = my_cls(channels, dtype=torch.float64, backend="cpp", **kwargs)
+    mine.load_state_dict(ref.state_dict())
+    return ref, mine
+
+
+def forward_backward(layer, x, dy):
+    x = x.clone().requires_grad_()
+    y = layer(x)
+    y.backward(dy)
+    grads = [x.grad, layer.weight.grad, layer.bias.grad]
+    layer.zero_grad(set_to_none=True)
+    return y, grads
+
+
+# Shapes that cut the work every way the kernels do: several blocks of rows, more blocks than row
+# groups, few rows with long runs (split by channel ranges), and a channel count that is not a
+# multiple of the vector width.
+LARGE = {
+    "NC many blocks": (nn.BatchNorm1d, MyBN, (70_000, 3)),
+    "NC wide": (nn.BatchNorm1d, MyBN, (300, 257)),
+    "NCL long runs": (nn.BatchNorm1d, MyBN, (3, 5, 40_000)),
+    "NCL": (nn.BatchNorm1d, MyBN, (64, 17, 100)),
+    "NCHW": (nn.BatchNorm2d, MyBN2d, (8, 6, 33, 35)),
+}
+
+
+@pytest.mark.parametrize("case", LARGE)
+def test_large_inputs_match_pytorch(case):
+    ref_cls, my_cls, shape = LARGE[case]
+    ref, mine = pair(ref_cls, my_cls, shape[1], momentum=0.3)
+    gen = torch.Generator().manual_seed(1)
+    for training in (True, True, False):
+        x = torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + 2
+        dy = torch.randn(shape, generator=gen, dtype=torch.float64)
+        (y_ref, g_ref), (y_my, g_my) = (forward_backward(layer.train(training), x, dy) for layer in (ref, mine))
+        assert ran_in_cpp(y_my) == training
+        torch.testing.assert_close(y_my, y_ref)
+        for ours, theirs in zip(g_my, g_ref, strict=True):
+            torch.testing.assert_close(ours, theirs)
+        torch.testing.assert_close(mine.running_mean, ref.running_mean)
+        torch.testing.assert_close(mine.running_var, ref.running_var)
+
+
+LAYOUTS = {
+    "transposed NC": lambda t: t.t().contiguous().t(),
+    "channels last": lambda t: t.contiguous(memory_format=torch.channels_last),
+    "channels last 3d": lambda t: t.contiguous(memory_format=torch.channels_last_3d),
+    "every other column": lambda t: torch.cat([t, t], dim=1)[:, ::2],  # not dense: copied first
+}
+SHAPES = {"transposed NC": (500, 7), "channels last": (6, 5, 9, 11), "channels last 3d": (3, 4, 5, 6, 7),
+          "every other column": (64, 6, 10)}  # fmt: skip
+LAYERS = {2: (nn.BatchNorm1d, MyBN), 3: (nn.BatchNorm1d, MyBN), 4: (nn.BatchNorm2d, MyBN2d),
+          5: (nn.BatchNorm3d, MyBN3d)}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_memory_layouts(layout):
+    """Input and output gradient in other memory layouts: the same numbers, and y laid out as x."""
+    shape = SHAPES[layout]
+    ref, mine = pair(*LAYERS[len(shape)], shape[1])
+    gen = torch.Generator().manual_seed(2)
+    x = LAYOUTS[layout](torch.randn(shape, generator=gen, dtype=torch.float64) * 2 - 1)
+    dy = torch.randn(shape, generator=gen, dtype=torch.float64)  # contiguous: not laid out as x
+    assert not x.is_contiguous()
+    (y_ref, g_ref), (y_my, g_my) = (forward_backward(layer, x, dy) for layer in (ref, mine))
+    assert ran_in_cpp(y_my)
+    if layout != "every other column":
+        assert y_my.stride() == x.stride()
+    torch.testing.assert_close(y_my, y_ref)
+    for ours, theirs in zip(g_my, g_ref, strict=True):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_reruns_are_bit_identical_whatever_the_thread_count():
+    """The sums are cut by shape alone and combined in order: 1 and 2 threads give the same bits."""
+    gen = torch.Generator().manual_seed(3)
+    results = []
+    for shape in [(50_000, 24), (16, 8, 3000)]:
+        x = torch.randn(shape, generator=gen) * 5 + 3
+        dy = torch.randn(shape, generator=gen)
+        for threads in (1, 2, 2):
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                layer = MyBN(shape[1], backend="cpp")
+                y, grads = forward_backward(layer, x, dy)
+            finally:
+                torch.set_num_threads(before)
+            results.append([y.detach(), *grads, layer.running_mean, layer.running_var])
+        for other in results[1:]:
+            for a, b in zip(results[0], other, strict=True):
+                assert torch.equal(a, b)
+        results.clear()
+
+
+def test_large_mean_small_std_float32():
+    """Mean 1e4, std 1e-2: statistics and output as close to float64 as the Python backend's."""
+    gen = torch.Generator().manual_seed(0)
+    for shape in [(4096, 4), (64, 4, 300)]:
+        x = 1e4 + 1e-2 * torch.randn(shape, generator=gen)
+        dy = torch.randn(shape, generator=gen)
+        truth = nn.BatchNorm1d(4, dtype=torch.float64)
+        y_true, g_true = forward_backward(truth, x.double(), dy.double())
+        mine = MyBN(4, backend="cpp")
+        y, grads = forward_backward(mine, x, dy)
+        assert ran_in_cpp(y)
+        torch.testing.assert_close(y.double(), y_true, atol=1e-5, rtol=0)
+        torch.testing.assert_close(grads[0].double(), g_true[0], atol=1e-3, rtol=1e-4)  # dx is ~100 here
+        torch.testing.assert_close(mine.running_var.double(), truth.running_var, atol=0, rtol=1e-5)
+
+
+def test_where_the_python_backend_runs_instead():
+    """Eval mode, double backward, torch.func, torch.compile and tracing leave the C++ loops, with the
+    same numbers."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(32, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    ref, mine = pair(nn.BatchNorm1d, MyBN, 5)
+    assert ran_in_cpp(mine(x))
+    assert not ran_in_cpp(mine.eval()(x))
+    mine.train()
+
+    # double backward: C++ calls back into the reference, whose operations autograd records
+    (gx_ref,) = torch.autograd.grad(ref(x).pow(3).sum(), x, create_graph=True)
+    (gx_my,) = torch.autograd.grad(mine(x).pow(3).sum(), x, create_graph=True)
+    torch.testing.assert_close(gx_my, gx_ref)
+    torch.testing.assert_close(torch.autograd.grad(gx_my.sum(), x)[0], torch.autograd.grad(gx_ref.sum(), x)[0])
+
+    stateless = [MyBN(5, dtype=torch.float64, track_running_stats=False, backend=b) for b in ("python", "cpp")]
+    per_sample = [torch.func.vmap(layer)(x.detach().view(4, 8, 5)) for layer in stateless]
+    torch.testing.assert_close(per_sample[1], per_sample[0])
+
+    compiled = torch.compile(MyBN(5, dtype=torch.float64, backend="cpp"), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), MyBN(5, dtype=torch.float64)(x))
+
+
+def test_without_a_compiler_the_python_backend_runs(tmp_path):
+    """No compiler ($CXX names none) and no built extension in the cache: one line, then the Python
+    backend, and the same numbers."""
+    script = (
+        "import torch\n"
+        "from torch import nn\n"
+        "from my_bn import MyBN\n"
+        "x = torch.randn(16, 3, dtype=torch.float64, requires_grad=True)\n"
+        "for _ in range(2):\n"
+        "    mine = MyBN(3, dtype=torch.float64, backend='cpp')\n"
+        "    y = mine(x)\n"
+        "    assert 'BatchNormCpp' not in y.grad_fn.name()\n"
+        "    torch.testing.assert_close(y, nn.BatchNorm1d(3, dtype=torch.float64)(x))\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCH_EXTENSIONS_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "C++ backend is not available here" in lines[0] and "no C++ compiler" in lines[0]
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.so"))
+
+
+def test_backend_is_checked_and_shown():
+    with pytest.raises(ValueError, match="backend must be one of 'python', 'cpp', got 'cuda'"):
+        MyBN(3, backend="cuda")
+    assert "backend='cpp'" in repr(MyBN(3, backend="cpp"))
+    assert "backend" not in repr(MyBN(3, backend="python"))
