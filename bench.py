@@ -337,6 +337,19 @@ def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
     loader = {name: median_seconds(lambda m=model, b=backend: dataloader_run(m, 5.0, 0, config, b))
               for name, (model, backend) in nets.items()}  # fmt: skip
     rows = [{"what": name, "train_py_s": ours[name], "dataloader_s": loader[name]} for name in nets]
+    if "my_bn_cpp" in nets:  # what the C++ backend would cost and save the main command
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "TORCH_EXTENSIONS_DIR": cache}
+            start = time.perf_counter()
+            cmd = [sys.executable, "-c", "import my_bn_cpp; assert my_bn_cpp.available()"]
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            rows.append({"what": "build", "wall_s": time.perf_counter() - start})
+        for backend in ("python", "cpp"):
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                cmd = [sys.executable, "train.py", "main", "--mybn-backend", backend, "--out", tmp]
+                subprocess.run(cmd, check=True, capture_output=True)
+                rows.append({"what": "main", "backend": backend, "wall_s": time.perf_counter() - start})
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run([sys.executable, "train.py", "all", "--out", tmp], check=True, capture_output=True)
@@ -357,6 +370,12 @@ def format_train_table(rows: list[dict]) -> str:
             ours, theirs = row["train_py_s"], row["dataloader_s"]
             label = NETS["my_bn"].label + ", C++ backend" if row["what"] == "my_bn_cpp" else NETS[row["what"]].label
             lines.append(f"| {label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.1f}× |")
+    main = {row["backend"]: row["wall_s"] for row in rows if row["what"] == "main"}
+    build = [row["wall_s"] for row in rows if row["what"] == "build"]
+    if main:
+        lines += ["", f"`python train.py main` (2 ranges × 3 nets × 5 seeds × 10 epochs): {main['python']:.1f} s wall "
+                  f"with MyBN's Python backend, {main['cpp']:.1f} s with `--mybn-backend cpp` (already built). "
+                  f"Building the C++ backend the first time: {build[0]:.1f} s."]  # fmt: skip
     end_to_end = next(row for row in rows if row["what"] == "experiment")
     if end_to_end.get("command") == "all":
         what = "The README's main command without the install, `python train.py all` then `compare.py`"

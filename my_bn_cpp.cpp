@@ -284,6 +284,17 @@ std::vector<T> per_channel(const Tensor& t, int64_t channels, T otherwise) {
   return v;
 }
 
+// A new (C,) tensor with options holding the numbers of v.
+template <typename T>
+Tensor as_tensor(const std::vector<T>& v, const at::TensorOptions& options) {
+  Tensor t = at::empty({int64_t(v.size())}, options);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "as_tensor", [&] {
+    scalar_t* p = t.data_ptr<scalar_t>();
+    for (size_t c = 0; c < v.size(); ++c) p[c] = scalar_t(v[c]);
+  });
+  return t;
+}
+
 // running <- (1 - factor)·running + factor·batch, as torch.lerp computes it, in the batch's dtype.
 template <typename run_t, typename acc_t>
 void update_running(Tensor& running, const acc_t* batch, double factor) {
@@ -351,21 +362,23 @@ std::vector<Tensor> forward_kernel(const Tensor& x_, const Tensor& weight, const
   return {y, mean, invstd};
 }
 
-// Training backward: (dx, or undefined without need_dx; dgamma, dbeta in the accumulation dtype).
+// Training backward: (dx, or undefined without need_dx; dgamma, dbeta in param_dtype).
 std::vector<Tensor> backward_kernel(const Tensor& dy_, const Tensor& x_, const Tensor& weight, const Tensor& mean,
-                                    const Tensor& invstd, bool need_dx) {
+                                    const Tensor& invstd, bool need_dx, at::ScalarType param_dtype) {
   const Tensor x = dense(x_);
   const Tensor dy = dy_.strides() == x.strides() ? dy_ : at::empty_like(x).copy_(dy_);  // laid out as x
   Tensor dx = need_dx ? at::empty_like(x) : Tensor();
-  Tensor dgamma = at::empty_like(mean), dbeta = at::empty_like(mean);
+  Tensor dgamma, dbeta;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "my_bn_cpp_backward", [&] {
     using acc_t = typename Acc<scalar_t>::type;
     using op_t = typename Op<scalar_t>::type;
     const Split s = split_of(x);
     const acc_t *mu = mean.const_data_ptr<acc_t>(), *is = invstd.const_data_ptr<acc_t>();
-    acc_t *sum_dy = dbeta.data_ptr<acc_t>(), *dg = dgamma.data_ptr<acc_t>();
-    grad_sums(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), s, mu, sum_dy, dg);
+    std::vector<acc_t> sum_dy(s.c), dg(s.c);
+    grad_sums(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), s, mu, sum_dy.data(), dg.data());
     for (int64_t c = 0; c < s.c; ++c) dg[c] *= is[c];  // dgamma = Σ dy·x̂ = Σ dy·(x - mean) · invstd
+    dgamma = as_tensor(dg, x.options().dtype(param_dtype));
+    dbeta = as_tensor(sum_dy, x.options().dtype(param_dtype));  // dbeta = Σdy
     if (!need_dx) return;
     // dx = scale·(dy - (Σdy + x̂·Σ dy·x̂) / M) = dy·k1 + (x - mean)·k2 + k3, with scale = gamma·invstd,
     // k1 = scale, k2 = -scale·invstd·dgamma / M, k3 = -scale·Σdy / M
@@ -420,7 +433,9 @@ struct BatchNormCpp : public torch::autograd::Function<BatchNormCpp> {
                                             ctx->saved_data["eps"].toDouble());
       std::tie(dx, dgamma, dbeta) = out.cast<std::tuple<Tensor, Tensor, Tensor>>();
     } else {
-      auto out = backward_kernel(dy, x, weight, saved[2], saved[3], need_dx);
+      const auto param_dtype = weight.defined() ? weight.scalar_type()
+                                : bias_dtype >= 0 ? at::ScalarType(bias_dtype) : saved[2].scalar_type();
+      auto out = backward_kernel(dy, x, weight, saved[2], saved[3], need_dx, param_dtype);
       dx = out[0], dgamma = out[1], dbeta = out[2];
     }
     auto as = [](const Tensor& t, at::ScalarType dtype) { return t.scalar_type() == dtype ? t : t.to(dtype); };
