@@ -63,11 +63,11 @@ def test_large_inputs_match_pytorch(case):
     ref_cls, my_cls, shape = LARGE[case]
     ref, mine = pair(ref_cls, my_cls, shape[1], momentum=0.3)
     gen = torch.Generator().manual_seed(1)
-    for training in (True, True, False):
+    for train in (True, True, False):
         x = torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + 2
         dy = torch.randn(shape, generator=gen, dtype=torch.float64)
-        (y_ref, g_ref), (y_my, g_my) = (forward_backward(layer.train(training), x, dy) for layer in (ref, mine))
-        assert ran_in_cpp(y_my) == training
+        (y_ref, g_ref), (y_my, g_my) = (forward_backward(layer.train(train), x, dy) for layer in (ref, mine))
+        assert ran_in_cpp(y_my) == train
         torch.testing.assert_close(y_my, y_ref)
         for ours, theirs in zip(g_my, g_ref, strict=True):
             torch.testing.assert_close(ours, theirs)
