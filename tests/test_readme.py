@@ -210,32 +210,54 @@ def test_claims_about_speed():
     def ratio(*key):
         return rows[key]["ratio_to_native"]
 
-    def ms(*key):
-        return rows[key]["median_ms"]
+    def bound(*key):
+        return rows[key]["fraction_of_bound"]
 
-    for shape in LARGE:
-        assert ratio("default", shape, "mybn", "fwd+bwd") <= 1.25
-        assert ratio("default", shape, "mybn_compiled", "fwd+bwd") <= 1.3
-        for variant in ("native", "mybn", "mybn_compiled"):  # the bound is a fifth of their time or less
-            assert rows["default", shape, variant, "fwd+bwd"]["fraction_of_bound"] <= 1 / 5
-        for variant in ("native", "mybn", "mybn_compiled"):  # every forward two to six times faster when tuned
-            assert 2 <= ms("default", shape, variant, "fwd") / ms("tuned", shape, variant, "fwd") <= 6
-        assert ratio("tuned", shape, "mybn", "fwd+bwd") <= 1.75
-        assert ms("tuned", shape, "mybn_compiled", "fwd+bwd") < ms("tuned", shape, "mybn", "fwd+bwd")
+    allocators = ("default", "tuned")
     nc = [s for s in LARGE if len(s) == 2]
-    assert all(ratio("tuned", s, "mybn", "fwd+bwd") > 1.5 for s in nc)  # short of the target on (N, C)
-    assert 2 <= max(ratio("tuned", s, "mybn", "fwd") for s in nc) <= 2.2
-    assert all(ratio("tuned", s, "mybn_compiled", "fwd+bwd") <= 1.35 for s in nc)
-    assert 0.4 <= ratio("tuned", (256, 128, 256), "mybn_compiled", "fwd+bwd") <= 0.6  # about half
-    for allocator in ("default", "tuned"):
-        assert 1.5 <= ratio(allocator, (64, 10), "mybn", "fwd+bwd") <= 1.7  # about 1.6x
-        assert 1.8 <= ratio(allocator, (64, 10), "mybn", "fwd") <= 2.2  # and 2x for the forward
-        assert 0.6 <= ratio(allocator, (64, 10), "floor", "fwd+bwd") <= 0.7  # two thirds
-    training = {row["what"]: row for row in payload["training"]}
-    speedups = {m: training[m]["dataloader_s"] / training[m]["train_py_s"] for m in ("plain", "torch_bn", "my_bn")}
-    assert 4 <= min(speedups.values()) and max(speedups.values()) <= 9
-    assert speedups["my_bn"] == min(speedups.values()) < 5
-    assert training["experiment"]["wall_s"] < 10
+    # (64, 10): the Python backend about twice native, the function floor most of native; C++ at most native
+    for allocator in allocators:
+        assert 1.7 <= ratio(allocator, (64, 10), "mybn", "fwd+bwd") <= 2.4
+        assert 0.5 < ratio(allocator, (64, 10), "floor", "fwd+bwd") < 1
+        assert ratio(allocator, (64, 10), "mybn_cpp", "fwd") < 1
+        assert ratio(allocator, (64, 10), "mybn_cpp", "fwd+bwd") <= 1.0
+    # large inputs, C++: below native on (N, C, L); level with native, 0.87-1.08x, on (N, C)
+    for allocator in allocators:
+        for name in ("fwd", "fwd+bwd"):
+            assert ratio(allocator, (256, 128, 256), "mybn_cpp", name) < 1
+    level = [ratio(a, s, "mybn_cpp", "fwd+bwd") for a in allocators for s in nc]
+    assert 0.87 <= min(level) and max(level) <= 1.08 and max(level) > 0.8  # the 0.8x target is missed
+    cpp_bound = [bound("tuned", s, "mybn_cpp", "fwd+bwd") for s in nc]
+    native_bound = [bound("tuned", s, "native", "fwd+bwd") for s in nc]
+    percent = sorted(round(100 * f) for f in cpp_bound)  # as the table shows them
+    assert percent == [55, 58] and max(cpp_bound) < 0.6 <= 5 / 8  # short of 60%, below the ceiling
+    assert sorted(round(100 * f) for f in native_bound) == [51, 59]
+    # large inputs, Python: within 1.2x of native by default, 1.4-1.5x on (N, C) when tuned
+    assert all(ratio("default", s, "mybn", "fwd+bwd") <= 1.2 for s in LARGE)
+    assert all(1.4 <= ratio("tuned", s, "mybn", "fwd+bwd") <= 1.5 for s in nc)
+    # the training loop: more than 5x the DataLoader loop for every net, most with C++, whose net beats torch_bn's
+    training = {row["what"]: row for row in payload["training"] if "train_py_s" in row}
+    speedups = {m: row["dataloader_s"] / row["train_py_s"] for m, row in training.items()}
+    assert set(speedups) == {"plain", "torch_bn", "my_bn", "my_bn_cpp"}
+    assert min(speedups.values()) > 5 and max(speedups, key=speedups.get) == "my_bn_cpp"
+    assert training["my_bn_cpp"]["train_py_s"] < training["torch_bn"]["train_py_s"]
+    # the default backend: the main experiment a little faster with C++, by less than the first build costs
+    main = {row["backend"]: row["wall_s"] for row in payload["training"] if row["what"] == "main"}
+    build = next(row["wall_s"] for row in payload["training"] if row["what"] == "build")
+    assert 0 < main["python"] - main["cpp"] < build
+
+
+def test_compiled_was_retired_on_measurements():
+    """README, Speed: in the run that retired compiled=True, the C++ backend's forward+backward took at most
+    its time at every shape and allocator, and its forward alone was slower only on (N, C, L), tuned."""
+    _payload, rows = _bench(ROOT / "results" / "bench_compiled.json")
+    cells = {key[:2] + key[3:] for key in rows}
+    slower = {
+        (a, s, p)
+        for a, s, p in cells
+        if rows[a, s, "mybn_cpp", p]["median_ms"] > rows[a, s, "mybn_compiled", p]["median_ms"]
+    }
+    assert slower == {("tuned", (256, 128, 256), "fwd")}
 
 
 def test_claims_about_speed_on_a_gpu():
