@@ -156,20 +156,23 @@ class SigmoidMLP(nn.Module):
 
     ``norm``: "plain", "torch_bn" (``nn.BatchNorm1d``) or "my_bn" (``MyBN``). Weights are drawn from
     N(0, ``init_std``²), "small Gaussian" as the paper says, biases start at 0, all from ``seed``
-    alone, so for one seed every variant starts from identical weights.
+    alone, so for one seed every variant starts from identical weights. ``mybn_backend``: as in
+    ``TanhMLP``.
     """
 
     NORMS = {"plain": None, "torch_bn": nn.BatchNorm1d, "my_bn": MyBN}
 
-    def __init__(self, norm: str = "plain", seed: int = 0, *, init_std: float = 0.1, bn_momentum: float = 0.1):
+    def __init__(self, norm: str = "plain", seed: int = 0, *, init_std: float = 0.1, bn_momentum: float = 0.1,
+                 mybn_backend: str | None = None):  # fmt: skip
         super().__init__()
         if norm not in self.NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(self.NORMS)}")
         self.model = norm
         widths = [784, 100, 100, 100]
         norm_cls = self.NORMS[norm]
+        extra = {"backend": mybn_backend} if norm_cls is MyBN else {}
         self.blocks = nn.Sequential(*(
-            Block(d_in, d_out, nn.Identity() if norm_cls is None else norm_cls(d_out, momentum=bn_momentum),
+            Block(d_in, d_out, nn.Identity() if norm_cls is None else norm_cls(d_out, momentum=bn_momentum, **extra),
                   nn.Sigmoid())
             for d_in, d_out in zip(widths[:-1], widths[1:], strict=True)
         ))  # fmt: skip

@@ -34,8 +34,10 @@ constexpr int64_t BLOCK_ELEMS = 1 << 15;  // a block (128 KiB of float32) stays 
 constexpr int64_t ROW_GROUPS = 64;        // the most partial sums per channel
 constexpr int64_t SERIAL_ELEMS = 1 << 15; // below this, starting threads costs more than it saves
 
-// Sums accumulate in double for float and double, as ATen's CPU kernels do, and in float for half
-// and bfloat16, as the Python paths do. Elementwise arithmetic runs in float, or double for double.
+// Arithmetic on the values of x runs in Op: float, or double for double input. That includes the
+// sums within a block of rows, whose values are few and are centred before they are squared. The
+// per-channel results of the blocks are combined in Acc: double for float and double input, as
+// ATen's CPU kernels accumulate, float for half and bfloat16, as the Python backend does.
 template <typename T> struct Acc { using type = double; };
 template <> struct Acc<at::Half> { using type = float; };
 template <> struct Acc<at::BFloat16> { using type = float; };
@@ -298,6 +300,8 @@ Tensor as_tensor(const std::vector<T>& v, const at::TensorOptions& options) {
 // running <- (1 - factor)·running + factor·batch, as torch.lerp computes it, in the batch's dtype.
 template <typename run_t, typename acc_t>
 void update_running(Tensor& running, const acc_t* batch, double factor) {
+  TORCH_CHECK(running.is_contiguous(), "MyBN's running estimates must be contiguous");
+  torch::autograd::impl::bump_version(running);  // an in-place update, as lerp_ would count it
   run_t* r = running.data_ptr<run_t>();
   const acc_t w = acc_t(factor);
   for (int64_t c = 0; c < running.numel(); ++c) {

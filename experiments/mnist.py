@@ -58,7 +58,7 @@ def mnist_run(config, job: tuple[str, int, float]) -> dict:
     step's batch, each layer's weight-gradient norm and Definition 2.1's ICS (``ics.ics_of``)."""
     model, seed, lr = job
     x_train, y_train, x_test, y_test = split()
-    net = SigmoidMLP(model, seed, bn_momentum=config.bn_momentum)
+    net = SigmoidMLP(model, seed, bn_momentum=config.bn_momentum, mybn_backend=config.mybn_backend)
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     seen: list[torch.Tensor] = []  # what enters each sigmoid, in the measuring forward only
     recording = [False]

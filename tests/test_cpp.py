@@ -219,3 +219,15 @@ def test_the_backends_agree_per_step_and_drift_apart_over_a_run():
         for b in ("python", "cpp")
     ]
     assert abs(final[0] - final[1]) > 1e-3 * final[0]
+
+
+def test_the_networks_and_train_py_pass_the_backend_on():
+    """--mybn-backend reaches every MyBN layer of both networks, and nothing else."""
+    from bn_pytorch import SigmoidMLP
+    from config import Config, build_parser
+
+    config = Config(**vars(build_parser(Config, None).parse_args(["--mybn-backend", "cpp"])))
+    for net in (TanhMLP("my_bn", mybn_backend=config.mybn_backend), SigmoidMLP("my_bn", mybn_backend="cpp")):
+        norms = [m for m in net.modules() if isinstance(m, MyBN)]
+        assert norms and all(m.backend == "cpp" for m in norms)
+    assert not any(isinstance(m, MyBN) for m in TanhMLP("torch_bn", mybn_backend="cpp").modules())
