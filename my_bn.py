@@ -109,9 +109,12 @@ def batchnorm_jvp(tx: Tensor | None, tgamma: Tensor | None, tbeta: Tensor | None
 
 
 def differentiable_backward(dy: Tensor, x: Tensor, weight: Tensor | None, eps: float):
-    """``batchnorm_backward`` for double backward (``create_graph=True``): ``(dx, dgamma, dbeta)``, with
-    the statistics recomputed from x, so that autograd records them as functions of x too."""
-    return batchnorm_backward(dy, batchnorm_forward(x, weight, None, eps)[3])
+    """``batchnorm_backward`` for double backward (``create_graph=True``): ``(dx, dgamma, dbeta)`` in the
+    accumulation dtype, with the statistics recomputed from x, so that autograd records them as
+    functions of x too."""
+    acc = _accumulation_dtype(x)
+    x, weight = _as(x, acc), _as(weight, acc)
+    return batchnorm_backward(_as(dy, acc), batchnorm_forward(x, weight, None, eps)[3])
 
 
 # Shapes. Each of these helpers saves an operator call for (N, C) input, where a call costs more
