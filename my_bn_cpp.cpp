@@ -19,7 +19,12 @@
 
 #include <torch/extension.h>
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <type_traits>
 #include <cmath>
 #include <tuple>
 #include <vector>
@@ -33,6 +38,7 @@ using torch::autograd::variable_list;
 constexpr int64_t BLOCK_ELEMS = 1 << 15;  // a block (128 KiB of float32) stays in cache for its second pass
 constexpr int64_t ROW_GROUPS = 64;        // the most partial sums per channel
 constexpr int64_t SERIAL_ELEMS = 1 << 15; // below this, starting threads costs more than it saves
+constexpr int64_t STREAM_BYTES = 1 << 24;  // outputs from 16 MiB are written past the cache (see stream_run)
 
 // Arithmetic on the values of x runs in Op: float, or double for double input. That includes the
 // sums within a block of rows, whose values are few and are centred before they are squared. The
@@ -253,12 +259,60 @@ void grad_sums(const scalar_t* dy, const scalar_t* x, const Split& s, const acc_
   }
 }
 
+#ifdef __AVX512F__
+// out[j] = (x[j] - p)·a + dy[j]·b + shift for j < n, with non-temporal stores: an ordinary store
+// first reads the cache line it is about to overwrite (write-allocate), a third more memory traffic
+// for a pass that reads x and writes out. The coefficients are per value (rows of channels) or one
+// for the whole run. For float32 outputs too large to stay in cache.
+template <bool per_value>
+inline void stream_run(float* out, const float* x, const float* dy, const float* p, const float* a, const float* b,
+                       const float* shift, int64_t n) {
+  auto one = [&](int64_t j) {
+    const int64_t k = per_value ? j : 0;
+    out[j] = (x[j] - p[k]) * a[k] + (dy ? dy[j] * b[k] : 0.f) + shift[k];
+  };
+  int64_t j = 0;
+  for (; j < n && reinterpret_cast<uintptr_t>(out + j) % 64 != 0; ++j) one(j);  // up to a cache line
+  const __m512 P = _mm512_set1_ps(p[0]), A = _mm512_set1_ps(a[0]), B = _mm512_set1_ps(b[0]),
+               S = _mm512_set1_ps(shift[0]);
+  for (; j + 16 <= n; j += 16) {
+    const bool v = per_value;
+    __m512 y = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), v ? _mm512_loadu_ps(p + j) : P),
+                             v ? _mm512_loadu_ps(a + j) : A);
+    if (dy) y = _mm512_fmadd_ps(_mm512_loadu_ps(dy + j), v ? _mm512_loadu_ps(b + j) : B, y);
+    _mm512_stream_ps(out + j, _mm512_add_ps(y, v ? _mm512_loadu_ps(shift + j) : S));
+  }
+  for (; j < n; ++j) one(j);
+}
+#endif
+
 // out = a·(x - pivot) + b·dy + shift, per channel coefficients: y (b = 0) and dx in one pass each.
 template <typename scalar_t>
 void affine_pass(scalar_t* out, const scalar_t* x, const scalar_t* dy, const Split& s,
                  const std::vector<typename Op<scalar_t>::type>& pivot, const std::vector<typename Op<scalar_t>::type>& a,
                  const std::vector<typename Op<scalar_t>::type>& b, const std::vector<typename Op<scalar_t>::type>& shift) {
   using op_t = typename Op<scalar_t>::type;
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (s.n * s.c * s.l * int64_t(sizeof(float)) >= STREAM_BYTES) {
+      for_each_task(s, [&](int64_t g, int64_t c0, int64_t c1) {
+        for (int64_t r = s.first_row(g); r < s.first_row(g + 1); ++r) {
+          if (s.l == 1) {
+            const int64_t i = r * s.c + c0;
+            stream_run<true>(out + i, x + i, dy ? dy + i : nullptr, &pivot[c0], &a[c0], &b[c0], &shift[c0], c1 - c0);
+          } else {
+            for (int64_t c = c0; c < c1; ++c) {
+              const int64_t i = (r * s.c + c) * s.l;
+              stream_run<false>(out + i, x + i, dy ? dy + i : nullptr, &pivot[c], &a[c], &b[c], &shift[c], s.l);
+            }
+          }
+        }
+        _mm_sfence();  // the streamed stores are complete before another thread may read them
+      });
+      return;
+    }
+  }
+#endif
   for_each_task(s, [&](int64_t g, int64_t c0, int64_t c1) {
     const op_t *p = pivot.data() + c0, *pa = a.data() + c0, *pb = b.data() + c0, *ps = shift.data() + c0;
     if (dy == nullptr) {
