@@ -1,6 +1,7 @@
 """MyBN(backend="cpp"): the C++ loops of my_bn_cpp.cpp against nn.BatchNorm1d/2d, where they run, and
 what happens where they do not (tests/test_my_bn.py runs its whole parity suite on them too)."""
 
+import math
 import os
 import subprocess
 import sys
@@ -78,6 +79,25 @@ def test_large_inputs_match_pytorch(case):
             torch.testing.assert_close(ours, theirs)
         torch.testing.assert_close(mine.running_mean, ref.running_mean)
         torch.testing.assert_close(mine.running_var, ref.running_var)
+
+
+@pytest.mark.parametrize("shape", [(4111, 1023), (5, 7, 120_001)], ids=["NC", "NCL"])
+def test_outputs_written_past_the_cache(shape):
+    """float32 outputs from 16 MiB take non-temporal stores (on AVX-512 machines), rows and runs that
+    do not start on a cache line included: the same numbers as PyTorch, in float32 tolerance."""
+    assert math.prod(shape) * 4 >= 1 << 24
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, generator=gen) * 3 + 2
+    dy = torch.randn(shape, generator=gen)
+    ref, mine = nn.BatchNorm1d(shape[1]), MyBN(shape[1], backend="cpp")
+    with torch.no_grad():
+        ref.weight.normal_(generator=gen)
+        mine.weight.copy_(ref.weight)
+    (y_ref, g_ref), (y_my, g_my) = (forward_backward(layer, x, dy) for layer in (ref, mine))
+    assert ran_in_cpp(y_my)
+    torch.testing.assert_close(y_my, y_ref, rtol=1e-5, atol=1e-5)
+    for ours, theirs in zip(g_my, g_ref, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-3)  # sums of millions of float32 terms
 
 
 LAYOUTS = {

@@ -221,26 +221,27 @@ def test_claims_about_speed():
         assert 0.5 < ratio(allocator, (64, 10), "floor", "fwd+bwd") < 1
         assert ratio(allocator, (64, 10), "mybn_cpp", "fwd") < 1
         assert ratio(allocator, (64, 10), "mybn_cpp", "fwd+bwd") <= 1.0
-    # large inputs, C++: below native on (N, C, L); level with native, 0.87-1.08x, on (N, C)
-    for allocator in allocators:
-        for name in ("fwd", "fwd+bwd"):
-            assert ratio(allocator, (256, 128, 256), "mybn_cpp", name) < 1
-    level = [ratio(a, s, "mybn_cpp", "fwd+bwd") for a in allocators for s in nc]
-    assert 0.87 <= min(level) and max(level) <= 1.08 and max(level) > 0.8  # the 0.8x target is missed
-    cpp_bound = [bound("tuned", s, "mybn_cpp", "fwd+bwd") for s in nc]
-    native_bound = [bound("tuned", s, "native", "fwd+bwd") for s in nc]
-    percent = sorted(round(100 * f) for f in cpp_bound)  # as the table shows them
-    assert percent == [55, 58] and max(cpp_bound) < 0.6 <= 5 / 8  # short of 60%, below the ceiling
-    assert sorted(round(100 * f) for f in native_bound) == [51, 59]
-    # large inputs, Python: within 1.2x of native by default, 1.4-1.5x on (N, C) when tuned
-    assert all(ratio("default", s, "mybn", "fwd+bwd") <= 1.2 for s in LARGE)
-    assert all(1.4 <= ratio("tuned", s, "mybn", "fwd+bwd") <= 1.5 for s in nc)
-    # the training loop: more than 5x the DataLoader loop for every net, most with C++, whose net beats torch_bn's
+    # large inputs, C++, tuned: a third of native on (N, C, L); 0.83x and 1.05x on (N, C), short of 0.8x
+    assert ratio("tuned", (256, 128, 256), "mybn_cpp", "fwd+bwd") < 1 / 3 + 0.01
+    assert [round(ratio("tuned", s, "mybn_cpp", "fwd+bwd"), 2) for s in nc] == [0.83, 1.05]
+    cpp_bound = [round(100 * bound("tuned", s, "mybn_cpp", "fwd+bwd")) for s in nc]  # as the table shows them
+    native_bound = [round(100 * bound("tuned", s, "native", "fwd+bwd")) for s in nc]
+    assert cpp_bound == [77, 84] and native_bound == [64, 88] and min(cpp_bound) >= 60
+    assert bound("tuned", nc[1], "native", "fwd+bwd") / 0.8 > 1  # 0.8x native: faster than the bound
+    # default allocator: page faults, the bound a fifth of everyone's time or less; C++ 0.81-1.11x native
+    for shape in LARGE:
+        assert all(bound("default", shape, v, "fwd+bwd") <= 1 / 5 for v in ("native", "mybn", "mybn_cpp"))
+    cpp_default = [ratio("default", s, "mybn_cpp", "fwd+bwd") for s in LARGE]
+    assert [round(min(cpp_default), 2), round(max(cpp_default), 2)] == [0.81, 1.11]
+    # large inputs, Python: within 1.25x of native by default, 1.5-2x on (N, C) when tuned
+    assert all(ratio("default", s, "mybn", "fwd+bwd") <= 1.25 for s in LARGE)
+    assert all(1.5 <= ratio("tuned", s, "mybn", "fwd+bwd") <= 2 for s in nc)
+    # the training loop: more than 5x the DataLoader loop for every net; C++ brings MyBN level with torch_bn
     training = {row["what"]: row for row in payload["training"] if "train_py_s" in row}
     speedups = {m: row["dataloader_s"] / row["train_py_s"] for m, row in training.items()}
-    assert set(speedups) == {"plain", "torch_bn", "my_bn", "my_bn_cpp"}
-    assert min(speedups.values()) > 5 and max(speedups, key=speedups.get) == "my_bn_cpp"
-    assert training["my_bn_cpp"]["train_py_s"] < training["torch_bn"]["train_py_s"]
+    assert set(speedups) == {"plain", "torch_bn", "my_bn", "my_bn_cpp"} and min(speedups.values()) > 5
+    seconds = {m: row["train_py_s"] for m, row in training.items()}
+    assert seconds["my_bn_cpp"] <= 1.05 * seconds["torch_bn"] and seconds["my_bn"] > 1.6 * seconds["torch_bn"]
     # the default backend: the main experiment a little faster with C++, by less than the first build costs
     main = {row["backend"]: row["wall_s"] for row in payload["training"] if row["what"] == "main"}
     build = next(row["wall_s"] for row in payload["training"] if row["what"] == "build")
