@@ -59,15 +59,18 @@ def extension():
             os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         from torch.utils import cpp_extension
 
+        ext = name()
         root = Path(cpp_extension.get_default_build_root())  # .../torch_extensions, then one level per Python
-        if not any(root.glob(f"*/{name()}/{name()}.so")) and not Path(root, name(), f"{name()}.so").exists():
+        if not any(root.glob(f"*/{ext}/{ext}.so")) and not Path(root, ext, f"{ext}.so").exists():
             print(f"MyBN: building the C++ backend once ({SOURCE.name}, about a minute)", file=sys.stderr)
-        module = cpp_extension.load(name(), [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
+        module = cpp_extension.load(ext, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"])
     except Exception as exc:  # noqa: BLE001 - whatever stops the build, MyBN carries on in Python
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"MyBN: the C++ backend is not available here ({reason}); using the Python backend", file=sys.stderr)
         return None
-    module.set_differentiable_backward(_differentiable_backward)
+    from my_bn import differentiable_backward  # here: my_bn imports this module
+
+    module.set_differentiable_backward(differentiable_backward)
     return module
 
 
@@ -93,10 +96,3 @@ def train(x, weight, bias, running_mean, running_var, factor: float, eps: float)
     """Training-mode batch norm of ``x`` with the batch's statistics; the running estimates, where
     given, move towards them in place by ``factor``."""
     return extension().train(x, weight, bias, running_mean, running_var, factor, eps)
-
-
-def _differentiable_backward(dy, x, weight, eps: float):
-    """The backward as the reference computes it, for create_graph=True: ``(dx, dgamma, dbeta)``."""
-    from my_bn import differentiable_backward
-
-    return differentiable_backward(dy, x, weight, eps)

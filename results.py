@@ -193,6 +193,13 @@ def _check_diagnostics(diag, where: str) -> None:
 # Queries
 
 
+def require_in_runs(experiments: dict[str, dict], name: str, keys: tuple[str, ...], what: str) -> None:
+    """For an experiment's ``check``: stop, naming the command to rerun, where a run of experiment ``name``
+    lacks one of ``keys`` (results written before the experiment measured them)."""
+    if any(key not in run_ for run_ in experiments[name]["runs"] for key in keys):
+        raise ValueError(f"the {name} figure and table need {what}: rerun `python train.py {name}`")
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     t = torch.tensor(values, dtype=torch.float64)

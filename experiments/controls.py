@@ -8,14 +8,13 @@ from pathlib import Path
 from bn_pytorch import CONTROLS, MODELS
 from diagnostics import start_end
 from plotting import Figures, label, mse_panel, range_text, saturation_panel, save, subplots
-from results import fit_spread, models_of, ranges_of, runs_of, summarize
+from results import fit_spread, models_of, ranges_of, require_in_runs, runs_of, summarize
 
 PRESET = {"ranges": [5.0], "models": [*MODELS, *CONTROLS]}
 
 
 def check(experiments: dict[str, dict]) -> None:
-    if "diagnostics" not in experiments["controls"]["runs"][0]:
-        raise ValueError("the controls' figure and table need diagnostics: rerun `python train.py controls`")
+    require_in_runs(experiments, "controls", ("diagnostics",), "diagnostics")
 
 
 def figures(experiments: dict[str, dict]) -> Figures:

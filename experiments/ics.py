@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from plotting import Figures, band, label, range_text, save, stacked, subplots
-from results import models_of, ranges_of, rounded, runs_of
+from results import models_of, ranges_of, require_in_runs, rounded, runs_of
 from training import Probe, preserved, run_experiment
 
 PRESET = {"models": ["plain", "my_bn"], "diagnostics": False}
@@ -114,8 +114,7 @@ def measure(run_: dict, key: str) -> torch.Tensor:
 
 
 def check(experiments: dict[str, dict]) -> None:
-    if any("ics" not in run_ for run_ in experiments["ics"]["runs"]):
-        raise ValueError("the ics figure and table need runs measured by its probe: rerun `python train.py ics`")
+    require_in_runs(experiments, "ics", ("ics",), "runs measured by its probe")
 
 
 def figures(experiments: dict[str, dict]) -> Figures:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from plotting import Figures, band, label, range_text, save, stacked, subplots
-from results import models_of, ranges_of, rounded, runs_of
+from results import models_of, ranges_of, require_in_runs, rounded, runs_of
 from training import Probe, preserved, run_experiment
 
 PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "optimizer": "sgd", "diagnostics": False}
@@ -112,9 +112,7 @@ def measure(run_: dict, key: str) -> list[float]:
 
 
 def check(experiments: dict[str, dict]) -> None:
-    results = experiments["landscape"]
-    if any("landscape" not in run_ or "lr" not in run_ for run_ in results["runs"]):
-        raise ValueError("the landscape figure and table need its probe's runs: rerun `python train.py landscape`")
+    require_in_runs(experiments, "landscape", ("landscape", "lr"), "its probe's runs")
 
 
 def figures(experiments: dict[str, dict]) -> Figures:

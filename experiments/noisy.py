@@ -16,14 +16,13 @@ from pathlib import Path
 
 from diagnostics import SATURATED, start_end
 from plotting import Figures, label, mse_panel, range_text, saturation_panel, save, subplots
-from results import models_of, ranges_of, runs_of, summarize
+from results import models_of, ranges_of, require_in_runs, runs_of, summarize
 
 PRESET = {"models": ["my_bn", "my_bn_noisy", "plain", "plain_noisy"]}
 
 
 def check(experiments: dict[str, dict]) -> None:
-    if "diagnostics" not in experiments["noisy"]["runs"][0]:
-        raise ValueError("the noisy figure and table need diagnostics: rerun `python train.py noisy`")
+    require_in_runs(experiments, "noisy", ("diagnostics",), "diagnostics")
 
 
 def figures(experiments: dict[str, dict]) -> Figures:

@@ -21,7 +21,7 @@ from torch import nn
 
 from my_bn import MyBN
 from plotting import COLOURS, Figures, label, range_text, save, subplots
-from results import mean_std, models_of, ranges_of, rounded, runs_of
+from results import mean_std, models_of, ranges_of, require_in_runs, rounded, runs_of
 from training import Probe, Scaling, run_experiment
 
 PRESET = {"models": ["my_bn", "my_bn_m01"], "diagnostics": False}
@@ -77,10 +77,7 @@ def run(config, log=print) -> dict:
 
 
 def check(experiments: dict[str, dict]) -> None:
-    if any("running_stats" not in run_ for run_ in experiments["running_stats"]["runs"]):
-        raise ValueError(
-            "the running_stats figure and table need its probe's runs: rerun `python train.py running_stats`"
-        )
+    require_in_runs(experiments, "running_stats", ("running_stats",), "its probe's runs")
 
 
 def figures(experiments: dict[str, dict]) -> Figures:
