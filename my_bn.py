@@ -61,6 +61,7 @@ def batchnorm_forward(x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps:
     total = x.sum(dims, keepdim=keep)  # Σx, per channel
     xc = torch.sub(x, total, alpha=1 / m)  # x - Σx/M                        (N, C, *)
     var, err = torch.var_mean(xc, dims, correction=0, keepdim=keep)  # var; err = mean(x - Σx/M)
+    err = err.nan_to_num(0.0, 0.0, 0.0)  # an inf in x makes err NaN: no correction, mean = Σx/M (inf, as PyTorch's)
     xc = xc - err  # x - mean                                                (N, C, *)
     mean = torch.add(err, total, alpha=1 / m)  # Σx/M + err
     invstd = torch.rsqrt(var + eps)  # 1 / sqrt(var + eps)
@@ -385,6 +386,8 @@ class MyBN(nn.Module):
                 f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}{backend}")  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
+        if isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace: one call_module node, as nn's layers are
+            return x.tracer.create_proxy("call_module", x.tracer.path_of_module(self), (x,), {})
         # Each module attribute is read once: on a small input, every lookup shows in the time.
         weight, bias, running_mean, running_var = self.weight, self.bias, self.running_mean, self.running_var
         training = self.training
@@ -407,12 +410,13 @@ class MyBN(nn.Module):
         if not use_batch_stats:
             return self._eval_forward(x)
 
-        if self.backend == "cpp" and group is None and not REFERENCE_ONLY and my_bn_cpp.handles(x):  # one call
+        running = (running_mean, running_var) if update_running else (None, None)
+        cpp = self.backend == "cpp" and group is None and not REFERENCE_ONLY
+        if cpp and my_bn_cpp.handles(x, weight, bias, *running):
             factor = self.momentum
             if factor is None:
                 factor = 1.0 / tracked.item() if tracked is not None else 0.0
-            running = (running_mean, running_var) if update_running else (None, None)
-            return my_bn_cpp.train(x, weight, bias, *running, factor, self.eps)
+            return my_bn_cpp.train(x, weight, bias, *running, factor, self.eps)  # one call
         y, mean, var = batch_norm_train(x, weight, bias, self.eps, process_group=group)
         if update_running and running_mean is not None:
             # mean and var come out of the graph (non-differentiable): no graph grows through the buffers
@@ -493,11 +497,14 @@ class MyBN(nn.Module):
                            "torch.jit.trace instead")  # fmt: skip
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args) -> None:
-        # Checkpoints older than version 2 have no num_batches_tracked; start it at 0, as PyTorch does.
+        # Checkpoints older than version 2 have no num_batches_tracked: keep the layer's own count (0
+        # where it has none to keep, on the meta device), as PyTorch does.
         version = local_metadata.get("version", None)
         key = prefix + "num_batches_tracked"
         if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            state_dict[key] = torch.tensor(0, dtype=torch.long)
+            tracked = self.num_batches_tracked
+            keep = tracked is not None and tracked.device.type != "meta"
+            state_dict[key] = tracked if keep else torch.tensor(0, dtype=torch.long)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
 
 

@@ -178,7 +178,8 @@ template <typename acc_t>
 inline void merge(acc_t& mean, acc_t& m2, int64_t count, acc_t block_mean, acc_t block_m2, int64_t block_count) {
   const acc_t share = acc_t(block_count) / acc_t(count + block_count);
   const acc_t delta = block_mean - mean;
-  mean += delta * share;
+  // An infinite mean (an inf in x) merges as Σx/M does, to inf or NaN as PyTorch's; delta would be NaN
+  mean = std::isfinite(delta) ? mean + delta * share : mean * (acc_t(1) - share) + block_mean * share;
   m2 += block_m2 + delta * delta * acc_t(count) * share;
 }
 
@@ -208,7 +209,8 @@ void batch_stats(const scalar_t* x, const Split& s, acc_t* mean, acc_t* m2) {
       add_sums(s, r0, r1, c0, c1, residuals, x, x, [first](op_t xv, op_t, int64_t c) { return xv - first[c]; },
                [first](op_t xv, op_t, int64_t c) { return (xv - first[c]) * (xv - first[c]); });
       for (int64_t c = c0; c < c1; ++c) {
-        const acc_t err = acc_t(residual[c - c0]) / acc_t(k);  // mean(x - total/k): 0 in exact arithmetic
+        acc_t err = acc_t(residual[c - c0]) / acc_t(k);  // mean(x - total/k): 0 in exact arithmetic
+        if (!std::isfinite(err)) err = 0;  // an inf in x: no correction, the mean is total/k (inf, as PyTorch's)
         const acc_t block_mean = acc_t(first[c]) + err, block_m2 = acc_t(square[c - c0]) - acc_t(k) * err * err;
         merge(group_mean[g * s.c + c], group_m2[g * s.c + c], count, block_mean, block_m2, k);
       }
@@ -327,14 +329,19 @@ void affine_pass(scalar_t* out, const scalar_t* x, const scalar_t* dy, const Spl
   });
 }
 
-// A (C,) parameter as numbers of type T, or `otherwise` for each channel where it is absent.
+// A (C,) parameter or running estimate as numbers of type T, or `otherwise` for each channel where it
+// is absent. Read through its stride, whatever it is: a slice with a step, or an expanded scalar
+// (stride 0), as a parametrization or torch.func.functional_call may pass.
 template <typename T>
 std::vector<T> per_channel(const Tensor& t, int64_t channels, T otherwise) {
   std::vector<T> v(channels, otherwise);
   if (t.defined()) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "per_channel", [&] {
-      const scalar_t* p = t.const_data_ptr<scalar_t>();
-      for (int64_t c = 0; c < channels; ++c) v[c] = T(p[c]);
+    const Tensor flat = t.resolve_neg().reshape({-1});  // a view for any (C,) tensor
+    TORCH_CHECK(flat.numel() == channels, "MyBN: expected ", channels, " values per channel, got ", flat.numel());
+    const int64_t stride = flat.stride(0);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, flat.scalar_type(), "per_channel", [&] {
+      const scalar_t* p = flat.const_data_ptr<scalar_t>();
+      for (int64_t c = 0; c < channels; ++c) v[c] = T(p[c * stride]);
     });
   }
   return v;
@@ -352,22 +359,27 @@ Tensor as_tensor(const std::vector<T>& v, const at::TensorOptions& options) {
 }
 
 // running <- (1 - factor)·running + factor·batch, as torch.lerp computes it, in the batch's dtype.
+// Written in place where running is contiguous; otherwise through copy_, which takes any strides
+// (and refuses, as lerp_ would, a tensor whose elements share memory).
 template <typename run_t, typename acc_t>
 void update_running(Tensor& running, const acc_t* batch, double factor) {
-  TORCH_CHECK(running.is_contiguous(), "MyBN's running estimates must be contiguous");
-  torch::autograd::impl::bump_version(running);  // an in-place update, as lerp_ would count it
-  run_t* r = running.data_ptr<run_t>();
+  const bool in_place = running.is_contiguous() && !running.is_neg();
+  Tensor target = in_place ? running : at::empty({running.numel()}, running.options());
+  const auto old = per_channel<acc_t>(running, target.numel(), 0);
+  run_t* r = target.data_ptr<run_t>();
   const acc_t w = acc_t(factor);
-  for (int64_t c = 0; c < running.numel(); ++c) {
-    const acc_t old = acc_t(r[c]);
-    r[c] = run_t(w < acc_t(0.5) ? old + w * (batch[c] - old) : batch[c] - (batch[c] - old) * (acc_t(1) - w));
+  for (int64_t c = 0; c < target.numel(); ++c) {
+    r[c] = run_t(w < acc_t(0.5) ? old[c] + w * (batch[c] - old[c]) : batch[c] - (batch[c] - old[c]) * (acc_t(1) - w));
   }
+  if (in_place) torch::autograd::impl::bump_version(running);  // an in-place update, as lerp_ would count it
+  else running.copy_(target.view(running.sizes()));
 }
 
 // x as the loops read it (see the header): itself where it is laid out as (N, C, L) with L = 1
 // (rows of channels, as a channels-last tensor is) or with L = N (a transposed (N, C) tensor), else
-// a contiguous copy.
-Tensor dense(const Tensor& x) {
+// a contiguous copy. A view with the negative bit set is resolved first: its memory holds -x.
+Tensor dense(const Tensor& x_) {
+  const Tensor x = x_.resolve_neg();
   std::vector<int64_t> last{0};
   for (int64_t d = 2; d < x.dim(); ++d) last.push_back(d);
   last.push_back(1);
@@ -424,7 +436,7 @@ std::vector<Tensor> forward_kernel(const Tensor& x_, const Tensor& weight, const
 std::vector<Tensor> backward_kernel(const Tensor& dy_, const Tensor& x_, const Tensor& weight, const Tensor& mean,
                                     const Tensor& invstd, bool need_dx, at::ScalarType param_dtype) {
   const Tensor x = dense(x_);
-  const Tensor dy = dy_.strides() == x.strides() ? dy_ : at::empty_like(x).copy_(dy_);  // laid out as x
+  const Tensor dy = dy_.strides() == x.strides() && !dy_.is_neg() ? dy_ : at::empty_like(x).copy_(dy_);  // as x
   Tensor dx = need_dx ? at::empty_like(x) : Tensor();
   Tensor dgamma, dbeta;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "my_bn_cpp_backward", [&] {
@@ -459,6 +471,13 @@ std::vector<Tensor> backward_kernel(const Tensor& dy_, const Tensor& x_, const T
 // The backward under create_graph=True: my_bn.py's reference, differentiable (set by my_bn_cpp.py).
 py::object* differentiable_backward = nullptr;
 
+// Whether the loops can read t: a CPU tensor with memory of its own, not a torch.func wrapper (which
+// has none) nor a subclass that dispatches its operations to Python.
+bool readable(const Tensor& t) {
+  return t.device().is_cpu() && t.layout() == at::kStrided && t.has_storage() &&
+         !t.key_set().has(c10::DispatchKey::Python);
+}
+
 using MaybeTensor = std::optional<Tensor>;  // None from Python: no edge in the graph
 
 struct BatchNormCpp : public torch::autograd::Function<BatchNormCpp> {
@@ -485,7 +504,10 @@ struct BatchNormCpp : public torch::autograd::Function<BatchNormCpp> {
     const bool need_dx = ctx->needs_input_grad(0), need_dweight = weight.defined() && ctx->needs_input_grad(1);
     const bool need_dbias = bias_dtype >= 0 && ctx->needs_input_grad(weight.defined() ? 2 : 1);
     Tensor dx, dgamma, dbeta;
-    if (at::GradMode::is_enabled()) {  // double backward: the reference, whose operations autograd records
+    // The reference, in Python, where the loops cannot run: under double backward, whose operations
+    // autograd must record; and where dy is not memory they can read (vmap over the backward, as
+    // torch.autograd.grad(..., is_grads_batched=True) does, or a tensor subclass).
+    if (at::GradMode::is_enabled() || !readable(dy)) {
       py::gil_scoped_acquire gil;
       auto out = (*differentiable_backward)(dy, x, weight.defined() ? py::cast(weight) : py::none(),
                                             ctx->saved_data["eps"].toDouble());

@@ -138,7 +138,7 @@ def stats_blocked(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     dims = reduce_dims(x)
     m = values_per_channel(x)
     blocks = row_blocks(x)
-    pivot = x[blocks[0]].mean(dims)  # (C,)
+    pivot = x[blocks[0]].mean(dims).nan_to_num(0.0, 0.0, 0.0)  # (C,); finite: an inf or NaN in x reaches the sums
     pivot_ = per_channel(pivot, x)
     scratch = torch.empty_like(x[blocks[0]])
     s1 = s2 = 0

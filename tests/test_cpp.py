@@ -3,8 +3,11 @@ what happens where they do not (tests/test_my_bn.py runs its whole parity suite 
 
 import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,8 +30,11 @@ def test_it_builds_wherever_there_is_a_compiler():
     assert my_bn_cpp.available()
 
 
+CPP_NODE = "torch::autograd::CppNode<my_bn_cpp::BatchNormCpp>"  # the C++ backend's autograd node
+
+
 def ran_in_cpp(y: torch.Tensor) -> bool:
-    return y.grad_fn is not None and "BatchNormCpp" in y.grad_fn.name()
+    return y.grad_fn is not None and y.grad_fn.name() == CPP_NODE
 
 
 def pair(ref_cls, my_cls, channels, seed=0, **kwargs):
@@ -192,6 +198,45 @@ def test_where_the_python_backend_runs_instead():
     torch.testing.assert_close(compiled(x), MyBN(5, dtype=torch.float64)(x))
 
 
+class Tagged(torch.Tensor):
+    """A tensor subclass that only passes its operations on: the loops would drop the class."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_what_records_or_wraps_the_operations_runs_in_python():
+    """make_fx (a dispatch mode), a function mode, a tensor subclass and a backward batched by vmap:
+    the loops would read memory past what records or wraps it; the Python backend runs instead, or the
+    reference's backward, with nn's numbers."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(32, 5, generator=gen, dtype=torch.float64)
+    ref, mine = pair(nn.BatchNorm1d, MyBN, 5)
+    traced = make_fx(lambda t: mine(t))(x)  # records the operations: the Python backend's
+    assert any("var_mean" in str(n.target) for n in traced.graph.nodes)
+    torch.testing.assert_close(traced(x + 1), ref(x + 1))
+
+    class Watching(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with Watching():
+        assert not ran_in_cpp(mine(x.requires_grad_()))
+    tagged = mine(x.detach().as_subclass(Tagged))
+    assert type(tagged) is Tagged
+    torch.testing.assert_close(tagged.as_subclass(torch.Tensor), ref(x.detach()))
+
+    xs = [x.detach().clone().requires_grad_() for _ in range(2)]
+    ys = [layer(t) for layer, t in zip((ref, mine), xs, strict=True)]
+    assert ran_in_cpp(ys[1])
+    dys = torch.randn(3, *x.shape, generator=gen, dtype=torch.float64)
+    grads = [torch.autograd.grad(y, t, dys, is_grads_batched=True)[0] for y, t in zip(ys, xs, strict=True)]
+    torch.testing.assert_close(grads[1], grads[0])
+
+
 def test_without_a_compiler_the_python_backend_runs(tmp_path):
     """No compiler ($CXX names none) and no built extension in the cache: one line, then the Python
     backend, and the same numbers."""
@@ -214,6 +259,136 @@ def test_without_a_compiler_the_python_backend_runs(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "C++ backend is not available here" in lines[0] and "no C++ compiler" in lines[0]
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.so"))
+
+
+# ---------------------------------------------------------------------------------------------- the build
+# A stand-in compiler answers cpp_extension's version questions as the real one does, and fails a
+# compilation at once with a compiler's error line, or hangs in it while STAND_IN_HANGS is set.
+STAND_IN = """#!/bin/sh
+case "$1" in -dumpfullversion|-dumpversion|--version|-v) exec c++ "$@";; esac
+[ -n "$STAND_IN_HANGS" ] && sleep 300
+echo "/somewhere/my_bn_cpp.cpp:7:3: error: this is a stand-in compiler" >&2
+echo "compilation terminated." >&2
+exit 1
+"""
+USE_CPP = "import my_bn_cpp; print(my_bn_cpp.available())"
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """The environment of a process that builds with the stand-in compiler into an empty cache; the
+    test process gets it too, so that ``my_bn_cpp.build_directory()`` names that process's folder."""
+    compiler = tmp_path / "stand-in-g++"
+    compiler.write_text(STAND_IN)
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("STAND_IN_HANGS", raising=False)
+    return dict(os.environ)
+
+
+def run_python(code: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_a_failed_build_says_that_it_builds_and_why_it_failed(stand_in):
+    """Wherever the cache is ($TORCH_EXTENSIONS_DIR here), a build that really happens is announced;
+    a failed one ends in one line with the compiler's first error, not its command line."""
+    done = run_python(USE_CPP, stand_in)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    building, failed = done.stderr.strip().splitlines()
+    assert building.startswith("MyBN: building the C++ backend once") and str(my_bn_cpp.build_directory()) in building
+    assert failed == ("MyBN: the C++ backend is not available here (my_bn_cpp.cpp:7:3: error: this is a stand-in "
+                      "compiler); using the Python backend")  # fmt: skip
+
+
+def test_the_failure_line_is_the_compilers_first_error():
+    ninja_output = (
+        "Error building extension 'my_bn_cpp_0123': [1/2] c++ -MMD -MF my_bn_cpp.o.d -DTORCH_EXTENSION_NAME=x "
+        "-isystem /error/include -c /tmp/test_error0/my_bn_cpp.cpp -o my_bn_cpp.o\n"
+        "FAILED: my_bn_cpp.o\nc++ -MMD -c /tmp/test_error0/my_bn_cpp.cpp -o my_bn_cpp.o\n"
+        "/tmp/test_error0/my_bn_cpp.cpp: In function 'void f()':\n"
+        "/tmp/test_error0/my_bn_cpp.cpp:12:5: error: 'y' was not declared in this scope\n"
+        "/tmp/test_error0/my_bn_cpp.cpp:13:5: error: another\nninja: build stopped: subcommand failed.\n"
+    )
+    assert my_bn_cpp.build_error(ninja_output) == "my_bn_cpp.cpp:12:5: error: 'y' was not declared in this scope"
+    linker = "Error building extension 'x': [2/2] c++ a.o -o x.so\nFAILED: x.so\n/usr/bin/ld: cannot find -lfoo\n"
+    assert my_bn_cpp.build_error(linker + "collect2: error: ld returned 1 exit status\n") == (
+        "collect2: error: ld returned 1 exit status"
+    )
+
+
+def test_a_build_killed_midway_leaves_nothing_that_waits(stand_in):
+    """kill -9 to a process, and to its compiler, in the middle of a build (cpp_extension's own lock
+    file is left behind): the next process neither waits nor hangs; it builds, and here says why the
+    build failed."""
+    hanging = {**stand_in, "STAND_IN_HANGS": "1"}
+    first = subprocess.Popen([sys.executable, "-c", USE_CPP], cwd=ROOT, env=hanging, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)  # fmt: skip
+    try:
+        assert "building the C++ backend" in first.stderr.readline()
+        stale = my_bn_cpp.build_directory() / "lock"
+        deadline = time.monotonic() + 60
+        while not stale.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stale.exists(), "cpp_extension took no lock"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert stale.exists()
+    done = run_python(USE_CPP, stand_in, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    assert "stand-in compiler" in done.stderr.strip().splitlines()[-1]
+
+
+def test_waiting_for_another_build_is_bounded(stand_in):
+    """While another process holds the build lock, one line says so; after ``BUILD_WAIT_S`` (2 s here)
+    the Python backend runs, with the reason."""
+    from filelock import FileLock
+
+    folder = my_bn_cpp.build_directory()
+    folder.mkdir(parents=True)
+    hold = (f"import filelock, time\nlock = filelock.FileLock({str(folder / 'build.lock')!r}); lock.acquire()\n"
+            "print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = run_python("import my_bn_cpp; my_bn_cpp.BUILD_WAIT_S = 2; print(my_bn_cpp.available())", stand_in)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.stdout.strip() == "False", done.stderr
+    waiting, gave_up = done.stderr.strip().splitlines()
+    assert waiting.startswith("MyBN: waiting for another process that is building the C++ backend")
+    assert "another process has been building it" in gave_up and "over 2 s" in gave_up
+    with FileLock(folder / "build.lock", timeout=5):  # released with its holder
+        pass
+
+
+def test_another_checkout_loads_this_build_and_another_source_builds_its_own(tmp_path):
+    """The cache is keyed by what the build depends on, not by where the checkout is: a second
+    checkout of the same files loads the library built for this one, silently and without
+    rebuilding it; a changed source gets a folder of its own."""
+    assert my_bn_cpp.available()
+    library = my_bn_cpp.build_directory() / f"{my_bn_cpp.name()}.so"
+    before = library.stat().st_mtime_ns
+    other = tmp_path / "another checkout"
+    other.mkdir()
+    for name in ("my_bn.py", "my_bn_cpp.py", "my_bn_cpp.cpp", "my_bn_fast.py"):
+        shutil.copy2(ROOT / name, other / name)
+    code = ("import torch, my_bn_cpp; from my_bn import MyBN\n"
+            "print(my_bn_cpp.build_directory())\n"
+            "print(MyBN(3, backend='cpp')(torch.randn(8, 3, requires_grad=True)).grad_fn.name())")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], cwd=other, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split("\n")[:2] == [str(my_bn_cpp.build_directory()), CPP_NODE]
+    assert library.stat().st_mtime_ns == before
+    (other / "my_bn_cpp.cpp").write_text((ROOT / "my_bn_cpp.cpp").read_text() + "// changed\n")
+    done = subprocess.run([sys.executable, "-c", "import my_bn_cpp; print(my_bn_cpp.build_directory())"], cwd=other,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.stdout.strip() != str(my_bn_cpp.build_directory())
 
 
 def test_backend_is_checked_and_shown():

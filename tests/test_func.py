@@ -14,6 +14,7 @@ from torch.func import functional_call, grad, hessian, jacfwd, jacrev, jvp, stac
 from torch.utils._pytree import tree_flatten
 
 import my_bn
+import my_bn_cpp
 import my_bn_fast
 from my_bn import MyBN, MyBN2d, batchnorm_forward
 
@@ -28,12 +29,19 @@ SHAPES = {
 }
 
 
-@pytest.fixture(autouse=True, params=["as dispatched", "blocked"])
+@pytest.fixture(autouse=True, params=["as dispatched", "blocked", "cpp"])
 def dispatch(request, monkeypatch):
-    """Every test twice: as MyBN dispatches these small inputs (the reference functions), and with
+    """Every test three times: as MyBN dispatches these small inputs (the reference functions), with
     every input sent through the blocked kernels (whose forward runs on the transforms' unwrapped
-    tensors; their backward and jvp then go through the reference formulas)."""
-    if request.param == "blocked":
+    tensors; their backward and jvp then go through the reference formulas), and with every MyBN
+    built with backend="cpp", which must hand each of these calls to the Python backend (forward-mode
+    AD and the torch.func transforms) or its backward to the reference (vmap over the backward)."""
+    if request.param == "cpp":
+        if my_bn_cpp.compiler() is None:
+            pytest.skip("no C++ compiler here")
+        assert my_bn_cpp.available(), "a C++ compiler, but the C++ backend did not build"
+        monkeypatch.setattr(my_bn, "BACKEND", "cpp")
+    elif request.param == "blocked":
         monkeypatch.setattr(my_bn_fast, "SMALL_ELEMS", 0)
         monkeypatch.setattr(my_bn_fast, "BLOCK_ELEMS", 12)
         monkeypatch.setattr(my_bn_fast, "ROW_GROUPS", 1)

@@ -243,13 +243,22 @@ def test_state_dict_moves_both_ways():
 
 
 def test_old_checkpoint_without_num_batches_tracked():
+    """A version-1 checkpoint has no num_batches_tracked: the layer keeps its own count, as nn's does
+    (with momentum=None that count weighs the next batch)."""
     state = nn.BatchNorm1d(3).state_dict()
     del state["num_batches_tracked"]
     state._metadata[""]["version"] = 1
-    bn = MyBN(3)
-    bn.num_batches_tracked.fill_(7)
-    bn.load_state_dict(state)
-    assert bn.num_batches_tracked.item() == 0
+    ref, mine = nn.BatchNorm1d(3, momentum=None), MyBN(3, momentum=None)
+    for layer in (ref, mine):
+        layer.num_batches_tracked.fill_(7)
+        layer.load_state_dict(state)
+    assert mine.num_batches_tracked.item() == ref.num_batches_tracked.item() == 7
+    x = torch.randn(8, 3) * 2 + 1
+    ref(x), mine(x)
+    assert_same_buffers(ref, mine)
+    meta = MyBN(3, device="meta")  # nothing to keep there: 0, as nn
+    meta.load_state_dict(state, assign=True)
+    assert meta.num_batches_tracked.item() == 0
 
 
 def test_to_moves_buffers():
@@ -526,6 +535,113 @@ def test_constant_channel_is_finite(device):
     torch.testing.assert_close(y_my, y_ref)
     torch.testing.assert_close(xm.grad, xr.grad)
     assert_same_buffers(ref, mine)
+
+
+def strided(values: torch.Tensor, kind: str) -> torch.Tensor:
+    """``values`` (C,) as a tensor of another layout: a slice with a step, or with the negative bit."""
+    if kind == "slice with a step":
+        return torch.stack([values, torch.full_like(values, 99.0)], 1).view(-1)[::2]
+    return torch._neg_view(-values)  # memory holding -values, read through the negative bit
+
+
+@pytest.mark.parametrize("kind", ["slice with a step", "negative view"])
+def test_parameters_and_buffers_of_any_layout(kind):
+    """Weight, bias and running estimates that are not contiguous (functional_call, a parametrization):
+    read and written where they lie, the same numbers as nn's; x of those layouts too. (The running
+    estimates are slices in both cases: nn's kernel leaves a running estimate with the negative bit
+    unchanged, where MyBN updates it as lerp_ would.)"""
+    gen = torch.Generator().manual_seed(0)
+    c = 5
+    x = torch.randn(16, c, generator=gen, dtype=torch.float64) * 2 + 1
+    dy = torch.randn(16, c, generator=gen, dtype=torch.float64)
+    values = {name: torch.randn(c, generator=gen, dtype=torch.float64) for name in ("weight", "bias", "running_mean")}
+    values["running_var"] = torch.rand(c, generator=gen, dtype=torch.float64) + 0.5
+    outputs, grads, buffers = [], [], []
+    for layer in (nn.BatchNorm1d(c, dtype=torch.float64), MyBN(c, dtype=torch.float64)):
+        tensors = {name: strided(v, "slice with a step" if name.startswith("running") else kind)
+                   for name, v in values.items()}  # fmt: skip
+        for name in ("weight", "bias"):
+            tensors[name].requires_grad_()
+        assert not any(t.is_contiguous() and not t.is_neg() for t in tensors.values())
+        xs = strided(x.reshape(-1), kind).view(16, c) if kind == "negative view" else x.t().contiguous().t()
+        xs.requires_grad_()
+        y = torch.func.functional_call(layer, tensors, (xs,))
+        y.backward(dy)
+        outputs.append(y)
+        grads.append([xs.grad, tensors["weight"].grad, tensors["bias"].grad])
+        buffers.append([tensors["running_mean"].clone(), tensors["running_var"].clone()])
+    torch.testing.assert_close(outputs[1], outputs[0])
+    for ours, theirs in [*zip(*grads, strict=True), *zip(*buffers, strict=True)]:
+        torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("channels", [3, 50_000])
+def test_an_expanded_weight(channels):
+    """One gamma for every channel, as ``w[:1].expand_as(w)`` or ``torch.tensor(1.).expand(C)`` give
+    (stride 0): every channel reads that one number, and its gradient is the sum over channels."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, channels, generator=gen, dtype=torch.float64)
+    dy = torch.randn(4, channels, generator=gen, dtype=torch.float64)
+    results = []
+    for layer in (nn.BatchNorm1d(channels, dtype=torch.float64), MyBN(channels, dtype=torch.float64)):
+        gamma = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+        y = torch.func.functional_call(layer, {"weight": gamma.expand(channels)}, (x,))
+        y.backward(dy)
+        results.append([y, gamma.grad, layer.running_mean])
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_a_parametrized_weight():
+    """torch.nn.utils.parametrize: the weight is recomputed, here expanded from its first entry."""
+
+    class FirstForAll(nn.Module):
+        def forward(self, w):
+            return w[:1].expand_as(w)
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(32, 4, generator=gen, dtype=torch.float64) * 3
+    results = []
+    for layer in make_pair(nn.BatchNorm1d, MyBN, 4):
+        nn.utils.parametrize.register_parametrization(layer, "weight", FirstForAll())
+        y = layer(x)
+        y.pow(3).sum().backward()
+        results.append([y, layer.parametrizations.weight.original.grad, layer.bias.grad, layer.running_var])
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_fx_symbolic_trace_keeps_the_layer_whole():
+    """torch.fx traces MyBN as one call_module node, as it does nn's layers (whose forward has the
+    same data-dependent checks), and the traced model trains and evaluates like the original."""
+    gen = torch.Generator().manual_seed(3)
+    models = []
+    for norm in (nn.BatchNorm1d, MyBN):
+        torch.manual_seed(0)
+        models.append(nn.Sequential(nn.Linear(4, 6, dtype=torch.float64), norm(6, dtype=torch.float64), nn.Tanh()))
+    traced = torch.fx.symbolic_trace(models[1])
+    assert [n.op for n in traced.graph.nodes] == [n.op for n in torch.fx.symbolic_trace(models[0]).graph.nodes]
+    assert isinstance(traced.get_submodule("1"), MyBN)
+    for training in (True, True, False):
+        x = torch.randn(16, 4, generator=gen, dtype=torch.float64) + 1
+        torch.testing.assert_close(traced.train(training)(x), models[0].train(training)(x))
+    assert_same_buffers(models[0][1], traced.get_submodule("1"))
+
+
+@pytest.mark.parametrize("row", [0, 9], ids=["first row", "a later row"])
+def test_inf_and_nan_inputs_reach_the_running_estimates_as_in_pytorch(row):
+    """An inf makes its channel's mean inf (Σx/M), a NaN makes it NaN, and the variance NaN, in nn;
+    MyBN's corrected mean must not turn that inf into NaN. The value sits in the first row, or in a
+    later one (another block of the blocked kernels)."""
+    x = torch.randn(12, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    x[row, 0], x[row, 1], x[row, 2] = float("inf"), float("nan"), float("-inf")
+    x[0, 3], x[9, 3] = float("inf"), float("-inf")  # both: the mean is NaN
+    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 5)
+    torch.testing.assert_close(mine(x), ref(x), equal_nan=True)
+    assert mine.running_mean[0].item() == float("inf") and mine.running_mean[2].item() == float("-inf")
+    assert mine.running_mean[1:4:2].isnan().all()
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(mine, name), getattr(ref, name), equal_nan=True)
 
 
 def test_no_graph_is_kept_across_steps():
