@@ -11,20 +11,20 @@ missing other experiment skips its figures and tables.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import explanations
-from config import build_parser, flag
+from config import RESULTS_FILE, build_parser, flag
 from experiments import EXPERIMENTS
 from plotting import Figures, pyplot
-from results import atomic_write, load_results, unwritable
+from results import load_results, staged, unwritable, unwritable_file
+from training import process_pool, stop_signals_as_interrupt
 
 
 @dataclass
@@ -38,9 +38,9 @@ class CompareConfig:
 
 def load_experiments(root: Path) -> dict[str, dict]:
     """The results of every experiment under ``root``; the main one must be there."""
-    experiments = {"main": load_results(root)}
-    for name in EXPERIMENTS:
-        path = root / name / "results.json"
+    paths = {name: root / RESULTS_FILE if name == "main" else root / name / RESULTS_FILE for name in EXPERIMENTS}
+    experiments = {"main": load_results(paths["main"])}
+    for name, path in paths.items():
         if name == "main":
             continue
         if path.exists():
@@ -48,7 +48,10 @@ def load_experiments(root: Path) -> dict[str, dict]:
         else:
             print(f"note: no {path}: skipping its figures and tables (python train.py {name})", file=sys.stderr)
     for name in experiments:  # what an experiment needs of its results beyond their format
-        getattr(EXPERIMENTS[name], "check", lambda _: None)(experiments)
+        try:
+            getattr(EXPERIMENTS[name], "check", lambda _: None)(experiments)
+        except ValueError as exc:
+            raise ValueError(f"{paths[name]}: {exc}") from None
     return experiments
 
 
@@ -74,33 +77,42 @@ def replace_between_markers(text: str, name: str, body: str) -> str:
 
 
 _TODO: Figures = {}  # what forked drawing processes draw, by name
+DRAWING = ".drawing-"  # the temporary folder inside the pictures' folder that figures are drawn into
 
 
 def _draw(name: str, folder: str) -> None:
-    _TODO[name](Path(folder) / name)
+    try:
+        _TODO[name](Path(folder) / name)
+    except OSError as exc:  # a full disk: the error names no file (a write's does not)
+        raise OSError(exc.errno, exc.strerror, name) from exc
 
 
 def write_pictures(todo: Figures, pictures: Path) -> list[Path]:
-    """Draw every figure into a temporary directory first, then move them all into ``pictures``.
+    """Draw every figure into a temporary folder inside ``pictures`` first, then move them all into
+    ``pictures`` (its parent need not be writable).
 
     Figures are drawn side by side in processes forked from this one, one per core (where the
-    platform forks). An interruption while drawing leaves ``pictures`` exactly as it was.
+    platform forks). An interruption or a failure (a full disk) while drawing leaves ``pictures``
+    exactly as it was.
     """
     pictures.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=pictures.parent, prefix=f".{pictures.name}.") as tmp:
+    _TODO.clear()
+    _TODO.update(todo)
+    with tempfile.TemporaryDirectory(dir=pictures, prefix=DRAWING) as tmp:
         workers = min(len(todo), len(os.sched_getaffinity(0)))
-        if workers > 1 and "fork" in mp.get_all_start_methods():
-            pyplot()  # imported once here, not in every worker
-            _TODO.clear()
-            _TODO.update(todo)
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-                list(pool.map(_draw, todo, [tmp] * len(todo)))
-        else:
-            for name, draw in todo.items():
-                draw(Path(tmp) / name)
+        try:
+            if workers > 1 and "fork" in mp.get_all_start_methods():
+                pyplot()  # imported once here, not in every worker
+                with process_pool(workers) as pool_map:
+                    list(pool_map(_draw, todo, [tmp] * len(todo)))
+            else:
+                for name in todo:
+                    _draw(name, tmp)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(pictures / exc.filename)) from exc
         written = []
         for name in todo:
-            shutil.move(Path(tmp) / name, pictures / name)  # a rename: same filesystem
+            os.replace(Path(tmp) / name, pictures / name)  # a rename, in one folder's subfolder
             written.append(pictures / name)
     return written
 
@@ -108,7 +120,7 @@ def write_pictures(todo: Figures, pictures: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(CompareConfig, __doc__)
     config = CompareConfig(**vars(parser.parse_args(argv)))
-    readme = Path(config.readme) if config.readme else None
+    readme, pictures = Path(config.readme) if config.readme else None, Path(config.pictures)
     try:
         experiments = load_experiments(Path(config.results))
         todo = figures(experiments)
@@ -116,21 +128,34 @@ def main(argv: list[str] | None = None) -> int:
         text = readme.read_text(encoding="utf-8") if readme else ""
         for name, body in bodies.items() if readme else ():
             text = replace_between_markers(text, name, body)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         parser.error(str(exc))
-    problem = unwritable(Path(config.pictures))
+    except OSError as exc:
+        parser.error(f"cannot read {exc.filename}: {exc.strerror or exc}")
+    problem = unwritable(pictures)
     if problem:
         parser.error(f"argument --pictures: cannot write figures to {config.pictures!r}: {problem}")
-    for path in write_pictures(todo, Path(config.pictures)):
-        print(f"wrote {path}")
+    problem = readme and unwritable_file(readme)
+    if problem:
+        parser.error(f"argument --readme: cannot write {config.readme!r}: {problem}")
+    kept = f"{pictures}/ and {readme} are as they were" if readme else f"{pictures}/ is as it was"
+    try:
+        # The README's new text is written first and renamed into place last, once every figure is in
+        # place: a full disk or a stop on the way leaves figures and README as they were, together.
+        with staged(readme, lambda tmp: tmp.write_text(text, encoding="utf-8")) if readme else contextlib.nullcontext():
+            for path in write_pictures(todo, pictures):
+                print(f"wrote {path}")
+    except OSError as exc:
+        sys.exit(f"compare.py: cannot write {exc.filename} ({exc.strerror or exc}): {kept}")
     if readme:
-        atomic_write(readme, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         print(f"updated the tables in {readme}")
     return 0
 
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit("interrupted: picture/ and the README are as they were")
+        with stop_signals_as_interrupt():
+            sys.exit(main())
+    except KeyboardInterrupt as exc:
+        why = f"stopped by {exc.args[0]}" if exc.args else "interrupted"
+        sys.exit(f"{why}: picture/ and the README are as they were")

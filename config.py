@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 
 from bn_pytorch import MODELS, VARIANTS
-from results import RESULTS_FILE
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+RESULTS_FILE = "results.json"  # what train.py writes into OUT (or OUT/NAME), and compare.py reads
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,7 +69,10 @@ class Config:
     )
     epochs: int = flag(10, "training epochs", type=positive_int)
     batch_size: int = flag(64, "mini-batch size", type=batch_int)
-    lr: float = flag(0.02, "learning rate", type=positive_float)
+    lr: float | None = flag(
+        0.02, "learning rate, of every range (an experiment's preset may choose one per range instead)",
+        type=positive_float,
+    )
     optimizer: str = flag("adam", "adam, or sgd (plain: no momentum)", choices=("adam", "sgd"))
     bn_momentum: float = flag(0.5, "momentum of the batch-norm layers, as in the original", type=unit_float)
     mybn_backend: str = flag(
@@ -108,6 +111,38 @@ class Config:
     out: str = flag("results", f"output directory: OUT/{RESULTS_FILE}, or OUT/NAME/{RESULTS_FILE} for experiment NAME")
 
 
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def check_values(config_cls: type, values: dict) -> None:
+    """Raise ValueError naming the first entry of ``values`` (a config as a results file records it)
+    that the command line would refuse: an unknown name, a value its flag's type or choices reject
+    (a seed past 2**64, a negative epoch count), or a type of value the flag cannot give."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    for name, value in values.items():
+        if name not in fields:
+            raise ValueError(f"config: unknown setting {name!r}")
+        meta, default = fields[name].metadata, _default(fields[name])
+        if isinstance(default, list) and not (isinstance(value, list) and value):
+            raise ValueError(f"config: {name!r} must be a non-empty list, got {value!r}")
+        for item in value if isinstance(default, list) else [value]:
+            if item is None and "None" in str(fields[name].type):
+                continue
+            if meta.get("action") is argparse.BooleanOptionalAction:
+                ok = isinstance(item, bool)
+            elif "type" in meta:
+                ok = not isinstance(item, (bool, list, dict)) and item is not None
+                try:
+                    ok = ok and meta["type"](str(item)) == item
+                except argparse.ArgumentTypeError as exc:
+                    raise ValueError(f"config: {name!r}: {exc}") from None
+            else:
+                ok = isinstance(item, str)
+            if not ok or ("choices" in meta and item not in meta["choices"]):
+                raise ValueError(f"config: {name!r} cannot be {item!r}")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """One line naming the flag, exit status 2: no usage dump above it."""
@@ -123,8 +158,7 @@ def build_parser(
     """
     parser = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(config_cls):
-        meta = dict(f.metadata)
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        meta, default = dict(f.metadata), _default(f)
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
         kwargs = {"help": f"{meta.pop('help')} (default: {shown})", "default": default, **meta}
         if isinstance(default, list):

@@ -153,24 +153,34 @@ def _build(ext: str, folder: Path, built: Path):
 
 
 @functools.cache
-def extension():
-    """The built extension module, or None after one line on stderr saying why it is not available."""
+def _loaded() -> tuple[object | None, str | None]:
+    """(the built extension module, None), or (None, why it is not available) after one line on stderr."""
     try:
         module = load()
     except Exception as exc:  # noqa: BLE001 - whatever stops the build, MyBN carries on in Python
         text = str(exc).strip()
         reason = text.splitlines()[0] if text else type(exc).__name__
         print(f"MyBN: the C++ backend is not available here ({reason}); using the Python backend", file=sys.stderr)
-        return None
+        return None, reason
     from my_bn import differentiable_backward  # here: my_bn imports this module
 
     module.set_differentiable_backward(differentiable_backward)
-    return module
+    return module, None
+
+
+def extension():
+    """The built extension module, or None (see ``unavailable_because``)."""
+    return _loaded()[0]
 
 
 def available() -> bool:
     """Whether the C++ backend runs here (building it first, if it has not been built)."""
     return extension() is not None
+
+
+def unavailable_because() -> str | None:
+    """Why the C++ backend does not run here (building it first, if it has not been built), or None."""
+    return _loaded()[1]
 
 
 def handles(x: torch.Tensor, *per_channel: torch.Tensor | None) -> bool:

@@ -1,15 +1,22 @@
 """The results format: one ``results.json`` per experiment, written atomically, read back with checks,
 and the queries that tables and figures ask of it.
 
-A results file holds its ``format`` (``FORMAT``), ``experiment``, the full ``config`` that produced
-it, the ``environment``, the test ``datasets`` (one per range and seed) and the ``runs``: per
-(range, model, seed) the test MSE before training and after every epoch, the training loss per
-step, the final predictions and, where recorded, the diagnostics.
+A results file holds its ``format`` (``FORMAT``), ``experiment``, the ``config`` that produced it
+(the settings the experiment read, and the value of those it fixes), the ``environment``, the test
+``datasets`` (one per range and seed) and the ``runs``: per (range, model, seed) the test MSE before
+training and after every epoch, the training loss per step, the final predictions and, where
+recorded, the diagnostics.
+
+It is strict JSON, which any language reads: a number that is not finite (a run that diverged) is
+written as null, and read back as NaN. Every file is checked whole when it is read (``load_results``),
+so that a hand-edited value is named, with its file and field, before any figure is drawn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -18,19 +25,24 @@ from pathlib import Path
 import torch
 
 from bn_pytorch import VARIANTS
+from config import RESULTS_FILE, Config, check_values
 
-RESULTS_FILE = "results.json"
 # The version of that layout. Raise it whenever what compare.py reads changes, so that an older
 # file is named as such instead of failing somewhere inside a figure. Files without it are 1.
-FORMAT = 2
+FORMAT = 3  # 3: null for a number that is not finite (2 wrote NaN and Infinity, which strict JSON refuses)
+TEXT_FIELDS = {"model", "optimizer"}  # the strings a record holds; every other leaf is a number (or null)
+FLAG_FIELDS = {"diverged"}  # its booleans
 # Experiments whose results are not the regression task's register their own check here, by name.
 OWN_FORMATS: dict[str, Callable[[dict], None]] = {}
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through ``write(tmp)`` into a temporary file beside it, then rename.
+@contextlib.contextmanager
+def staged(path: Path, write: Callable[[Path], None]):
+    """Write ``path``'s new content through ``write(tmp)`` into a temporary file beside it, then, when
+    the block ends without an exception, rename it into place: several files can be written (each
+    of which may fail, a full disk, say) before any of them replaces its old one.
 
-    An interruption leaves the old file as it was, never half of a new one.
+    An interruption or a failure leaves the old file as it was, never half of a new one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,10 +53,29 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the mode of a normal new file
     try:
         write(Path(tmp))
+        yield
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # name the file, not its temporary twin
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``write(tmp)`` into a temporary file beside it, then rename (``staged``)."""
+    with staged(path, write):
+        pass
+
+
+def unwritable_file(path: Path) -> str | None:
+    """Why ``path`` could not be replaced by ``atomic_write``, or None if it can."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a directory"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is read-only"
+    return unwritable(path.parent)
 
 
 def unwritable(folder: Path) -> str | None:
@@ -70,14 +101,37 @@ def rounded(values, digits: int = 6):
     return float(f"{values:.{digits}g}")
 
 
+def finite_or_none(value):
+    """``value`` with every float that is not finite replaced by None, in nested lists and dicts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    return value
+
+
+def none_to_nan(value):
+    """The inverse, for reading records (whose leaves are numbers, strings and flags): None, a number
+    that was not finite, becomes NaN."""
+    if isinstance(value, list):
+        return [none_to_nan(v) for v in value]
+    if isinstance(value, dict):
+        return {k: none_to_nan(v) for k, v in value.items()}
+    return math.nan if value is None else value
+
+
 def to_json(results: dict) -> str:
-    """JSON with one line per top-level entry and per run or dataset: compact, yet diffable."""
+    """Strict JSON with one line per top-level entry and per run or dataset: compact, yet diffable."""
 
     def entry(value) -> str:
         if isinstance(value, list):
-            return "[\n" + ",\n".join(json.dumps(item, separators=(",", ":")) for item in value) + "\n]"
-        return json.dumps(value)
+            items = (json.dumps(item, separators=(",", ":"), allow_nan=False) for item in value)
+            return "[\n" + ",\n".join(items) + "\n]"
+        return json.dumps(value, allow_nan=False)
 
+    results = finite_or_none(results)
     return "{\n" + ",\n".join(f"{json.dumps(key)}: {entry(value)}" for key, value in results.items()) + "\n}\n"
 
 
@@ -98,7 +152,7 @@ def load_results(path: str | Path) -> dict:
         raise ValueError(f"no results at {path}: run `python train.py` first")
     try:
         results = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(results, dict) or not {"config", "runs", "datasets"} <= results.keys():
         raise ValueError(f"{path} is not a results file of train.py (no config/runs/datasets)")
@@ -108,10 +162,80 @@ def load_results(path: str | Path) -> dict:
             raise ValueError(f"{path} was written by a newer version (format {version}; this one reads {FORMAT})")
         raise ValueError(f"{path} was written by an earlier version (format {version!r}, now {FORMAT}): rerun train.py")
     try:
+        if not isinstance(results["config"], dict):
+            raise ValueError("'config' must be an object")
+        check_values(Config, results["config"])
+        check_records(results)
+        results = {k: v if k in ("config", "environment") else none_to_nan(v) for k, v in results.items()}
         OWN_FORMATS.get(results.get("experiment"), check_results)(results)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return results
+
+
+def check_records(results: dict) -> None:
+    """Raise ValueError naming the first field of a record (a run, a dataset, ...: the objects of the
+    top-level lists) that holds what no figure can read: a leaf that is not a number (or null) where
+    numbers go, a seed no generator takes, a ragged list, or a shape unlike the first record's."""
+    for key, records in results.items():
+        if not (isinstance(records, list) and records and all(isinstance(r, dict) for r in records)):
+            continue
+        for i, record in enumerate(records):
+            _check_leaves(record, f"{key}[{i}]")
+        first = _shape(records[0])
+        for i, record in enumerate(records[1:], 1):
+            difference = _first_difference(first, _shape(record), f"{key}[{i}]")
+            if difference:
+                raise ValueError(f"{difference} (unlike {key}[0]: all {key} must have one shape)")
+
+
+def _check_leaves(value, where: str, key: str | None = None) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_leaves(v, f"{where}.{k}", k)
+    elif isinstance(value, list):
+        lengths = {len(v) for v in value if isinstance(v, list)}
+        if len(lengths) > 1 or (lengths and not all(isinstance(v, list) for v in value)):
+            raise ValueError(f"{where}: a ragged list (its items must all be lists of one length, or all not)")
+        for i, v in enumerate(value):
+            _check_leaves(v, f"{where}[{i}]", key)
+    elif key in TEXT_FIELDS:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+    elif key in FLAG_FIELDS:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+    elif key == "seed":
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64):
+            raise ValueError(f"{where}: expected a generator seed (an integer from 0 to 2**64 - 1), got {value!r}")
+    elif value is not None and not _number(value):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+
+
+def _shape(value):
+    """What a record looks like: its keys, its lists' lengths, and the kind of each leaf."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return ["list", len(value), _shape(value[0]) if value else None]
+    return "text" if isinstance(value, str) else "flag" if isinstance(value, bool) else "number"
+
+
+def _first_difference(expected, actual, where: str) -> str | None:
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if expected.keys() != actual.keys():
+            missing, extra = sorted(expected.keys() - actual.keys()), sorted(actual.keys() - expected.keys())
+            return f"{where}: " + "; ".join([*(f"no {k!r}" for k in missing), *(f"an extra {k!r}" for k in extra)])
+        return next(filter(None, (_first_difference(expected[k], actual[k], f"{where}.{k}") for k in expected)), None)
+    if isinstance(expected, list) and isinstance(actual, list):
+        if expected[1] != actual[1]:
+            return f"{where}: {actual[1]} items, where the first record has {expected[1]}"
+        return None if expected[2] is None else _first_difference(expected[2], actual[2], f"{where}[0]")
+    return None if expected == actual else f"{where}: a {_kind(actual)} where the first record has a {_kind(expected)}"
+
+
+def _kind(shape) -> str:
+    return "list" if isinstance(shape, list) else "object" if isinstance(shape, dict) else shape
 
 
 def _number(value) -> bool:
@@ -132,16 +256,12 @@ def _range_of(item: dict, where: str) -> float:
 
 
 def check_results(results: dict) -> None:
-    """Raise ValueError naming the first thing in ``results`` that the figures and tables cannot use."""
+    """Raise ValueError naming the first thing in ``results`` that the figures and tables cannot use
+    (after ``check_values`` and ``check_records``: here, what the regression task's records need)."""
     config = results["config"]
-    if not isinstance(config, dict):
-        raise ValueError("'config' must be an object")
-    for key, ok in (("seeds", lambda v: isinstance(v, list) and v and all(isinstance(s, int) for s in v)),
-                    ("epochs", lambda v: isinstance(v, int) and v >= 1), ("a", _number), ("b", _number),
-                    ("dtype", lambda v: v in ("float32", "float64")),
-                    ("noise_scaled", lambda v: v is None or _number(v))):  # fmt: skip
-        if key not in config or not ok(config[key]):
-            raise ValueError(f"config: {key!r} is missing or not valid ({config.get(key)!r})")
+    for key in ("seeds", "epochs", "a", "b", "dtype", "noise_scaled"):
+        if key not in config:
+            raise ValueError(f"config: {key!r} is missing")
     datasets, runs = results["datasets"], results["runs"]
     if not isinstance(datasets, list) or not all(isinstance(d, dict) for d in datasets):
         raise ValueError("'datasets' must be a list of objects")

@@ -15,14 +15,15 @@ python train.py all        # every one, as the README's main command runs them
 python train.py --ranges 3 --seeds 0 1 --epochs 20 --out results/r3
 
 An experiment name picks a preset (each experiment is a module of experiments/); flags given beside
-it override the preset's values (the defaults shown below are the main experiment's). Results go to
-OUT/results.json for the main experiment and to OUT/NAME/results.json for the others.
+it override the preset's values (the defaults shown below are the main experiment's), and a flag it
+does not read is refused (with `all`, left aside where unread, with a note). Results go to
+OUT/results.json for the main experiment and to OUT/NAME/results.json for the others, recording
+what ran.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -39,12 +40,20 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+import my_bn_cpp
 from bn_pytorch import VARIANTS
 from config import DTYPES, Config, build_parser, resolve_device
 from data import N_TRAIN, overflow_problem
 from experiments import EXPERIMENTS
 from results import format_table, save_results, summarize, to_json, unwritable
-from training import BatchOrder, leave_stopping_to_the_parent, noise_std_of, process_rank, run_experiment
+from training import (
+    BatchOrder,
+    leave_stopping_to_the_parent,
+    noise_std_of,
+    process_rank,
+    run_experiment,
+    stop_signals_as_interrupt,
+)
 
 
 def results_dir(config: Config, experiment: str) -> Path:
@@ -72,12 +81,23 @@ def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
         if name in args:
             args[name] = list(dict.fromkeys(args[name]))  # drop repeats, keep order
     experiments = list(EXPERIMENTS) if experiment == "all" else [experiment]
-    configs = {name: Config(**{**EXPERIMENTS[name].PRESET, **args}) for name in experiments}
-    config = configs[experiments[0]]
     try:
-        resolve_device(config.device)
+        resolve_device(args.get("device", "auto"))
     except ValueError as exc:
         parser.error(f"argument --device: {exc}")
+    for name in experiments:  # a flag the experiment does not read: refused, or with `all` left aside there
+        problem = unused_flag(name, args)
+        if problem and experiment != "all":
+            parser.error(problem)
+        if problem:
+            print(f"note: {problem.removeprefix('argument ')}; `all` leaves it aside there, and the {name} results "
+                  "record what ran", file=sys.stderr)  # fmt: skip
+    configs = {name: Config(**{**EXPERIMENTS[name].PRESET, **args, **fixed_values(name)}) for name in experiments}
+    for name, c in configs.items():
+        problem = getattr(EXPERIMENTS[name], "config_problem", lambda _: None)(c)
+        if problem:
+            parser.error(problem)
+    config = configs[experiments[0]]
     for c in (c for c in configs.values() if c.nproc > 1):
         smallest = min(len(b) for b in BatchOrder(N_TRAIN, c.batch_size, 1, 0)[0]) // c.nproc
         local_bn = [m for m in c.models if VARIANTS[m].norm is not None and not VARIANTS[m].sync]
@@ -98,19 +118,54 @@ def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
     return configs
 
 
+def fixed_values(experiment: str) -> dict:
+    """The settings ``experiment`` runs with whatever the flags say (its ``FIXED``), by name."""
+    return {name: value for name, (value, _why) in getattr(EXPERIMENTS[experiment], "FIXED", {}).items()}
+
+
+def unused_flag(experiment: str, given: dict) -> str | None:
+    """The error for the flags in ``given`` that ``experiment`` does not read: its ``UNUSED`` settings,
+    and its ``FIXED`` ones with another value than the one it runs with."""
+    module, problems = EXPERIMENTS[experiment], []
+    for name, value in given.items():
+        flag = "--" + name.replace("_", "-")
+        if name in getattr(module, "UNUSED", {}):
+            problems.append(f"{flag}: the {experiment} experiment does not use it ({module.UNUSED[name]})")
+        fixed, why = getattr(module, "FIXED", {}).get(name, (value, ""))
+        if value != fixed and not (name == "device" and resolve_device(value) == resolve_device(fixed)):
+            problems.append(f"{flag}: the {experiment} experiment runs with {fixed} only ({why})")
+    return f"argument {'; '.join(problems)}" if problems else None
+
+
 # ----------------------------------------------------------------------------------------------
 # Running an experiment, in this process or in a group of them
 
 
 def run_here(experiment: str, config: Config) -> dict:
-    """Run one experiment in this process (alone, or as one of a group); the first process logs."""
+    """Run one experiment in this process (alone, or as one of a group); the first process logs. The
+    results' config holds the settings the experiment read, not those it does not use."""
     torch.set_num_threads(config.threads)
-    run = getattr(EXPERIMENTS[experiment], "run", run_experiment)  # an experiment may train in its own way
+    module = EXPERIMENTS[experiment]
+    run = getattr(module, "run", run_experiment)  # an experiment may train in its own way
     log = print if process_rank()[0] == 0 else lambda _: None
-    return {"experiment": experiment, **run(config, log=log)}
+    results = {"experiment": experiment, **run(config, log=log)}
+    results["config"] = {k: v for k, v in results["config"].items() if k not in getattr(module, "UNUSED", {})}
+    return results
 
 
-def save(experiment: str, config: Config, results: dict) -> Path:
+def available_backend(configs: dict[str, Config]) -> tuple[dict[str, Config], str | None]:
+    """``configs`` with the MyBN backend that will really run, and a note for the results where that
+    is not the one asked for (``--mybn-backend cpp`` where the C++ backend cannot be built)."""
+    if not any(c.mybn_backend == "cpp" for c in configs.values()) or my_bn_cpp.available():
+        return configs, None
+    note = (f"--mybn-backend cpp: the C++ backend was not available ({my_bn_cpp.unavailable_because()}); MyBN ran "
+            "its Python backend")  # fmt: skip
+    return {name: dataclasses.replace(c, mybn_backend="python") for name, c in configs.items()}, note
+
+
+def save(experiment: str, config: Config, results: dict, fallback: str | None = None) -> Path:
+    if fallback:
+        results["environment"]["fallback"] = fallback
     path = save_results(results, results_dir(config, experiment))
     summary = getattr(EXPERIMENTS[experiment], "summary_table", lambda r: format_table(summarize(r)))
     print(summary(results))
@@ -187,26 +242,10 @@ def run_distributed(experiment: str, config: Config) -> dict:
         return json.loads(handover.read_text())
 
 
-@contextlib.contextmanager
-def stop_signals_as_interrupt():
-    """SIGINT and SIGTERM (Ctrl-C, ``kill``, ``timeout``, a job scheduler) stop this process through
-    KeyboardInterrupt, so that its child processes are ended and nothing half done is saved. SIGINT
-    too, since a shell starts a background job with SIGINT ignored."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def main(argv: list[str] | None = None) -> int:
     configs = parse_config(argv)
     if "WORLD_SIZE" in os.environ:  # started by torchrun: this process is one of the group already
+        configs, fallback = available_backend(configs)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         try:
             for experiment, config in configs.items():
@@ -215,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"== {experiment}")
                 results = run_here(experiment, config)
                 if process_rank()[0] == 0:
-                    save(experiment, config, results)
+                    save(experiment, config, results, fallback)
             dist.barrier()  # nobody leaves, taking the rendezvous store along, while another still needs it
         finally:
             dist.destroy_process_group()
@@ -223,13 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     written = []
     try:
         with stop_signals_as_interrupt():
+            configs, fallback = available_backend(configs)  # built (or found wanting) before any worker forks
+            if fallback:
+                print(f"train.py: {fallback}; the results say so", file=sys.stderr)
             for experiment, config in configs.items():
                 print(f"== {experiment}", flush=True)  # flushed before any fork, or a child would print it again
                 results = run_distributed(experiment, config) if config.nproc > 1 else run_here(experiment, config)
-                written.append(save(experiment, config, results))
-    except (KeyboardInterrupt, GroupFailed, BrokenProcessPool) as exc:
+                written.append(save(experiment, config, results, fallback))
+    except (KeyboardInterrupt, GroupFailed, BrokenProcessPool, OSError) as exc:
         if isinstance(exc, KeyboardInterrupt):
             why = f"stopped by {exc.args[0] if exc.args else 'SIGINT'}"
+        elif isinstance(exc, OSError):  # a full disk, say: the atomic writes leave the file they were writing as it was
+            why = f"cannot write {exc.filename or 'the results'} ({exc.strerror or exc})"
         else:
             why = "a worker process died" if isinstance(exc, BrokenProcessPool) else str(exc)
         before = f"wrote {', '.join(map(str, written))} before that, " if written else ""

@@ -248,9 +248,43 @@ def leave_stopping_to_the_parent() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+@contextlib.contextmanager
+def stop_signals_as_interrupt():
+    """SIGINT and SIGTERM (Ctrl-C, ``kill``, ``timeout``, a job scheduler) stop this process through
+    KeyboardInterrupt, so that its child processes are ended, its temporary files removed, and
+    nothing half done is saved. SIGINT too, since a shell starts a background job with SIGINT ignored."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _worker_init(threads: int) -> None:
     leave_stopping_to_the_parent()
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def process_pool(workers: int, threads: int = 1):
+    """``map`` over ``workers`` processes forked from this one, each with ``threads`` threads, which
+    leave stopping to this process: stopped (KeyboardInterrupt), or with a worker dead, the others
+    are ended at once, not after their jobs."""
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init,
+                               initargs=(threads,))  # fmt: skip
+    try:
+        yield pool.map
+    except BaseException:
+        for process in list((pool._processes or {}).values()):  # no public way before Python 3.14
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 @contextlib.contextmanager
@@ -273,16 +307,8 @@ def run_pool(config: Config, jobs: int):
         return
     import torch._dynamo  # noqa: F401  - the optimiser imports it on first use; once here, not in every worker
 
-    ctx = mp.get_context("fork")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(config.threads,))
-    try:
-        yield pool.map
-    except BaseException:  # stopped, or a worker died: end the others now, not after their runs
-        for process in list((pool._processes or {}).values()):  # no public way before Python 3.14
-            process.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
+    with process_pool(workers, config.threads) as pool_map:
+        yield pool_map
 
 
 def run_experiment(

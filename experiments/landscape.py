@@ -14,6 +14,8 @@ running statistics put back after the probe, as are the parameters and the optim
 
 The learning rate, per range (``LR``): the largest of the lr experiment's SGD grid at which every
 seed of both nets trains within 100 epochs; tests/test_readme.py checks that against the lr results.
+``--lr`` replaces it for every range (a range without an entry in ``LR`` needs it); each run records
+the rate it trained at, and the results' config the one given (null: the rates of ``LR``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from plotting import Figures, band, label, range_text, save, stacked, subplots
 from results import models_of, ranges_of, require_in_runs, rounded, runs_of
 from training import Probe, preserved, run_experiment
 
-PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "optimizer": "sgd", "diagnostics": False}
+PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "optimizer": "sgd", "diagnostics": False,
+          "lr": None}  # fmt: skip  # None: each range's rate from LR
 LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
 FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the learning rate
 EVERY = 16  # steps between probes: about one per epoch
@@ -88,14 +91,22 @@ def landscape_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, etas: li
             "gdiff_max": max(diffs), "beta": max(betas)}  # fmt: skip
 
 
+def config_problem(config) -> str | None:
+    """Why train.py cannot run this config (a range with no learning rate), or None."""
+    missing = [r for r in config.ranges if config.lr is None and r not in LR]
+    if missing:
+        return f"argument --lr: landscape has no learning rate of its own for R = {missing[0]:g} (only {sorted(LR)})"
+    return None
+
+
 def run(config, log=print) -> dict:
     """One experiment per range at its learning rate, merged: the runs carry their ``lr``."""
     merged: dict = {}
     for r in config.ranges:
-        part = run_experiment(dataclasses.replace(config, ranges=[r], lr=LR.get(r, config.lr)), log,
-                              probe=LandscapeProbe)  # fmt: skip
+        lr = LR[r] if config.lr is None else config.lr
+        part = run_experiment(dataclasses.replace(config, ranges=[r], lr=lr), log, probe=LandscapeProbe)
         for run_ in part["runs"]:
-            run_["lr"] = LR.get(r, config.lr)
+            run_["lr"] = lr
         if not merged:
             merged = {**part, "config": dataclasses.asdict(config)}
         else:

@@ -32,6 +32,13 @@ from results import dataset_of, models_of, ranges_of, rounded, runs_of
 from training import BatchOrder, dataset_entry, dataset_for, environment, preserved, run_pool
 
 PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "diagnostics": False}
+FIXED = {
+    "mybn_backend": ("python", "its nets train under torch.func.vmap, where MyBN runs its Python backend"),
+    "device": ("cpu", "it runs on the CPU"),
+    "nproc": (1, "each ensemble trains in one process"),
+}
+UNUSED = {"lr": "it trains on a grid of learning rates (GRIDS)", "optimizer": "it trains with both, Adam and SGD",
+          "diagnostics": "it records no diagnostics"}  # fmt: skip
 GRIDS = {  # optimizer -> learning rates, half a decade apart, from slow to failing for every net
     "adam": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
     "sgd": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
@@ -98,9 +105,10 @@ def train_members(config, job: tuple[float, str, str]) -> list[dict]:
         tests.append(test()[0])
     pred = test()[1]
     tests, losses = torch.stack(tests, 1), torch.stack(losses, 1)  # (K, epochs + 1), (K, steps)
-    return [{"range": [-r, r], "model": model, "seed": s, "optimizer": optimizer, "lr": lr,
+    runs = [{"range": [-r, r], "model": model, "seed": s, "optimizer": optimizer, "lr": lr,
              "test_mse": tests[j].tolist(), "train_loss": losses[j].tolist(), "predictions": pred[j, :, 0].tolist()}
             for j, (lr, s) in enumerate(members)]  # fmt: skip
+    return [{**run_, "diverged": diverged(run_)} for run_ in runs]  # its non-finite numbers are null in the file
 
 
 def run(config, log=print) -> dict:

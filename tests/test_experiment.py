@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -381,6 +382,96 @@ def test_adding_an_experiment_is_one_module_and_one_entry(monkeypatch, tmp_path)
     assert f"largest: {saved['largest_final_mse']:.3g}" in readme.read_text()
 
 
+# ---------------------------------------------------------------------------------------------- what results record
+
+UNUSED_FLAGS = {  # a flag the named experiment does not read -> the start of its one-line refusal
+    ("mnist", "--ranges", "3"): "argument --ranges: the mnist experiment does not use it",
+    ("mnist", "--no-diagnostics"): "argument --diagnostics: the mnist experiment does not use it",
+    ("mnist", "--nproc", "2"): "argument --nproc: the mnist experiment runs with 1 only",
+    ("lr", "--optimizer", "sgd"): "argument --optimizer: the lr experiment does not use it",
+    ("lr", "--lr", "0.1"): "argument --lr: the lr experiment does not use it",
+    ("lr", "--mybn-backend", "cpp"): "argument --mybn-backend: the lr experiment runs with python only",
+    ("landscape", "--ranges", "3"): "argument --lr: landscape has no learning rate of its own for R = 3",
+}
+
+
+@pytest.mark.parametrize("argv", UNUSED_FLAGS, ids=" ".join)
+def test_a_flag_the_experiment_does_not_use_is_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.parse_config(list(argv))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and UNUSED_FLAGS[argv] in err, err
+
+
+def test_all_leaves_such_a_flag_aside_where_it_is_not_read(capsys):
+    """`train.py all` with a flag that some experiments do not read: one note each, and those run as
+    they always do (their results record what ran)."""
+    configs = train.parse_config(["all", "--ranges", "3", "--mybn-backend", "cpp", "--lr", "0.1"])
+    notes = capsys.readouterr().err.splitlines()
+    assert any(n.startswith("note: --ranges: the mnist experiment does not use it") for n in notes), notes
+    assert any(n.startswith("note: --mybn-backend: the lr experiment runs with python only") for n in notes), notes
+    assert configs["lr"].mybn_backend == "python" and configs["main"].mybn_backend == "cpp"
+    assert configs["landscape"].lr == 0.1 and configs["main"].ranges == [3.0]
+
+
+def test_mnist_runs_what_its_flags_say_and_records_only_that(tmp_path):
+    """--optimizer and --dtype reach the MNIST runs (each changes what they measure); settings of the
+    regression task are not in its results; device and processes are the ones it ran on."""
+    from experiments import mnist
+
+    base = Config(**{**mnist.PRESET, "epochs": 1, "seeds": [0]})
+    measured = {}  # a unit's sigmoid-input percentiles at the end (6 digits): float64 moves them too
+    for change in ({}, {"optimizer": "adam"}, {"dtype": "float64"}):
+        run_ = mnist.mnist_run(dataclasses.replace(base, **change), ("my_bn", 0, 0.05))
+        measured[str(change)] = tuple(run_["unit_q"][-1])
+    assert len(set(measured.values())) == 3, measured
+    out = tmp_path / "out"
+    argv = ["mnist", "--models", "my_bn", "--seeds", "0", "--epochs", "1", "--dtype", "float64", "--out", str(out)]
+    assert train.main(argv) == 0
+    saved = json.loads((out / "mnist" / "results.json").read_text())
+    assert saved["config"]["dtype"] == "float64" and saved["config"]["optimizer"] == "sgd"
+    assert not {"ranges", "a", "b", "noise_std", "noise_scaled", "diagnostics"} & saved["config"].keys()
+    assert saved["config"]["device"] == saved["environment"]["device"] == "cpu"
+
+
+def test_a_backend_that_could_not_run_is_not_recorded_as_run(tmp_path):
+    """--mybn-backend cpp without a compiler: the Python backend runs, and the results say so (the
+    config's backend is the one that ran; the environment holds the fallback and why)."""
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCH_EXTENSIONS_DIR": str(tmp_path / "cache")}
+    argv = ["--mybn-backend", "cpp", "--ranges", "1", "--models", "my_bn", "--seeds", "0", "--epochs", "1",
+            "--no-diagnostics", "--out", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "train.py: --mybn-backend cpp: the C++ backend was not available" in done.stderr
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["config"]["mybn_backend"] == "python"
+    fallback = saved["environment"]["fallback"]
+    assert "no C++ compiler" in fallback and "Python backend" in fallback
+
+
+def test_results_are_strict_json_and_a_diverged_run_reads_back(tmp_path):
+    """The lr grid's top rates diverge: their numbers are null in the file (strict JSON, no NaN or
+    Infinity), the run says it diverged, and it reads back as NaN, which the table takes."""
+    from experiments import lr
+
+    out = tmp_path / "out"
+    argv = ["lr", "--ranges", "5", "--models", "plain", "--seeds", "0", "--epochs", "2", "--out", str(out)]
+    assert train.main(argv) == 0
+    text = (out / "lr" / "results.json").read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in a results file")
+
+    saved = json.loads(text, parse_constant=refuse)
+    blown = [run_ for run_ in saved["runs"] if None in run_["test_mse"]]
+    assert blown and all(run_["diverged"] for run_ in blown)
+    loaded = results.load_results(out / "lr")
+    back = next(run_ for run_ in loaded["runs"] if run_["lr"] == blown[0]["lr"] and run_["optimizer"] == "sgd")
+    assert any(math.isnan(v) for v in back["test_mse"]) and lr.diverged(back)
+    assert "none" in lr.lr_table(loaded) or "1 (lr" in lr.lr_table(loaded)
+    assert results.to_json({"x": [1.0, math.inf, -math.inf, math.nan]}) == '{\n"x": [\n1.0,\nnull,\nnull,\nnull\n]\n}\n'
+
+
 BAD_RESULTS = {  # what an earlier version, or a hand edit, may leave in results.json
     "a run without predictions": lambda res: res["runs"][0].pop("predictions"),
     "a dataset without noise_std": lambda res: res["datasets"][0].pop("noise_std"),
@@ -395,8 +486,27 @@ BAD_RESULTS = {  # what an earlier version, or a hand edit, may leave in results
     "not an object": lambda res: res.clear(),
     "an earlier format": lambda res: res.pop("format"),
     "a newer format": lambda res: res.update(format=res["format"] + 1),
+    "a seed past 2**64 in the config": lambda res: res["config"]["seeds"].__setitem__(0, 2**70),
+    "a seed past 2**64 in a run": lambda res: res["runs"][3].update(seed=2**70),
+    "a string in the diagnostics": lambda res: res["runs"][1]["diagnostics"]["saturation"][2].__setitem__(1, "x"),
+    "a ragged list": lambda res: res["runs"][1]["diagnostics"]["unit_q"][0].append([1.0]),
+    "a run shorter than the others": lambda res: res["runs"][4]["test_mse"].pop(),
+    "a negative epoch count": lambda res: res["config"].update(epochs=-2),
+    "an unknown setting": lambda res: res["config"].update(colour="red"),
+    "a boolean where a number goes": lambda res: res["runs"][0]["train_loss"].__setitem__(0, True),
 }
-FORMAT_MESSAGES = {"an earlier format": "written by an earlier version", "a newer format": "written by a newer version"}
+FORMAT_MESSAGES = {  # what the one line must say, beside the file's name
+    "an earlier format": "written by an earlier version",
+    "a newer format": "written by a newer version",
+    "a seed past 2**64 in the config": "config: 'seeds': expected an integer from 0 to 2**64 - 1",
+    "a seed past 2**64 in a run": "runs[3].seed: expected a generator seed",
+    "a string in the diagnostics": "runs[1].diagnostics.saturation[2][1]: expected a number, got 'x'",
+    "a ragged list": "runs[1].diagnostics.unit_q: a ragged list",
+    "a run shorter than the others": "runs[4].test_mse: 2 items, where the first record has 3",
+    "a negative epoch count": "config: 'epochs': expected a positive integer, got '-2'",
+    "an unknown setting": "config: unknown setting 'colour'",
+    "a boolean where a number goes": "runs[0].train_loss[0]: expected a number, got True",
+}
 
 
 OTHER_BAD_RESULTS = {  # experiment -> what its figures need beyond the format, taken away
@@ -429,4 +539,5 @@ def test_compare_refuses_bad_results_in_one_line(name, tiny_results, tmp_path, c
     lines = [line for line in err.splitlines() if not line.startswith("note:")]
     assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert FORMAT_MESSAGES.get(name, "") in err and ("rerun train.py" in err or name != "an earlier format"), err
+    assert name == "--pictures is a file" or str(path) in err, err
     assert readme.read_text() == before and [p.name for p in pictures.iterdir()] == ["old.png"]

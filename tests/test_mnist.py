@@ -10,6 +10,7 @@ import train
 from bn_pytorch import SigmoidMLP
 from data import MNIST_TRAIN_PER_CLASS, mnist_split
 from experiments import mnist
+from results import FORMAT
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_one_short_run_trains_end_to_end(tmp_path, monkeypatch):
 
 def test_mnist_results_are_checked(tmp_path):
     path = tmp_path / "results.json"
-    bad = {"format": 2, "experiment": "mnist", "config": {}, "datasets": [], "runs": [{"model": "resnet"}]}
+    bad = {"format": FORMAT, "experiment": "mnist", "config": {}, "datasets": [], "runs": [{"model": "resnet"}]}
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="runs\\[0\\]"):
         compare.load_results(path)

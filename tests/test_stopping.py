@@ -2,6 +2,7 @@
 running, a true last line, and a non-zero exit status."""
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -113,3 +114,113 @@ def test_waiting_for_a_group_whose_last_process_ends_between_two_looks():
     thread.start()
     assert done.wait(timeout=10), "wait_for_group blocked"
     os.close(group[0].read)
+
+
+# ---------------------------------------------------------------------------------------------- compare.py, a full disk
+
+
+@pytest.fixture(scope="module")
+def small_results(tmp_path_factory) -> Path:
+    """A main experiment small enough to train in a second, with its diagnostics (four figures)."""
+    import train
+
+    out = tmp_path_factory.mktemp("results")
+    assert train.main(["--ranges", "1", "--models", "plain", "--seeds", "0", "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+def drawing_setup(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """A figure folder with one old figure, a README with the main tables' markers, and compare.py's
+    arguments for them."""
+    pictures, readme = tmp_path / "picture", tmp_path / "README.md"
+    pictures.mkdir()
+    (pictures / "old.png").write_bytes(b"old")
+    tables = ("results-table", "saturation-table")
+    readme.write_text("".join(f"<!-- {name}:start -->\nstale\n<!-- {name}:end -->\n" for name in tables))
+    return pictures, readme, ["--pictures", str(pictures), "--readme", str(readme)]
+
+
+def unchanged(pictures: Path, readme: Path) -> bool:
+    return [p.name for p in pictures.iterdir()] == ["old.png"] and "stale" in readme.read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the child processes")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_stopped_compare_leaves_figures_and_readme_as_they_were(sig, small_results, tmp_path):
+    """Stopped while it draws, compare.py ends its drawing processes, removes its temporary folder, and
+    says so in one line, under SIGINT and SIGTERM alike."""
+    pictures, readme, args = drawing_setup(tmp_path)
+    command = [sys.executable, "compare.py", "--results", str(small_results), *args]
+    proc = subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list(pictures.glob(".drawing-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    kids = children(proc.pid)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "wrote" not in stdout, stdout
+    assert stderr.strip().splitlines()[-1] == f"stopped by {sig.name}: picture/ and the README are as they were"
+    assert "Traceback" not in stderr, stderr
+    assert unchanged(pictures, readme) and sorted(tmp_path.iterdir()) == sorted([pictures, readme])
+    assert not [pid for pid in kids if running(pid)], "a drawing process is still running"
+
+
+def test_drawing_touches_nothing_beside_the_figure_folder(tmp_path):
+    """Figures are drawn in a folder inside the figure folder, so that its parent, which may be
+    read-only, is never written."""
+    import compare
+
+    pictures = tmp_path / "picture"
+    pictures.mkdir()
+    seen = []
+    todo = {"a.png": lambda out: (seen.append(sorted(p.name for p in tmp_path.iterdir())), out.write_bytes(b"a"))}
+    compare.write_pictures(todo, pictures)
+    assert seen == [["picture"]] and [p.name for p in pictures.iterdir()] == ["a.png"]
+
+
+def test_a_readme_that_cannot_be_written_is_refused_before_drawing(small_results, tmp_path):
+    pictures, readme, args = drawing_setup(tmp_path)
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    for target in (blocked / "README.md", pictures):  # under a file; a folder, not a file
+        command = [sys.executable, "compare.py", "--results", str(small_results), *args[:2], "--readme", str(target)]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        lines = [line for line in done.stderr.splitlines() if not line.startswith("note:")]
+        assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert unchanged(pictures, readme)
+
+
+def fill_disk_at(limit: int):
+    """For a child process: writing past ``limit`` bytes of a file fails (EFBIG) as a full disk does
+    (ENOSPC), with an OSError from the write."""
+
+    def limit_writes():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_writes
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_a_full_disk_ends_each_script_in_one_line_and_keeps_the_old_files(small_results, tmp_path):
+    pictures, readme, args = drawing_setup(tmp_path)
+    done = subprocess.run([sys.executable, "compare.py", "--results", str(small_results), *args], cwd=ROOT,
+                          capture_output=True, text=True, preexec_fn=fill_disk_at(20_000))  # fmt: skip
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("note:")]
+    assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"compare.py: cannot write {pictures}/") and ".png (File too large)" in lines[0]
+    assert lines[0].endswith(f"{pictures}/ and {readme} are as they were") and unchanged(pictures, readme)
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(SENTINEL)
+    argv = ["--ranges", "1", "--models", "plain", "--seeds", "0", "--epochs", "1", "--out", str(out)]
+    done = subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                          preexec_fn=fill_disk_at(2_000))  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"cannot write {out / 'results.json'} (File too large): nothing else written; earlier results are as they were"
+    )
+    assert list(out.iterdir()) == [out / "results.json"] and (out / "results.json").read_text() == SENTINEL
