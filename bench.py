@@ -385,13 +385,7 @@ def format_train_table(rows: list[dict]) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    cpu = training.cpu_name()
     if torch.cuda.is_available():
         cpu += f"; GPU {torch.cuda.get_device_name()}"
     return (

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -343,12 +344,24 @@ def dataset_entry(config: Config, r: float, seed: int) -> dict:
             "x_test": d.x_test.squeeze(1).tolist(), "y_test": d.y_test.squeeze(1).tolist()}  # fmt: skip
 
 
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []  # fmt: skip
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def environment(config: Config) -> dict:
-    """Where results were produced: versions, device, threads and processes."""
+    """Where results were produced: versions, device, CPU, threads and processes. The CPU's vector
+    instructions (PyTorch's ``cpu_capability``: AVX512, AVX2, ...) choose the kernels, and so the
+    rounding: the same run on another capability ends in other last digits, and long runs drift apart."""
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(resolve_device(config.device)),
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": config.threads,
         "processes": process_rank()[1],
     }

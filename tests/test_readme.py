@@ -348,7 +348,8 @@ def test_claims_about_the_explanations():
 
 def test_claims_about_mnist():
     """At the lowest rate the plain net is near chance after 1,000 steps while both batch-norm nets are
-    near their end; at the chosen rate and ten times higher it keeps up and ends as high or higher."""
+    near their end; at the chosen rate and ten times higher it keeps up; at the chosen rate it ends
+    higher, at ten times it ends within a point of them (the side changes with the CPU's rounding)."""
     from experiments import mnist
 
     results = load_results(ROOT / "results" / "mnist" / "results.json")
@@ -362,11 +363,13 @@ def test_claims_about_mnist():
         assert at[bn, low, 1000] > at[bn, low, last] - 0.02 and at[bn, low, 1000] > 0.85
         for lr in (chosen, high):
             assert at["plain", lr, 1000] > at[bn, lr, 1000] - 0.02  # keeps up from the first thousand steps
-            assert at["plain", lr, last] >= at[bn, lr, last] - 0.002  # ends as high or higher
+        assert at["plain", chosen, last] > at[bn, chosen, last]  # "ends higher"
+        assert abs(at["plain", high, last] - at[bn, high, last]) < 0.01  # "within a point of them"
     plain_high = mnist.runs_at(results, "plain", high)
     assert sum(r["saturation"][-1][0] for r in plain_high) / len(plain_high) > 0.5  # "more than half"
-    assert at["plain", high, last] >= max(at[m, lr, last] for m in ("plain", "torch_bn", "my_bn")
-                                          for lr in (low, chosen, high)) - 0.002  # fmt: skip  # "as well as any net"
+    best = max(at[m, lr, last] for m in ("plain", "torch_bn", "my_bn") for lr in (low, chosen, high))
+    assert at["plain", high, last] > best - 0.01  # "within a point of the best net"
+    assert results["environment"]["cpu_capability"] == "AVX2"  # "this one has AVX2"
     for lr in (low, chosen, high):  # "at every learning rate ... a larger ||G - G'|| / ||G||, in both layers"
         for bn in ("torch_bn", "my_bn"):
             rel = {m: torch.stack([torch.tensor(r["ics_rel"]).median(0).values for r in mnist.runs_at(results, m, lr)])
