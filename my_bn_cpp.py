@@ -105,8 +105,8 @@ def load(wait_s: float | None = None):
         raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'c++')} is not on PATH)")
     from filelock import FileLock, Timeout
 
-    ext, folder = name(), build_directory()
-    library, built = folder / f"{ext}.so", folder / "built"  # "built": written once a build has loaded
+    folder = build_directory()
+    ext, built = folder.name, folder / "built"  # "built": written once a build has loaded
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(folder / "build.lock")  # flock(2): released by the kernel when its holder ends
     try:
@@ -119,10 +119,13 @@ def load(wait_s: float | None = None):
             raise RuntimeError(f"another process has been building it in {folder} for over {wait_s:g} s") from None
     try:
         if built.exists():
-            spec = importlib.util.spec_from_file_location(ext, library)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
+            try:
+                spec = importlib.util.spec_from_file_location(ext, folder / f"{ext}.so")
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module
+            except (ImportError, OSError):  # a library gone or damaged since: built again, below
+                built.unlink()
         print(f"MyBN: building the C++ backend once ({SOURCE.name}, about a minute) in {folder}", file=sys.stderr)
         return _build(ext, folder, built)
     finally:

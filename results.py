@@ -122,6 +122,15 @@ def none_to_nan(value):
     return math.nan if value is None else value
 
 
+def from_json(text: str) -> dict:
+    """What ``to_json`` wrote, read back: in the records (every entry but the config and the
+    environment), null, a number that was not finite, as NaN."""
+    results = json.loads(text)
+    if not isinstance(results, dict):
+        return results
+    return {k: v if k in ("config", "environment") else none_to_nan(v) for k, v in results.items()}
+
+
 def to_json(results: dict) -> str:
     """Strict JSON with one line per top-level entry and per run or dataset: compact, yet diffable."""
 
@@ -151,7 +160,7 @@ def load_results(path: str | Path) -> dict:
     if not path.is_file():
         raise ValueError(f"no results at {path}: run `python train.py` first")
     try:
-        results = json.loads(path.read_text())
+        results = from_json(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(results, dict) or not {"config", "runs", "datasets"} <= results.keys():
@@ -166,7 +175,6 @@ def load_results(path: str | Path) -> dict:
             raise ValueError("'config' must be an object")
         check_values(Config, results["config"])
         check_records(results)
-        results = {k: v if k in ("config", "environment") else none_to_nan(v) for k, v in results.items()}
         OWN_FORMATS.get(results.get("experiment"), check_results)(results)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
@@ -208,7 +216,7 @@ def _check_leaves(value, where: str, key: str | None = None) -> None:
     elif key == "seed":
         if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64):
             raise ValueError(f"{where}: expected a generator seed (an integer from 0 to 2**64 - 1), got {value!r}")
-    elif value is not None and not _number(value):
+    elif not _number(value):  # NaN included: a number that was not finite (null in the file)
         raise ValueError(f"{where}: expected a number, got {value!r}")
 
 

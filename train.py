@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -45,7 +44,7 @@ from bn_pytorch import VARIANTS
 from config import DTYPES, Config, build_parser, resolve_device
 from data import N_TRAIN, overflow_problem
 from experiments import EXPERIMENTS
-from results import format_table, save_results, summarize, to_json, unwritable
+from results import format_table, from_json, save_results, summarize, to_json, unwritable
 from training import (
     BatchOrder,
     leave_stopping_to_the_parent,
@@ -239,7 +238,7 @@ def run_distributed(experiment: str, config: Config) -> dict:
                     process.kill()
                     process.join()
             raise
-        return json.loads(handover.read_text())
+        return from_json(handover.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -303,6 +303,20 @@ def test_a_failed_build_says_that_it_builds_and_why_it_failed(stand_in):
                       "compiler); using the Python backend")  # fmt: skip
 
 
+def test_a_library_that_no_longer_loads_is_built_again(stand_in):
+    """A build folder whose library was damaged or removed after its build: built again (here, by the
+    stand-in, which fails), not given up on."""
+    folder = my_bn_cpp.build_directory()
+    folder.mkdir(parents=True)
+    (folder / "built").write_text("")
+    (folder / f"{folder.name}.so").write_bytes(b"not a library")
+    done = run_python(USE_CPP, stand_in)
+    assert done.stdout.strip() == "False", done.stderr
+    building, failed = done.stderr.strip().splitlines()
+    assert building.startswith("MyBN: building the C++ backend once") and "stand-in compiler" in failed
+    assert not (folder / "built").exists()
+
+
 def test_the_failure_line_is_the_compilers_first_error():
     ninja_output = (
         "Error building extension 'my_bn_cpp_0123': [1/2] c++ -MMD -MF my_bn_cpp.o.d -DTORCH_EXTENSION_NAME=x "
