@@ -14,7 +14,6 @@ from torch.func import functional_call, grad, hessian, jacfwd, jacrev, jvp, stac
 from torch.utils._pytree import tree_flatten
 
 import my_bn
-import my_bn_cpp
 import my_bn_fast
 from my_bn import MyBN, MyBN2d, batchnorm_forward
 
@@ -37,10 +36,7 @@ def dispatch(request, monkeypatch):
     built with backend="cpp", which must hand each of these calls to the Python backend (forward-mode
     AD and the torch.func transforms) or its backward to the reference (vmap over the backward)."""
     if request.param == "cpp":
-        if my_bn_cpp.compiler() is None:
-            pytest.skip("no C++ compiler here")
-        assert my_bn_cpp.available(), "a C++ compiler, but the C++ backend did not build"
-        monkeypatch.setattr(my_bn, "BACKEND", "cpp")
+        request.getfixturevalue("cpp_backend")
     elif request.param == "blocked":
         monkeypatch.setattr(my_bn_fast, "SMALL_ELEMS", 0)
         monkeypatch.setattr(my_bn_fast, "BLOCK_ELEMS", 12)

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 import my_bn
-import my_bn_cpp
 import my_bn_fast
 from my_bn import MyBN, MyBN2d, MyBN3d, MySyncBN, batch_norm_train
 from my_bn_convert import convert_to_mybn
@@ -31,10 +30,7 @@ def block_size(request, monkeypatch):
     one row, and into blocks of eight rows summed in two groups of four, and with the C++ backend
     (every MyBN built with backend="cpp"), where a compiler can build it."""
     if request.param == "cpp":
-        if my_bn_cpp.compiler() is None:
-            pytest.skip("no C++ compiler here")
-        assert my_bn_cpp.available(), "a C++ compiler, but the C++ backend did not build"
-        monkeypatch.setattr(my_bn, "BACKEND", "cpp")
+        request.getfixturevalue("cpp_backend")
     elif request.param == "reference only":
         monkeypatch.setattr(my_bn, "REFERENCE_ONLY", True)
     elif request.param != "as dispatched":
