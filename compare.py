@@ -109,6 +109,8 @@ def write_pictures(todo: Figures, pictures: Path) -> list[Path]:
                 for name in todo:
                     _draw(name, tmp)
         except OSError as exc:
+            if exc.filename not in todo:  # not a figure's: as it came
+                raise
             raise OSError(exc.errno, exc.strerror, str(pictures / exc.filename)) from exc
         written = []
         for name in todo:

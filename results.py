@@ -52,13 +52,16 @@ def staged(path: Path, write: Callable[[Path], None]):
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it the mode of a normal new file
     try:
-        write(Path(tmp))
+        try:
+            write(Path(tmp))
+        except OSError as exc:
+            if exc.filename not in (None, tmp):
+                raise
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # the file, not its temporary twin
         yield
         os.replace(tmp, path)
-    except BaseException as exc:
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # name the file, not its temporary twin
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
