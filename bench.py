@@ -35,7 +35,6 @@ from torch import nn
 from torch.utils import benchmark
 
 import my_bn
-import my_bn_cpp
 import training
 from bn_pytorch import VARIANTS as NETS
 from bn_pytorch import TanhMLP
@@ -43,6 +42,7 @@ from compare import replace_between_markers
 from config import Config, build_parser, flag, positive_float, resolve_device
 from data import make_dataset
 from my_bn import MyBN, MyBN2d
+from my_bn import cpp as my_bn_cpp
 from results import atomic_write
 
 ALLOCATORS = {
@@ -54,6 +54,8 @@ VARIANTS = ("native", "mybn", "mybn_cpp")
 LABELS = {"native": "native", "mybn": "MyBN", "mybn_cpp": "MyBN C++", "mybn_compiled": "compiled"}
 PASSES = {"fwd": 2, "fwd+bwd": 5}  # pass -> how many times it must move the tensor's bytes
 ROUNDS = 5  # the variants of a shape take turns this many times (see measure)
+NOISY = 0.1  # an interquartile range of this fraction of the median or more: too noisy to trust (the Timer's own)
+FORMAT = 2  # of bench.json; 2: spreads (iqr_ms, round_ms, ratio_range), the Timer's warnings, noisy. Without it: 1
 
 
 @dataclass
@@ -87,7 +89,7 @@ class BenchConfig:
         None, "also write the tables into this README between bench-table (CPU) or bench-cuda-table markers"
     )
     report: str | None = flag(None, "measure nothing: print the tables of a run saved with --json", metavar="FILE")
-    child: str | None = flag(None, "internal: measure in this process for this allocator setting")
+    child: str | None = flag(None, "internal: measure in this process for this allocator setting", help_hidden=True)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -102,18 +104,42 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def timed(stmt: str, min_run_time: float, **env) -> float:
-    """Median milliseconds of ``stmt``, with the threads torch uses here (Timer's default is one)."""
+def timed(stmt: str, min_run_time: float, **env) -> benchmark.Measurement:
+    """``stmt`` timed by torch.utils.benchmark, with the threads torch uses here (Timer's default is one)."""
     timer = benchmark.Timer(stmt=stmt, globals=env, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    return timer.blocked_autorange(min_run_time=min_run_time)
 
 
 def copy_bandwidth(device: torch.device) -> float:
     """Bytes per second moved by copying a 256 MiB tensor (read + write)."""
     src = torch.randn(64 << 20, device=device)
     dst = torch.empty_like(src)
-    seconds = timed("dst.copy_(src)", 1.0, dst=dst, src=src) / 1e3
+    seconds = timed("dst.copy_(src)", 1.0, dst=dst, src=src).median
     return 2 * src.numel() * src.element_size() / seconds
+
+
+def timer_warnings(measurement: benchmark.Measurement) -> list[str]:
+    """The warnings torch.utils.benchmark prints with a measurement (a wide interquartile range), one
+    line each."""
+    text = repr(measurement)
+    return [" ".join(part.split()) for part in text.split("WARNING:")[1:]]
+
+
+def spread(rounds: list[benchmark.Measurement], native: list[benchmark.Measurement]) -> dict:
+    """A cell's numbers from its rounds: the median of the rounds' medians (ms), the interquartile
+    range of every timing of every round together (ms), the ratio to native per round (the rounds
+    are paired: the variants take turns), the Timer's warnings, and whether the cell is too noisy
+    to trust: an interquartile range of 10% of the median or more, its own or native's (the
+    Timer's own threshold)."""
+    pooled, pooled_native = benchmark.Measurement.merge(rounds)[0], benchmark.Measurement.merge(native)[0]
+    ms = statistics.median(m.median for m in rounds) * 1e3
+    ratios = [m.median / n.median for m, n in zip(rounds, native, strict=True)]
+    return {
+        "median_ms": ms, "iqr_ms": pooled.iqr * 1e3, "round_ms": [m.median * 1e3 for m in rounds],
+        "ratio_to_native": ms / (statistics.median(n.median for n in native) * 1e3),
+        "ratio_range": [min(ratios), max(ratios)], "warnings": timer_warnings(pooled),
+        "noisy": not (pooled.meets_confidence(NOISY) and pooled_native.meets_confidence(NOISY)),
+    }  # fmt: skip
 
 
 class _MulAdd(torch.autograd.Function):
@@ -143,7 +169,7 @@ class FunctionFloor(nn.Module):
 
 
 class ReferenceOnly(nn.Module):
-    """A MyBN layer run with ``my_bn.REFERENCE_ONLY``: what my_bn_fast's versions are measured against."""
+    """A MyBN layer run with ``my_bn.REFERENCE_ONLY``: what my_bn.fast's versions are measured against."""
 
     def __init__(self, layer: MyBN):
         super().__init__()
@@ -204,14 +230,17 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
             for (variant, name), samples in times.items():
                 env = {"layer": layers[variant], "x": x, "xr": xr, "dy": dy}
                 samples.append(timed(stmts[name], config.min_run_time / ROUNDS, **env))
-        median = {key: statistics.median(samples) for key, samples in times.items()}
-        for (variant, name), ms in median.items():
+        for (variant, name), samples in times.items():
+            cell = spread(samples, times["native", name])
             bound = PASSES[name] * nbytes / bandwidth * 1e3
             rows.append({
                 "device": str(device), "allocator": allocator, "shape": list(shape), "variant": variant,
-                "pass": name, "median_ms": ms, "ratio_to_native": ms / median["native", name], "bound_ms": bound,
-                "fraction_of_bound": bound / ms, "copy_bandwidth_GBs": bandwidth / 1e9,
+                "pass": name, **cell, "bound_ms": bound, "fraction_of_bound": bound / cell["median_ms"],
+                "copy_bandwidth_GBs": bandwidth / 1e9,
             })  # fmt: skip
+            for warning in cell["warnings"]:
+                print(f"  {LABELS.get(variant, variant)} {text} {name} ({allocator} allocator): {warning}",
+                      file=sys.stderr)  # fmt: skip
         print(f"  measured {text} ({allocator} allocator)", file=sys.stderr)
     return rows
 
@@ -252,12 +281,33 @@ def format_table(rows: list[dict]) -> str:
         def fmt(variant: str, key: str, spec: str, cell: dict = cell) -> str:
             return format(cell[variant][key], spec) if variant in cell else "–"
 
-        times = " | ".join(f"{fmt(v, 'median_ms', '.3g')} | {fmt(v, 'ratio_to_native', '.2f')}" for v in mine)
+        def ms(variant: str, cell: dict = cell) -> str:
+            """The median, with the interquartile range where the run recorded it."""
+            if variant not in cell or "iqr_ms" not in cell[variant]:
+                return fmt(variant, "median_ms", ".3g")
+            return f"{cell[variant]['median_ms']:.3g} ±{cell[variant]['iqr_ms'] / 2:.2g}"
+
+        def ratio(variant: str, cell: dict = cell) -> str:
+            """The ratio to native, with its range over the paired rounds, marked where too noisy."""
+            if variant not in cell or "ratio_range" not in cell[variant]:
+                return fmt(variant, "ratio_to_native", ".2f")
+            low, high = cell[variant]["ratio_range"]
+            flag = " ⚠" if cell[variant]["noisy"] else ""
+            return f"{cell[variant]['ratio_to_native']:.2f} ({low:.2f}–{high:.2f}){flag}"
+
+        times = " | ".join(f"{ms(v)} | {ratio(v)}" for v in mine)
         pct = " / ".join(fmt(v, "fraction_of_bound", ".0%") for v in variants)
         lines.append(
-            f"| {allocator} | {'×'.join(map(str, shape))} | {name} | {fmt('native', 'median_ms', '.3g')} | {times} "
+            f"| {allocator} | {'×'.join(map(str, shape))} | {name} | {ms('native')} | {times} "
             f"| {fmt('native', 'bound_ms', '.3g')} | {pct} |"
         )
+    if any("iqr_ms" in r for r in rows):
+        noisy = sum(bool(r.get("noisy")) for r in rows if r["variant"] not in ("native", "floor"))
+        lines += ["", f"Times: median ±half the interquartile range of every timing, over {ROUNDS} rounds in which "
+                  "the variants take turns. Ratios: of the medians, with the lowest and highest of the rounds' own "
+                  f"ratios in brackets. ⚠: an interquartile range of {NOISY:.0%} of the median or more, the cell's "
+                  "or native's (torch.utils.benchmark's own warning threshold): too noisy to trust; "
+                  f"{noisy} cell(s) here."]  # fmt: skip
     floors = [r for r in rows if r["variant"] == "floor" and r["pass"] == "fwd+bwd"]
     for r in floors:
         lines += ["", f"At {'×'.join(map(str, r['shape']))} ({r['allocator']} allocator), a custom autograd.Function "
@@ -341,7 +391,7 @@ def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "TORCH_EXTENSIONS_DIR": cache}
             start = time.perf_counter()
-            cmd = [sys.executable, "-c", "import my_bn_cpp; assert my_bn_cpp.available()"]
+            cmd = [sys.executable, "-c", "from my_bn import cpp; assert cpp.available()"]
             subprocess.run(cmd, check=True, capture_output=True, env=env)
             rows.append({"what": "build", "wall_s": time.perf_counter() - start})
         for backend in ("python", "cpp"):
@@ -411,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     if config.report:
         try:
             payload = json.loads(Path(config.report).read_text())
+            if payload.get("format", 1) > FORMAT:
+                raise ValueError(f"format {payload['format']}, newer than this bench.py's {FORMAT}")
             report = format_report(payload)
             on_cpu = payload["kernels"][0]["device"] == "cpu"
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
@@ -427,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         about = machine()  # before train_loop_rows, which sets the thread count of a training run
         kernel_rows = run_children(config, _strip(argv))
         train_rows = train_loop_rows(cpp=config.cpp) if config.train_loop else []
-        payload = {"machine": about, "kernels": kernel_rows, "training": train_rows}
+        payload = {"format": FORMAT, "my_bn": my_bn.__version__, "machine": about, "kernels": kernel_rows,
+                   "training": train_rows}  # fmt: skip
         if config.json:
             atomic_write(Path(config.json), lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
         report = format_report(payload)

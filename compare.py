@@ -1,17 +1,22 @@
 """Draw every figure of the README from saved results, and write its tables between marker comments.
 
-    python compare.py                     # results/ -> picture/*.png and the tables in README.md
-    python compare.py --results results/long --pictures picture/long --readme ''
+    python compare.py                     # results/ -> picture/*.png and the README's tables;
+                                          # then runs/, if train.py put any there -> runs/picture/, runs/tables.md
+    python compare.py --results runs/long # -> runs/long/picture/*.png and runs/long/tables.md
 
 Nothing is trained here: figures and tables come from the results.json files that train.py wrote,
 OUT/results.json for the main experiment and OUT/NAME/results.json for the others; each experiment
-(a module of experiments/) says which figures and tables it draws. The main results are required; a
-missing other experiment skips its figures and tables.
+(a module of experiments/) says which figures and tables it draws. Only the experiments' own presets
+(results/) reach picture/ and the README; any other folder's figures go to FOLDER/picture/ and its
+tables to FOLDER/tables.md. In results/ the main results are required; a missing other experiment
+skips its figures and tables.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import multiprocessing as mp
 import os
 import sys
@@ -20,30 +25,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import explanations
-from config import RESULTS_FILE, build_parser, flag
-from experiments import EXPERIMENTS
+from config import COMMITTED, RESULTS_FILE, TRIALS, build_parser, flag
+from experiments import EXPERIMENTS, off_preset
 from plotting import Figures, pyplot
 from results import load_results, staged, unwritable, unwritable_file
 from training import process_pool, stop_signals_as_interrupt
+
+ROOT = Path(__file__).resolve().parent
+PICTURES, README = "picture", "README.md"  # the committed figures and README: the presets' results only
 
 
 @dataclass
 class CompareConfig:
     """Where compare.py reads results and writes figures and tables."""
 
-    results: str = flag("results", "directory of train.py's results (its --out)")
-    pictures: str = flag("picture", "directory the figures are written to")
-    readme: str = flag("README.md", "README whose generated tables are rewritten ('' to leave it alone)")
+    results: str | None = flag(
+        None, f"directory of train.py's results (its --out; default: {COMMITTED}/, then {TRIALS}/ if it has any)"
+    )
+    pictures: str | None = flag(None, f"directory the figures are written to (default: {PICTURES}/ for {COMMITTED}/, "
+                                      "RESULTS/picture/ for any other folder)")  # fmt: skip
+    readme: str | None = flag(None, f"README whose generated tables are rewritten (default: {README} for {COMMITTED}/; "
+                                    "for any other folder RESULTS/tables.md, written whole; '' for none)")  # fmt: skip
 
 
-def load_experiments(root: Path) -> dict[str, dict]:
-    """The results of every experiment under ``root``; the main one must be there."""
-    paths = {name: root / RESULTS_FILE if name == "main" else root / name / RESULTS_FILE for name in EXPERIMENTS}
-    experiments = {"main": load_results(paths["main"])}
+
+def result_paths(root: Path) -> dict[str, Path]:
+    return {name: root / RESULTS_FILE if name == "main" else root / name / RESULTS_FILE for name in EXPERIMENTS}
+
+
+def load_experiments(root: Path, need_main: bool = True) -> dict[str, dict]:
+    """The results of every experiment under ``root``; the main one must be there if ``need_main``."""
+    paths = result_paths(root)
+    if not need_main and not any(path.exists() for path in paths.values()):
+        raise ValueError(f"no results in {root}/ (train.py writes them there with --out {root})")
+    experiments = {}
     for name, path in paths.items():
-        if name == "main":
-            continue
-        if path.exists():
+        if path.exists() or (name == "main" and need_main):
             experiments[name] = load_results(path)
         else:
             print(f"note: no {path}: skipping its figures and tables (python train.py {name})", file=sys.stderr)
@@ -119,27 +136,53 @@ def write_pictures(todo: Figures, pictures: Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(CompareConfig, __doc__)
-    config = CompareConfig(**vars(parser.parse_args(argv)))
-    readme, pictures = Path(config.readme) if config.readme else None, Path(config.pictures)
+def inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def trials_table_file(folder: Path, bodies: dict[str, str]) -> str:
+    """The text of FOLDER/tables.md: every generated table of a folder's results, under its name."""
+    head = (f"# Tables of the results in {folder}/\n\nWritten by compare.py from {folder}/: a configuration of "
+            f"your own, not the committed record ({COMMITTED}/, whose tables are in the README). The figures are "
+            "in picture/ beside this file.\n")  # fmt: skip
+    return head + "".join(f"\n## {name}\n\n{body}\n" for name, body in bodies.items())
+
+
+def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
+    """Draw one results folder's figures and write its tables, as ``config`` says."""
+    results = Path(config.results)
+    committed = results.resolve() == (ROOT / COMMITTED).resolve()
+    pictures = Path(config.pictures if config.pictures is not None else PICTURES if committed else results / "picture")
+    readme_name = config.readme if config.readme is not None else README if committed else str(results / "tables.md")
+    readme = Path(readme_name) if readme_name else None
+    whole = readme is not None and config.readme is None and not committed  # a tables file of its own
     try:
-        experiments = load_experiments(Path(config.results))
+        experiments = load_experiments(results, need_main=committed)
+        record = [inside(pictures, ROOT / PICTURES), readme is not None and inside(readme, ROOT / README)]
+        for name, r in experiments.items() if any(record) else ():
+            differ = off_preset(name, r["config"])
+            if differ:
+                raise ValueError(f"{result_paths(results)[name]} is not the {name} preset's run ({', '.join(differ)}): "
+                                 f"only the presets' results reach {PICTURES}/ and {README} (draw it with "
+                                 f"--pictures and --readme elsewhere)")  # fmt: skip
         todo = figures(experiments)
         bodies = tables(experiments)  # made even without a README: they check what the figures will read
-        text = readme.read_text(encoding="utf-8") if readme else ""
-        for name, body in bodies.items() if readme else ():
-            text = replace_between_markers(text, name, body)
+        if whole:
+            text = trials_table_file(results, bodies)
+        else:
+            text = readme.read_text(encoding="utf-8") if readme else ""
+            for name, body in bodies.items() if readme else ():
+                text = replace_between_markers(text, name, body)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:
         parser.error(f"cannot read {exc.filename}: {exc.strerror or exc}")
     problem = unwritable(pictures)
     if problem:
-        parser.error(f"argument --pictures: cannot write figures to {config.pictures!r}: {problem}")
+        parser.error(f"argument --pictures: cannot write figures to {str(pictures)!r}: {problem}")
     problem = readme and unwritable_file(readme)
     if problem:
-        parser.error(f"argument --readme: cannot write {config.readme!r}: {problem}")
+        parser.error(f"argument --readme: cannot write {str(readme)!r}: {problem}")
     kept = f"{pictures}/ and {readme} are as they were" if readme else f"{pictures}/ is as it was"
     try:
         # The README's new text is written first and renamed into place last, once every figure is in
@@ -150,7 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         sys.exit(f"compare.py: cannot write {exc.filename} ({exc.strerror or exc}): {kept}")
     if readme:
-        print(f"updated the tables in {readme}")
+        print(f"wrote {readme}" if whole else f"updated the tables in {readme}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(CompareConfig, __doc__)
+    config = CompareConfig(**vars(parser.parse_args(argv)))
+    if config.results is not None:
+        draw(parser, config)
+        return 0
+    draw(parser, dataclasses.replace(config, results=COMMITTED))
+    if any(path.exists() for path in result_paths(Path(TRIALS)).values()):  # runs of other configurations
+        draw(parser, CompareConfig(results=TRIALS))
     return 0
 
 
@@ -160,4 +214,4 @@ if __name__ == "__main__":
             sys.exit(main())
     except KeyboardInterrupt as exc:
         why = f"stopped by {exc.args[0]}" if exc.args else "interrupted"
-        sys.exit(f"{why}: picture/ and the README are as they were")
+        sys.exit(f"{why}: the figures and tables it was writing are as they were")

@@ -19,6 +19,8 @@ from bn_pytorch import MODELS, VARIANTS
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 RESULTS_FILE = "results.json"  # what train.py writes into OUT (or OUT/NAME), and compare.py reads
+COMMITTED = "results"  # the experiments' presets' results: the committed record, drawn into the README
+TRIALS = "runs"  # any other configuration's results (ignored by git), and their figures and tables
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,7 +52,7 @@ batch_int = _number(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs tw
 
 
 def flag(default, help: str, **argparse_kwargs):
-    """A Config field that carries its own argparse settings."""
+    """A Config field that carries its own argparse settings (``help_hidden=True``: not in --help)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **argparse_kwargs})
     return field(default=default, metadata={"help": help, **argparse_kwargs})
@@ -77,7 +79,8 @@ class Config:
     bn_momentum: float = flag(0.5, "momentum of the batch-norm layers, as in the original", type=unit_float)
     mybn_backend: str = flag(
         "python",
-        "MyBN's backend: python (my_bn.py), or cpp (hand-written C++ loops, built on first use; needs a compiler)",
+        "MyBN's backend: python (the my_bn package), or cpp (hand-written C++ loops, built on first use; needs "
+        "a compiler)",
         choices=("python", "cpp"),
     )
     a: float = flag(1.0, "y = a·x² + b + noise: a", type=finite_float)
@@ -108,7 +111,9 @@ class Config:
         "nccl on CUDA); under torchrun, its process count",
         type=positive_int,
     )
-    out: str = flag("results", f"output directory: OUT/{RESULTS_FILE}, or OUT/NAME/{RESULTS_FILE} for experiment NAME")
+    out: str | None = flag(  # None: COMMITTED for a run of an experiment's preset, TRIALS for any other (train.py)
+        None, f"output directory: OUT/{RESULTS_FILE}, or OUT/NAME/{RESULTS_FILE} for experiment NAME"
+    )
 
 
 def _default(f: dataclasses.Field):
@@ -150,17 +155,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(
-    config_cls: type, description: str | None, *, suppress_defaults: bool = False
+    config_cls: type,
+    description: str | None,
+    *,
+    suppress_defaults: bool = False,
+    shown: dict[str, str] | None = None,
+    epilog: str | None = None,
 ) -> argparse.ArgumentParser:
     """argparse flags generated from a config dataclass: --batch-size for batch_size, and so on.
 
-    With ``suppress_defaults`` only the flags actually given appear in the parsed namespace.
+    With ``suppress_defaults`` only the flags actually given appear in the parsed namespace. ``shown``
+    replaces the help's "(default: ...)" of the named fields (an experiment's preset, say).
     """
-    parser = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(config_cls):
         meta, default = dict(f.metadata), _default(f)
-        shown = " ".join(map(str, default)) if isinstance(default, list) else default
-        kwargs = {"help": f"{meta.pop('help')} (default: {shown})", "default": default, **meta}
+        value = " ".join(map(str, default)) if isinstance(default, list) else default
+        note = (shown or {}).get(f.name, f"default: {value}")
+        text, hidden = meta.pop("help"), meta.pop("help_hidden", False)  # hidden: an internal flag
+        kwargs = {"help": argparse.SUPPRESS if hidden else f"{text} ({note})", "default": default, **meta}
         if isinstance(default, list):
             kwargs["nargs"] = "+"
         if suppress_defaults:

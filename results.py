@@ -97,6 +97,13 @@ def unwritable(folder: Path) -> str | None:
     return None
 
 
+def source(results: dict) -> str:
+    """Where a loaded results file was written, as the tables cite it: `OUT/results.json` for the main
+    experiment, `OUT/NAME/results.json` for the others (OUT as its config records it)."""
+    out, name = results["config"].get("out") or "results", results["experiment"]
+    return f"`{out}/{RESULTS_FILE}`" if name == "main" else f"`{out}/{name}/{RESULTS_FILE}`"
+
+
 def rounded(values, digits: int = 6):
     """Nested lists of floats to ``digits`` significant digits: plenty for figures, a third of the JSON."""
     if isinstance(values, list):
@@ -378,16 +385,20 @@ def summarize(results: dict) -> list[dict]:
     rows = []
     for (r, model), values in finals.items():
         mean, std = mean_std(values)
+        kept = [v for v in values if math.isfinite(v)]
         rows.append({"range": r, "model": model, "seeds": len(values), "mean": mean, "std": std,
+                     "diverged": len(values) - len(kept), "finite": mean_std(kept) if kept else None,
                      "noise_floor": sum(floors[r]) / len(floors[r])})  # fmt: skip
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    """The summary as aligned text for the terminal."""
+    """The summary as aligned text for the terminal; seeds whose test MSE is not finite are counted
+    apart (the mean ± std is over the others), not averaged into a NaN."""
     lines = [f"{'range':<10} {'model':<12} {'seeds':>5}  {'final test MSE':>22}  {'noise floor':>11}"]
     for row in rows:
         rng = f"(-{row['range']:g}, {row['range']:g})"
-        mse = f"{row['mean']:.4g} ± {row['std']:.2g}"
-        lines.append(f"{rng:<10} {row['model']:<12} {row['seeds']:>5}  {mse:>22}  {row['noise_floor']:>11.4g}")
+        mse = "diverged" if row["finite"] is None else "{:.4g} ± {:.2g}".format(*row["finite"])
+        gone = f"  ({row['diverged']} of {row['seeds']} diverged)" if row["diverged"] and row["finite"] else ""
+        lines.append(f"{rng:<10} {row['model']:<12} {row['seeds']:>5}  {mse:>22}  {row['noise_floor']:>11.4g}{gone}")
     return "\n".join(lines)

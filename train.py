@@ -1,24 +1,18 @@
-"""Train the plain, nn.BatchNorm1d and MyBN nets on y = a·x² + b + noise; write results.json.
+"""Train the experiments' nets and write their results (results.json, one per experiment).
 
-python train.py            # the main experiment: ranges 1 and 5, 3 nets, 5 seeds -> results/
-python train.py float64    # the batch-norm nets again, in float64 -> results/float64/
-python train.py controls   # the plain net on (-5, 5) with one thing changed -> results/controls/
-python train.py sweep      # R = 0.5 ... 10 at one signal-to-noise ratio -> results/sweep/
-python train.py ddp        # float64 batch-norm nets over two processes -> results/ddp/
-python train.py ics        # internal covariate shift, two readings -> results/ics/
-python train.py noisy      # batch norm with non-stationary noise -> results/noisy/
-python train.py running_stats  # moving averages against precise statistics -> results/running_stats/
-python train.py lr         # learning-rate grid, Adam and SGD, 10 and 100 epochs -> results/lr/
-python train.py landscape  # loss and gradient along the gradient, plain SGD -> results/landscape/
-python train.py mnist      # Figure 1 of the batch-norm paper, on real MNIST digits -> results/mnist/
+python train.py            # the main experiment: ranges 1 and 5, plain / nn.BatchNorm1d / MyBN, 5 seeds
+python train.py NAME       # experiment NAME, its own preset (`train.py NAME --help` shows it)
 python train.py all        # every one, as the README's main command runs them
-python train.py --ranges 3 --seeds 0 1 --epochs 20 --out results/r3
+python train.py --ranges 3 --seeds 0 1 --epochs 20   # your own configuration -> runs/
 
 An experiment name picks a preset (each experiment is a module of experiments/); flags given beside
 it override the preset's values (the defaults shown below are the main experiment's), and a flag it
 does not read is refused (with `all`, left aside where unread, with a note). Results go to
 OUT/results.json for the main experiment and to OUT/NAME/results.json for the others, recording
-what ran.
+what ran. Only a run of an experiment's own preset goes to results/ (the committed record, drawn
+into picture/ and the README); any other configuration goes to runs/ (ignored by git), which
+compare.py draws into runs/picture/ and runs/tables.md. Progress goes to stderr: a bar in a
+terminal, a line every few seconds elsewhere (--quiet: none).
 """
 
 from __future__ import annotations
@@ -28,10 +22,12 @@ import dataclasses
 import datetime
 import multiprocessing as mp
 import os
+import re
 import signal
 import socket
 import sys
 import tempfile
+import textwrap
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -39,11 +35,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import my_bn_cpp
+import progress
 from bn_pytorch import VARIANTS
-from config import DTYPES, Config, build_parser, resolve_device
+from config import COMMITTED, DTYPES, TRIALS, Config, build_parser, resolve_device
 from data import N_TRAIN, overflow_problem
-from experiments import EXPERIMENTS
+from experiments import EXPERIMENTS, fixed_values, off_preset, preset_config
+from my_bn import cpp as my_bn_cpp
+from progress import Progress
 from results import format_table, from_json, save_results, summarize, to_json, unwritable
 from training import (
     BatchOrder,
@@ -59,23 +57,81 @@ def results_dir(config: Config, experiment: str) -> Path:
     return Path(config.out) if experiment == "main" else Path(config.out) / experiment
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """train.py's command line: an optional experiment name, then the Config flags."""
-    parser = build_parser(Config, __doc__, suppress_defaults=True)
+def summary_line(name: str) -> str:
+    """The first sentence of experiment ``name``'s module docstring, without its leading name."""
+    doc = " ".join((EXPERIMENTS[name].__doc__ or "").split("\n\n")[0].split())
+    first = re.split(r"(?<=[.?])\s", doc, maxsplit=1)[0]
+    return first.removeprefix(f"{name}: ")
+
+
+def experiments_epilog() -> str:
+    width = max(map(len, EXPERIMENTS))
+    lines = [textwrap.fill(summary_line(name), 100, initial_indent=f"  {name:<{width}}  ",
+                           subsequent_indent=" " * (width + 4)) for name in EXPERIMENTS]  # fmt: skip
+    return "experiments (`train.py NAME --help` shows one's preset):\n" + "\n".join(lines)
+
+
+def as_flag(setting: str, value) -> str:
+    """A setting as the flag that gives it: ``--seeds 0 1 2``, ``--no-diagnostics``."""
+    name = setting.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+
+
+def experiment_help(name: str) -> tuple[str, dict[str, str]]:
+    """``train.py NAME --help``: the experiment's docstring and its preset, and each flag's value
+    in that preset (or why it is fixed or unused there)."""
+    module, preset = EXPERIMENTS[name], dataclasses.asdict(preset_config(name))
+    flags = " ".join(as_flag(k, v) for k, v in module.PRESET.items())
+    head = (f"python train.py {name} [flags]: the {name} experiment (experiments/{name}.py).\n\n"
+            f"{textwrap.dedent(module.__doc__ or '').strip()}\n\n"
+            f"Its preset, on top of the defaults: {flags or 'the defaults'}. Flags given override it; the "
+            f"results of any other configuration than the preset go to {TRIALS}/.")  # fmt: skip
+    shown = {}
+    for field, value in preset.items():
+        text = " ".join(map(str, value)) if isinstance(value, list) else value
+        shown[field] = f"{name}: {text}"
+    for field, (value, why) in getattr(module, "FIXED", {}).items():
+        shown[field] = f"{name}: {value} only, {why}"
+    for field, why in getattr(module, "UNUSED", {}).items():
+        shown[field] = f"not used by {name}: {why}"
+    shown["out"] = f"{COMMITTED}/{'' if name == 'main' else name + '/'} for the preset, {TRIALS}/ otherwise"
+    return head, shown
+
+
+def make_parser(experiment: str | None = None) -> argparse.ArgumentParser:
+    """train.py's command line: an optional experiment name, then the Config flags; its help shows
+    ``experiment``'s preset where one is named."""
+    if experiment in EXPERIMENTS:
+        description, shown = experiment_help(experiment)
+        parser = build_parser(Config, description, suppress_defaults=True, shown=shown)
+    else:
+        shown = {"out": f"default: {COMMITTED}/ for an experiment's own preset, {TRIALS}/ for any other configuration"}
+        parser = build_parser(Config, __doc__, suppress_defaults=True, shown=shown, epilog=experiments_epilog())
     parser.add_argument(
         "experiment", nargs="?", default="main", choices=[*EXPERIMENTS, "all"], help="which preset (default: main)"
     )
+    parser.add_argument("--quiet", action="store_true", help="no progress and no line per run: the summary only")
     return parser
 
 
 def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
+    """The experiments to run, each with its config, as ``parse_args`` reads them."""
+    return parse_args(argv)[0]
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Config], bool]:
     """Parse and check the command line; any bad value exits with status 2 and one line.
 
-    Returns the experiments to run, each with its config: the preset with the given flags on top.
+    Returns the experiments to run, each with its config (the preset with the given flags on top),
+    and whether to be quiet.
     """
-    parser = make_parser()
+    words = sys.argv[1:] if argv is None else argv
+    named = next((w for w in words if w in EXPERIMENTS), None) if {"-h", "--help"} & set(words) else None
+    parser = make_parser(named)  # the help of the experiment named, if any
     args = vars(parser.parse_args(argv))
-    experiment = args.pop("experiment")
+    experiment, quiet = args.pop("experiment"), args.pop("quiet")
     for name in ("ranges", "models", "seeds"):
         if name in args:
             args[name] = list(dict.fromkeys(args[name]))  # drop repeats, keep order
@@ -96,7 +152,6 @@ def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
         problem = getattr(EXPERIMENTS[name], "config_problem", lambda _: None)(c)
         if problem:
             parser.error(problem)
-    config = configs[experiments[0]]
     for c in (c for c in configs.values() if c.nproc > 1):
         smallest = min(len(b) for b in BatchOrder(N_TRAIN, c.batch_size, 1, 0)[0]) // c.nproc
         local_bn = [m for m in c.models if VARIANTS[m].norm is not None and not VARIANTS[m].sync]
@@ -111,15 +166,34 @@ def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
             problem = overflow_problem(r, c.a, c.b, noise_std_of(c, r), DTYPES[c.dtype])
             if problem:
                 parser.error(f"arguments --ranges/--a/--b/--noise-std/--dtype: {problem}")
-    problem = unwritable(Path(config.out))
-    if problem:
-        parser.error(f"argument --out: cannot write results to {config.out!r}: {problem}")
-    return configs
+    configs = {name: dataclasses.replace(c, out=output_folder(parser, name, c)) for name, c in configs.items()}
+    for out in dict.fromkeys(c.out for c in configs.values()):
+        problem = unwritable(Path(out))
+        if problem:
+            parser.error(f"argument --out: cannot write results to {out!r}: {problem}")
+    return configs, quiet
 
 
-def fixed_values(experiment: str) -> dict:
-    """The settings ``experiment`` runs with whatever the flags say (its ``FIXED``), by name."""
-    return {name: value for name, (value, _why) in getattr(EXPERIMENTS[experiment], "FIXED", {}).items()}
+def inside(path: Path | str, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(folder.resolve())
+
+
+def output_folder(parser: argparse.ArgumentParser, name: str, config: Config) -> str:
+    """Where experiment ``name``'s results go: ``--out`` where given, else results/ for a run of its own
+    preset (the committed record, which compare.py draws into picture/ and the README) and runs/
+    (ignored by git) for any other configuration. Refuses to put anything but a preset's run inside
+    the committed results/."""
+    differ = off_preset(name, dataclasses.asdict(config))
+    if config.out is None:
+        if differ:
+            print(f"note: {name} with {', '.join(differ)} is not its preset, so not the committed record: results "
+                  f"go to {TRIALS}/, and compare.py draws them into {TRIALS}/picture/", file=sys.stderr)  # fmt: skip
+        return TRIALS if differ else COMMITTED
+    if differ and inside(config.out, Path(__file__).parent / COMMITTED):
+        parser.error(f"argument --out: {COMMITTED}/ holds the experiments' own presets only (the committed record), "
+                     f"and this {name} run has {', '.join(differ)}: leave --out out (it goes to {TRIALS}/) or give "
+                     "a folder outside it")  # fmt: skip
+    return config.out
 
 
 def unused_flag(experiment: str, given: dict) -> str | None:
@@ -146,7 +220,7 @@ def run_here(experiment: str, config: Config) -> dict:
     torch.set_num_threads(config.threads)
     module = EXPERIMENTS[experiment]
     run = getattr(module, "run", run_experiment)  # an experiment may train in its own way
-    log = print if process_rank()[0] == 0 else lambda _: None
+    log = progress.current().write if process_rank()[0] == 0 and not progress.current().quiet else lambda _: None
     results = {"experiment": experiment, **run(config, log=log)}
     results["config"] = {k: v for k, v in results["config"].items() if k not in getattr(module, "UNUSED", {})}
     return results
@@ -180,6 +254,8 @@ def _group_process(rank: int, experiment: str, config: Config, port: int, handov
     """One of the ``config.nproc`` processes started by ``run_distributed``; the first leaves the
     results in ``handover`` for the parent, which saves them once every process has finished."""
     leave_stopping_to_the_parent()
+    if rank > 0:  # the first process shows the group's progress
+        progress.silence()
     device = resolve_device(config.device)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if device.type == "cuda":
@@ -242,7 +318,7 @@ def run_distributed(experiment: str, config: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configs = parse_config(argv)
+    configs, quiet = parse_args(argv)
     if "WORLD_SIZE" in os.environ:  # started by torchrun: this process is one of the group already
         configs, fallback = available_backend(configs)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -251,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                 config = dataclasses.replace(config, nproc=dist.get_world_size())
                 if process_rank()[0] == 0:
                     print(f"== {experiment}")
-                results = run_here(experiment, config)
+                shown = Progress(experiment, quiet=quiet or process_rank()[0] > 0)
+                with progress.tracking(shown):
+                    results = run_here(experiment, config)
                 if process_rank()[0] == 0:
                     save(experiment, config, results, fallback)
             dist.barrier()  # nobody leaves, taking the rendezvous store along, while another still needs it
@@ -266,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"train.py: {fallback}; the results say so", file=sys.stderr)
             for experiment, config in configs.items():
                 print(f"== {experiment}", flush=True)  # flushed before any fork, or a child would print it again
-                results = run_distributed(experiment, config) if config.nproc > 1 else run_here(experiment, config)
+                with progress.tracking(Progress(experiment, quiet=quiet)):
+                    results = run_distributed(experiment, config) if config.nproc > 1 else run_here(experiment, config)
                 written.append(save(experiment, config, results, fallback))
     except (KeyboardInterrupt, GroupFailed, BrokenProcessPool, OSError) as exc:
         if isinstance(exc, KeyboardInterrupt):

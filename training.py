@@ -26,6 +26,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+import my_bn
+import progress
 from bn_pytorch import VARIANTS, TanhMLP, Variant
 from config import DTYPES, Config, resolve_device
 from data import Dataset, make_dataset, spread_noise_std
@@ -294,8 +296,10 @@ def run_pool(config: Config, jobs: int):
 
     Every run is deterministic on its own, so which process trains it changes nothing in the
     results. Workers are forked from this process (only on the CPU, where that is safe), after the
-    modules every run needs are imported once here.
+    modules every run needs are imported once here. The ``jobs`` runs count towards the experiment's
+    progress, each as the map yields it.
     """
+    progress.current().expect(jobs)  # each result the map yields is a run ended
     workers = min(config.workers or len(os.sched_getaffinity(0)), jobs)
     distributed = process_rank()[1] > 1  # the processes of a group already share the cores
     if (
@@ -304,12 +308,12 @@ def run_pool(config: Config, jobs: int):
         or resolve_device(config.device).type != "cpu"
         or "fork" not in mp.get_all_start_methods()
     ):
-        yield map
+        yield progress.counted(map)
         return
     import torch._dynamo  # noqa: F401  - the optimiser imports it on first use; once here, not in every worker
 
     with process_pool(workers, config.threads) as pool_map:
-        yield pool_map
+        yield progress.counted(pool_map)
 
 
 def run_experiment(
@@ -353,10 +357,11 @@ def cpu_name() -> str:
 
 
 def environment(config: Config) -> dict:
-    """Where results were produced: versions, device, CPU, threads and processes. The CPU's vector
+    """Where results were produced: versions (of this package too), device, CPU, threads and processes. The CPU's vector
     instructions (PyTorch's ``cpu_capability``: AVX512, AVX2, ...) choose the kernels, and so the
     rounding: the same run on another capability ends in other last digits, and long runs drift apart."""
     return {
+        "my_bn": my_bn.__version__,  # the package's version (pyproject.toml, CITATION.cff)
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(resolve_device(config.device)),

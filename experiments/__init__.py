@@ -16,8 +16,16 @@
 ``experiments`` maps each registered name whose results exist to those results; ``main`` is always
 there. Results go to OUT/results.json for ``main`` and to OUT/NAME/results.json for the others.
 Adding an experiment means adding a module here and one entry below.
+
+Only a run of an experiment's preset is part of the committed record (``results/``, ``picture/`` and
+the README's tables); ``off_preset`` says how another run differs from it.
 """
 
+from __future__ import annotations
+
+import dataclasses
+
+from config import Config, resolve_device
 from experiments import controls, ddp, float64, ics, landscape, lr, main, mnist, noisy, running_stats, sweep
 
 EXPERIMENTS = {
@@ -33,3 +41,45 @@ EXPERIMENTS = {
     "landscape": landscape,
     "mnist": mnist,
 }
+
+# Settings that change nothing in the results: where they are written, and how many processes share
+# the runs (each run is deterministic on its own).
+NOT_RESULTS = ("out", "workers")
+
+
+def fixed_values(name: str) -> dict:
+    """The settings experiment ``name`` runs with whatever the flags say (its ``FIXED``), by name."""
+    return {setting: value for setting, (value, _why) in getattr(EXPERIMENTS[name], "FIXED", {}).items()}
+
+
+def preset_config(name: str) -> Config:
+    """The config of experiment ``name``'s own preset: what ``train.py NAME`` runs."""
+    return Config(**{**EXPERIMENTS[name].PRESET, **fixed_values(name)})
+
+
+def _same_device(a, b) -> bool:
+    if a == b:
+        return True
+    try:
+        return resolve_device(a) == resolve_device(b)
+    except ValueError:  # a device this machine does not have: only the same name is the same
+        return False
+
+
+def off_preset(name: str, config: dict) -> list[str]:
+    """The settings of ``config`` (a ``Config`` as a dict, or the config a results file records) where
+    it differs from experiment ``name``'s preset, as flags with their values (``--epochs 2``): empty
+    for a run of the preset itself. Where results are written and the worker count do not count."""
+    preset = dataclasses.asdict(preset_config(name))
+    unused = getattr(EXPERIMENTS[name], "UNUSED", {})
+    differ = []
+    for setting, value in config.items():
+        if setting in NOT_RESULTS or setting in unused or setting not in preset:
+            continue
+        same = _same_device(value, preset[setting]) if setting == "device" else value == preset[setting]
+        if not same:
+            flag = setting.replace("_", "-")
+            shown = " ".join(map(str, value)) if isinstance(value, list) else value
+            differ.append(f"--{flag if value is not False else 'no-' + flag}" if isinstance(value, bool)
+                          else f"--{flag} {shown}")  # fmt: skip
+    return differ

@@ -8,7 +8,7 @@ from pathlib import Path
 from bn_pytorch import CONTROLS, MODELS
 from diagnostics import start_end
 from plotting import Figures, label, mse_panel, range_text, saturation_panel, save, subplots
-from results import fit_spread, models_of, ranges_of, require_in_runs, runs_of, summarize
+from results import fit_spread, models_of, ranges_of, require_in_runs, runs_of, source, summarize
 
 PRESET = {"ranges": [5.0], "models": [*MODELS, *CONTROLS]}
 
@@ -41,7 +41,7 @@ def controls_table(results: dict) -> str:
     r = ranges_of(results)[0]
     lines = [
         f"x in {range_text(r)}, {results['config']['epochs']} epochs, mean ± std over "
-        f"{len(results['config']['seeds'])} seeds (`results/controls/results.json`). A seed *fits* when its fit "
+        f"{len(results['config']['seeds'])} seeds ({source(results)}). A seed *fits* when its fit "
         "spread is above 0.5; saturation is the fraction of units with |tanh| > 0.99 in the training batch, "
         "mean over seeds, at the first step → at the last.",
         "",

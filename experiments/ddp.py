@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from plotting import COLOURS, Figures, label, range_text, save, subplots
-from results import mean_std, models_of, ranges_of, relative_gap, runs_of
+from results import mean_std, models_of, ranges_of, relative_gap, runs_of, source
 
 PRESET = {"nproc": 2, "dtype": "float64", "models": ["torch_bn", "my_bn", "my_bn_local"], "diagnostics": False}
 SINGLE_PROCESS_TWIN = {"my_bn_local": "my_bn"}  # in one process, per-process statistics are the batch's
@@ -66,7 +66,7 @@ def ddp_table(ddp: dict, single: dict) -> str:
     loss_gaps = {(run["range"][1], run["model"], run["seed"]): gap for run, (_, gap) in gaps_per_run}
     lines = [
         f"{ddp['config']['dtype']}, mean ± std over {len(ddp['config']['seeds'])} seeds "
-        "(`results/ddp/results.json` against `results/float64/results.json`); the gaps are relative, "
+        f"({source(ddp)} against {source(single)}); the gaps are relative, "
         "the largest over the seeds.",
         "",
         f"| inputs | net | final test MSE, 1 process | final test MSE, {processes} processes "

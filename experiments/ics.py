@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from plotting import Figures, band, label, range_text, save, stacked, subplots
-from results import models_of, ranges_of, require_in_runs, rounded, runs_of
+from results import models_of, ranges_of, require_in_runs, rounded, runs_of, source
 from training import Probe, preserved, run_experiment
 
 PRESET = {"models": ["plain", "my_bn"], "diagnostics": False}
@@ -168,7 +168,7 @@ def ics_table(results: dict) -> str:
     config = results["config"]
     lines = [
         f"Median over training (every {EVERY} steps, {config['epochs']} epochs) of each measure, mean over "
-        f"{len(config['seeds'])} seeds (`results/ics/results.json`); each cell gives blocks 2 / 3 / 4. Δ mean and "
+        f"{len(config['seeds'])} seeds ({source(results)}); each cell gives blocks 2 / 3 / 4. Δ mean and "
         "Δ std: the change of each unit's batch mean and std of the block's input in one step, in absolute value, "
         "mean over units.",
         "",

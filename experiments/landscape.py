@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import progress
 from plotting import Figures, band, label, range_text, save, stacked, subplots
-from results import models_of, ranges_of, require_in_runs, rounded, runs_of
+from results import models_of, ranges_of, require_in_runs, rounded, runs_of, source
 from training import Probe, preserved, run_experiment
 
 PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "optimizer": "sgd", "diagnostics": False,
@@ -102,6 +103,7 @@ def config_problem(config) -> str | None:
 def run(config, log=print) -> dict:
     """One experiment per range at its learning rate, merged: the runs carry their ``lr``."""
     merged: dict = {}
+    progress.current().plan(len(config.ranges) * len(config.models) * len(config.seeds))  # in one round per range
     for r in config.ranges:
         lr = LR[r] if config.lr is None else config.lr
         part = run_experiment(dataclasses.replace(config, ranges=[r], lr=lr), log, probe=LandscapeProbe)
@@ -169,7 +171,7 @@ def landscape_table(results: dict) -> str:
         f"Plain SGD, {config['epochs']} epochs, probes every {EVERY} steps at η = "
         f"{', '.join(f'{f:g}' for f in FACTORS)} × the learning rate; the median over training, mean over "
         f"{len(config['seeds'])} seeds "
-        "(`results/landscape/results.json`).",
+        f"({source(results)}).",
         "",
         "| inputs | SGD lr | net | final test MSE | " + " | ".join(MEASURES.values()) + " |",
         "|---|---|---|---|" + "---|" * len(MEASURES),

@@ -28,7 +28,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from bn_pytorch import TanhMLP
 from config import DTYPES
 from plotting import COLOURS, Figures, label, range_text, save, subplots
-from results import dataset_of, models_of, ranges_of, rounded, runs_of
+from results import dataset_of, models_of, ranges_of, rounded, runs_of, source
 from training import BatchOrder, dataset_entry, dataset_for, environment, preserved, run_pool
 
 PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "diagnostics": False}
@@ -184,6 +184,27 @@ def best(results: dict, r: float, model: str, optimizer: str, epochs: int) -> tu
                key=lambda t: t[1])  # fmt: skip
 
 
+def summary_table(results: dict) -> str:
+    """train.py's end-of-run lines: per (range, net, optimizer), after the run's last epoch, the largest
+    learning rate at which every seed trains, the best cell, and how many cells diverged."""
+    epochs, seeds = results["config"]["epochs"], len(results["config"]["seeds"])
+    lines = [f"{epochs} epochs, {seeds} seed(s) per learning rate; grid {' '.join(f'{lr:g}' for lr in GRIDS['adam'])}",
+             f"{'range':<10} {'model':<10} {'optimizer':<9} {'largest lr that trains':>22}  "
+             f"{'best: median test MSE (lr)':>28}  diverged"]  # fmt: skip
+    for r in reversed(ranges_of(results)):
+        for optimizer in GRIDS:
+            for model in models_of(results):
+                largest = largest_training_lr(results, r, model, optimizer, epochs)
+                lr, mse = best(results, r, model, optimizer, epochs)
+                cells = [x for x in results["runs"] if x["range"][1] == r and x["model"] == model
+                         and x["optimizer"] == optimizer]  # fmt: skip
+                gone = sum(bool(x["diverged"]) for x in cells)
+                shown = "none" if largest is None else f"{largest:g}"
+                lines.append(f"{range_text(r):<10} {model:<10} {optimizer:<9} {shown:>22}  "
+                             f"{f'{mse:.4g} (lr {lr:g})':>28}  {gone} of {len(cells)}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def budgets(results: dict) -> list[int]:
     """The epochs at which the grid is read: ``BUDGETS``, capped at the epochs the runs trained."""
     return sorted({min(b, results["config"]["epochs"]) for b in BUDGETS})
@@ -235,7 +256,7 @@ def lr_table(results: dict) -> str:
     config, epochs_read = results["config"], budgets(results)
     lines = [
         f"Learning rates {', '.join(f'{lr:g}' for lr in GRIDS['adam'])} for Adam and for SGD, {len(config['seeds'])} "
-        f"seeds, {config['epochs']} epochs (`results/lr/results.json`). *Largest that trains*: every seed's test MSE "
+        f"seeds, {config['epochs']} epochs ({source(results)}). *Largest that trains*: every seed's test MSE "
         "below Var(y)/2 within the budget. *Best*: the grid's lowest median test MSE, and where.",
         "",
         "| inputs | net | optimizer | "

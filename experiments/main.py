@@ -15,7 +15,7 @@ from bn_pytorch import BN_PAIR
 from data import make_dataset, target
 from diagnostics import SATURATED, start_end
 from plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, range_text, save, stacked, subplots
-from results import dataset_of, fit_spread, mean_std, models_of, ranges_of, runs_of, summarize
+from results import dataset_of, fit_spread, mean_std, models_of, ranges_of, runs_of, source, summarize
 
 PRESET: dict = {}  # the defaults of config.Config
 
@@ -129,7 +129,7 @@ def results_table(results: dict) -> str:
     config = results["config"]
     lines = [
         f"After {config['epochs']} epochs, mean ± std over {len(config['seeds'])} seeds "
-        f"({config['dtype']}, `results/results.json`). *Fit spread* is the std of the predictions over "
+        f"({config['dtype']}, {source(results)}). *Fit spread* is the std of the predictions over "
         "the test inputs divided by the std of the test targets: 0 means the net predicts a constant.",
         "",
         "| inputs | net | test MSE before training | final test MSE | noise floor σ² | final / floor "
@@ -163,7 +163,7 @@ def saturation_table(results: dict) -> str:
     blocks = len(results["runs"][0]["diagnostics"]["saturation"][0])
     lines = [
         "Fraction of tanh units with |tanh| > 0.99 in the training batch, per block, and the gradient norm of "
-        "block 4's weights: at the first step → at the last, mean over seeds (`results/results.json`).",
+        f"block 4's weights: at the first step → at the last, mean over seeds ({source(results)}).",
         "",
         "| inputs | net | " + " | ".join(f"block {b + 1}" for b in range(blocks)) + " | ‖∂loss/∂W‖, block 4 |",
         "|---" * (blocks + 3) + "|",

@@ -33,7 +33,7 @@ from bn_pytorch import SigmoidMLP
 from config import DTYPES
 from experiments import ics
 from plotting import COLOURS, Figures, label, save, subplots
-from results import mean_std, rounded
+from results import mean_std, rounded, source
 from training import BatchOrder, environment, make_optimizer, run_pool
 
 PRESET = {"models": ["plain", "torch_bn", "my_bn"], "seeds": [0, 1, 2], "batch_size": 60, "lr": 0.5,
@@ -226,7 +226,7 @@ def mnist_table(results: dict) -> str:
     marks = [s for s in (1000, 5000) if s < steps[-1] - EVERY] + [steps[-1]]  # and the last, 5,025 here
     lines = [
         f"Test accuracy on the 1,000 held-out digits, mean ± std over {len(config['seeds'])} seeds, plain SGD, "
-        f"batches of {config['batch_size']} (`results/mnist/results.json`). The paper's column is read off its "
+        f"batches of {config['batch_size']} ({source(results)}). The paper's column is read off its "
         "Figure 1(a): early in training / at the end of its 50,000 steps. *Saturated*: the fraction of sigmoid "
         "outputs below 0.01 or above 0.99 over the test digits, mean over seeds.",
         "",
@@ -259,7 +259,7 @@ def diagnostics_table(results: dict) -> str:
 
     lines = [
         f"Every {EVERY} steps on that step's batch, the median over training, mean over "
-        f"{len(results['config']['seeds'])} seeds (`results/mnist/results.json`): the gradient norm of each hidden "
+        f"{len(results['config']['seeds'])} seeds ({source(results)}): the gradient norm of each hidden "
         "layer's weights, and Santurkar et al.'s ICS (as in the ics experiment) for layers 2 and 3.",
         "",
         "| SGD lr | net | gradient norm, layers 1 / 2 / 3 | ‖G − G′‖ / ‖G‖, layers 2 / 3 | cos(G, G′), layers 2 / 3 |",

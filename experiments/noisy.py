@@ -16,7 +16,7 @@ from pathlib import Path
 
 from diagnostics import SATURATED, start_end
 from plotting import Figures, label, mse_panel, range_text, saturation_panel, save, subplots
-from results import models_of, ranges_of, require_in_runs, runs_of, summarize
+from results import models_of, ranges_of, require_in_runs, runs_of, source, summarize
 
 PRESET = {"models": ["my_bn", "my_bn_noisy", "plain", "plain_noisy"]}
 
@@ -48,7 +48,7 @@ def plot_noisy(results: dict, outfile: Path) -> None:
 def noisy_table(results: dict) -> str:
     config = results["config"]
     lines = [
-        f"{config['epochs']} epochs, mean ± std over {len(config['seeds'])} seeds (`results/noisy/results.json`); "
+        f"{config['epochs']} epochs, mean ± std over {len(config['seeds'])} seeds ({source(results)}); "
         f"saturation is the fraction of units with |tanh| > {SATURATED} in the last block's training batch, mean "
         "over seeds, at the first step → at the last.",
         "",

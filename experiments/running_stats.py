@@ -21,7 +21,7 @@ from torch import nn
 
 from my_bn import MyBN
 from plotting import COLOURS, Figures, label, range_text, save, subplots
-from results import mean_std, models_of, ranges_of, require_in_runs, rounded, runs_of
+from results import mean_std, models_of, ranges_of, require_in_runs, rounded, runs_of, source
 from training import Probe, Scaling, run_experiment
 
 PRESET = {"models": ["my_bn", "my_bn_m01"], "diagnostics": False}
@@ -119,7 +119,7 @@ def running_stats_table(results: dict) -> str:
     config = results["config"]
     lines = [
         f"{config['epochs']} epochs, mean ± std over {len(config['seeds'])} seeds "
-        "(`results/running_stats/results.json`). *Wobble*: mean |log| of the test MSE's ratio from one epoch to "
+        f"({source(results)}). *Wobble*: mean |log| of the test MSE's ratio from one epoch to "
         "the next over the second half of training (0: smooth; 0.69: jumps of 2×).",
         "",
         "| inputs | net | "

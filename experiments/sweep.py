@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from plotting import Figures, band, label, save, subplots
-from results import dataset_of, mean_std, models_of, ranges_of, runs_of
+from results import dataset_of, mean_std, models_of, ranges_of, runs_of, source
 
 PRESET = {"ranges": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0], "noise_scaled": 0.1, "diagnostics": False}
 
@@ -75,7 +75,7 @@ def sweep_table(results: dict) -> str:
     header = " | ".join(label(m) for m in models) + " | " + " | ".join(f"reach, {label(m)}" for m in models)
     lines = [
         f"Final test MSE ÷ Var(y_test), mean ± std over {len(results['config']['seeds'])} seeds "
-        "(`results/sweep/results.json`); 1 is what predicting the mean of y scores. *Reach* is the largest "
+        f"({source(results)}); 1 is what predicting the mean of y scores. *Reach* is the largest "
         "prediction divided by the largest test target, mean over seeds.",
         "",
         f"| R | noise floor | {header} |",

@@ -3,7 +3,7 @@
 import pytest
 
 import my_bn
-import my_bn_cpp
+from my_bn import cpp as my_bn_cpp
 
 
 @pytest.fixture

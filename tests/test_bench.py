@@ -7,8 +7,8 @@ import pytest
 
 import bench
 import my_bn
-import my_bn_cpp
-import my_bn_fast
+from my_bn import cpp as my_bn_cpp
+from my_bn import fast as my_bn_fast
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +47,13 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
         assert row["ratio_to_native"] == pytest.approx(row["median_ms"] / native["median_ms"])
     assert bench.format_table(rows) in printed
     assert "| tuned | 4×3×5 | fwd+bwd |" in printed
+    assert payload["format"] == bench.FORMAT == 2 and payload["my_bn"] == my_bn.__version__
+    for row in rows:  # the spread beside each median
+        assert row["iqr_ms"] >= 0 and len(row["round_ms"]) == bench.ROUNDS and isinstance(row["noisy"], bool)
+        low, high = row["ratio_range"]
+        assert low <= high and isinstance(row["warnings"], list)
+        assert row["noisy"] or not row["warnings"]  # the Timer warns from 10% of the median, as noisy does
+    assert "±" in printed and "too noisy to trust" in printed
     assert "At 16×3 (tuned allocator), a custom autograd.Function" in printed
 
 
@@ -68,6 +75,20 @@ def test_report_prints_a_saved_run_and_checks_the_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         bench.main([*argv, "--readme", str(readme)])
     assert exc.value.code == 2 and "--readme" in capsys.readouterr().err and readme.read_text() == "no markers\n"
+
+
+def test_a_noisy_cell_is_marked_and_an_older_run_still_reports():
+    row = {"device": "cpu", "allocator": "default", "shape": [64, 10], "pass": "fwd", "bound_ms": 1e-4,
+           "fraction_of_bound": 0.01, "copy_bandwidth_GBs": 20.0, "warnings": [], "round_ms": [1.0] * 5}  # fmt: skip
+    rows = [{**row, "variant": "native", "median_ms": 1.0, "iqr_ms": 0.02, "ratio_to_native": 1.0,
+             "ratio_range": [1.0, 1.0], "noisy": False},
+            {**row, "variant": "mybn", "median_ms": 2.0, "iqr_ms": 0.5, "ratio_to_native": 2.0,
+             "ratio_range": [1.5, 2.5], "noisy": True}]  # fmt: skip
+    table = bench.format_table(rows)
+    assert "| default | 64×10 | fwd | 1 ±0.01 | 2 ±0.25 | 2.00 (1.50–2.50) ⚠ |" in table
+    assert "1 cell(s) here" in table
+    old = json.loads((ROOT / "results" / "bench_reference.json").read_text())  # format 1: medians only
+    assert "format" not in old and "±" not in bench.format_report(old)
 
 
 def test_reference_variant_is_timed_and_tabled(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""MyBN(backend="cpp"): the C++ loops of my_bn_cpp.cpp against nn.BatchNorm1d/2d, where they run, and
+"""MyBN(backend="cpp"): the C++ loops of my_bn/cpp.cpp against nn.BatchNorm1d/2d, where they run, and
 what happens where they do not (tests/test_my_bn.py runs its whole parity suite on them too)."""
 
 import math
@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-import my_bn_cpp
 import training
 from bn_pytorch import TanhMLP
 from data import make_dataset
 from my_bn import MyBN, MyBN2d, MyBN3d
+from my_bn import cpp as my_bn_cpp
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -267,11 +267,11 @@ def test_without_a_compiler_the_python_backend_runs(tmp_path):
 STAND_IN = """#!/bin/sh
 case "$1" in -dumpfullversion|-dumpversion|--version|-v) exec c++ "$@";; esac
 [ -n "$STAND_IN_HANGS" ] && sleep 300
-echo "/somewhere/my_bn_cpp.cpp:7:3: error: this is a stand-in compiler" >&2
+echo "/somewhere/cpp.cpp:7:3: error: this is a stand-in compiler" >&2
 echo "compilation terminated." >&2
 exit 1
 """
-USE_CPP = "import my_bn_cpp; print(my_bn_cpp.available())"
+USE_CPP = "from my_bn import cpp; print(cpp.available())"
 
 
 @pytest.fixture
@@ -299,7 +299,7 @@ def test_a_failed_build_says_that_it_builds_and_why_it_failed(stand_in):
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
     building, failed = done.stderr.strip().splitlines()
     assert building.startswith("MyBN: building the C++ backend once") and str(my_bn_cpp.build_directory()) in building
-    assert failed == ("MyBN: the C++ backend is not available here (my_bn_cpp.cpp:7:3: error: this is a stand-in "
+    assert failed == ("MyBN: the C++ backend is not available here (my_bn/cpp.cpp:7:3: error: this is a stand-in "
                       "compiler); using the Python backend")  # fmt: skip
 
 
@@ -320,13 +320,13 @@ def test_a_library_that_no_longer_loads_is_built_again(stand_in):
 def test_the_failure_line_is_the_compilers_first_error():
     ninja_output = (
         "Error building extension 'my_bn_cpp_0123': [1/2] c++ -MMD -MF my_bn_cpp.o.d -DTORCH_EXTENSION_NAME=x "
-        "-isystem /error/include -c /tmp/test_error0/my_bn_cpp.cpp -o my_bn_cpp.o\n"
-        "FAILED: my_bn_cpp.o\nc++ -MMD -c /tmp/test_error0/my_bn_cpp.cpp -o my_bn_cpp.o\n"
-        "/tmp/test_error0/my_bn_cpp.cpp: In function 'void f()':\n"
-        "/tmp/test_error0/my_bn_cpp.cpp:12:5: error: 'y' was not declared in this scope\n"
-        "/tmp/test_error0/my_bn_cpp.cpp:13:5: error: another\nninja: build stopped: subcommand failed.\n"
+        "-isystem /error/include -c /tmp/test_error0/cpp.cpp -o my_bn_cpp.o\n"
+        "FAILED: my_bn_cpp.o\nc++ -MMD -c /tmp/test_error0/cpp.cpp -o my_bn_cpp.o\n"
+        "/tmp/test_error0/cpp.cpp: In function 'void f()':\n"
+        "/tmp/test_error0/cpp.cpp:12:5: error: 'y' was not declared in this scope\n"
+        "/tmp/test_error0/cpp.cpp:13:5: error: another\nninja: build stopped: subcommand failed.\n"
     )
-    assert my_bn_cpp.build_error(ninja_output) == "my_bn_cpp.cpp:12:5: error: 'y' was not declared in this scope"
+    assert my_bn_cpp.build_error(ninja_output) == "my_bn/cpp.cpp:12:5: error: 'y' was not declared in this scope"
     linker = "Error building extension 'x': [2/2] c++ a.o -o x.so\nFAILED: x.so\n/usr/bin/ld: cannot find -lfoo\n"
     assert my_bn_cpp.build_error(linker + "collect2: error: ld returned 1 exit status\n") == (
         "collect2: error: ld returned 1 exit status"
@@ -368,7 +368,7 @@ def test_waiting_for_another_build_is_bounded(stand_in):
     holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        done = run_python("import my_bn_cpp; my_bn_cpp.BUILD_WAIT_S = 2; print(my_bn_cpp.available())", stand_in)
+        done = run_python("from my_bn import cpp; cpp.BUILD_WAIT_S = 2; print(cpp.available())", stand_in)
     finally:
         holder.kill()
         holder.wait()
@@ -389,18 +389,17 @@ def test_another_checkout_loads_this_build_and_another_source_builds_its_own(tmp
     before = library.stat().st_mtime_ns
     other = tmp_path / "another checkout"
     other.mkdir()
-    for name in ("my_bn.py", "my_bn_cpp.py", "my_bn_cpp.cpp", "my_bn_fast.py"):
-        shutil.copy2(ROOT / name, other / name)
-    code = ("import torch, my_bn_cpp; from my_bn import MyBN\n"
-            "print(my_bn_cpp.build_directory())\n"
+    shutil.copytree(ROOT / "my_bn", other / "my_bn", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import torch; from my_bn import MyBN, cpp\n"
+            "print(cpp.build_directory())\n"
             "print(MyBN(3, backend='cpp')(torch.randn(8, 3, requires_grad=True)).grad_fn.name())")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], cwd=other, capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})  # fmt: skip
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.split("\n")[:2] == [str(my_bn_cpp.build_directory()), CPP_NODE]
     assert library.stat().st_mtime_ns == before
-    (other / "my_bn_cpp.cpp").write_text((ROOT / "my_bn_cpp.cpp").read_text() + "// changed\n")
-    done = subprocess.run([sys.executable, "-c", "import my_bn_cpp; print(my_bn_cpp.build_directory())"], cwd=other,
+    (other / "my_bn/cpp.cpp").write_text((ROOT / "my_bn/cpp.cpp").read_text() + "// changed\n")
+    done = subprocess.run([sys.executable, "-c", "from my_bn import cpp; print(cpp.build_directory())"], cwd=other,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.stdout.strip() != str(my_bn_cpp.build_directory())
 

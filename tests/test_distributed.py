@@ -15,8 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as tmp
 from torch import nn
 
-from my_bn import MyBN, MySyncBN
-from my_bn_convert import convert_to_mybn
+from my_bn import MyBN, MySyncBN, convert_to_mybn
 
 WORLD = 2
 

@@ -323,7 +323,7 @@ def test_compare_without_results_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         compare.main(["--results", str(tmp_path / "nothing"), "--pictures", str(tmp_path / "p")])
     assert exc.value.code == 2
-    assert "no results at" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert f"no results in {tmp_path / 'nothing'}/" in capsys.readouterr().err and not (tmp_path / "p").exists()
 
 
 def test_compare_interrupted_leaves_pictures_as_they_were(tmp_path):

@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import my_bn
-import my_bn_fast
-from my_bn import MyBN, MyBN2d, MyBN3d, MySyncBN, batch_norm_train
-from my_bn_convert import convert_to_mybn
+from my_bn import MyBN, MyBN2d, MyBN3d, MySyncBN, batch_norm_train, convert_to_mybn
+from my_bn import fast as my_bn_fast
 
 MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
 # The parity tests run on CUDA too where a GPU is present: there the reference is cuDNN's kernel

@@ -160,7 +160,8 @@ def test_a_stopped_compare_leaves_figures_and_readme_as_they_were(sig, small_res
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "wrote" not in stdout, stdout
-    assert stderr.strip().splitlines()[-1] == f"stopped by {sig.name}: picture/ and the README are as they were"
+    last = stderr.strip().splitlines()[-1]
+    assert last == f"stopped by {sig.name}: the figures and tables it was writing are as they were"
     assert "Traceback" not in stderr, stderr
     assert unchanged(pictures, readme) and sorted(tmp_path.iterdir()) == sorted([pictures, readme])
     assert not [pid for pid in kids if running(pid)], "a drawing process is still running"

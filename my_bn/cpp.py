@@ -1,4 +1,4 @@
-"""MyBN's C++ backend on the CPU, ``MyBN(..., backend="cpp")``: builds and loads ``my_bn_cpp.cpp``.
+"""MyBN's C++ backend on the CPU, ``MyBN(..., backend="cpp")``: builds and loads ``my_bn/cpp.cpp``.
 
 The source is compiled on first use with ``torch.utils.cpp_extension`` (g++ or clang++, OpenMP, and
 ``ninja``, which requirements.txt pins); later processes load the built library in a fraction of a
@@ -21,7 +21,7 @@ and (N, C, H, W) input (any rank from 2), float32 and float64, half and bfloat16
 float32, contiguous, channels-last or transposed (N, C) memory (any other layout is copied first),
 parameters and running estimates of any strides. The whole layer (statistics, output, running
 estimates, and the autograd node) is one call into C++, with the backward hand-written there as
-well. Everything else runs the Python paths of ``my_bn.py``, which ``handles`` decides: eval mode,
+well. Everything else runs the Python paths of ``my_bn/__init__.py``, which ``handles`` decides: eval mode,
 other devices, ``sync`` across processes, ``torch.func`` transforms, forward-mode AD,
 ``torch.compile``/``torch.export``, ``torch.jit.trace``, ``make_fx`` and other dispatch or function
 modes, tensor subclasses, and ``my_bn.REFERENCE_ONLY``. The backward runs the reference's, called
@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 import torch.autograd.forward_ad
 
-SOURCE = Path(__file__).with_name("my_bn_cpp.cpp")
+SOURCE = Path(__file__).with_suffix(".cpp")
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 SUPPORTED = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -83,12 +83,14 @@ def build_directory() -> Path:
 
 def build_error(message: str) -> str:
     """The line that says why a build failed: the compiler's first error (file:line:col: error: ...,
-    without the file's folder), not the command line that cpp_extension's message starts with."""
+    without the file's folder; the source named as in the package), not the command line that
+    cpp_extension's message starts with."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for line in lines:
-        found = re.search(r"([^/\s]+:\d+(?::\d+)?: (?:fatal )?error: .*)", line)
-        if found:
-            return found.group(1)
+        found = re.search(r"([^/\s:]+)(:\d+(?::\d+)?: (?:fatal )?error: .*)", line)
+        if found:  # the source is built from a copy of my_bn/cpp.cpp: named as the reader knows it
+            file = "my_bn/" + SOURCE.name if found.group(1) == SOURCE.name else found.group(1)
+            return file + found.group(2)
     commands = ("[", "FAILED:", "ninja:", "Error building extension", "Error compiling objects")
     for line in lines:  # a linker's or a driver's error: its first line that is not a command
         if "error" in line.lower() and not line.startswith(commands) and " -c " not in line and " -o " not in line:
@@ -126,7 +128,7 @@ def load(wait_s: float | None = None):
                 return module
             except (ImportError, OSError):  # a library gone or damaged since: built again, below
                 built.unlink()
-        print(f"MyBN: building the C++ backend once ({SOURCE.name}, about a minute) in {folder}", file=sys.stderr)
+        print(f"MyBN: building the C++ backend once (my_bn/{SOURCE.name}, about a minute) in {folder}", file=sys.stderr)
         return _build(ext, folder, built)
     finally:
         lock.release()

@@ -1,4 +1,4 @@
-"""Faster versions of the batch-norm math in ``my_bn.py``, and when ``MyBN`` uses each.
+"""Faster versions of the batch-norm math in ``my_bn/__init__.py``, and when ``MyBN`` uses each.
 
 ``my_bn.batchnorm_forward`` / ``batchnorm_backward`` are the reference: the formulas as a textbook
 writes them. Every version here computes the same quantities by another route; the parity tests
@@ -28,8 +28,8 @@ test through the blocked kernels too, ``tests/test_distributed.py`` the cross-pr
 ``my_bn.REFERENCE_ONLY`` (or ``MYBN_REFERENCE_ONLY=1`` in the environment) sends every call of a
 single process through the reference instead, to step through it in a debugger.
 
-``MyBN(backend="cpp")`` runs none of these in training on the CPU: ``my_bn_cpp.cpp`` computes the
-same quantities as hand-written C++ loops (see ``my_bn_cpp.py``). The blocked kernels stay for a
+``MyBN(backend="cpp")`` runs none of these in training on the CPU: ``my_bn/cpp.cpp`` computes the
+same quantities as hand-written C++ loops (see ``my_bn/cpp.py``). The blocked kernels stay for a
 machine without a compiler and for ``"sync"``, which is built on them. A ``"compiled"`` path, the
 blocked algorithm through ``torch.compile``, was retired with the C++ backend: it needed a compiler
 too, and the C++ backend was as fast or faster in training at every shape of ``bench.py``.

@@ -5,11 +5,11 @@ mode as a textbook writes it, and ``batchnorm_jvp``, its forward-mode derivative
 ``BatchNormFunction``, the ``torch.autograd.Function`` that runs them (under ``torch.func`` too);
 then the module ``MyBN``, with PyTorch's parameters, buffers, running estimates, eval mode and
 input checks, and its variants for other input ranks. Nothing here calls PyTorch's batch-norm
-kernels; ``my_bn_convert.py`` turns the batch-norm layers of a model into these.
+kernels; ``my_bn/convert.py`` turns the batch-norm layers of a model into these.
 
-Faster versions of the same math, for large inputs and several processes, live in ``my_bn_fast.py``,
+Faster versions of the same math, for large inputs and several processes, live in ``my_bn/fast.py``,
 and ``BatchNormFunction`` hands a call to one of them where it applies; ``MyBN(backend="cpp")`` runs
-training on the CPU through hand-written C++ loops instead (``my_bn_cpp.py``). Set
+training on the CPU through hand-written C++ loops instead (``my_bn/cpp.py``). Set
 ``my_bn.REFERENCE_ONLY = True`` (or ``MYBN_REFERENCE_ONLY=1`` in the environment) to run every call
 of a single process through the two reference functions alone, to step through them in a debugger.
 """
@@ -23,11 +23,12 @@ import torch
 from torch import Tensor, nn
 from torch._functorch.utils import unwrap_dead_wrappers
 
-import my_bn_cpp
-import my_bn_fast as fast
+from my_bn import cpp, fast
 
-__all__ = ["MyBN", "MyBN2d", "MyBN3d", "MySyncBN", "batch_norm_train"]
+__all__ = ["MyBN", "MyBN2d", "MyBN3d", "MySyncBN", "batch_norm_train", "convert_to_mybn", "__version__"]
 __all__ += ["batchnorm_forward", "batchnorm_backward", "batchnorm_jvp"]  # the reference functions
+
+__version__ = "1.0.0"  # the package's; results files record it too (CITATION.cff: the same)
 
 REFERENCE_ONLY = os.environ.get("MYBN_REFERENCE_ONLY", "0") not in ("", "0")
 BACKENDS = ("python", "cpp")
@@ -148,14 +149,14 @@ def _accumulation_dtype(x: Tensor) -> torch.dtype:
 
 
 def _path(x: Tensor, group) -> str:
-    """Which version of the math runs: see ``my_bn_fast.path_for``; the reference alone with ``REFERENCE_ONLY``."""
+    """Which version of the math runs: see ``my_bn.fast.path_for``; the reference alone with ``REFERENCE_ONLY``."""
     return "reference" if REFERENCE_ONLY and group is None else fast.path_for(x, group)
 
 
 def _cache(x: Tensor, weight: Tensor | None, mean: Tensor, xc, invstd: Tensor, scale) -> Cache:
     """The ``Cache`` from what the forward kept, recomputing x - mean and gamma·invstd where it did not."""
     xc = x - _channels(mean, x) if xc is None else xc
-    invstd = _channels(invstd, x)  # shaped by the reference; (C,) from my_bn_fast
+    invstd = _channels(invstd, x)  # shaped by the reference; (C,) from my_bn.fast
     if scale is None:
         scale = invstd if weight is None else invstd * _channels(weight, x)
     return Cache(xc, invstd, scale)
@@ -181,7 +182,7 @@ class BatchNormFunction(torch.autograd.Function):
     scale, total)``: the output, the statistics for the running estimates, and what the derivatives
     need (``Cache``'s three tensors, None where not kept, and with ``group`` the number of values
     per channel over all processes), all but y without gradient. Large inputs
-    and a process ``group`` go to ``my_bn_fast.py``.
+    and a process ``group`` go to ``my_bn/fast.py``.
 
     It is written in the form ``torch.func`` can transform: ``forward`` takes no ``ctx`` and returns
     what the backward needs as outputs, ``setup_context`` saves it; ``backward`` is the reverse-mode
@@ -321,12 +322,12 @@ class MyBN(nn.Module):
             in both modes. Default: True
         device, dtype: where and in which dtype parameters and buffers are created.
         bias: with ``affine``, also learn the shift ``bias``. Default: True
-        backend: ``"python"``, the code of this file and ``my_bn_fast.py``; or ``"cpp"``, the same
-            math as hand-written C++ loops (``my_bn_cpp.cpp``), for training on the CPU. It is built
+        backend: ``"python"``, the code of this file and ``my_bn/fast.py``; or ``"cpp"``, the same
+            math as hand-written C++ loops (``my_bn/cpp.cpp``), for training on the CPU. It is built
             on first use and needs a C++ compiler; without one, one line says so and the Python
             backend runs. Where the C++ backend does not apply (eval mode, other devices, ``sync``
             across processes, ``torch.func``, ``torch.compile``, tracing), the Python backend runs
-            too, and double backward runs the reference (see ``my_bn_cpp.py``). None:
+            too, and double backward runs the reference (see ``my_bn/cpp.py``). None:
             ``my_bn.BACKEND``, which is ``"python"`` unless ``MYBN_BACKEND`` says otherwise.
             Default: None
         sync: in training, with several ``torch.distributed`` processes in ``process_group``,
@@ -411,12 +412,12 @@ class MyBN(nn.Module):
             return self._eval_forward(x)
 
         running = (running_mean, running_var) if update_running else (None, None)
-        cpp = self.backend == "cpp" and group is None and not REFERENCE_ONLY
-        if cpp and my_bn_cpp.handles(x, weight, bias, *running):
+        use_cpp = self.backend == "cpp" and group is None and not REFERENCE_ONLY
+        if use_cpp and cpp.handles(x, weight, bias, *running):
             factor = self.momentum
             if factor is None:
                 factor = 1.0 / tracked.item() if tracked is not None else 0.0
-            return my_bn_cpp.train(x, weight, bias, *running, factor, self.eps)  # one call
+            return cpp.train(x, weight, bias, *running, factor, self.eps)  # one call
         y, mean, var = batch_norm_train(x, weight, bias, self.eps, process_group=group)
         if update_running and running_mean is not None:
             # mean and var come out of the graph (non-differentiable): no graph grows through the buffers
@@ -532,3 +533,6 @@ class MySyncBN(MyBN):
                  bias: bool = True, backend: str | None = None) -> None:  # fmt: skip
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
                          sync=True, process_group=process_group, backend=backend)  # fmt: skip
+
+
+from my_bn.convert import convert_to_mybn  # noqa: E402  - it needs the classes above

@@ -1,9 +1,9 @@
 // MyBN's training forward and backward on the CPU as loops over memory: MyBN(backend="cpp").
 //
-// The same math as batchnorm_forward and batchnorm_backward in my_bn.py, with the same names, in
+// The same math as batchnorm_forward and batchnorm_backward in my_bn/__init__.py, with the same names, in
 // the shape that PyTorch's own CPU kernel has: one pass over x for the statistics, one that writes
 // y; one pass over (x, dy) for the two per-channel sums of the backward, one that writes dx. Built
-// on first use by my_bn_cpp.py; nothing here calls ATen's batch-norm or reduction kernels.
+// on first use by my_bn/cpp.py; nothing here calls ATen's batch-norm or reduction kernels.
 //
 // Layout. x is read as (N, C, L) with strides (C·L, L, 1): L = 1 for (N, C), H·W for (N, C, H, W).
 // A channels-last tensor is read as (N·H·W, C) rows and a transposed (N, C) one as (1, C, N), where
@@ -468,7 +468,7 @@ std::vector<Tensor> backward_kernel(const Tensor& dy_, const Tensor& x_, const T
   return {dx, dgamma, dbeta};
 }
 
-// The backward under create_graph=True: my_bn.py's reference, differentiable (set by my_bn_cpp.py).
+// The backward under create_graph=True: my_bn/__init__.py's reference, differentiable (set by my_bn/cpp.py).
 py::object* differentiable_backward = nullptr;
 
 // Whether the loops can read t: a CPU tensor with memory of its own, not a torch.func wrapper (which
@@ -534,7 +534,7 @@ Tensor train(const Tensor& x, const MaybeTensor& weight, const MaybeTensor& bias
 }  // namespace my_bn_cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "MyBN's training forward and backward as hand-written CPU loops (see my_bn_cpp.cpp)";
+  m.doc() = "MyBN's training forward and backward as hand-written CPU loops (see my_bn/cpp.cpp)";
   using namespace my_bn_cpp;
   m.def("train", &train, "Training-mode batch norm of x (N, C, *), with autograd; updates the running estimates "
         "in place", py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("running_mean"),

@@ -1,0 +1,87 @@
+"""MyBN as a package for other projects: what `pip install .` installs, and the README's example run
+from that installed copy, outside the repository, with both backends."""
+
+import email
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import my_bn
+from my_bn import cpp as my_bn_cpp
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+SCAFFOLDING = {"config", "data", "results", "training", "train", "compare", "bench", "experiments", "tests"}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """``pip install`` of a copy of the repository (as a clean clone has it) into a folder of its own:
+    no build folders left in the checkout, and nothing of the test's venv changed."""
+    clone, target = tmp_path_factory.mktemp("clone"), tmp_path_factory.mktemp("site")
+    skip = shutil.ignore_patterns(".venv", ".git", "results", "picture", "runs", "__pycache__", ".*cache*",
+                                  ".hypothesis", "build", "*.egg-info")  # fmt: skip
+    shutil.copytree(ROOT, clone, ignore=skip, dirs_exist_ok=True)
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+               "--disable-pip-version-check", "--target", str(target), str(clone)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return target
+
+
+def test_only_the_layer_is_installed(installed):
+    top = {p.name for p in installed.iterdir() if not p.name.endswith(".dist-info") and p.name != "bin"}
+    assert top == {"my_bn"}, top
+    assert not SCAFFOLDING & {p.stem for p in installed.iterdir()}
+    shipped = {p.name for p in (installed / "my_bn").iterdir() if p.suffix in (".py", ".cpp")}
+    assert shipped == {"__init__.py", "convert.py", "cpp.cpp", "cpp.py", "fast.py"}
+    assert (installed / "my_bn" / "cpp.cpp").read_bytes() == my_bn_cpp.SOURCE.read_bytes()
+
+
+def test_metadata_states_version_python_and_licence(installed):
+    (info,) = installed.glob("my_bn-*.dist-info")
+    meta = email.message_from_string((info / "METADATA").read_text(encoding="utf-8"))
+    assert meta["Name"] == "my-bn" and meta["Version"] == my_bn.__version__
+    assert meta["Requires-Python"] == ">=3.11" and meta["License-Expression"] == "MIT"
+    requires = " ".join(meta.get_all("Requires-Dist"))
+    assert "torch" in requires and "ninja" in requires and "filelock" in requires
+    assert (info / "licenses" / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
+
+
+def test_version_licence_and_citation_agree():
+    assert re.fullmatch(r"\d+\.\d+\.\d+", my_bn.__version__)
+    citation = (ROOT / "CITATION.cff").read_text(encoding="utf-8")
+    assert re.search(r"^cff-version: 1\.2\.0$", citation, re.M)
+    assert re.search(rf'^version: "{re.escape(my_bn.__version__)}"$', citation, re.M)
+    assert re.search(r"^license: MIT$", citation, re.M)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["requires-python"] == ">=3.11"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_the_readme_example_runs_from_the_installed_package(installed, tmp_path):
+    """The "Use MyBN in your own model" snippet, as written, in a fresh process whose only copy of
+    my_bn is the installed one (run from a folder outside the repository), with both backends."""
+    section = README.split("## Use MyBN in your own model")[1]
+    snippet = section.split("```python\n")[1].split("```")[0]
+    checks = (
+        "\nimport my_bn\n"
+        f"assert my_bn.__file__.startswith({str(installed)!r}), my_bn.__file__\n"
+        "assert not net.training and type(net[1]).__name__ == 'MyBN' and net[1].num_batches_tracked == 50\n"
+        "assert conv[1].backend == 'cpp' and type(model[1]).__name__ == 'MyBN2d'\n"
+        "from my_bn import cpp\n"
+        "print('cpp', cpp.available())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    done = subprocess.run([sys.executable, "-c", snippet + checks], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "MyBN2d(8, eps=1e-05" in done.stdout
+    if my_bn_cpp.compiler() is not None:  # the installed copy built (or found) its C++ backend
+        assert done.stdout.strip().endswith("cpp True"), done.stderr
