@@ -83,7 +83,7 @@ class BenchConfig:
         "also time train.py's loop against a DataLoader(num_workers=2) loop",
         action=argparse.BooleanOptionalAction,
     )
-    min_run_time: float = flag(0.5, "seconds of timing per measurement, over all its rounds", type=positive_float)
+    min_run_time: float = flag(1.0, "seconds of timing per measurement, over all its rounds", type=positive_float)
     json: str | None = flag(None, "also write every number as JSON to this file", metavar="FILE")
     readme: str | None = flag(
         None, "also write the tables into this README between bench-table (CPU) or bench-cuda-table markers"

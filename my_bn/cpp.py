@@ -193,13 +193,15 @@ def handles(x: torch.Tensor, *per_channel: torch.Tensor | None) -> bool:
     estimates, runs in C++ (see the module docstring; MyBN checks ``my_bn.REFERENCE_ONLY`` itself):
     plain CPU tensors whose memory the loops can read, with nothing that records or transforms the
     operations (a compiler, a tracer, torch.func, forward-mode AD, a dispatch or function mode)."""
+    # Called on every training step: on the experiment's small inputs each microsecond shows (a generator
+    # over per_channel and x.device, which builds a device object, cost five of them), so plain checks.
+    if not (type(x) is torch.Tensor and x.is_cpu and x.layout == torch.strided and x.dtype in SUPPORTED):
+        return False
+    for t in per_channel:
+        if t is not None and not (type(t) in _PLAIN and t.is_cpu):
+            return False
     return (
-        type(x) is torch.Tensor
-        and x.device.type == "cpu"
-        and x.layout == torch.strided
-        and x.dtype in SUPPORTED
-        and all(t is None or (type(t) in _PLAIN and t.device.type == "cpu") for t in per_channel)
-        and not torch.compiler.is_compiling()
+        not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and not torch._C._are_functorch_transforms_active()
         and torch.autograd.forward_ad._current_level < 0  # no dual_level open: forward-mode AD runs in Python

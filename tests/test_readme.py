@@ -206,6 +206,7 @@ def test_readme_bench_tables_are_the_code_output():
 
 def test_claims_about_speed():
     payload, rows = _bench()
+    _, rerun = _bench(ROOT / "results" / "bench_rerun.json")
 
     def ratio(*key):
         return rows[key]["ratio_to_native"]
@@ -215,33 +216,43 @@ def test_claims_about_speed():
 
     allocators = ("default", "tuned")
     nc = [s for s in LARGE if len(s) == 2]
-    # (64, 10): the Python backend about twice native, the function floor most of native; C++ at most native
+    # how far to trust it: the rerun against this run's spreads; the cells whose rounds agree on a side
+    mine = [key for key in rows if key[2] != "native"]
+    inside = [k for k in mine if rows[k]["ratio_range"][0] <= rerun[k]["ratio_to_native"] <= rows[k]["ratio_range"][1]]
+    assert (len(inside), len(mine)) == (35, 44)
+    close = [k for k, r in rows.items() if abs(rerun[k]["median_ms"] - r["median_ms"]) <= r["iqr_ms"]]
+    assert (len(close), len(rows)) == (51, 64)
+    decided = [k for k in mine if k[2] in ("mybn", "mybn_cpp") and not (rows[k]["ratio_range"][0] <= 1
+                                                                        <= rows[k]["ratio_range"][1])]  # fmt: skip
+    assert len(decided) == 23
+    assert all((rows[k]["ratio_to_native"] < 1) == (rerun[k]["ratio_to_native"] < 1) for k in decided)
+    assert sum(r["noisy"] for k, r in rows.items() if k[2] != "native") > len(mine) / 2  # "most cells"
+    # (64, 10): the Python backend about twice native, the function floor most of native; C++ level within noise
+    python = [round(ratio(a, (64, 10), "mybn", "fwd+bwd"), 1) for a in allocators]
+    assert python == [1.8, 2.2]
     for allocator in allocators:
-        assert 1.7 <= ratio(allocator, (64, 10), "mybn", "fwd+bwd") <= 2.4
         assert 0.5 < ratio(allocator, (64, 10), "floor", "fwd+bwd") < 1
-        assert ratio(allocator, (64, 10), "mybn_cpp", "fwd") < 1
-        assert ratio(allocator, (64, 10), "mybn_cpp", "fwd+bwd") <= 1.0
-    # large inputs, C++, tuned: a third of native on (N, C, L); 0.83x and 1.05x on (N, C), short of 0.8x
-    assert ratio("tuned", (256, 128, 256), "mybn_cpp", "fwd+bwd") < 1 / 3 + 0.01
-    assert [round(ratio("tuned", s, "mybn_cpp", "fwd+bwd"), 2) for s in nc] == [0.83, 1.05]
-    cpp_bound = [round(100 * bound("tuned", s, "mybn_cpp", "fwd+bwd")) for s in nc]  # as the table shows them
-    native_bound = [round(100 * bound("tuned", s, "native", "fwd+bwd")) for s in nc]
-    assert cpp_bound == [77, 84] and native_bound == [64, 88] and min(cpp_bound) >= 60
-    assert bound("tuned", nc[1], "native", "fwd+bwd") / 0.8 > 1  # 0.8x native: faster than the bound
-    # default allocator: page faults, the bound a fifth of everyone's time or less; C++ 0.81-1.11x native
+        for name in ("fwd", "fwd+bwd"):
+            low, high = rows[allocator, (64, 10), "mybn_cpp", name]["ratio_range"]
+            assert low <= 1 <= high
+    # large inputs, C++, tuned: about half of native on (N, C, L); 0.86x and 0.82x on (N, C), under the bound
+    assert 0.45 <= ratio("tuned", (256, 128, 256), "mybn_cpp", "fwd+bwd") <= 0.55
+    assert [round(ratio("tuned", s, "mybn_cpp", "fwd+bwd"), 2) for s in nc] == [0.86, 0.82]
+    assert all(bound("tuned", s, v, "fwd+bwd") < 0.5 for s in nc for v in ("native", "mybn_cpp"))
+    assert "AVX2" in payload["machine"]  # no non-temporal stores (AVX-512 only)
+    # default allocator: page faults, the bound a fifth of everyone's time or less
     for shape in LARGE:
         assert all(bound("default", shape, v, "fwd+bwd") <= 1 / 5 for v in ("native", "mybn", "mybn_cpp"))
-    cpp_default = [ratio("default", s, "mybn_cpp", "fwd+bwd") for s in LARGE]
-    assert [round(min(cpp_default), 2), round(max(cpp_default), 2)] == [0.81, 1.11]
-    # large inputs, Python: within 1.25x of native by default, 1.5-2x on (N, C) when tuned
+    # large inputs, Python: within 1.25x of native by default, about 1.5x on (N, C) when tuned
     assert all(ratio("default", s, "mybn", "fwd+bwd") <= 1.25 for s in LARGE)
-    assert all(1.5 <= ratio("tuned", s, "mybn", "fwd+bwd") <= 2 for s in nc)
-    # the training loop: more than 5x the DataLoader loop for every net; C++ brings MyBN level with torch_bn
+    assert all(1.3 <= ratio("tuned", s, "mybn", "fwd+bwd") <= 1.6 for s in nc)
+    # the training loop: 3 to 8 times the DataLoader loop; C++ 1.13x torch_bn, Python over 1.6x
     training = {row["what"]: row for row in payload["training"] if "train_py_s" in row}
     speedups = {m: row["dataloader_s"] / row["train_py_s"] for m, row in training.items()}
-    assert set(speedups) == {"plain", "torch_bn", "my_bn", "my_bn_cpp"} and min(speedups.values()) > 5
+    assert set(speedups) == {"plain", "torch_bn", "my_bn", "my_bn_cpp"}
+    assert 3 < min(speedups.values()) and max(speedups.values()) < 8
     seconds = {m: row["train_py_s"] for m, row in training.items()}
-    assert seconds["my_bn_cpp"] <= 1.05 * seconds["torch_bn"] and seconds["my_bn"] > 1.6 * seconds["torch_bn"]
+    assert round(seconds["my_bn_cpp"] / seconds["torch_bn"], 2) == 1.13 and seconds["my_bn"] > 1.6 * seconds["torch_bn"]
     # the default backend: the main experiment a little faster with C++, by less than the first build costs
     main = {row["backend"]: row["wall_s"] for row in payload["training"] if row["what"] == "main"}
     build = next(row["wall_s"] for row in payload["training"] if row["what"] == "build")
