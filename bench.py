@@ -7,13 +7,16 @@ python bench.py --readme README.md         # and the table into the README's Spe
 python bench.py --device cuda --no-train-loop --json results/bench_cuda.json --readme README.md
 python bench.py --report results/bench.json  # the tables of a saved run, measuring nothing
 
-Times are medians from torch.utils.benchmark, in milliseconds, train mode, float32; "MyBN" is the
-Python backend, "MyBN C++" is MyBN(backend="cpp") (CPU only). Each allocator setting runs in its
-own process, since glibc reads GLIBC_TUNABLES only at start-up: "default" is
-glibc as it comes; "tuned" keeps freed memory in the heap instead of returning it to the system, so
-that large tensors are not page-faulted in afresh on every allocation. The bandwidth bound is the
-time to move the bytes a pass must touch at the copy bandwidth measured in the same process: read x
-and write y for the forward; that plus read x and dy and write dx for forward and backward.
+Times are medians from torch.utils.benchmark, in milliseconds, train mode, float32, each with the
+spread of its timings (± half the interquartile range), and each ratio to native with the range of
+its rounds' own ratios; ⚠ marks a cell the Timer warns about (a spread of 10% of the median or
+more), and the Timer's warnings go to stderr as they come. "MyBN" is the Python backend, "MyBN C++"
+is MyBN(backend="cpp") (CPU only). Each allocator setting runs in its own process, since glibc reads
+GLIBC_TUNABLES only at start-up: "default" is glibc as it comes; "tuned" keeps freed memory in the
+heap instead of returning it to the system, so that large tensors are not page-faulted in afresh on
+every allocation. The bandwidth bound is the time to move the bytes a pass must touch at the copy
+bandwidth measured in the same process: read x and write y for the forward; that plus read x and dy
+and write dx for forward and backward.
 """
 
 from __future__ import annotations

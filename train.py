@@ -41,7 +41,6 @@ from config import COMMITTED, DTYPES, TRIALS, Config, build_parser, resolve_devi
 from data import N_TRAIN, overflow_problem
 from experiments import EXPERIMENTS, fixed_values, off_preset, preset_config
 from my_bn import cpp as my_bn_cpp
-from progress import Progress
 from results import format_table, from_json, save_results, summarize, to_json, unwritable
 from training import (
     BatchOrder,
@@ -327,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 config = dataclasses.replace(config, nproc=dist.get_world_size())
                 if process_rank()[0] == 0:
                     print(f"== {experiment}")
-                shown = Progress(experiment, quiet=quiet or process_rank()[0] > 0)
+                shown = progress.Progress(experiment, quiet=quiet or process_rank()[0] > 0)
                 with progress.tracking(shown):
                     results = run_here(experiment, config)
                 if process_rank()[0] == 0:
@@ -344,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"train.py: {fallback}; the results say so", file=sys.stderr)
             for experiment, config in configs.items():
                 print(f"== {experiment}", flush=True)  # flushed before any fork, or a child would print it again
-                with progress.tracking(Progress(experiment, quiet=quiet)):
+                with progress.tracking(progress.Progress(experiment, quiet=quiet)):
                     results = run_distributed(experiment, config) if config.nproc > 1 else run_here(experiment, config)
                 written.append(save(experiment, config, results, fallback))
     except (KeyboardInterrupt, GroupFailed, BrokenProcessPool, OSError) as exc:
