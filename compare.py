@@ -28,7 +28,7 @@ import explanations
 from config import COMMITTED, RESULTS_FILE, TRIALS, build_parser, flag
 from experiments import EXPERIMENTS, off_preset
 from plotting import Figures, pyplot
-from results import load_results, staged, unwritable, unwritable_file
+from results import inside, load_results, staged, unwritable, unwritable_file
 from training import process_pool, stop_signals_as_interrupt
 
 ROOT = Path(__file__).resolve().parent
@@ -134,10 +134,6 @@ def write_pictures(todo: Figures, pictures: Path) -> list[Path]:
             os.replace(Path(tmp) / name, pictures / name)  # a rename, in one folder's subfolder
             written.append(pictures / name)
     return written
-
-
-def inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
 
 
 def trials_table_file(folder: Path, bodies: dict[str, str]) -> str:

@@ -116,6 +116,19 @@ class Config:
     )
 
 
+def as_text(value) -> str:
+    """A setting's value as a flag takes it: a list as its items separated by spaces."""
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def as_flag(setting: str, value) -> str:
+    """A setting as the flag that gives it: ``--seeds 0 1 2``, ``--no-diagnostics``."""
+    name = setting.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {as_text(value)}"
+
+
 def _default(f: dataclasses.Field):
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
@@ -170,8 +183,7 @@ def build_parser(
     parser = _Parser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(config_cls):
         meta, default = dict(f.metadata), _default(f)
-        value = " ".join(map(str, default)) if isinstance(default, list) else default
-        note = (shown or {}).get(f.name, f"default: {value}")
+        note = (shown or {}).get(f.name, f"default: {as_text(default)}")
         text, hidden = meta.pop("help"), meta.pop("help_hidden", False)  # hidden: an internal flag
         kwargs = {"help": argparse.SUPPRESS if hidden else f"{text} ({note})", "default": default, **meta}
         if isinstance(default, list):

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from bn_pytorch import VARIANTS
-from config import RESULTS_FILE, Config, check_values
+from config import COMMITTED, RESULTS_FILE, Config, check_values
 
 # The version of that layout. Raise it whenever what compare.py reads changes, so that an older
 # file is named as such instead of failing somewhere inside a figure. Files without it are 1.
@@ -81,6 +81,11 @@ def unwritable_file(path: Path) -> str | None:
     return unwritable(path.parent)
 
 
+def inside(path: Path | str, folder: Path | str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it, once both are resolved."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def unwritable(folder: Path) -> str | None:
     """Why files could not be written into ``folder``, or None if they can. Creates nothing: a folder
     that does not exist yet is made when the first file is written."""
@@ -100,7 +105,7 @@ def unwritable(folder: Path) -> str | None:
 def source(results: dict) -> str:
     """Where a loaded results file was written, as the tables cite it: `OUT/results.json` for the main
     experiment, `OUT/NAME/results.json` for the others (OUT as its config records it)."""
-    out, name = results["config"].get("out") or "results", results["experiment"]
+    out, name = results["config"].get("out") or COMMITTED, results["experiment"]
     return f"`{out}/{RESULTS_FILE}`" if name == "main" else f"`{out}/{name}/{RESULTS_FILE}`"
 
 

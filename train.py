@@ -37,11 +37,11 @@ import torch.distributed as dist
 
 import progress
 from bn_pytorch import VARIANTS
-from config import COMMITTED, DTYPES, TRIALS, Config, build_parser, resolve_device
+from config import COMMITTED, DTYPES, TRIALS, Config, as_flag, as_text, build_parser, resolve_device
 from data import N_TRAIN, overflow_problem
 from experiments import EXPERIMENTS, fixed_values, off_preset, preset_config
 from my_bn import cpp as my_bn_cpp
-from results import format_table, from_json, save_results, summarize, to_json, unwritable
+from results import format_table, from_json, inside, save_results, summarize, to_json, unwritable
 from training import (
     BatchOrder,
     leave_stopping_to_the_parent,
@@ -70,14 +70,6 @@ def experiments_epilog() -> str:
     return "experiments (`train.py NAME --help` shows one's preset):\n" + "\n".join(lines)
 
 
-def as_flag(setting: str, value) -> str:
-    """A setting as the flag that gives it: ``--seeds 0 1 2``, ``--no-diagnostics``."""
-    name = setting.replace("_", "-")
-    if isinstance(value, bool):
-        return f"--{name}" if value else f"--no-{name}"
-    return f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-
-
 def experiment_help(name: str) -> tuple[str, dict[str, str]]:
     """``train.py NAME --help``: the experiment's docstring and its preset, and each flag's value
     in that preset (or why it is fixed or unused there)."""
@@ -89,8 +81,7 @@ def experiment_help(name: str) -> tuple[str, dict[str, str]]:
             f"results of any other configuration than the preset go to {TRIALS}/.")  # fmt: skip
     shown = {}
     for field, value in preset.items():
-        text = " ".join(map(str, value)) if isinstance(value, list) else value
-        shown[field] = f"{name}: {text}"
+        shown[field] = f"{name}: {as_text(value)}"
     for field, (value, why) in getattr(module, "FIXED", {}).items():
         shown[field] = f"{name}: {value} only, {why}"
     for field, why in getattr(module, "UNUSED", {}).items():
@@ -171,10 +162,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Config], bool]:
         if problem:
             parser.error(f"argument --out: cannot write results to {out!r}: {problem}")
     return configs, quiet
-
-
-def inside(path: Path | str, folder: Path) -> bool:
-    return Path(path).resolve().is_relative_to(folder.resolve())
 
 
 def output_folder(parser: argparse.ArgumentParser, name: str, config: Config) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from config import Config, resolve_device
+from config import Config, as_flag, resolve_device
 from experiments import controls, ddp, float64, ics, landscape, lr, main, mnist, noisy, running_stats, sweep
 
 EXPERIMENTS = {
@@ -78,8 +78,5 @@ def off_preset(name: str, config: dict) -> list[str]:
             continue
         same = _same_device(value, preset[setting]) if setting == "device" else value == preset[setting]
         if not same:
-            flag = setting.replace("_", "-")
-            shown = " ".join(map(str, value)) if isinstance(value, list) else value
-            differ.append(f"--{flag if value is not False else 'no-' + flag}" if isinstance(value, bool)
-                          else f"--{flag} {shown}")  # fmt: skip
+            differ.append(as_flag(setting, value))
     return differ
