@@ -3,8 +3,8 @@
 python bench.py                            # the full table: every shape, both allocator settings
 python bench.py --shapes 64x10 8192x1024 --no-cpp --no-train-loop
 python bench.py --json bench.json          # the same numbers for tools
-python bench.py --readme README.md         # and the table into the README's Speed section
-python bench.py --device cuda --no-train-loop --json results/bench_cuda.json --readme README.md
+python bench.py --readme docs/speed.md     # and the table into the Speed page
+python bench.py --device cuda --no-train-loop --json results/bench_cuda.json --readme docs/speed.md
 python bench.py --report results/bench.json  # the tables of a saved run, measuring nothing
 
 Times are medians from torch.utils.benchmark, in milliseconds, train mode, float32, each with the
@@ -85,7 +85,7 @@ class BenchConfig:
     min_run_time: float = flag(1.0, "seconds of timing per measurement, over all its rounds", type=positive_float)
     json: str | None = flag(None, "also write every number as JSON to this file", metavar="FILE")
     readme: str | None = flag(
-        None, "also write the tables into this README between bench-table (CPU) or bench-cuda-table markers"
+        None, "also write the tables into this page (docs/speed.md) between bench-table or bench-cuda-table markers"
     )
     report: str | None = flag(None, "measure nothing: print the tables of a run saved with --json", metavar="FILE")
     child: str | None = flag(None, "internal: measure in this process for this allocator setting", help_hidden=True)

@@ -72,7 +72,7 @@ def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
     ours = {
         name: median_seconds(
             lambda m=model, b=backend: training.train_one(
-                TanhMLP(m, 0, bn_momentum=config.bn_momentum, mybn_backend=b), data, order, config.lr, False
+                TanhMLP(m, 0, bn_momentum=config.bn_momentum, mybn_backend=b), data, order, config.lr
             )
         )
         for name, (model, backend) in nets.items()

@@ -1,15 +1,17 @@
-"""Draw every figure of the README from saved results, and write its tables between marker comments.
+"""Draw every figure from saved results, and write every generated table between marker comments.
 
-    python compare.py                     # results/ -> picture/*.png and the README's tables;
+    python compare.py                     # results/ -> picture/*.png, docs/NAME.md's tables, the README's;
                                           # then runs/, if train.py put any there -> runs/picture/, runs/tables.md
     python compare.py --results runs/long # -> runs/long/picture/*.png and runs/long/tables.md
 
 Nothing is trained here: figures and tables come from the results.json files that train.py wrote,
-OUT/results.json for the main experiment and OUT/NAME/results.json for the others; each experiment
-(a module of experiments/) says which figures and tables it draws. Only the experiments' own presets
-(results/) reach picture/ and the README; any other folder's figures go to FOLDER/picture/ and its
-tables to FOLDER/tables.md. In results/ the main results are required; a missing other experiment
-skips its figures and tables.
+OUT/results.json for the main experiment and OUT/NAME/results.json for the others; each experiment's
+record (experiments/NAME.py) says which figures and tables it draws. Each experiment's tables go into
+its page docs/NAME.md (made, with its docstring, figures and markers, where it has none), the verdict
+table and the list of experiments into the README. Only the experiments' own presets (results/) reach
+picture/, docs/ and the README; any other folder's figures go to FOLDER/picture/ and all its tables
+to FOLDER/tables.md. In results/ the main results are required; a missing other experiment skips its
+figures and tables.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import explanations
-from config import COMMITTED, RESULTS_FILE, TRIALS, build_parser, flag
-from experiments import EXPERIMENTS, off_preset
+from bn_pytorch import VARIANTS
+from config import COMMITTED, TRIALS, build_parser, flag
+from experiments import EXPERIMENTS
 from plotting import Figures, pyplot
 from results import inside, load_results, staged, unwritable, unwritable_file
 from training import process_pool, stop_signals_as_interrupt
 
 ROOT = Path(__file__).resolve().parent
-PICTURES, README = "picture", "README.md"  # the committed figures and README: the presets' results only
+PICTURES, README, DOCS = "picture", "README.md", "docs"  # the committed figures, README and pages: presets only
 
 
 @dataclass
@@ -44,53 +47,123 @@ class CompareConfig:
     )
     pictures: str | None = flag(None, f"directory the figures are written to (default: {PICTURES}/ for {COMMITTED}/, "
                                       "RESULTS/picture/ for any other folder)")  # fmt: skip
-    readme: str | None = flag(None, f"README whose generated tables are rewritten (default: {README} for {COMMITTED}/; "
-                                    "for any other folder RESULTS/tables.md, written whole; '' for none)")  # fmt: skip
+    readme: str | None = flag(None, f"README whose generated tables are rewritten: the verdict table, and with no "
+                                    f"docs folder every table (default: {README} for {COMMITTED}/; for any other "
+                                    "folder RESULTS/tables.md, written whole; '' for none)")  # fmt: skip
+    docs: str | None = flag(None, f"folder of the experiments' pages, NAME.md, whose generated tables are rewritten "
+                                  f"(made where missing) (default: {DOCS}/ for {COMMITTED}/ with the default README; "
+                                  "none otherwise)")  # fmt: skip
 
 
 
 def result_paths(root: Path) -> dict[str, Path]:
-    return {name: root / RESULTS_FILE if name == "main" else root / name / RESULTS_FILE for name in EXPERIMENTS}
+    return {name: e.results_path(root) for name, e in EXPERIMENTS.items()}
+
+
+def load(name: str, path: Path) -> dict:
+    """Experiment ``name``'s results at ``path``, checked by its record: their format, then what its figures need."""
+    results = load_results(path, EXPERIMENTS[name].results_format, {"models": tuple(VARIANTS)})
+    try:
+        EXPERIMENTS[name].check(results)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return results
 
 
 def load_experiments(root: Path, need_main: bool = True) -> dict[str, dict]:
-    """The results of every experiment under ``root``; the main one must be there if ``need_main``."""
+    """The results of every experiment under ``root``, each checked by its record (its format, then
+    what its figures need); the main one must be there if ``need_main``."""
     paths = result_paths(root)
     if not need_main and not any(path.exists() for path in paths.values()):
         raise ValueError(f"no results in {root}/ (train.py writes them there with --out {root})")
     experiments = {}
     for name, path in paths.items():
         if path.exists() or (name == "main" and need_main):
-            experiments[name] = load_results(path)
+            experiments[name] = load(name, path)
         else:
             print(f"note: no {path}: skipping its figures and tables (python train.py {name})", file=sys.stderr)
-    for name in experiments:  # what an experiment needs of its results beyond their format
-        try:
-            getattr(EXPERIMENTS[name], "check", lambda _: None)(experiments)
-        except ValueError as exc:
-            raise ValueError(f"{paths[name]}: {exc}") from None
+    for name in experiments:
+        missing = [n for n in EXPERIMENTS[name].needs if n not in experiments]
+        if missing:
+            print(f"note: the {name} figures and tables need the {missing[0]} results too: skipping them",
+                  file=sys.stderr)
     return experiments
 
 
-def figures(experiments: dict[str, dict]) -> Figures:
-    """File name -> function that draws it, for every experiment present."""
-    return {name: draw for e in experiments for name, draw in EXPERIMENTS[e].figures(experiments).items()}
+def figures(experiments: dict[str, dict]) -> dict[str, Figures]:
+    """Experiment name -> its figures (file name -> function that draws it), for every experiment
+    present with those it needs."""
+    return {e.name: e.figures(*inputs) for e in EXPERIMENTS.values() if (inputs := e.inputs(experiments))}
 
 
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    """README marker name -> generated body, for every experiment present."""
-    bodies = {name: body for e in experiments for name, body in EXPERIMENTS[e].tables(experiments).items()}
-    return {**bodies, **explanations.tables(experiments)}  # the verdicts, once every experiment they read is there
+def tables(experiments: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """Experiment name -> its tables (marker name -> generated body), for every experiment present;
+    and under "verdicts", the verdict table, once every experiment with verdicts is there."""
+    bodies, rows, complete = {}, [], True
+    for e in EXPERIMENTS.values():
+        inputs = e.inputs(experiments)
+        if inputs:
+            bodies[e.name] = e.tables(*inputs)
+        if e.verdicts is not None:
+            complete = complete and inputs is not None
+            rows += e.verdicts(*inputs) if inputs else []
+    if complete and rows:
+        bodies["verdicts"] = {"verdict-table": explanations.verdict_table(rows)}
+    return bodies
 
 
-def replace_between_markers(text: str, name: str, body: str) -> str:
-    """Put ``body`` between <!-- name:start --> and <!-- name:end --> in ``text``."""
+def replace_between_markers(text: str, name: str, body: str, where: str = "the README") -> str:
+    """Put ``body`` between <!-- name:start --> and <!-- name:end --> in ``text`` (the text of ``where``)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
-        raise ValueError(f"the README needs exactly one '{start}' followed by one '{end}'")
+        raise ValueError(f"{where} needs exactly one '{start}' followed by one '{end}'")
     head, rest = text.split(start)
     _, tail = rest.split(end)
     return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def new_page(name: str, bodies: dict[str, str], figures_: list[str], pictures: Path, docs: Path) -> str:
+    """An experiment's page where it has none yet: its docstring, its figures and its tables' markers
+    (compare.py fills them; what is written around them stays when it runs again)."""
+    record = EXPERIMENTS[name]
+    links = [f"![{f}]({Path(os.path.relpath(pictures / f, docs)).as_posix()})" for f in figures_]
+    text = f"# {name}: {record.first_sentence()}\n\n{record.doc.strip()}\n\n" + "".join(f"{link}\n\n" for link in links)
+    return text + "".join(f"<!-- {marker}:start -->\n<!-- {marker}:end -->\n\n" for marker in bodies).rstrip() + "\n"
+
+
+def experiments_table(readme: Path, docs: Path) -> str:
+    """The README's list of experiments, from the registry: each one's page, question and command."""
+    lines = ["| experiment | what it asks | run it |", "|---|---|---|"]
+    for e in EXPERIMENTS.values():
+        page = Path(os.path.relpath(docs / f"{e.name}.md", readme.parent)).as_posix()
+        question = e.first_sentence()
+        lines.append(f"| [{e.name}]({page}) | {question[:1].upper() + question[1:]} | `python train.py {e.name}` |")
+    return "\n".join(lines)
+
+
+def texts(bodies: dict[str, dict[str, str]], readme: Path | None, docs: Path | None, pictures: Path,
+          drawn: dict[str, Figures]) -> dict[Path, str]:  # fmt: skip
+    """The files the tables go into, with their new text: each experiment's tables into its page
+    DOCS/NAME.md (made from ``new_page`` where it is missing) and the verdict table into the README, or
+    with no ``docs``, every table into the README."""
+    out: dict[Path, str] = {}
+
+    def fill(path: Path, tables_: dict[str, str], text: str | None = None) -> None:
+        text = out.get(path, text if text is not None else path.read_text(encoding="utf-8"))
+        for marker, body in tables_.items():
+            text = replace_between_markers(text, marker, body, "the README" if path == readme else str(path))
+        out[path] = text
+
+    if docs is not None and readme is not None:
+        fill(readme, {"experiments-table": experiments_table(readme, docs)})
+    for name, tables_ in bodies.items():
+        if docs is None or name == "verdicts":
+            if readme is not None:
+                fill(readme, tables_)
+            continue
+        page = docs / f"{name}.md"
+        fill(page, tables_, None if page.exists() else new_page(name, tables_, list(drawn[name]), pictures, docs))
+    return out
 
 
 _TODO: Figures = {}  # what forked drawing processes draw, by name
@@ -136,12 +209,12 @@ def write_pictures(todo: Figures, pictures: Path) -> list[Path]:
     return written
 
 
-def trials_table_file(folder: Path, bodies: dict[str, str]) -> str:
+def trials_table_file(folder: Path, bodies: dict[str, dict[str, str]]) -> str:
     """The text of FOLDER/tables.md: every generated table of a folder's results, under its name."""
     head = (f"# Tables of the results in {folder}/\n\nWritten by compare.py from {folder}/: a configuration of "
             f"your own, not the committed record ({COMMITTED}/, whose tables are in the README). The figures are "
             "in picture/ beside this file.\n")  # fmt: skip
-    return head + "".join(f"\n## {name}\n\n{body}\n" for name, body in bodies.items())
+    return head + "".join(f"\n## {name}\n\n{body}\n" for tables_ in bodies.values() for name, body in tables_.items())
 
 
 def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
@@ -151,24 +224,26 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
     pictures = Path(config.pictures if config.pictures is not None else PICTURES if committed else results / "picture")
     readme_name = config.readme if config.readme is not None else README if committed else str(results / "tables.md")
     readme = Path(readme_name) if readme_name else None
+    docs_name = config.docs if config.docs is not None else DOCS if committed and config.readme is None else ""
+    docs = Path(docs_name) if docs_name else None
     whole = readme is not None and config.readme is None and not committed  # a tables file of its own
     try:
         experiments = load_experiments(results, need_main=committed)
-        record = [inside(pictures, ROOT / PICTURES), readme is not None and inside(readme, ROOT / README)]
+        record = [inside(pictures, ROOT / PICTURES), readme is not None and inside(readme, ROOT / README),
+                  docs is not None and inside(docs, ROOT / DOCS)]  # fmt: skip
         for name, r in experiments.items() if any(record) else ():
-            differ = off_preset(name, r["config"])
+            differ = EXPERIMENTS[name].off_preset(r["config"])
             if differ:
                 raise ValueError(f"{result_paths(results)[name]} is not the {name} preset's run ({', '.join(differ)}): "
-                                 f"only the presets' results reach {PICTURES}/ and {README} (draw it with "
-                                 f"--pictures and --readme elsewhere)")  # fmt: skip
-        todo = figures(experiments)
+                                 f"only the presets' results reach {PICTURES}/, {DOCS}/ and {README} (draw it with "
+                                 f"--pictures, --docs and --readme elsewhere)")  # fmt: skip
+        drawn = figures(experiments)
+        todo = {file: draw_ for figures_ in drawn.values() for file, draw_ in figures_.items()}
         bodies = tables(experiments)  # made even without a README: they check what the figures will read
         if whole:
-            text = trials_table_file(results, bodies)
+            new = {readme: trials_table_file(results, bodies)}
         else:
-            text = readme.read_text(encoding="utf-8") if readme else ""
-            for name, body in bodies.items() if readme else ():
-                text = replace_between_markers(text, name, body)
+            new = texts(bodies, readme, docs, pictures, drawn)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:
@@ -176,20 +251,25 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
     problem = unwritable(pictures)
     if problem:
         parser.error(f"argument --pictures: cannot write figures to {str(pictures)!r}: {problem}")
-    problem = readme and unwritable_file(readme)
-    if problem:
-        parser.error(f"argument --readme: cannot write {str(readme)!r}: {problem}")
-    kept = f"{pictures}/ and {readme} are as they were" if readme else f"{pictures}/ is as it was"
+    for path in new:
+        problem = unwritable_file(path) if path.exists() or path == readme else unwritable(path.parent)
+        if problem:
+            flag_ = "--readme" if path == readme else "--docs"
+            parser.error(f"argument {flag_}: cannot write {str(path)!r}: {problem}")
+    files = [str(path) for path in new if docs is None or path.parent != docs] + ([f"{docs}/"] if docs else [])
+    kept = f"{pictures}/ and {' and '.join(files)} are as they were" if new else f"{pictures}/ is as it was"
     try:
-        # The README's new text is written first and renamed into place last, once every figure is in
-        # place: a full disk or a stop on the way leaves figures and README as they were, together.
-        with staged(readme, lambda tmp: tmp.write_text(text, encoding="utf-8")) if readme else contextlib.nullcontext():
+        # The tables' new texts are written first and renamed into place last, once every figure is in
+        # place: a full disk or a stop on the way leaves figures, README and pages as they were, together.
+        with contextlib.ExitStack() as stack:
+            for path, text in new.items():
+                stack.enter_context(staged(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8")))
             for path in write_pictures(todo, pictures):
                 print(f"wrote {path}")
     except OSError as exc:
         sys.exit(f"compare.py: cannot write {exc.filename} ({exc.strerror or exc}): {kept}")
-    if readme:
-        print(f"wrote {readme}" if whole else f"updated the tables in {readme}")
+    for path in new:
+        print(f"wrote {path}" if whole else f"updated the tables in {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bn_pytorch import MODELS, VARIANTS
-
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 RESULTS_FILE = "results.json"  # what train.py writes into OUT (or OUT/NAME), and compare.py reads
 COMMITTED = "results"  # the experiments' presets' results: the committed record, drawn into the README
@@ -63,8 +61,8 @@ class Config:
     """Every setting of a run: the single source of the defaults and of train.py's flags."""
 
     ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float, metavar="R")
-    models: list[str] = flag(
-        list(MODELS), f"nets to train, any of: {' '.join(VARIANTS)}", choices=tuple(VARIANTS), metavar="MODEL"
+    models: list[str] = flag(  # which names exist is bn_pytorch.VARIANTS's to say: see build_parser's choices
+        ["plain", "torch_bn", "my_bn"], "nets to train", metavar="MODEL"
     )
     seeds: list[int] = flag(
         [0, 1, 2, 3, 4], "seeds: data noise, initial weights, batch order", type=seed_int, metavar="SEED"
@@ -133,11 +131,13 @@ def _default(f: dataclasses.Field):
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def check_values(config_cls: type, values: dict) -> None:
+def check_values(config_cls: type, values: dict, choices: dict[str, tuple] | None = None) -> None:
     """Raise ValueError naming the first entry of ``values`` (a config as a results file records it)
     that the command line would refuse: an unknown name, a value its flag's type or choices reject
-    (a seed past 2**64, a negative epoch count), or a type of value the flag cannot give."""
+    (a seed past 2**64, a negative epoch count), or a type of value the flag cannot give. ``choices``:
+    as ``build_parser``'s."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    choices = choices or {}
     for name, value in values.items():
         if name not in fields:
             raise ValueError(f"config: unknown setting {name!r}")
@@ -157,7 +157,8 @@ def check_values(config_cls: type, values: dict) -> None:
                     raise ValueError(f"config: {name!r}: {exc}") from None
             else:
                 ok = isinstance(item, str)
-            if not ok or ("choices" in meta and item not in meta["choices"]):
+            allowed = choices.get(name, meta.get("choices"))
+            if not ok or (allowed is not None and item not in allowed):
                 raise ValueError(f"config: {name!r} cannot be {item!r}")
 
 
@@ -174,17 +175,23 @@ def build_parser(
     suppress_defaults: bool = False,
     shown: dict[str, str] | None = None,
     epilog: str | None = None,
+    choices: dict[str, tuple] | None = None,
 ) -> argparse.ArgumentParser:
     """argparse flags generated from a config dataclass: --batch-size for batch_size, and so on.
 
     With ``suppress_defaults`` only the flags actually given appear in the parsed namespace. ``shown``
-    replaces the help's "(default: ...)" of the named fields (an experiment's preset, say).
+    replaces the help's "(default: ...)" of the named fields (an experiment's preset, say). ``choices``:
+    the values a field may take where the caller knows them (the nets, say, which bn_pytorch defines:
+    the settings know nothing of the model code), shown in its help.
     """
     parser = _Parser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(config_cls):
         meta, default = dict(f.metadata), _default(f)
         note = (shown or {}).get(f.name, f"default: {as_text(default)}")
         text, hidden = meta.pop("help"), meta.pop("help_hidden", False)  # hidden: an internal flag
+        if f.name in (choices or {}):
+            meta["choices"] = tuple(choices[f.name])
+            text = f"{text}, any of: {' '.join(meta['choices'])}"
         kwargs = {"help": argparse.SUPPRESS if hidden else f"{text} ({note})", "default": default, **meta}
         if isinstance(default, list):
             kwargs["nargs"] = "+"

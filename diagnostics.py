@@ -1,25 +1,33 @@
 """What goes on inside the tanh net while it trains: per hidden block, the tanh inputs, the fraction
-of saturated units, and the gradient norm of the block's weights."""
+of saturated units, and the gradient norm of the block's weights (``Diagnostics``, a probe that
+train.py's runs carry unless ``--no-diagnostics``)."""
 
 from __future__ import annotations
 
 import torch
 
 from bn_pytorch import TanhMLP
+from probe import Probe, Step
 from results import mean_std, rounded
 
-SATURATED = 0.99  # a tanh unit is saturated when |tanh(z)| > 0.99, i.e. |z| > 2.65
+# A unit is saturated when its output is within 0.01 of its activation's bound: |tanh(z)| > 0.99, i.e.
+# |z| > 2.65; for a sigmoid, output below 0.01 or above 0.99, i.e. |z| > logit(0.99) = 4.595.
+SATURATED = 0.99
+SIGMOID_Z_SATURATED = 4.595
 QUANTILES = (0.15, 0.50, 0.85)  # as in Figure 1 of Ioffe & Szegedy (2015)
 UNIT = 0  # the unit whose tanh input is followed on its own
 
 
-class Diagnostics:
-    """Per hidden block, at chosen steps: what goes into each tanh, how much of it saturates, and how
-    large the gradient of the block's Linear weight is.
+class Diagnostics(Probe):
+    """Per hidden block, at every step of the first epoch and the last step of each later one: what
+    goes into each tanh, how much of it saturates, and how large the gradient of the block's Linear
+    weight is.
 
     Forward hooks only read the tanh inputs of the training batch; nothing here touches the
     parameters, the gradients or any random generator, so training is the same with or without it.
     """
+
+    name = "diagnostics"
 
     def __init__(self, net: TanhMLP):
         self.net = net
@@ -33,6 +41,12 @@ class Diagnostics:
     def _keep(self, i: int, z: torch.Tensor) -> None:
         if self.net.training:
             self.latest[i] = z.detach()
+
+    def wants(self, step: Step) -> bool:
+        return step.epoch == 0 or step.last_of_epoch
+
+    def measure(self, step: Step, x, y, opt) -> None:
+        self.record(step.number)
 
     @torch.no_grad()
     def record(self, step: int) -> None:

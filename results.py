@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from bn_pytorch import VARIANTS
 from config import COMMITTED, RESULTS_FILE, Config, check_values
 
 # The version of that layout. Raise it whenever what compare.py reads changes, so that an older
@@ -32,8 +31,6 @@ from config import COMMITTED, RESULTS_FILE, Config, check_values
 FORMAT = 3  # 3: null for a number that is not finite (2 wrote NaN and Infinity, which strict JSON refuses)
 TEXT_FIELDS = {"model", "optimizer"}  # the strings a record holds; every other leaf is a number (or null)
 FLAG_FIELDS = {"diverged"}  # its booleans
-# Experiments whose results are not the regression task's register their own check here, by name.
-OWN_FORMATS: dict[str, Callable[[dict], None]] = {}
 
 
 @contextlib.contextmanager
@@ -167,8 +164,10 @@ def save_results(results: dict, out_dir: str | Path) -> Path:
     return path
 
 
-def load_results(path: str | Path) -> dict:
-    """Read a results.json; a clear ValueError if it is missing or not one."""
+def load_results(path: str | Path, check: Callable[[dict], None] | None = None, choices: dict | None = None) -> dict:
+    """Read a results.json; a clear ValueError if it is missing or not one. ``check``: what the
+    experiment's records need (its record's ``results_format``; ``check_results``, the regression
+    task's, by default); ``choices``: the values some settings may take (``{"models": ...}``)."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
@@ -188,9 +187,9 @@ def load_results(path: str | Path) -> dict:
     try:
         if not isinstance(results["config"], dict):
             raise ValueError("'config' must be an object")
-        check_values(Config, results["config"])
+        check_values(Config, results["config"], choices)
         check_records(results)
-        OWN_FORMATS.get(results.get("experiment"), check_results)(results)
+        (check or check_results)(results)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return results
@@ -282,7 +281,7 @@ def check_results(results: dict) -> None:
     """Raise ValueError naming the first thing in ``results`` that the figures and tables cannot use
     (after ``check_values`` and ``check_records``: here, what the regression task's records need)."""
     config = results["config"]
-    for key in ("seeds", "epochs", "a", "b", "dtype", "noise_scaled"):
+    for key in ("seeds", "epochs", "a", "b", "dtype", "noise_scaled", "models"):
         if key not in config:
             raise ValueError(f"config: {key!r} is missing")
     datasets, runs = results["datasets"], results["runs"]
@@ -303,8 +302,9 @@ def check_results(results: dict) -> None:
     for i, run in enumerate(runs):
         where = f"runs[{i}]"
         r = _range_of(run, where)
-        if run.get("model") not in VARIANTS:
-            raise ValueError(f"{where}: unknown model {run.get('model')!r}; known: {', '.join(VARIANTS)}")
+        if run.get("model") not in config["models"]:
+            known = ", ".join(config["models"])
+            raise ValueError(f"{where}: unknown model {run.get('model')!r}; the config's models: {known}")
         if (r, run.get("seed")) not in sizes:
             raise ValueError(f"{where}: no dataset for range {r:g} and seed {run.get('seed')!r}")
         for key, length in (("test_mse", None), ("train_loss", None), ("predictions", sizes[r, run["seed"]])):
@@ -334,13 +334,6 @@ def _check_diagnostics(diag, where: str) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Queries
-
-
-def require_in_runs(experiments: dict[str, dict], name: str, keys: tuple[str, ...], what: str) -> None:
-    """For an experiment's ``check``: stop, naming the command to rerun, where a run of experiment ``name``
-    lacks one of ``keys`` (results written before the experiment measured them)."""
-    if any(key not in run_ for run_ in experiments[name]["runs"] for key in keys):
-        raise ValueError(f"the {name} figure and table need {what}: rerun `python train.py {name}`")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import multiprocessing as mp
 import os
-import re
 import signal
 import socket
 import sys
@@ -39,33 +38,23 @@ import progress
 from bn_pytorch import VARIANTS
 from config import COMMITTED, DTYPES, TRIALS, Config, as_flag, as_text, build_parser, resolve_device
 from data import N_TRAIN, overflow_problem
-from experiments import EXPERIMENTS, fixed_values, off_preset, preset_config
+from experiments import EXPERIMENTS
+from experiments.record import same_device
 from my_bn import cpp as my_bn_cpp
-from results import format_table, from_json, inside, save_results, summarize, to_json, unwritable
+from results import from_json, inside, save_results, to_json, unwritable
 from training import (
     BatchOrder,
     leave_stopping_to_the_parent,
     noise_std_of,
     process_rank,
-    run_experiment,
     stop_signals_as_interrupt,
 )
 
-
-def results_dir(config: Config, experiment: str) -> Path:
-    return Path(config.out) if experiment == "main" else Path(config.out) / experiment
-
-
-def summary_line(name: str) -> str:
-    """The first sentence of experiment ``name``'s module docstring, without its leading name."""
-    doc = " ".join((EXPERIMENTS[name].__doc__ or "").split("\n\n")[0].split())
-    first = re.split(r"(?<=[.?])\s", doc, maxsplit=1)[0]
-    return first.removeprefix(f"{name}: ")
-
+CHOICES = {"models": tuple(VARIANTS)}  # the nets bn_pytorch defines, which --models may name
 
 def experiments_epilog() -> str:
     width = max(map(len, EXPERIMENTS))
-    lines = [textwrap.fill(summary_line(name), 100, initial_indent=f"  {name:<{width}}  ",
+    lines = [textwrap.fill(EXPERIMENTS[name].first_sentence(), 100, initial_indent=f"  {name:<{width}}  ",
                            subsequent_indent=" " * (width + 4)) for name in EXPERIMENTS]  # fmt: skip
     return "experiments (`train.py NAME --help` shows one's preset):\n" + "\n".join(lines)
 
@@ -73,18 +62,19 @@ def experiments_epilog() -> str:
 def experiment_help(name: str) -> tuple[str, dict[str, str]]:
     """``train.py NAME --help``: the experiment's docstring and its preset, and each flag's value
     in that preset (or why it is fixed or unused there)."""
-    module, preset = EXPERIMENTS[name], dataclasses.asdict(preset_config(name))
-    flags = " ".join(as_flag(k, v) for k, v in module.PRESET.items())
+    experiment = EXPERIMENTS[name]
+    preset = dataclasses.asdict(experiment.preset_config())
+    flags = " ".join(as_flag(k, v) for k, v in experiment.preset.items())
     head = (f"python train.py {name} [flags]: the {name} experiment (experiments/{name}.py).\n\n"
-            f"{textwrap.dedent(module.__doc__ or '').strip()}\n\n"
+            f"{textwrap.dedent(experiment.doc).strip()}\n\n"
             f"Its preset, on top of the defaults: {flags or 'the defaults'}. Flags given override it; the "
             f"results of any other configuration than the preset go to {TRIALS}/.")  # fmt: skip
     shown = {}
     for field, value in preset.items():
         shown[field] = f"{name}: {as_text(value)}"
-    for field, (value, why) in getattr(module, "FIXED", {}).items():
+    for field, (value, why) in experiment.fixed.items():
         shown[field] = f"{name}: {value} only, {why}"
-    for field, why in getattr(module, "UNUSED", {}).items():
+    for field, why in experiment.unused.items():
         shown[field] = f"not used by {name}: {why}"
     shown["out"] = f"{COMMITTED}/{'' if name == 'main' else name + '/'} for the preset, {TRIALS}/ otherwise"
     return head, shown
@@ -95,10 +85,11 @@ def make_parser(experiment: str | None = None) -> argparse.ArgumentParser:
     ``experiment``'s preset where one is named."""
     if experiment in EXPERIMENTS:
         description, shown = experiment_help(experiment)
-        parser = build_parser(Config, description, suppress_defaults=True, shown=shown)
+        parser = build_parser(Config, description, suppress_defaults=True, shown=shown, choices=CHOICES)
     else:
         shown = {"out": f"default: {COMMITTED}/ for an experiment's own preset, {TRIALS}/ for any other configuration"}
-        parser = build_parser(Config, __doc__, suppress_defaults=True, shown=shown, epilog=experiments_epilog())
+        parser = build_parser(Config, __doc__, suppress_defaults=True, shown=shown, epilog=experiments_epilog(),
+                              choices=CHOICES)
     parser.add_argument(
         "experiment", nargs="?", default="main", choices=[*EXPERIMENTS, "all"], help="which preset (default: main)"
     )
@@ -137,9 +128,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Config], bool]:
         if problem:
             print(f"note: {problem.removeprefix('argument ')}; `all` leaves it aside there, and the {name} results "
                   "record what ran", file=sys.stderr)  # fmt: skip
-    configs = {name: Config(**{**EXPERIMENTS[name].PRESET, **args, **fixed_values(name)}) for name in experiments}
+    configs = {name: Config(**{**EXPERIMENTS[name].preset, **args, **EXPERIMENTS[name].fixed_values()})
+               for name in experiments}  # fmt: skip
     for name, c in configs.items():
-        problem = getattr(EXPERIMENTS[name], "config_problem", lambda _: None)(c)
+        problem = EXPERIMENTS[name].config_problem(c)
         if problem:
             parser.error(problem)
     for c in (c for c in configs.values() if c.nproc > 1):
@@ -169,7 +161,7 @@ def output_folder(parser: argparse.ArgumentParser, name: str, config: Config) ->
     preset (the committed record, which compare.py draws into picture/ and the README) and runs/
     (ignored by git) for any other configuration. Refuses to put anything but a preset's run inside
     the committed results/."""
-    differ = off_preset(name, dataclasses.asdict(config))
+    differ = EXPERIMENTS[name].off_preset(dataclasses.asdict(config))
     if config.out is None:
         if differ:
             print(f"note: {name} with {', '.join(differ)} is not its preset, so not the committed record: results "
@@ -183,15 +175,15 @@ def output_folder(parser: argparse.ArgumentParser, name: str, config: Config) ->
 
 
 def unused_flag(experiment: str, given: dict) -> str | None:
-    """The error for the flags in ``given`` that ``experiment`` does not read: its ``UNUSED`` settings,
-    and its ``FIXED`` ones with another value than the one it runs with."""
-    module, problems = EXPERIMENTS[experiment], []
+    """The error for the flags in ``given`` that ``experiment`` does not read: its ``unused`` settings,
+    and its ``fixed`` ones with another value than the one it runs with."""
+    record, problems = EXPERIMENTS[experiment], []
     for name, value in given.items():
         flag = "--" + name.replace("_", "-")
-        if name in getattr(module, "UNUSED", {}):
-            problems.append(f"{flag}: the {experiment} experiment does not use it ({module.UNUSED[name]})")
-        fixed, why = getattr(module, "FIXED", {}).get(name, (value, ""))
-        if value != fixed and not (name == "device" and resolve_device(value) == resolve_device(fixed)):
+        if name in record.unused:
+            problems.append(f"{flag}: the {experiment} experiment does not use it ({record.unused[name]})")
+        fixed, why = record.fixed.get(name, (value, ""))
+        if value != fixed and not (name == "device" and same_device(value, fixed)):
             problems.append(f"{flag}: the {experiment} experiment runs with {fixed} only ({why})")
     return f"argument {'; '.join(problems)}" if problems else None
 
@@ -204,11 +196,10 @@ def run_here(experiment: str, config: Config) -> dict:
     """Run one experiment in this process (alone, or as one of a group); the first process logs. The
     results' config holds the settings the experiment read, not those it does not use."""
     torch.set_num_threads(config.threads)
-    module = EXPERIMENTS[experiment]
-    run = getattr(module, "run", run_experiment)  # an experiment may train in its own way
+    record = EXPERIMENTS[experiment]
     log = progress.current().write if process_rank()[0] == 0 and not progress.current().quiet else lambda _: None
-    results = {"experiment": experiment, **run(config, log=log)}
-    results["config"] = {k: v for k, v in results["config"].items() if k not in getattr(module, "UNUSED", {})}
+    results = {"experiment": experiment, **record.run(config, log=log)}
+    results["config"] = {k: v for k, v in results["config"].items() if k not in record.unused}
     return results
 
 
@@ -225,9 +216,8 @@ def available_backend(configs: dict[str, Config]) -> tuple[dict[str, Config], st
 def save(experiment: str, config: Config, results: dict, fallback: str | None = None) -> Path:
     if fallback:
         results["environment"]["fallback"] = fallback
-    path = save_results(results, results_dir(config, experiment))
-    summary = getattr(EXPERIMENTS[experiment], "summary_table", lambda r: format_table(summarize(r)))
-    print(summary(results))
+    path = save_results(results, EXPERIMENTS[experiment].results_path(config.out).parent)
+    print(EXPERIMENTS[experiment].summary(results))
     print(f"wrote {path}")
     return path
 

@@ -16,7 +16,7 @@ import os
 import platform
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from bn_pytorch import VARIANTS, TanhMLP, Variant
 from config import DTYPES, Config, resolve_device
 from data import Dataset, make_dataset, spread_noise_std
 from diagnostics import Diagnostics
+from probe import Probe, Step
 from results import mean_std
 
 
@@ -113,49 +114,37 @@ def make_optimizer(name: str, net: nn.Module, lr: float) -> torch.optim.Optimize
     return torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # one kernel per step, not ~10 per tensor
 
 
-class Probe:
-    """What an experiment measures while a net trains, beside the loss. ``train_one`` calls ``step``
-    after each backward, before the optimiser's step, and ``epoch`` after each epoch's test MSE; a
-    probe must leave the net, its gradients and the optimiser as it found them (see ``preserved``).
-    ``results()`` goes into the run's results under the probe's ``name``."""
-
-    name = "probe"
-
-    def step(self, step: int, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None: ...
-
-    def epoch(self, epoch: int) -> None: ...
-
-    def results(self) -> dict:
-        return {}
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # loss to differentiate, loss to record, x, y
 
 
-@contextlib.contextmanager
-def preserved(net: nn.Module, opt: torch.optim.Optimizer | None = None):
-    """Put back, on leaving, every parameter, gradient and buffer of ``net`` and the optimiser's state,
-    bit for bit, and the train/eval mode: what a probe does in between leaves no trace on training.
-
-    Yields the parameters' values as they were (copies, in ``net.parameters()`` order; read them, do
-    not change them: they are what is put back)."""
-    params = list(net.parameters())
-    tensors = [*params, *net.buffers()]
-    grads = [p.grad for p in params]
-    saved = [t.detach().clone() for t in tensors]
-    saved_grads = [None if g is None else g.clone() for g in grads]
-    clone = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
-    state = None if opt is None else {p: {k: clone(v) for k, v in d.items()} for p, d in opt.state.items()}
-    training = net.training
-    try:
-        yield saved[: len(params)]
-    finally:
-        with torch.no_grad():
-            for t, v in zip(tensors, saved, strict=True):
-                t.copy_(v)
-        for p, g in zip(params, saved_grads, strict=True):
-            p.grad = g
-        if opt is not None:  # as it was, entries the probe added (a first step's) gone too
-            opt.state.clear()
-            opt.state.update(state)
-        net.train(training)
+def fit(net: nn.Module, opt: torch.optim.Optimizer, order: Iterable[list[torch.Tensor]],
+        batch_loss: Callable[[torch.Tensor], Batch], probes: Sequence[Probe] = (),
+        after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:  # fmt: skip
+    """The training loop: for each epoch's batches (index tensors), ``batch_loss(idx)`` gives the loss
+    to differentiate, the batch's loss to record, and the batch (x, y); backward, the probes that
+    want this step (``probe.Probe``), the optimiser's step. After each epoch ``after_epoch(epoch)``
+    (1 for the first), then the probes'. Returns each step's recorded loss (tensors: no host sync)."""
+    losses, number = [], 0
+    for epoch, batches in enumerate(order):
+        net.train()
+        for i, idx in enumerate(batches):
+            loss, recorded, x, y = batch_loss(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            number += 1
+            step = Step(number, epoch, i == len(batches) - 1)
+            for probe in probes:
+                if probe.wants(step):
+                    probe.measure(step, x, y, opt)
+            opt.step()
+            losses.append(recorded.detach())
+            for probe in probes:
+                probe.stepped(step)
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
+        for probe in probes:
+            probe.epoch(epoch + 1)
+    return losses
 
 
 def train_one(
@@ -163,15 +152,13 @@ def train_one(
     data: Dataset,
     order: Sequence[list[torch.Tensor]],
     lr: float,
-    diagnostics: bool = True,
     optimizer: str = "adam",
-    probe: Probe | None = None,
+    probes: Sequence[Probe] = (),
 ) -> dict:
-    """Adam (or SGD) on MSE over the given batches; test MSE before training and after every epoch.
+    """Adam (or SGD) on MSE over the given batches (``fit``); test MSE before training and after every epoch.
 
-    Diagnostics are recorded at every step of the first epoch and at the last step of each later one.
-    In a torch.distributed group each process trains on its slice of every batch (the tanh inputs
-    in the diagnostics are then this process's share), and evaluates the same net on its own.
+    In a torch.distributed group each process trains on its slice of every batch (what the probes
+    see of a batch is then this process's share), and evaluates the same net on its own.
     """
     device = next(net.parameters()).device
     scaling = Scaling.for_variant(VARIANTS[net.model], data)
@@ -179,41 +166,32 @@ def train_one(
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     rank, world = process_rank()
     model = net if world == 1 else DistributedDataParallel(net)
-    opt = make_optimizer(optimizer, net, lr)
-    diag = Diagnostics(net) if diagnostics else None
+
+    def batch_loss(idx: torch.Tensor):
+        idx = idx.to(device)
+        if world == 1:
+            loss = nn.functional.mse_loss(model(x_train[idx]), y_train[idx])
+            return loss, loss, x_train[idx], y_train[idx]
+        share = idx.tensor_split(world)[rank]  # this process's slice; DDP averages the gradients over the processes
+        squares = (model(x_train[share]) - y_train[share]).square().sum()
+        recorded = squares.detach().clone()
+        dist.all_reduce(recorded)
+        # scaled so that the average over the processes is the whole batch's mean loss
+        return squares * (world / len(idx)), recorded / len(idx), x_train[idx], y_train[idx]
+
     test_mse = [evaluate(net, x_test, y_test, scaling)[0]]
-    train_loss = []
-    for epoch, batches in enumerate(order):
-        net.train()
-        for i, idx in enumerate(batches):
-            idx = idx.to(device)
-            if world == 1:
-                loss = batch_loss = nn.functional.mse_loss(model(x_train[idx]), y_train[idx])
-            else:  # this process's slice of the batch; DDP averages the gradients over the processes
-                share = idx.tensor_split(world)[rank]
-                squares = (model(x_train[share]) - y_train[share]).square().sum()
-                loss = squares * (world / len(idx))  # so that the average is the whole batch's mean loss
-                batch_loss = squares.detach().clone()
-                dist.all_reduce(batch_loss)
-                batch_loss /= len(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if diag and (epoch == 0 or i == len(batches) - 1):
-                diag.record(len(train_loss) + 1)
-            if probe:
-                probe.step(len(train_loss) + 1, x_train[idx], y_train[idx], opt)
-            opt.step()
-            train_loss.append(batch_loss.detach())  # no .item(): no host sync per step
+    opt = make_optimizer(optimizer, net, lr)
+
+    def after_epoch(_epoch: int) -> None:
         test_mse.append(evaluate(net, x_test, y_test, scaling)[0])
-        if probe:
-            probe.epoch(epoch + 1)
+
+    train_loss = fit(net, opt, order, batch_loss, probes, after_epoch)
     pred = evaluate(net, x_test, y_test, scaling)[1]
     return {
         "test_mse": torch.stack(test_mse).tolist(),
         "train_loss": (torch.stack(train_loss) * scaling.y_std**2).tolist(),  # in the units of y²
         "predictions": pred.squeeze(1).tolist(),
-        **({"diagnostics": diag.results()} if diag else {}),
-        **({probe.name: probe.results()} if probe else {}),
+        **{probe.name: probe.results() for probe in probes},
     }
 
 
@@ -231,7 +209,8 @@ def dataset_for(config: Config, r: float, seed: int) -> Dataset:
 def train_run(config: Config, job: tuple[float, str, int], probe: Callable[..., Probe] | None = None) -> dict:
     """One (range, model, seed), from nothing but the config: a worker process can run it alone.
 
-    ``probe(net, data, config)``, if given, makes the ``Probe`` that watches this run.
+    The run carries the ``Diagnostics`` probe unless ``config.diagnostics`` is off, and the probe
+    ``probe(net, data, config)`` makes, if given.
     """
     r, model, seed = job
     data = dataset_for(config, r, seed)
@@ -239,8 +218,9 @@ def train_run(config: Config, job: tuple[float, str, int], probe: Callable[..., 
     net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype],
                   mybn_backend=config.mybn_backend)  # fmt: skip
     net = net.to(resolve_device(config.device))
-    watch = probe(net, data, config) if probe else None
-    result = train_one(net, data, order, config.lr, config.diagnostics, config.optimizer, watch)
+    probes = [Diagnostics(net)] if config.diagnostics else []
+    probes += [probe(net, data, config)] if probe else []
+    result = train_one(net, data, order, config.lr, config.optimizer, probes)
     return {"range": [-r, r], "model": model, "seed": seed, **result}
 
 

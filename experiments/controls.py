@@ -3,26 +3,15 @@ norm before the first tanh only), beside the main nets: which change rescues it?
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from bn_pytorch import CONTROLS, MODELS
 from diagnostics import start_end
-from plotting import Figures, label, mse_panel, range_text, saturation_panel, save, subplots
-from results import fit_spread, models_of, ranges_of, require_in_runs, runs_of, source, summarize
-
-PRESET = {"ranges": [5.0], "models": [*MODELS, *CONTROLS]}
-
-
-def check(experiments: dict[str, dict]) -> None:
-    require_in_runs(experiments, "controls", ("diagnostics",), "diagnostics")
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    return {"controls.png": lambda out: plot_controls(experiments["controls"], out)}
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"controls-table": controls_table(experiments["controls"])}
+from experiments.record import Experiment, runs_with
+from plotting import label, mse_panel, range_text, saturation_panel, save, subplots
+from results import fit_spread, models_of, ranges_of, runs_of, source, summarize
+from training import run_experiment
 
 
 def plot_controls(results: dict, outfile: Path) -> None:
@@ -57,3 +46,14 @@ def controls_table(results: dict) -> str:
             f"| {fits} of {len(runs)} | {sat[0]} | {sat[1]} |"
         )
     return "\n".join(lines)
+
+
+EXPERIMENT = Experiment(
+    name="controls",
+    doc=__doc__,
+    preset={"ranges": [5.0], "models": [*MODELS, *CONTROLS]},
+    run=run_experiment,
+    figures=lambda results: {"controls.png": partial(plot_controls, results)},
+    tables=lambda results: {"controls-table": controls_table(results)},
+    check=runs_with(("diagnostics",), "diagnostics"),
+)

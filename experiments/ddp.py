@@ -4,27 +4,17 @@ statistics, against the same nets in one process (the float64 experiment)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from plotting import COLOURS, Figures, label, range_text, save, subplots
+from experiments.record import Experiment
+from plotting import COLOURS, label, range_text, save, subplots
 from results import mean_std, models_of, ranges_of, relative_gap, runs_of, source
+from training import run_experiment
 
-PRESET = {"nproc": 2, "dtype": "float64", "models": ["torch_bn", "my_bn", "my_bn_local"], "diagnostics": False}
 SINGLE_PROCESS_TWIN = {"my_bn_local": "my_bn"}  # in one process, per-process statistics are the batch's
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    if "float64" not in experiments:
-        return {}
-    return {"ddp.png": lambda out: plot_ddp(experiments["ddp"], experiments["float64"], out)}
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    if "float64" not in experiments:
-        return {}
-    return {"ddp-table": ddp_table(experiments["ddp"], experiments["float64"])}
 
 
 def ddp_gaps(ddp: dict, single: dict, key: str) -> list[tuple[str, torch.Tensor]]:
@@ -83,3 +73,14 @@ def ddp_table(ddp: dict, single: dict) -> str:
                 f"| {max(g[0].item() for g in gaps):.1e} | {max(g.max().item() for g in gaps):.1e} |"
             )
     return "\n".join(lines)
+
+
+EXPERIMENT = Experiment(
+    name="ddp",
+    doc=__doc__,
+    preset={"nproc": 2, "dtype": "float64", "models": ["torch_bn", "my_bn", "my_bn_local"], "diagnostics": False},
+    run=run_experiment,
+    figures=lambda ddp, float64: {"ddp.png": partial(plot_ddp, ddp, float64)},
+    tables=lambda ddp, float64: {"ddp-table": ddp_table(ddp, float64)},
+    needs=("float64",),
+)

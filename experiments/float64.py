@@ -6,24 +6,18 @@ Its figure and table put the main experiment's float32 runs beside these.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from bn_pytorch import BN_PAIR
-from plotting import Figures, range_text, save, subplots
+from experiments.record import Experiment
+from plotting import range_text, save, subplots
 from results import mean_std, models_of, ranges_of, relative_gap, runs_of
+from training import run_experiment
 
-PRESET = {"dtype": "float64", "models": ["torch_bn", "my_bn"], "diagnostics": False}
 DTYPE_COLOURS = {"float32": "#D62728", "float64": "#1F77B4"}
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    return {"parity.png": lambda out: plot_parity(by_dtype(experiments), out)}
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"parity-table": parity_table(by_dtype(experiments))}
 
 
 def relative_gaps(results: dict, key: str) -> list[tuple[float, int, torch.Tensor]]:
@@ -42,9 +36,9 @@ def relative_gaps(results: dict, key: str) -> list[tuple[float, int, torch.Tenso
 # Figures: each draws from results into outfile
 
 
-def by_dtype(experiments: dict[str, dict]) -> dict[str, dict]:
+def by_dtype(float64: dict, main: dict) -> dict[str, dict]:
     """The main and the float64 results, keyed by their dtype."""
-    pair = {experiments[name]["config"]["dtype"]: experiments[name] for name in ("main", "float64")}
+    pair = {results["config"]["dtype"]: results for results in (main, float64)}
     if len(pair) != 2 or any(set(BN_PAIR) - set(models_of(results)) for results in pair.values()):
         raise ValueError("the parity figure needs torch_bn and my_bn runs in a float32 and a float64 results file")
     return dict(sorted(pair.items()))
@@ -82,3 +76,14 @@ def parity_table(pair: dict[str, dict]) -> str:
                 f"| {mine[0]:.4g} ± {mine[1]:.2g} | {final:.1e} |"
             )
     return "\n".join(lines)
+
+
+EXPERIMENT = Experiment(
+    name="float64",
+    doc=__doc__,
+    preset={"dtype": "float64", "models": ["torch_bn", "my_bn"], "diagnostics": False},
+    run=run_experiment,
+    figures=lambda float64, main: {"parity.png": partial(plot_parity, by_dtype(float64, main))},
+    tables=lambda float64, main: {"parity-table": parity_table(by_dtype(float64, main))},
+    needs=("main",),
+)

@@ -14,16 +14,19 @@ and tables show blocks 2 to 4. Measured every ``EVERY`` steps, on the training b
 from __future__ import annotations
 
 import functools
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from plotting import Figures, band, label, range_text, save, stacked, subplots
-from results import models_of, ranges_of, require_in_runs, rounded, runs_of, source
-from training import Probe, preserved, run_experiment
+from experiments.record import Experiment, runs_with
+from explanations import EASY, HARD, Verdict
+from plotting import band, label, range_text, save, stacked, subplots
+from probe import Probe, Step, every, preserved
+from results import models_of, ranges_of, rounded, runs_of, source
+from training import run_experiment
 
-PRESET = {"models": ["plain", "my_bn"], "diagnostics": False}
 EVERY = 2  # steps between measurements
 MEASURES = {  # key -> what the figures and tables call it
     "rel": "‖G − G′‖ / ‖G‖",
@@ -42,11 +45,12 @@ class ICSProbe(Probe):
         self.net = net
         self.records: dict[str, list] = {"step": [], "l2": [], "grad_norm": [], "cos": [], "dmean": [], "dstd": []}
 
-    def step(self, step: int, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        if (step - 1) % EVERY:
-            return
+    def wants(self, step: Step) -> bool:
+        return every(EVERY, step)
+
+    def measure(self, step: Step, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         measures = ics_of(self.net, x, y, opt)
-        self.records["step"].append(step)
+        self.records["step"].append(step.number)
         for key, values in measures.items():
             self.records[key].append(values)
 
@@ -101,28 +105,12 @@ def ics_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Op
     return out
 
 
-def run(config, log=print) -> dict:
-    return run_experiment(config, log, probe=ICSProbe)
-
-
 def measure(run_: dict, key: str) -> torch.Tensor:
     """One run's measure along training, (measurements, blocks); ``rel`` is ‖G − G'‖ / ‖G‖."""
     ics = run_["ics"]
     if key == "rel":
         return torch.tensor(ics["l2"], dtype=torch.float64) / torch.tensor(ics["grad_norm"]).clamp_min(1e-300)
     return torch.tensor(ics[key], dtype=torch.float64)
-
-
-def check(experiments: dict[str, dict]) -> None:
-    require_in_runs(experiments, "ics", ("ics",), "runs measured by its probe")
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    return {"ics.png": lambda out: plot_ics(experiments["ics"], out)}
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"ics-table": ics_table(experiments["ics"])}
 
 
 def plot_ics(results: dict, outfile: Path) -> None:
@@ -180,3 +168,38 @@ def ics_table(results: dict) -> str:
             cells = [" / ".join(f"{v:.3g}" for v in summary(results, r, model, key)) for key in MEASURES]
             lines.append(f"| {range_text(r)} | {label(model)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def ics_verdict(results: dict) -> Verdict:
+    cells = []
+    for r in (HARD, EASY):
+        rel = {m: block_mean(results, r, m, "rel") for m in ("plain", "my_bn")}
+        shift = {m: block_mean(results, r, m, "dmean") for m in ("plain", "my_bn")}
+        cells.append(f"{range_text(r)}: ‖G − G′‖/‖G‖ plain {rel['plain']:.2g}, MyBN {rel['my_bn']:.2g}; "
+                     f"input-mean shift plain {shift['plain']:.2g}, MyBN {shift['my_bn']:.2g}")  # fmt: skip
+    hard, easy = verdict(results, HARD), verdict(results, EASY)
+    agree = all(v["santurkar"] == v["ioffe"] for v in (hard, easy))
+    if all(hard.values()) and all(easy.values()):
+        text = "holds: batch norm lowers ICS by both readings"
+    elif not any(hard.values()):
+        text = (f"**does not hold** where batch norm matters: on {range_text(HARD)} the failing plain net has "
+                f"*less* ICS than MyBN by both readings (its saturated units barely move)"
+                + (f"; on {range_text(EASY)} MyBN's is lower" if all(easy.values()) else ""))  # fmt: skip
+    else:
+        text = "mixed: the two readings or the two ranges disagree"
+    text += ". The two readings agree" if agree else ". The two readings disagree"
+    return Verdict("Internal covariate shift (Ioffe & Szegedy 2015)",
+                   "BN nets have less ICS (Santurkar's Def. 2.1, and the shift of each block's input), most where BN "
+                   "helps most", "; ".join(cells), text, "[ics](docs/ics.md)")  # fmt: skip
+
+
+EXPERIMENT = Experiment(
+    name="ics",
+    doc=__doc__,
+    preset={"models": ["plain", "my_bn"], "diagnostics": False},
+    run=partial(run_experiment, probe=ICSProbe),
+    figures=lambda results: {"ics.png": partial(plot_ics, results)},
+    tables=lambda results: {"ics-table": ics_table(results)},
+    check=runs_with(("ics",), "runs measured by its probe"),
+    verdicts=lambda results: [ics_verdict(results)],
+)

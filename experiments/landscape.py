@@ -21,18 +21,20 @@ the rate it trained at, and the results' config the one given (null: the rates o
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
 import progress
-from plotting import Figures, band, label, range_text, save, stacked, subplots
-from results import models_of, ranges_of, require_in_runs, rounded, runs_of, source
-from training import Probe, preserved, run_experiment
+from experiments.record import Experiment, runs_with
+from explanations import EASY, HARD, Verdict
+from plotting import band, label, range_text, save, stacked, subplots
+from probe import Probe, Step, every, preserved
+from results import models_of, ranges_of, rounded, runs_of, source
+from training import run_experiment
 
-PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "optimizer": "sgd", "diagnostics": False,
-          "lr": None}  # fmt: skip  # None: each range's rate from LR
 LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
 FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the learning rate
 EVERY = 16  # steps between probes: about one per epoch
@@ -53,10 +55,11 @@ class LandscapeProbe(Probe):
         self.records: dict[str, list] = {k: [] for k in ("step", "loss", "loss_min", "loss_max", "gdiff_min",
                                                          "gdiff_max", "beta")}  # fmt: skip
 
-    def step(self, step: int, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        if (step - 1) % EVERY:
-            return
-        self.records["step"].append(step)
+    def wants(self, step: Step) -> bool:
+        return every(EVERY, step)
+
+    def measure(self, step: Step, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        self.records["step"].append(step.number)
         for key, value in landscape_of(self.net, x, y, opt, [f * self.lr for f in FACTORS]).items():
             self.records[key].append(value)
 
@@ -124,18 +127,6 @@ def measure(run_: dict, key: str) -> list[float]:
     return ls[key]
 
 
-def check(experiments: dict[str, dict]) -> None:
-    require_in_runs(experiments, "landscape", ("landscape", "lr"), "its probe's runs")
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    return {"landscape.png": lambda out: plot_landscape(experiments["landscape"], out)}
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"landscape-table": landscape_table(experiments["landscape"])}
-
-
 def plot_landscape(results: dict, outfile: Path) -> None:
     ranges = list(reversed(ranges_of(results)))
     fig, axes = subplots(len(ranges), len(MEASURES), figsize=(5 * len(MEASURES), 3.8 * len(ranges)), squeeze=False)
@@ -184,3 +175,36 @@ def landscape_table(results: dict) -> str:
             lines.append(f"| {range_text(r)} | {runs[0]['lr']:g} | {label(model)} | {final:.4g} | " + " | ".join(cells)
                          + " |")  # fmt: skip
     return "\n".join(lines)
+
+
+def landscape_verdict(results: dict) -> Verdict:
+    cells = []
+    for r in (HARD, EASY):
+        values = {m: (summary(results, r, m, "gdiff_max"), summary(results, r, m, "beta"))
+                  for m in ("plain", "my_bn")}  # fmt: skip
+        (plain_g, plain_b), (bn_g, bn_b) = values["plain"], values["my_bn"]
+        cells.append(f"{range_text(r)}: gradient change plain {plain_g:.3g}, MyBN {bn_g:.3g}; "
+                     f"β plain {plain_b:.3g}, MyBN {bn_b:.3g}")  # fmt: skip
+    smoother = [smoother_with_bn(results, r) for r in (HARD, EASY)]
+    where = [range_text(r) for r, s in zip((HARD, EASY), smoother, strict=True) if s]
+    rule = "gradient change and β-smoothness both at least 10% lower with MyBN"
+    text = (f"holds on both ranges: {rule}" if all(smoother) else
+            f"holds only on {where[0]}: {rule} there, not on the other range" if where else
+            f"does not hold: no range has {rule}")  # fmt: skip
+    return Verdict("A smoother landscape (Santurkar et al. 2018, §3.2)",
+                   "along the gradient, the loss and its gradient change less with BN (plain SGD, same learning rate)",
+                   "; ".join(cells) + " (medians over training)", text, "[landscape](docs/landscape.md)")  # fmt: skip
+
+
+EXPERIMENT = Experiment(
+    name="landscape",
+    doc=__doc__,
+    preset={"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "optimizer": "sgd",
+            "diagnostics": False, "lr": None},  # fmt: skip  # None: each range's rate from LR
+    run=run,
+    figures=lambda results: {"landscape.png": partial(plot_landscape, results)},
+    tables=lambda results: {"landscape-table": landscape_table(results)},
+    check=runs_with(("landscape", "lr"), "its probe's runs"),
+    config_problem=config_problem,
+    verdicts=lambda results: [landscape_verdict(results)],
+)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,18 +28,13 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from bn_pytorch import TanhMLP
 from config import DTYPES
-from plotting import COLOURS, Figures, label, range_text, save, subplots
+from experiments.record import Experiment
+from explanations import EASY, HARD, Verdict
+from plotting import COLOURS, label, range_text, save, subplots
+from probe import preserved
 from results import dataset_of, models_of, ranges_of, rounded, runs_of, source
-from training import BatchOrder, dataset_entry, dataset_for, environment, preserved, run_pool
+from training import BatchOrder, dataset_entry, dataset_for, environment, run_pool
 
-PRESET = {"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "diagnostics": False}
-FIXED = {
-    "mybn_backend": ("python", "its nets train under torch.func.vmap, where MyBN runs its Python backend"),
-    "device": ("cpu", "it runs on the CPU"),
-    "nproc": (1, "each ensemble trains in one process"),
-}
-UNUSED = {"lr": "it trains on a grid of learning rates (GRIDS)", "optimizer": "it trains with both, Adam and SGD",
-          "diagnostics": "it records no diagnostics"}  # fmt: skip
 GRIDS = {  # optimizer -> learning rates, half a decade apart, from slow to failing for every net
     "adam": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
     "sgd": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
@@ -56,6 +52,11 @@ def train_members(config, job: tuple[float, str, str]) -> list[dict]:
     buffers are stacked too). The optimiser is written out over the stacked parameters, one
     learning rate per member: plain SGD, or Adam with PyTorch's defaults (the same update as
     ``torch.optim.Adam``, rounded in another order).
+
+    Why not ``training.fit`` and ``torch.optim``: the K members are one set of stacked tensors whose
+    gradients come from one ``vmap(grad)`` call, not a module whose ``backward`` fills ``.grad``, and
+    each member has its own learning rate, where ``torch.optim.Adam`` (and its functional form) takes
+    one per parameter group: a group per member would unstack the tensors, and the ensemble with them.
     """
     r, model, optimizer = job
     members = [(lr, s) for lr in GRIDS[optimizer] for s in config.seeds]
@@ -210,20 +211,6 @@ def budgets(results: dict) -> list[int]:
     return sorted({min(b, results["config"]["epochs"]) for b in BUDGETS})
 
 
-def check(experiments: dict[str, dict]) -> None:
-    results = experiments["lr"]
-    if "one_step" not in results or any("optimizer" not in x or "lr" not in x for x in results["runs"]):
-        raise ValueError("the lr figures and table need its grid runs: rerun `python train.py lr`")
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    return {"lr.png": lambda out: plot_lr(experiments["lr"], out)}
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"lr-table": lr_table(experiments["lr"])}
-
-
 def plot_lr(results: dict, outfile: Path) -> None:
     """Final test MSE against the learning rate, per optimizer and budget; and the one-step loss ratio."""
     ranges = list(reversed(ranges_of(results)))
@@ -274,3 +261,70 @@ def lr_table(results: dict) -> str:
                     cells += ["none" if largest is None else f"{largest:g}", f"{mse:.3g} (lr {lr:g})"]
                 lines.append(f"| {range_text(r)} | {label(model)} | {optimizer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def check_grid(results: dict) -> None:
+    if "one_step" not in results or any("optimizer" not in x or "lr" not in x for x in results["runs"]):
+        raise ValueError("the lr figures and table need its grid runs: rerun `python train.py lr`")
+
+
+def lr_verdict(results: dict) -> Verdict:
+    epochs = budgets(results)
+    cells, wider = [], []
+    for r in (HARD, EASY):
+        for opt in GRIDS:
+            plain, bn = (largest_training_lr(results, r, m, opt, epochs[-1]) for m in ("plain", "my_bn"))
+            cells.append(f"{range_text(r)} {opt}: plain {plain or 'none'}, MyBN {bn or 'none'}")
+            wider.append((bn or 0) >= (plain or 0))
+    text = ("holds: MyBN trains at learning rates at least as large as the plain net's everywhere"
+            if all(wider) else "holds only in part: the plain net trains at larger rates in some cells")  # fmt: skip
+    return Verdict("Larger learning rates (Bjorck et al. 2018)",
+                   "BN nets still train at larger learning rates", f"largest lr that trains in {epochs[-1]} epochs: "
+                   + "; ".join(cells), text, "[lr](docs/lr.md)")  # fmt: skip
+
+
+def objection_verdict(results: dict) -> Verdict:
+    epochs = budgets(results)
+    cells = []
+    for e in epochs:
+        for m in ("plain", "my_bn"):
+            rate, mse = best(results, HARD, m, "adam", e)
+            cells.append(f"{e} epochs, {'plain' if m == 'plain' else 'MyBN'}: {mse:.3g} (lr {rate:g})")
+    plain_long, bn_long = (best(results, HARD, m, "adam", epochs[-1])[1] for m in ("plain", "my_bn"))
+    plain_short = largest_training_lr(results, HARD, "plain", "adam", epochs[0])
+    if plain_long <= 1.5 * bn_long and plain_short is None:
+        text = (f"**yes, in part**: with {epochs[-1]} epochs and the right learning rate the plain net fits "
+                f"{range_text(HARD)} as well as MyBN; within {epochs[0]} epochs no rate of the grid trains it. "
+                "Batch norm widens and speeds up the range of settings that train; it does not rescue an "
+                "otherwise untrainable net")  # fmt: skip
+    elif plain_short is None:
+        text = f"no: the plain net does not reach MyBN's fit on {range_text(HARD)} at any rate or budget"
+    else:
+        text = "yes: the plain net trains at another learning rate within the same budget"
+    return Verdict(
+        "Objection: the plain net just needs another learning rate or more epochs",
+        "if so, some (lr, budget) of the grid trains the plain net as well as MyBN",
+        "best Adam cell on " + range_text(HARD) + ": " + "; ".join(cells),
+        text,
+        "[lr](docs/lr.md)",
+    )
+
+
+EXPERIMENT = Experiment(
+    name="lr",
+    doc=__doc__,
+    preset={"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "diagnostics": False},
+    run=run,
+    figures=lambda results: {"lr.png": partial(plot_lr, results)},
+    tables=lambda results: {"lr-table": lr_table(results)},
+    check=check_grid,
+    summary=summary_table,
+    fixed={
+        "mybn_backend": ("python", "its nets train under torch.func.vmap, where MyBN runs its Python backend"),
+        "device": ("cpu", "it runs on the CPU"),
+        "nproc": (1, "each ensemble trains in one process"),
+    },
+    unused={"lr": "it trains on a grid of learning rates (GRIDS)", "optimizer": "it trains with both, Adam and SGD",
+            "diagnostics": "it records no diagnostics"},  # fmt: skip
+    verdicts=lambda results: [lr_verdict(results), objection_verdict(results)],
+)

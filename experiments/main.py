@@ -14,32 +14,10 @@ import torch
 from bn_pytorch import BN_PAIR
 from data import make_dataset, target
 from diagnostics import SATURATED, start_end
-from plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, range_text, save, stacked, subplots
+from experiments.record import Draw, Experiment
+from plotting import COLOURS, Z_SATURATED, band, label, mse_panel, range_text, save, stacked, subplots
 from results import dataset_of, fit_spread, mean_std, models_of, ranges_of, runs_of, source, summarize
-
-PRESET: dict = {}  # the defaults of config.Config
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    main = experiments["main"]
-    todo = {}
-    diagnostics = "diagnostics" in main["runs"][0]
-    for r in ranges_of(main):
-        todo[f"data_r{r:g}.png"] = lambda out, r=r: plot_data(main, r, out)
-        todo[f"loss_fit_r{r:g}.png"] = lambda out, r=r: plot_loss_and_fit(main, r, out)
-        if diagnostics:
-            todo[f"diagnostics_r{r:g}.png"] = lambda out, r=r: plot_diagnostics(main, r, models_of(main), out)
-    if diagnostics:
-        todo["percentiles.png"] = lambda out: plot_percentiles(main, models_of(main), out)
-    return todo
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    main = experiments["main"]
-    out = {"results-table": results_table(main)}
-    if "diagnostics" in main["runs"][0]:
-        out["saturation-table"] = saturation_table(main)
-    return out
+from training import run_experiment
 
 
 def plot_data(results: dict, r: float, outfile: Path) -> None:
@@ -175,3 +153,33 @@ def saturation_table(results: dict) -> str:
             cells.append(start_end(runs, "grad_norm", -1, ".2g"))
             lines.append(f"| {range_text(r)} | {label(model)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def figures(main: dict) -> dict[str, Draw]:
+    todo = {}
+    diagnostics = "diagnostics" in main["runs"][0]
+    for r in ranges_of(main):
+        todo[f"data_r{r:g}.png"] = lambda out, r=r: plot_data(main, r, out)
+        todo[f"loss_fit_r{r:g}.png"] = lambda out, r=r: plot_loss_and_fit(main, r, out)
+        if diagnostics:
+            todo[f"diagnostics_r{r:g}.png"] = lambda out, r=r: plot_diagnostics(main, r, models_of(main), out)
+    if diagnostics:
+        todo["percentiles.png"] = lambda out: plot_percentiles(main, models_of(main), out)
+    return todo
+
+
+def tables(main: dict) -> dict[str, str]:
+    out = {"results-table": results_table(main)}
+    if "diagnostics" in main["runs"][0]:
+        out["saturation-table"] = saturation_table(main)
+    return out
+
+
+EXPERIMENT = Experiment(
+    name="main",
+    doc=__doc__,
+    preset={},  # the defaults of config.Config
+    run=run_experiment,
+    figures=figures,
+    tables=tables,
+)

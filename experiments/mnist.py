@@ -28,24 +28,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import results as results_format
 from bn_pytorch import SigmoidMLP
 from config import DTYPES
+from diagnostics import QUANTILES, SIGMOID_Z_SATURATED, UNIT
 from experiments import ics
-from plotting import COLOURS, Figures, label, save, subplots
+from experiments.record import Experiment
+from plotting import COLOURS, label, save, subplots
+from probe import Probe, Step
 from results import mean_std, rounded, source
-from training import BatchOrder, environment, make_optimizer, run_pool
+from training import BatchOrder, environment, fit, make_optimizer, run_pool
 
-PRESET = {"models": ["plain", "torch_bn", "my_bn"], "seeds": [0, 1, 2], "batch_size": 60, "lr": 0.5,
-          "optimizer": "sgd", "bn_momentum": 0.1,
-          "epochs": 75}  # fmt: skip  # 75 epochs of 67 batches: 5,025 steps, the paper's 50,000 shortened to fit
-FIXED = {"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each run trains in one process")}
-UNUSED = dict.fromkeys(("ranges", "a", "b", "noise_std", "noise_scaled"), "it trains on MNIST digits, not y = a·x² + b")
-UNUSED["diagnostics"] = "it records its own measurements, always"
 EVERY = 100  # steps between measurements
-UNIT = 0  # the unit of the last hidden layer whose sigmoid input is followed
-QUANTILES = (0.15, 0.50, 0.85)
-SATURATED = 4.595  # |z| beyond which sigmoid(z) is below 0.01 or above 0.99
 LR_FACTORS = (0.1, 1.0, 10.0)  # the chosen learning rate, and ten times lower and higher
 PAPER = {"plain": (0.70, 0.97), "bn": (0.95, 0.98)}  # Figure 1(a), read off: early, at the end
 
@@ -57,65 +50,83 @@ def split() -> tuple[torch.Tensor, ...]:
     return mnist_split(0)
 
 
+class MnistProbe(Probe):
+    """Every ``EVERY`` steps, as the module docstring says: before the step, on its training batch, each
+    layer's weight-gradient norm and Definition 2.1's ICS (``ics.ics_of``); after it, on the test set in
+    eval mode, the accuracy, one unit's sigmoid-input percentiles and each layer's saturation. Also at
+    the start, and after the last step where that is not on the schedule."""
+
+    name = "mnist"
+
+    def __init__(self, net: SigmoidMLP, x_test: torch.Tensor, y_test: torch.Tensor):
+        self.net, self.x_test, self.y_test = net, x_test, y_test
+        self.seen: list[torch.Tensor] = []  # what enters each sigmoid, in the measuring forward only
+        self.recording = False
+        self.hooks = [b.act.register_forward_pre_hook(self._keep) for b in net.blocks]
+        self.records: dict[str, list] = {"step": [], "test_acc": [], "unit_q": [], "saturation": [], "grad_norm": [],
+                                         "ics_rel": [], "ics_cos": []}  # fmt: skip
+        self.q = torch.tensor(QUANTILES, dtype=x_test.dtype)
+        self.last = 0
+        self.test(0)
+
+    def _keep(self, _module, args) -> None:
+        if self.recording:
+            self.seen.append(args[0].detach())
+
+    def wants(self, step: Step) -> bool:
+        return step.number % EVERY == 0
+
+    def measure(self, step: Step, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        self.records["grad_norm"].append([b.linear.weight.grad.norm().item() for b in self.net.blocks])
+        shift = ics.ics_of(self.net, x, y, opt, nn.functional.cross_entropy)
+        rel = [d / max(g, 1e-30) for d, g in zip(shift["l2"], shift["grad_norm"], strict=True)]
+        self.records["ics_rel"].append(rel)
+        self.records["ics_cos"].append(shift["cos"])
+
+    def stepped(self, step: Step) -> None:
+        self.last = step.number
+        if self.wants(step):
+            self.test(step.number)
+
+    @torch.no_grad()
+    def test(self, step: int) -> None:
+        net = self.net
+        net.eval()
+        self.seen.clear()
+        self.recording = True
+        acc = (net(self.x_test).argmax(1) == self.y_test).float().mean().item()
+        self.recording = False
+        net.train()
+        self.records["step"].append(step)
+        self.records["test_acc"].append(acc)
+        self.records["unit_q"].append(torch.quantile(self.seen[-1][:, UNIT], self.q).tolist())
+        self.records["saturation"].append([(z.abs() > SIGMOID_Z_SATURATED).float().mean().item() for z in self.seen])
+
+    def results(self) -> dict:
+        if self.records["step"][-1] != self.last:
+            self.test(self.last)
+        for hook in self.hooks:
+            hook.remove()
+        return {k: rounded(v) if k != "step" else v for k, v in self.records.items()}
+
+
 def mnist_run(config, job: tuple[str, int, float]) -> dict:
-    """One (net, seed, learning rate): the optimiser on batches of the seed's order, measured every ``EVERY`` steps:
-    on the test set, accuracy, one unit's sigmoid-input percentiles and each layer's saturation; on the
-    step's batch, each layer's weight-gradient norm and Definition 2.1's ICS (``ics.ics_of``)."""
+    """One (net, seed, learning rate): the optimiser on batches of the seed's order (``training.fit``),
+    measured by ``MnistProbe``."""
     model, seed, lr = job
     dtype = DTYPES[config.dtype]
     x_train, y_train, x_test, y_test = split()
     x_train, x_test = x_train.to(dtype), x_test.to(dtype)
     net = SigmoidMLP(model, seed, bn_momentum=config.bn_momentum, mybn_backend=config.mybn_backend).to(dtype)
     opt = make_optimizer(config.optimizer, net, lr)
-    seen: list[torch.Tensor] = []  # what enters each sigmoid, in the measuring forward only
-    recording = [False]
+    probe = MnistProbe(net, x_test, y_test)
 
-    def keep(_module, args) -> None:
-        if recording[0]:
-            seen.append(args[0].detach())
+    def batch_loss(idx: torch.Tensor):
+        loss = nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
+        return loss, loss, x_train[idx], y_train[idx]
 
-    hooks = [b.act.register_forward_pre_hook(keep) for b in net.blocks]
-    records: dict[str, list] = {"step": [], "test_acc": [], "unit_q": [], "saturation": [], "grad_norm": [],
-                                "ics_rel": [], "ics_cos": []}  # fmt: skip
-    q = torch.tensor(QUANTILES, dtype=dtype)
-
-    @torch.no_grad()
-    def measure(step: int) -> None:
-        net.eval()
-        seen.clear()
-        recording[0] = True
-        acc = (net(x_test).argmax(1) == y_test).float().mean().item()
-        recording[0] = False
-        net.train()
-        records["step"].append(step)
-        records["test_acc"].append(acc)
-        records["unit_q"].append(torch.quantile(seen[-1][:, UNIT], q).tolist())
-        records["saturation"].append([(z.abs() > SATURATED).float().mean().item() for z in seen])
-
-    def probe(x: torch.Tensor, y: torch.Tensor) -> None:  # after backward, before the step
-        records["grad_norm"].append([b.linear.weight.grad.norm().item() for b in net.blocks])
-        shift = ics.ics_of(net, x, y, opt, nn.functional.cross_entropy)
-        records["ics_rel"].append([d / max(g, 1e-30) for d, g in zip(shift["l2"], shift["grad_norm"], strict=True)])
-        records["ics_cos"].append(shift["cos"])
-
-    measure(0)
-    step = 0
-    for batches in BatchOrder(len(x_train), config.batch_size, config.epochs, seed):
-        for idx in batches:
-            loss = nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if (step + 1) % EVERY == 0:
-                probe(x_train[idx], y_train[idx])
-            opt.step()
-            step += 1
-            if step % EVERY == 0:
-                measure(step)
-    if records["step"][-1] != step:
-        measure(step)
-    for hook in hooks:
-        hook.remove()
-    return {"model": model, "seed": seed, "lr": lr, **{k: rounded(v) if k != "step" else v for k, v in records.items()}}
+    fit(net, opt, BatchOrder(len(x_train), config.batch_size, config.epochs, seed), batch_loss, [probe])
+    return {"model": model, "seed": seed, "lr": lr, **probe.results()}
 
 
 def run(config, log=print) -> dict:
@@ -135,7 +146,7 @@ def run(config, log=print) -> dict:
 
 
 def check_format(results: dict) -> None:
-    """What the figures and tables read, named where it is missing (results.load_results calls it)."""
+    """What the figures and tables read, named where it is missing (its record's ``results_format``)."""
     runs = results["runs"]
     if not isinstance(runs, list) or not runs:
         raise ValueError("'runs' must be a non-empty list")
@@ -150,23 +161,6 @@ def check_format(results: dict) -> None:
         probes = len(run_.get("grad_norm", []))
         if not probes or any(len(run_.get(k, [])) != probes for k in ("ics_rel", "ics_cos")):
             raise ValueError(f"runs[{i}]: 'grad_norm', 'ics_rel' and 'ics_cos' must be non-empty lists of one length")
-
-
-results_format.OWN_FORMATS["mnist"] = check_format
-
-
-def summary_table(results: dict) -> str:
-    """What train.py prints when the runs are done: the README's table."""
-    return mnist_table(results)
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    return {"mnist.png": lambda out: plot_mnist(experiments["mnist"], out)}
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"mnist-table": mnist_table(experiments["mnist"]),
-            "mnist-diagnostics-table": diagnostics_table(experiments["mnist"])}  # fmt: skip
 
 
 def runs_at(results: dict, model: str, lr: float) -> list[dict]:
@@ -273,3 +267,21 @@ def diagnostics_table(results: dict) -> str:
             cells = [" / ".join(f"{v:.3g}" for v in medians(runs, key)) for key in ("grad_norm", "ics_rel", "ics_cos")]
             lines.append(f"| {lr:g} | {label(model)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+EXPERIMENT = Experiment(
+    name="mnist",
+    doc=__doc__,
+    preset={"models": ["plain", "torch_bn", "my_bn"], "seeds": [0, 1, 2], "batch_size": 60, "lr": 0.5,
+            "optimizer": "sgd", "bn_momentum": 0.1,
+            "epochs": 75},  # fmt: skip  # 75 epochs of 67 batches: 5,025 steps, the paper's 50,000 shortened to fit
+    run=run,
+    figures=lambda results: {"mnist.png": functools.partial(plot_mnist, results)},
+    tables=lambda results: {"mnist-table": mnist_table(results), "mnist-diagnostics-table": diagnostics_table(results)},
+    results_format=check_format,
+    summary=mnist_table,  # what train.py prints when the runs are done: the README's table
+    fixed={"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each run trains in one process")},
+    unused={**dict.fromkeys(("ranges", "a", "b", "noise_std", "noise_scaled"),
+                            "it trains on MNIST digits, not y = a·x² + b"),
+            "diagnostics": "it records its own measurements, always"},  # fmt: skip
+)

@@ -12,25 +12,15 @@ signal). Only in training, like dropout: the test MSE is measured without it.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from diagnostics import SATURATED, start_end
-from plotting import Figures, label, mse_panel, range_text, saturation_panel, save, subplots
-from results import models_of, ranges_of, require_in_runs, runs_of, source, summarize
-
-PRESET = {"models": ["my_bn", "my_bn_noisy", "plain", "plain_noisy"]}
-
-
-def check(experiments: dict[str, dict]) -> None:
-    require_in_runs(experiments, "noisy", ("diagnostics",), "diagnostics")
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    return {"noisy.png": lambda out: plot_noisy(experiments["noisy"], out)}
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"noisy-table": noisy_table(experiments["noisy"])}
+from experiments.record import Experiment, runs_with
+from explanations import HARD, Verdict, final
+from plotting import label, mse_panel, range_text, saturation_panel, save, subplots
+from results import models_of, ranges_of, runs_of, source, summarize
+from training import run_experiment
 
 
 def plot_noisy(results: dict, outfile: Path) -> None:
@@ -62,3 +52,30 @@ def noisy_table(results: dict) -> str:
             f"| {row['mean'] / row['noise_floor']:.3g} | {start_end(runs, 'saturation', -1, '.2f')} |"
         )
     return "\n".join(lines)
+
+
+def noisy_verdict(results: dict) -> Verdict:
+    bn, noisy, plain = (final(results, HARD, m) for m in ("my_bn", "my_bn_noisy", "plain"))
+    kept = (plain - noisy) / (plain - bn)  # share of BN's improvement over plain that survives the noise
+    measured = (f"final test MSE on {range_text(HARD)}: MyBN {bn:.3g}, MyBN + noise {noisy:.3g}, plain "
+                f"{plain:.3g}, plain + noise {final(results, HARD, 'plain_noisy'):.3g}")  # fmt: skip
+    if kept > 0.8:
+        verdict = (f"**refutes the ICS explanation**: with its distributions shifted every step, MyBN keeps "
+                   f"{kept:.0%} of its gain over the plain net")  # fmt: skip
+    else:
+        verdict = f"supports the ICS explanation: the noise takes away {1 - kept:.0%} of MyBN's gain"
+    return Verdict("ICS, tested by injecting it (Santurkar et al. 2018, Alg. 1)",
+                   "if steady distributions are what helps, BN with non-stationary noise should train like the plain "
+                   "net", measured, verdict, "[noisy](docs/noisy.md)")  # fmt: skip
+
+
+EXPERIMENT = Experiment(
+    name="noisy",
+    doc=__doc__,
+    preset={"models": ["my_bn", "my_bn_noisy", "plain", "plain_noisy"]},
+    run=run_experiment,
+    figures=lambda results: {"noisy.png": partial(plot_noisy, results)},
+    tables=lambda results: {"noisy-table": noisy_table(results)},
+    check=runs_with(("diagnostics",), "diagnostics"),
+    verdicts=lambda results: [noisy_verdict(results)],
+)

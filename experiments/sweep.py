@@ -3,27 +3,15 @@ does the plain net stop fitting, and how far do the batch-norm nets reach?"""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from plotting import Figures, band, label, save, subplots
+from experiments.record import Experiment
+from plotting import band, label, save, subplots
 from results import dataset_of, mean_std, models_of, ranges_of, runs_of, source
-
-PRESET = {"ranges": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0], "noise_scaled": 0.1, "diagnostics": False}
-
-
-def check(experiments: dict[str, dict]) -> None:
-    if experiments["sweep"]["config"]["noise_scaled"] is None:
-        raise ValueError("the sweep's figure and table need runs with --noise-scaled: rerun `python train.py sweep`")
-
-
-def figures(experiments: dict[str, dict]) -> Figures:
-    return {"sweep.png": lambda out: plot_sweep(experiments["sweep"], out)}
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, str]:
-    return {"sweep-table": sweep_table(experiments["sweep"])}
+from training import run_experiment
 
 
 def sweep_curves(results: dict, model: str) -> tuple[list[float], torch.Tensor, torch.Tensor]:
@@ -86,3 +74,19 @@ def sweep_table(results: dict) -> str:
         cells += [f"{reach(r, m):.2f}" for m in models]
         lines.append(f"| {r:g} | {floors[i]:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def check_scaled(results: dict) -> None:
+    if results["config"]["noise_scaled"] is None:
+        raise ValueError("the sweep's figure and table need runs with --noise-scaled: rerun `python train.py sweep`")
+
+
+EXPERIMENT = Experiment(
+    name="sweep",
+    doc=__doc__,
+    preset={"ranges": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0], "noise_scaled": 0.1, "diagnostics": False},
+    run=run_experiment,
+    figures=lambda results: {"sweep.png": partial(plot_sweep, results)},
+    tables=lambda results: {"sweep-table": sweep_table(results)},
+    check=check_scaled,
+)

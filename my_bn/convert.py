@@ -20,7 +20,7 @@ import warnings
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from my_bn import MyBN, MyBN2d, MyBN3d, MySyncBN
+from my_bn.layer import MyBN, MyBN2d, MyBN3d, MySyncBN
 
 __all__ = ["convert_to_mybn"]
 

@@ -1,6 +1,6 @@
 // MyBN's training forward and backward on the CPU as loops over memory: MyBN(backend="cpp").
 //
-// The same math as batchnorm_forward and batchnorm_backward in my_bn/__init__.py, with the same names, in
+// The same math as batchnorm_forward and batchnorm_backward in my_bn/reference.py, with the same names, in
 // the shape that PyTorch's own CPU kernel has: one pass over x for the statistics, one that writes
 // y; one pass over (x, dy) for the two per-channel sums of the backward, one that writes dx. Built
 // on first use by my_bn/cpp.py; nothing here calls ATen's batch-norm or reduction kernels.
@@ -468,7 +468,7 @@ std::vector<Tensor> backward_kernel(const Tensor& dy_, const Tensor& x_, const T
   return {dx, dgamma, dbeta};
 }
 
-// The backward under create_graph=True: my_bn/__init__.py's reference, differentiable (set by my_bn/cpp.py).
+// The backward under create_graph=True: my_bn/reference.py's reference, differentiable (set by my_bn/cpp.py).
 py::object* differentiable_backward = nullptr;
 
 // Whether the loops can read t: a CPU tensor with memory of its own, not a torch.func wrapper (which

@@ -21,7 +21,7 @@ and (N, C, H, W) input (any rank from 2), float32 and float64, half and bfloat16
 float32, contiguous, channels-last or transposed (N, C) memory (any other layout is copied first),
 parameters and running estimates of any strides. The whole layer (statistics, output, running
 estimates, and the autograd node) is one call into C++, with the backward hand-written there as
-well. Everything else runs the Python paths of ``my_bn/__init__.py``, which ``handles`` decides: eval mode,
+well. Everything else runs the Python paths of ``my_bn/function.py``, which ``handles`` decides: eval mode,
 other devices, ``sync`` across processes, ``torch.func`` transforms, forward-mode AD,
 ``torch.compile``/``torch.export``, ``torch.jit.trace``, ``make_fx`` and other dispatch or function
 modes, tensor subclasses, and ``my_bn.REFERENCE_ONLY``. The backward runs the reference's, called
@@ -44,6 +44,8 @@ from pathlib import Path
 
 import torch
 import torch.autograd.forward_ad
+
+from my_bn.function import differentiable_backward
 
 SOURCE = Path(__file__).with_suffix(".cpp")
 FLAGS = ["-O3", "-march=native", "-fopenmp"]
@@ -167,8 +169,6 @@ def _loaded() -> tuple[object | None, str | None]:
         reason = text.splitlines()[0] if text else type(exc).__name__
         print(f"MyBN: the C++ backend is not available here ({reason}); using the Python backend", file=sys.stderr)
         return None, reason
-    from my_bn import differentiable_backward  # here: my_bn imports this module
-
     module.set_differentiable_backward(differentiable_backward)
     return module, None
 

@@ -1,4 +1,4 @@
-"""Faster versions of the batch-norm math in ``my_bn/__init__.py``, and when ``MyBN`` uses each.
+"""Faster versions of the batch-norm math in ``my_bn/reference.py``, and when ``MyBN`` uses each.
 
 ``my_bn.batchnorm_forward`` / ``batchnorm_backward`` are the reference: the formulas as a textbook
 writes them. Every version here computes the same quantities by another route; the parity tests
@@ -46,6 +46,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from my_bn.reference import channels, stat_dims, values_per_channel
+
 BLOCK_ELEMS = 1 << 20  # 4 MiB of float32 per block: out of L2, but in L3
 SMALL_ELEMS = 1 << 14  # up to here (64 KiB of float32) the reference, with fewer operations, is faster
 ROW_GROUPS = 16  # channel_sums sums this many groups of rows first; blocks hold a multiple of it
@@ -79,21 +81,6 @@ def backward(path: str, dy: Tensor, x: Tensor, weight: Tensor | None, mean: Tens
         dx = grad_input_blocked(dy, x, mean, invstd, weight, all_dy, all_dy_xc * invstd, m)
         return dx, sum_dy_xc * invstd, sum_dy  # this process's share of dgamma, dbeta; DDP combines them
     return backward_blocked(dy, x, mean, invstd, weight)
-
-
-def reduce_dims(x: Tensor) -> int | list[int]:
-    """Every dimension but the channel dimension 1 of an (N, C, *) tensor (an int is a little faster)."""
-    return 0 if x.dim() == 2 else [0, *range(2, x.dim())]
-
-
-def per_channel(v: Tensor, x: Tensor) -> Tensor:
-    """View a (C,) vector so that it broadcasts against an (N, C, *) tensor (as it is for (N, C))."""
-    return v if x.dim() == 2 else v.view(1, -1, *([1] * (x.dim() - 2)))
-
-
-def values_per_channel(x: Tensor) -> int:
-    """M = N * L: how many values each channel's statistics are taken over."""
-    return x.size(0) if x.dim() == 2 else x.size(0) * math.prod(x.shape[2:])
 
 
 def scale_of(invstd: Tensor, weight: Tensor | None) -> Tensor:
@@ -135,11 +122,11 @@ def stats_blocked(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     standard deviations of the mean (B of the M values per channel are in the first block), so the
     correction costs at most a factor M/B in the precision of the variance: nothing for one block.
     """
-    dims = reduce_dims(x)
+    dims = stat_dims(x)[0]
     m = values_per_channel(x)
     blocks = row_blocks(x)
     pivot = x[blocks[0]].mean(dims).nan_to_num(0.0, 0.0, 0.0)  # (C,); finite: an inf or NaN in x reaches the sums
-    pivot_ = per_channel(pivot, x)
+    pivot_ = channels(pivot, x)
     scratch = torch.empty_like(x[blocks[0]])
     s1 = s2 = 0
     for rows in blocks:
@@ -161,7 +148,7 @@ def normalize_blocked(x: Tensor, pivot: Tensor, d_mean: Tensor, var: Tensor, wei
     """y = (x - pivot - d_mean) / sqrt(var + eps) * gamma + beta in one pass; returns ``(y, invstd)``."""
     invstd = torch.rsqrt(var + eps)
     scale, shift = scale_shift(invstd, d_mean, weight, bias)
-    pivot_, scale_, shift_ = (per_channel(v, x) for v in (pivot, scale, shift))
+    pivot_, scale_, shift_ = (channels(v, x) for v in (pivot, scale, shift))
     y = torch.empty_like(x)
     for rows in row_blocks(x):  # y = (x - pivot) * scale + shift
         torch.addcmul(shift_, torch.sub(x[rows], pivot_, out=y[rows]), scale_, out=y[rows])
@@ -180,7 +167,7 @@ def grad_sums_blocked(dy: Tensor, x: Tensor, mean: Tensor) -> tuple[Tensor, Tens
     blocks = row_blocks(x)
     if not blocks:  # an empty share of a batch split over processes
         return x.new_zeros(x.size(1)), x.new_zeros(x.size(1))
-    mean_ = per_channel(mean, x)
+    mean_ = channels(mean, x)
     scratch = torch.empty_like(x[blocks[0]])
     sum_dy = sum_dy_xc = 0
     for rows in blocks:
@@ -195,13 +182,13 @@ def grad_coefficients(x: Tensor, invstd: Tensor, weight: Tensor | None, sum_dy: 
     k1 = gamma*invstd, k2 = -k1*invstd*dgamma/M and k3 = -k1*sum(dy)/M, shaped for x."""
     scale = scale_of(invstd, weight)
     k = scale / -m
-    return per_channel(scale, x), per_channel(k * invstd * dweight, x), per_channel(k * sum_dy, x)
+    return channels(scale, x), channels(k * invstd * dweight, x), channels(k * sum_dy, x)
 
 
 def grad_input_blocked(dy, x, mean, invstd, weight, sum_dy: Tensor, dweight: Tensor, m: int) -> Tensor:
     """dx from the per-channel sums over all M values, in one pass."""
     k1, k2, k3 = grad_coefficients(x, invstd, weight, sum_dy, dweight, m)
-    mean_ = per_channel(mean, x)
+    mean_ = channels(mean, x)
     dx = torch.empty_like(x)
     for rows in row_blocks(x):
         xc = torch.sub(x[rows], mean_, out=dx[rows])

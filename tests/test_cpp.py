@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_pair, step
 from torch import nn
 
 import training
@@ -37,27 +38,6 @@ def ran_in_cpp(y: torch.Tensor) -> bool:
     return y.grad_fn is not None and y.grad_fn.name() == CPP_NODE
 
 
-def pair(ref_cls, my_cls, channels, seed=0, **kwargs):
-    """A reference layer with random gamma/beta, and a MyBN(backend="cpp") with its state."""
-    ref = ref_cls(channels, dtype=torch.float64, **kwargs)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
-    mine = my_cls(channels, dtype=torch.float64, backend="cpp", **kwargs)
-    mine.load_state_dict(ref.state_dict())
-    return ref, mine
-
-
-def forward_backward(layer, x, dy):
-    x = x.clone().requires_grad_()
-    y = layer(x)
-    y.backward(dy)
-    grads = [x.grad, layer.weight.grad, layer.bias.grad]
-    layer.zero_grad(set_to_none=True)
-    return y, grads
-
-
 # Shapes that cut the work every way the kernels do: several blocks of rows, more blocks than row
 # groups, few rows with long runs (split by channel ranges), and a channel count that is not a
 # multiple of the vector width.
@@ -73,12 +53,12 @@ LARGE = {
 @pytest.mark.parametrize("case", LARGE)
 def test_large_inputs_match_pytorch(case):
     ref_cls, my_cls, shape = LARGE[case]
-    ref, mine = pair(ref_cls, my_cls, shape[1], momentum=0.3)
+    ref, mine = make_pair(ref_cls, my_cls, shape[1], momentum=0.3, backend="cpp")
     gen = torch.Generator().manual_seed(1)
     for train in (True, True, False):
         x = torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + 2
         dy = torch.randn(shape, generator=gen, dtype=torch.float64)
-        (y_ref, g_ref), (y_my, g_my) = (forward_backward(layer.train(train), x, dy) for layer in (ref, mine))
+        (y_ref, g_ref), (y_my, g_my) = (step(layer.train(train), x, dy) for layer in (ref, mine))
         assert ran_in_cpp(y_my) == train
         torch.testing.assert_close(y_my, y_ref)
         for ours, theirs in zip(g_my, g_ref, strict=True):
@@ -99,7 +79,7 @@ def test_outputs_written_past_the_cache(shape):
     with torch.no_grad():
         ref.weight.normal_(generator=gen)
         mine.weight.copy_(ref.weight)
-    (y_ref, g_ref), (y_my, g_my) = (forward_backward(layer, x, dy) for layer in (ref, mine))
+    (y_ref, g_ref), (y_my, g_my) = (step(layer, x, dy) for layer in (ref, mine))
     assert ran_in_cpp(y_my)
     torch.testing.assert_close(y_my, y_ref, rtol=1e-5, atol=1e-5)
     for ours, theirs in zip(g_my, g_ref, strict=True):
@@ -122,12 +102,12 @@ LAYERS = {2: (nn.BatchNorm1d, MyBN), 3: (nn.BatchNorm1d, MyBN), 4: (nn.BatchNorm
 def test_memory_layouts(layout):
     """Input and output gradient in other memory layouts: the same numbers, and y laid out as x."""
     shape = SHAPES[layout]
-    ref, mine = pair(*LAYERS[len(shape)], shape[1])
+    ref, mine = make_pair(*LAYERS[len(shape)], shape[1], backend="cpp")
     gen = torch.Generator().manual_seed(2)
     x = LAYOUTS[layout](torch.randn(shape, generator=gen, dtype=torch.float64) * 2 - 1)
     dy = torch.randn(shape, generator=gen, dtype=torch.float64)  # contiguous: not laid out as x
     assert not x.is_contiguous()
-    (y_ref, g_ref), (y_my, g_my) = (forward_backward(layer, x, dy) for layer in (ref, mine))
+    (y_ref, g_ref), (y_my, g_my) = (step(layer, x, dy) for layer in (ref, mine))
     assert ran_in_cpp(y_my)
     if layout != "every other column":
         assert y_my.stride() == x.stride()
@@ -148,7 +128,7 @@ def test_reruns_are_bit_identical_whatever_the_thread_count():
             torch.set_num_threads(threads)
             try:
                 layer = MyBN(shape[1], backend="cpp")
-                y, grads = forward_backward(layer, x, dy)
+                y, grads = step(layer, x, dy)
             finally:
                 torch.set_num_threads(before)
             results.append([y.detach(), *grads, layer.running_mean, layer.running_var])
@@ -165,9 +145,9 @@ def test_large_mean_small_std_float32():
         x = 1e4 + 1e-2 * torch.randn(shape, generator=gen)
         dy = torch.randn(shape, generator=gen)
         truth = nn.BatchNorm1d(4, dtype=torch.float64)
-        y_true, g_true = forward_backward(truth, x.double(), dy.double())
+        y_true, g_true = step(truth, x.double(), dy.double())
         mine = MyBN(4, backend="cpp")
-        y, grads = forward_backward(mine, x, dy)
+        y, grads = step(mine, x, dy)
         assert ran_in_cpp(y)
         torch.testing.assert_close(y.double(), y_true, atol=1e-5, rtol=0)
         torch.testing.assert_close(grads[0].double(), g_true[0], atol=1e-3, rtol=1e-4)  # dx is ~100 here
@@ -179,7 +159,7 @@ def test_where_the_python_backend_runs_instead():
     same numbers."""
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(32, 5, generator=gen, dtype=torch.float64, requires_grad=True)
-    ref, mine = pair(nn.BatchNorm1d, MyBN, 5)
+    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 5, backend="cpp")
     assert ran_in_cpp(mine(x))
     assert not ran_in_cpp(mine.eval()(x))
     mine.train()
@@ -214,7 +194,7 @@ def test_what_records_or_wraps_the_operations_runs_in_python():
 
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(32, 5, generator=gen, dtype=torch.float64)
-    ref, mine = pair(nn.BatchNorm1d, MyBN, 5)
+    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 5, backend="cpp")
     traced = make_fx(lambda t: mine(t))(x)  # records the operations: the Python backend's
     assert any("var_mean" in str(n.target) for n in traced.graph.nodes)
     torch.testing.assert_close(traced(x + 1), ref(x + 1))
@@ -428,7 +408,7 @@ def test_the_backends_agree_per_step_and_drift_apart_over_a_run():
     for ours, theirs in zip(*step, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)  # float32 sums, added in other orders
     final = [
-        training.train_one(TanhMLP("my_bn", 0, mybn_backend=b), data, order, 0.02, False)["test_mse"][-1]
+        training.train_one(TanhMLP("my_bn", 0, mybn_backend=b), data, order, 0.02)["test_mse"][-1]
         for b in ("python", "cpp")
     ]
     assert abs(final[0] - final[1]) > 1e-3 * final[0]

@@ -59,8 +59,9 @@ def test_diagnostics_hooks_are_removed_and_ignore_eval():
 def test_diagnostics_do_not_change_training(model):
     data = make_dataset(5, seed=2)
     order = training.BatchOrder(1000, 64, epochs=2, seed=2)
-    with_diag = training.train_one(TanhMLP(model, 2), data, order, lr=0.02, diagnostics=True)
-    without = training.train_one(TanhMLP(model, 2), data, order, lr=0.02, diagnostics=False)
+    net = TanhMLP(model, 2)
+    with_diag = training.train_one(net, data, order, lr=0.02, probes=[diagnostics.Diagnostics(net)])
+    without = training.train_one(TanhMLP(model, 2), data, order, lr=0.02)
     assert "diagnostics" in with_diag and "diagnostics" not in without
     for key in ("train_loss", "test_mse", "predictions"):
         assert with_diag[key] == without[key], key  # exactly the same floats
@@ -106,7 +107,7 @@ def test_standardised_targets_report_losses_in_units_of_y():
     order = training.BatchOrder(1000, 1000, epochs=1, seed=0)  # one full batch: the loss is easy to recompute
     net = TanhMLP("plain_std_y", seed=0)
     start = TanhMLP("plain_std_y", seed=0)
-    result = training.train_one(net, data, order, lr=0.02, diagnostics=False)
+    result = training.train_one(net, data, order, lr=0.02)
     s = training.Scaling.for_variant(VARIANTS["plain_std_y"], data)
     with torch.no_grad():
         expected = nn.functional.mse_loss(s.y_back(start(data.x_train[order[0][0]])), data.y_train[order[0][0]])

@@ -1,13 +1,13 @@
 """data.py, bn_pytorch.py, train.py and compare.py, each through the path a user takes."""
 
 import dataclasses
+import importlib
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from bn_pytorch import MODELS, TanhMLP
 from config import Config
 from data import default_noise_std, make_dataset, target
 from experiments import EXPERIMENTS
+from experiments.record import Experiment
 from results import FORMAT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -349,37 +350,70 @@ def test_replace_between_markers_needs_its_markers():
 # ---------------------------------------------------------------------------------------------- the registry
 
 
-def test_every_experiment_module_has_what_the_registry_needs():
-    for name, module in EXPERIMENTS.items():
-        assert set(module.PRESET) <= {f.name for f in dataclasses.fields(Config)}, name
-        assert callable(module.figures) and callable(module.tables), name
+def test_every_experiment_is_one_record_named_as_its_module():
+    for name, experiment in EXPERIMENTS.items():
+        assert isinstance(experiment, Experiment) and experiment.name == name, name
+        assert set(experiment.preset) <= {f.name for f in dataclasses.fields(Config)}, name
+        assert set(experiment.needs) < set(EXPERIMENTS), name
+        assert (ROOT / "experiments" / f"{name}.py").exists() and experiment.doc.strip(), name
 
 
-def test_adding_an_experiment_is_one_module_and_one_entry(monkeypatch, tmp_path):
-    """A new experiment, registered: train.py runs it with its own preset and training, compare.py draws it."""
-    toy = types.ModuleType("toy")
-    toy.PRESET = {"ranges": [2.0], "models": ["plain"], "diagnostics": False}
+TOY = '''"""toy: a new experiment, the usual nets on one range, and one number of its own."""
 
-    def run(config, log):  # its own measurement: the usual runs, and one number of its own on top
-        results = training.run_experiment(config, log)
-        return {**results, "largest_final_mse": max(run["test_mse"][-1] for run in results["runs"])}
+from functools import partial
 
-    toy.run = run
-    toy.figures = lambda experiments: {"toy.png": lambda out: out.write_bytes(PNG_MAGIC)}
-    toy.tables = lambda experiments: {"toy-table": f"largest: {experiments['toy']['largest_final_mse']:.3g}"}
-    monkeypatch.setitem(EXPERIMENTS, "toy", toy)
+from experiments.record import Experiment
+from training import run_experiment
+
+
+def run(config, log):  # its own measurement: the usual runs, and one number of its own on top
+    results = run_experiment(config, log)
+    return {**results, "largest_final_mse": max(run["test_mse"][-1] for run in results["runs"])}
+
+
+def draw(results, out):
+    out.write_bytes(b"\\x89PNG\\r\\n\\x1a\\n")
+
+
+EXPERIMENT = Experiment(
+    name="toy",
+    doc=__doc__,
+    preset={"ranges": [2.0], "models": ["plain"], "diagnostics": False},
+    run=run,
+    figures=lambda results: {"toy.png": partial(draw, results)},
+    tables=lambda results: {"toy-table": f"largest: {results['largest_final_mse']:.3g}"},
+)
+'''
+
+
+def test_adding_an_experiment_is_one_module_and_one_registry_line(monkeypatch, tmp_path, capsys):
+    """A new experiment: its module, and its record in the registry. train.py lists it, shows its help,
+    runs it with its own preset and training, and prints its summary; compare.py draws its figure and
+    makes its page with its table."""
+    (tmp_path / "toy.py").write_text(TOY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    toy = importlib.import_module("toy")
+    monkeypatch.setitem(EXPERIMENTS, "toy", toy.EXPERIMENT)  # the one registry line
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert "  toy " in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        train.main(["toy", "--help"])
+    assert "a new experiment, the usual nets on one range" in capsys.readouterr().out
     out = tmp_path / "results"
-    main_run = ["--ranges", "1", "--models", "plain", "--seeds", "0", "--epochs", "1", "--no-diagnostics"]
-    assert train.main([*main_run, "--out", str(out)]) == 0
     assert train.main(["toy", "--seeds", "0", "--epochs", "1", "--out", str(out)]) == 0
+    assert "final test MSE" in capsys.readouterr().out  # the default summary
     saved = json.loads((out / "toy" / "results.json").read_text())
     assert saved["experiment"] == "toy" and saved["config"]["ranges"] == [2.0] and "largest_final_mse" in saved
-    readme = tmp_path / "README.md"
-    readme.write_text("<!-- results-table:start -->\n<!-- results-table:end -->\n<!-- toy-table:start -->\n"
-                      "<!-- toy-table:end -->\n")  # fmt: skip
-    assert compare.main(["--results", str(out), "--pictures", str(tmp_path / "pics"), "--readme", str(readme)]) == 0
-    assert (tmp_path / "pics" / "toy.png").read_bytes() == PNG_MAGIC
-    assert f"largest: {saved['largest_final_mse']:.3g}" in readme.read_text()
+    docs, pictures = tmp_path / "docs", tmp_path / "pics"
+    assert compare.main(["--results", str(out), "--pictures", str(pictures), "--docs", str(docs), "--readme", ""]) == 0
+    assert (pictures / "toy.png").read_bytes() == PNG_MAGIC
+    page = (docs / "toy.md").read_text()
+    assert page.startswith("# toy: a new experiment") and "![toy.png](../pics/toy.png)" in page
+    assert f"<!-- toy-table:start -->\nlargest: {saved['largest_final_mse']:.3g}\n<!-- toy-table:end -->" in page
+    (docs / "toy.md").write_text(page.replace("# toy:", "Prose of its own.\n\n# toy:"))
+    assert compare.main(["--results", str(out), "--pictures", str(pictures), "--docs", str(docs), "--readme", ""]) == 0
+    assert (docs / "toy.md").read_text().startswith("Prose of its own.")  # kept: only the tables are rewritten
 
 
 # ---------------------------------------------------------------------------------------------- what results record
@@ -419,7 +453,7 @@ def test_mnist_runs_what_its_flags_say_and_records_only_that(tmp_path):
     regression task are not in its results; device and processes are the ones it ran on."""
     from experiments import mnist
 
-    base = Config(**{**mnist.PRESET, "epochs": 1, "seeds": [0]})
+    base = Config(**{**mnist.EXPERIMENT.preset, "epochs": 1, "seeds": [0]})
     measured = {}  # a unit's sigmoid-input percentiles at the end (6 digits): float64 moves them too
     for change in ({}, {"optimizer": "adam"}, {"dtype": "float64"}):
         run_ = mnist.mnist_run(dataclasses.replace(base, **change), ("my_bn", 0, 0.05))

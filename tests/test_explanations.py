@@ -11,8 +11,10 @@ from torch import nn
 from bn_pytorch import NonStationaryNoise, TanhMLP
 from config import Config
 from data import make_dataset
+from diagnostics import Diagnostics
 from experiments import ics, landscape, lr, running_stats
-from training import BatchOrder, Scaling, preserved, train_one, train_run
+from probe import preserved
+from training import BatchOrder, Scaling, train_one, train_run
 
 SMALL = Config(ranges=[5.0], seeds=[0], epochs=2, diagnostics=False)
 
@@ -64,7 +66,8 @@ def test_probes_leave_training_bit_identical(probe, model):
     runs = []
     for watch in (None, probe):
         net = TanhMLP(model, 0)
-        runs.append(train_one(net, data, order, config.lr, True, config.optimizer, watch and watch(net, data, config)))
+        probes = [Diagnostics(net), *([watch(net, data, config)] if watch else [])]
+        runs.append(train_one(net, data, order, config.lr, config.optimizer, probes))
     keys = ("test_mse", "train_loss", "predictions", "diagnostics")
     assert all(runs[0][k] == runs[1][k] for k in keys)
     assert probe.name in runs[1]

@@ -29,7 +29,7 @@ SHAPES = {
 
 
 @pytest.fixture(autouse=True, params=["as dispatched", "blocked", "cpp"])
-def dispatch(request, monkeypatch):
+def dispatch(request):
     """Every test three times: as MyBN dispatches these small inputs (the reference functions), with
     every input sent through the blocked kernels (whose forward runs on the transforms' unwrapped
     tensors; their backward and jvp then go through the reference formulas), and with every MyBN
@@ -38,9 +38,7 @@ def dispatch(request, monkeypatch):
     if request.param == "cpp":
         request.getfixturevalue("cpp_backend")
     elif request.param == "blocked":
-        monkeypatch.setattr(my_bn_fast, "SMALL_ELEMS", 0)
-        monkeypatch.setattr(my_bn_fast, "BLOCK_ELEMS", 12)
-        monkeypatch.setattr(my_bn_fast, "ROW_GROUPS", 1)
+        request.getfixturevalue("blocks")(12, 1)
     return request.param
 
 

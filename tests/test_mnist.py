@@ -57,7 +57,7 @@ def test_one_short_run_trains_end_to_end(tmp_path, monkeypatch):
         assert len(run_["saturation"][0]) == 3 and len(run_["grad_norm"]) == 4 and len(run_["ics_rel"][0]) == 2
     at = {(r["model"], r["lr"]): r["test_acc"][-1] for r in results["runs"]}
     assert at["my_bn", 0.5] > 0.5 and abs(at["my_bn", 0.5] - at["torch_bn", 0.5]) < 0.02
-    experiments = {"mnist": compare.load_results(out / "mnist" / "results.json")}
+    experiments = {"mnist": compare.load("mnist", out / "mnist" / "results.json")}
     mnist.plot_mnist(experiments["mnist"], tmp_path / "mnist.png")
     assert (tmp_path / "mnist.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 0.5 | MyBN |" in mnist.diagnostics_table(experiments["mnist"])
@@ -70,4 +70,4 @@ def test_mnist_results_are_checked(tmp_path):
     bad = {"format": FORMAT, "experiment": "mnist", "config": {}, "datasets": [], "runs": [{"model": "resnet"}]}
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="runs\\[0\\]"):
-        compare.load_results(path)
+        compare.load("mnist", path)

@@ -7,36 +7,17 @@ import weakref
 
 import pytest
 import torch
+from conftest import make_pair, step
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import my_bn
 from my_bn import MyBN, MyBN2d, MyBN3d, MySyncBN, batch_norm_train, convert_to_mybn
-from my_bn import fast as my_bn_fast
 
 MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
 # The parity tests run on CUDA too where a GPU is present: there the reference is cuDNN's kernel
 # (PyTorch's own CUDA kernel for float64), and MyBN's large inputs take the "lean" path.
 DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-
-
-@pytest.fixture(autouse=True, params=["as dispatched", "reference only", "one-row blocks", "grouped blocks", "cpp"])
-def block_size(request, monkeypatch):
-    """Every test five times: as MyBN dispatches each input (the reference for the small inputs
-    here, my_bn_fast's versions for the large ones), with my_bn.REFERENCE_ONLY (the reference for
-    every input), through the blocked kernels every large CPU input takes, split into blocks of
-    one row, and into blocks of eight rows summed in two groups of four, and with the C++ backend
-    (every MyBN built with backend="cpp"), where a compiler can build it."""
-    if request.param == "cpp":
-        request.getfixturevalue("cpp_backend")
-    elif request.param == "reference only":
-        monkeypatch.setattr(my_bn, "REFERENCE_ONLY", True)
-    elif request.param != "as dispatched":
-        monkeypatch.setattr(my_bn_fast, "SMALL_ELEMS", 0)
-        monkeypatch.setattr(my_bn_fast, "BLOCK_ELEMS", 7 if request.param == "one-row blocks" else 40)
-        monkeypatch.setattr(my_bn_fast, "ROW_GROUPS", 1 if request.param == "one-row blocks" else 2)
-    return request.param
 
 
 CONFIGS = {
@@ -45,28 +26,6 @@ CONFIGS = {
     "no_bias": {"bias": False},
     "no_tracking": {"track_running_stats": False},
 }
-
-
-def make_pair(ref_cls, my_cls, num_features, dtype=torch.float64, seed=0, device="cpu", **kwargs):
-    """A reference layer with random gamma/beta, and a MyBN loaded from its state dict."""
-    ref = ref_cls(num_features, dtype=dtype, device=device, **kwargs)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in ref.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype))
-    mine = my_cls(num_features, dtype=dtype, device=device, **kwargs)
-    mine.load_state_dict(ref.state_dict())
-    return ref, mine
-
-
-def step(layer, x, dy):
-    """One forward/backward; returns the output and the gradients for input, weight and bias."""
-    x = x.clone().requires_grad_(True)
-    y = layer(x)
-    y.backward(dy)
-    grads = [x.grad] + [None if p is None else p.grad for p in (layer.weight, layer.bias)]
-    layer.zero_grad(set_to_none=True)
-    return y.detach(), grads
 
 
 def assert_same_buffers(ref, mine, **tol):
@@ -102,6 +61,7 @@ def check_parity(ref, mine, shape, dtype, steps=4, seed=0, atol=None, rtol=None)
         assert_same_buffers(ref, mine, **tol)
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("momentum", MOMENTA)
@@ -121,6 +81,7 @@ OTHER_RANKS = {
 }
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("momentum", [0.1, None])
@@ -132,6 +93,7 @@ def test_parity_other_ranks(layers, dtype, momentum, config, device):
     check_parity(ref, mine, shape, dtype)
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(4096, 8), (64, 8, 64)], ids=["NC", "NCL"])
 def test_parity_large_float32(shape, device):
@@ -140,6 +102,7 @@ def test_parity_large_float32(shape, device):
     check_parity(ref, mine, shape, torch.float32, steps=2, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("param_dtype", ["same", "float32"])
@@ -170,6 +133,7 @@ def test_low_precision_accumulates_in_float32(dtype, param_dtype, device):
             assert err_ours <= err_theirs + slack, (err_ours, err_theirs)
 
 
+@pytest.mark.usefixtures("every_path")
 def test_momentum_conventions():
     """momentum weights the new batch; None is a cumulative average; 0 freezes the estimates."""
     x1 = torch.tensor([[0.0], [2.0]], dtype=torch.float64)  # mean 1, unbiased var 2
@@ -266,6 +230,7 @@ def test_to_moves_buffers():
     assert bn.num_batches_tracked.item() == 2
 
 
+@pytest.mark.usefixtures("every_path")
 def test_gradcheck_and_gradgradcheck():
     gen = torch.Generator().manual_seed(0)
     for shape in [(6, 3), (4, 3, 5)]:
@@ -284,6 +249,7 @@ def test_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradgradcheck(bn, (x,))
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("device", DEVICES)
 def test_double_backward_matches_pytorch(device):
     """A gradient penalty (needs create_graph=True) gives PyTorch's second-order gradients."""
@@ -493,6 +459,7 @@ def test_accepts_what_pytorch_accepts():
         torch.testing.assert_close(mine.train(training)(x), ref.train(training)(x))
 
 
+@pytest.mark.usefixtures("every_path")
 def test_empty_batch_counts_and_keeps_statistics():
     ref, mine = make_pair(nn.BatchNorm1d, MyBN, 3, torch.float32)
     check_parity(ref, mine, (0, 3), torch.float32, steps=2)
@@ -500,6 +467,7 @@ def test_empty_batch_counts_and_keeps_statistics():
     torch.testing.assert_close(mine.running_mean, torch.zeros(3))
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("device", DEVICES)
 def test_large_mean_small_std_float32(device):
     """Channel mean 1e4, std 1e-2: the naive E[x^2] - E[x]^2 loses every digit here."""
@@ -515,6 +483,7 @@ def test_large_mean_small_std_float32(device):
     assert ((naive_var - x.double().var(0, correction=0)).abs() > 1).any()
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("device", DEVICES)
 def test_constant_channel_is_finite(device):
     x = torch.randn(8, 2, 3, device=device)
@@ -539,6 +508,7 @@ def strided(values: torch.Tensor, kind: str) -> torch.Tensor:
     return torch._neg_view(-values)  # memory holding -values, read through the negative bit
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("kind", ["slice with a step", "negative view"])
 def test_parameters_and_buffers_of_any_layout(kind):
     """Weight, bias and running estimates that are not contiguous (functional_call, a parametrization):
@@ -570,6 +540,7 @@ def test_parameters_and_buffers_of_any_layout(kind):
         torch.testing.assert_close(ours, theirs)
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("channels", [3, 50_000])
 def test_an_expanded_weight(channels):
     """One gamma for every channel, as ``w[:1].expand_as(w)`` or ``torch.tensor(1.).expand(C)`` give
@@ -587,6 +558,7 @@ def test_an_expanded_weight(channels):
         torch.testing.assert_close(ours, theirs)
 
 
+@pytest.mark.usefixtures("every_path")
 def test_a_parametrized_weight():
     """torch.nn.utils.parametrize: the weight is recomputed, here expanded from its first entry."""
 
@@ -623,6 +595,7 @@ def test_fx_symbolic_trace_keeps_the_layer_whole():
     assert_same_buffers(models[0][1], traced.get_submodule("1"))
 
 
+@pytest.mark.usefixtures("every_path")
 @pytest.mark.parametrize("row", [0, 9], ids=["first row", "a later row"])
 def test_inf_and_nan_inputs_reach_the_running_estimates_as_in_pytorch(row):
     """An inf makes its channel's mean inf (Σx/M), a NaN makes it NaN, and the variance NaN, in nn;
@@ -639,6 +612,7 @@ def test_inf_and_nan_inputs_reach_the_running_estimates_as_in_pytorch(row):
         torch.testing.assert_close(getattr(mine, name), getattr(ref, name), equal_nan=True)
 
 
+@pytest.mark.usefixtures("every_path")
 def test_no_graph_is_kept_across_steps():
     bn = MyBN(4)
     x_ref = None
@@ -661,6 +635,7 @@ def aten_ops(layer, x):
     return {event.name for event in prof.events()}
 
 
+@pytest.mark.usefixtures("every_path")
 def test_no_pytorch_batch_norm_kernel_is_called():
     x = torch.randn(8, 3)
     assert any("batch_norm" in op for op in aten_ops(nn.BatchNorm1d(3), x))  # the check can fail
@@ -668,6 +643,7 @@ def test_no_pytorch_batch_norm_kernel_is_called():
         assert not [op for op in aten_ops(layer, x) if "batch_norm" in op]
 
 
+@pytest.mark.usefixtures("every_path")
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(2, 9),

@@ -40,7 +40,8 @@ def test_only_the_layer_is_installed(installed):
     assert top == {"my_bn"}, top
     assert not SCAFFOLDING & {p.stem for p in installed.iterdir()}
     shipped = {p.name for p in (installed / "my_bn").iterdir() if p.suffix in (".py", ".cpp")}
-    assert shipped == {"__init__.py", "convert.py", "cpp.cpp", "cpp.py", "fast.py"}
+    modules = ("__init__", "convert", "cpp", "fast", "function", "layer", "reference", "settings")
+    assert shipped == {f"{m}.py" for m in modules} | {"cpp.cpp"}
     assert (installed / "my_bn" / "cpp.cpp").read_bytes() == my_bn_cpp.SOURCE.read_bytes()
 
 

@@ -1,27 +1,22 @@
-"""The README is the repository's front page: what it shows must exist and what it says must run."""
+"""The README and its pages (docs/) say what the results show: each claim of their prose is checked here
+against the results it was written from (tests/test_pages.py checks their tables and links)."""
 
 import json
 import math
-import re
 from pathlib import Path
 
 import torch
 
 import bench
 from bn_pytorch import BN_PAIR
-from experiments import controls, ddp, float64, main, sweep
+from experiments import ddp, float64, sweep
 from plotting import Z_SATURATED
 from results import dataset_of, fit_spread, load_results, models_of, runs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def test_every_linked_image_exists():
-    links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", README) + re.findall(r'<img[^>]+src="([^"]+)"', README)
-    for link in links:
-        assert not link.startswith("http"), f"images are the repository's own: {link}"
-        assert (ROOT / link).is_file(), f"README links {link}, which does not exist"
+DOCS = {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))}
+TEXT = README + "".join(DOCS.values())  # everything published: the README and its pages
 
 
 def test_ci_runs_the_readme_test_command():
@@ -31,7 +26,7 @@ def test_ci_runs_the_readme_test_command():
         if line.strip() and not line.lstrip().startswith("#") and "pytest" in line
     ]
     assert len(ci_commands) == 1
-    assert ci_commands[0] in README
+    assert ci_commands[0] in TEXT
 
 
 # ---------------------------------------------------------------------------------------------- the README's words
@@ -41,12 +36,6 @@ def test_ci_runs_the_readme_test_command():
 
 RESULTS = ROOT / "results" / "results.json"
 RESULTS_64 = ROOT / "results" / "float64" / "results.json"
-
-
-def test_readme_tables_are_the_code_output():
-    results, results64 = load_results(RESULTS), load_results(RESULTS_64)
-    assert main.results_table(results) in README
-    assert float64.parity_table({"float32": results, "float64": results64}) in README
 
 
 def test_claims_about_inputs_in_minus5_5():
@@ -93,11 +82,6 @@ def test_claims_about_parity():
     assert max(final32) > 1e-2  # different runs by the end
 
 
-def test_every_figure_is_shown():
-    linked = set(re.findall(r"\]\((picture/[^)\s]+)\)", README))
-    assert {f"picture/{p.name}" for p in (ROOT / "picture").glob("*.png")} == linked
-
-
 # "Why does the plain net fail?"
 
 CONTROLS = ROOT / "results" / "controls" / "results.json"
@@ -107,12 +91,6 @@ SWEEP = ROOT / "results" / "sweep" / "results.json"
 def _diag(runs, key):
     """(seeds, records, blocks) tensor of one diagnostic."""
     return torch.tensor([run["diagnostics"][key] for run in runs], dtype=torch.float64)
-
-
-def test_readme_why_tables_are_the_code_output():
-    assert main.saturation_table(load_results(RESULTS)) in README
-    assert controls.controls_table(load_results(CONTROLS)) in README
-    assert sweep.sweep_table(load_results(SWEEP)) in README
 
 
 def test_claims_about_saturation_and_gradients():
@@ -201,7 +179,7 @@ def _bench(path=BENCH):
 
 def test_readme_bench_tables_are_the_code_output():
     for path in (BENCH, BENCH_CUDA):
-        assert bench.format_report(_bench(path)[0]) in README, path
+        assert bench.format_report(_bench(path)[0]) in DOCS["speed"], path
 
 
 def test_claims_about_speed():
@@ -293,10 +271,6 @@ def test_claims_about_speed_on_a_gpu():
 DDP = ROOT / "results" / "ddp" / "results.json"
 
 
-def test_readme_ddp_table_is_the_code_output():
-    assert ddp.ddp_table(load_results(DDP), load_results(RESULTS_64)) in README
-
-
 def test_claims_about_processes():
     multi, single = load_results(DDP), load_results(RESULTS_64)
     assert multi["environment"]["processes"] == 2
@@ -308,8 +282,9 @@ def test_claims_about_processes():
 
 
 def test_readme_torch_func_example_runs():
-    """The ensemble example of the MyBN section, run as it is written."""
-    (block,) = [b.split("```")[0] for b in README.split("```python\n")[1:] if "stack_module_state" in b.split("```")[0]]
+    """The ensemble example of the layer's page (docs/my_bn.md), run as it is written."""
+    blocks = [b.split("```")[0] for b in DOCS["my_bn"].split("```python\n")[1:]]
+    (block,) = [b for b in blocks if "stack_module_state" in b]
     scope: dict = {}
     exec(block, scope)  # noqa: S102
     grads, buffers, nets = scope["grads"], scope["buffers"], scope["nets"]
@@ -325,17 +300,6 @@ EXPLAINED = {name: ROOT / "results" / name / "results.json" for name in ("ics", 
                                                                          "running_stats")}  # fmt: skip
 
 
-def test_readme_verdict_tables_are_the_code_output():
-    import explanations
-    from experiments import EXPERIMENTS
-
-    experiments = {name: load_results(path) for name, path in EXPLAINED.items()}
-    for name in EXPLAINED:
-        for marker, body in EXPERIMENTS[name].tables(experiments).items():
-            assert f"<!-- {marker}:start -->\n{body}\n<!-- {marker}:end -->" in README
-    assert explanations.verdict_table(experiments) in README
-
-
 def test_claims_about_the_explanations():
     """The prose around the verdict table: the plain net fits (-5, 5) given 100 epochs, not within 10;
     batch norm does not lower ICS there; the loss is smoother with it there; the landscape's
@@ -347,7 +311,7 @@ def test_claims_about_the_explanations():
     assert budgets == [10, 100]
     assert lr.largest_training_lr(grid, hard, "plain", "adam", 10) is None
     assert lr.best(grid, hard, "plain", "adam", 100)[1] <= 1.5 * lr.best(grid, hard, "my_bn", "adam", 100)[1]
-    assert "given 100 epochs and a smaller\nlearning rate the plain net fits (-5, 5) as well" in README
+    assert "given 100 epochs and a smaller\nlearning rate the plain net fits (-5, 5) as well" in TEXT
     assert lr.best(grid, hard, "plain", "adam", 100)[0] < 0.02  # "a smaller learning rate" than the main 0.02
     assert not any(ics.verdict(load_results(EXPLAINED["ics"]), hard).values())
     shape = load_results(EXPLAINED["landscape"])
@@ -363,7 +327,7 @@ def test_claims_about_mnist():
     higher, at ten times it ends within a point of them (the side changes with the CPU's rounding)."""
     from experiments import mnist
 
-    results = load_results(ROOT / "results" / "mnist" / "results.json")
+    results = load_results(ROOT / "results" / "mnist" / "results.json", mnist.check_format)
     low, chosen, high = mnist.rates(results)
     assert chosen == mnist.chosen_rate(results) == 0.5 and (low, high) == (0.05, 5.0)
     last = results["runs"][0]["step"][-1]

@@ -17,7 +17,7 @@ import compare
 import progress
 import train
 from config import Config
-from experiments import EXPERIMENTS, off_preset, preset_config
+from experiments import EXPERIMENTS
 from results import format_table, load_results, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,18 +29,19 @@ ONE_RUN = ["--ranges", "1", "--models", "plain", "--seeds", "0", "--epochs", "1"
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_a_preset_is_a_preset_and_a_changed_setting_is_named(name):
-    preset = dataclasses.asdict(preset_config(name))
-    assert off_preset(name, preset) == []
-    assert off_preset(name, {**preset, "workers": 7, "out": "elsewhere"}) == []  # they change no result
-    assert off_preset(name, {**preset, "epochs": preset["epochs"] + 1}) == [f"--epochs {preset['epochs'] + 1}"]
-    assert off_preset(name, {**preset, "seeds": [7, 8]}) == ["--seeds 7 8"]
-    assert off_preset(name, {**preset, "device": "cpu"}) == [] or preset["device"] == "auto"  # auto is the CPU here
+    experiment = EXPERIMENTS[name]
+    preset = dataclasses.asdict(experiment.preset_config())
+    assert experiment.off_preset(preset) == []
+    assert experiment.off_preset({**preset, "workers": 7, "out": "elsewhere"}) == []  # they change no result
+    assert experiment.off_preset({**preset, "epochs": preset["epochs"] + 1}) == [f"--epochs {preset['epochs'] + 1}"]
+    assert experiment.off_preset({**preset, "seeds": [7, 8]}) == ["--seeds 7 8"]
+    assert experiment.off_preset({**preset, "device": "cpu"}) == [] or preset["device"] == "auto"  # auto: the CPU here
 
 
 def test_the_committed_results_are_the_presets_runs():
-    for name in EXPERIMENTS:
-        path = ROOT / "results" / ("results.json" if name == "main" else f"{name}/results.json")
-        assert off_preset(name, json.loads(path.read_text())["config"]) == [], path
+    for experiment in EXPERIMENTS.values():
+        path = experiment.results_path(ROOT / "results")
+        assert experiment.off_preset(json.loads(path.read_text())["config"]) == [], path
 
 
 def test_where_results_go():
@@ -120,14 +121,13 @@ def test_an_experiments_help_shows_its_preset(name, capsys):
     shown = capsys.readouterr().out
     assert exc.value.code == 0
     assert f"the {name} experiment (experiments/{name}.py)" in shown
-    preset = preset_config(name)
+    preset = EXPERIMENTS[name].preset_config()
     seeds = " ".join(map(str, preset.seeds))
-    module = EXPERIMENTS[name]
-    if "seeds" not in getattr(module, "UNUSED", {}):
+    if "seeds" not in EXPERIMENTS[name].unused:
         assert f"({name}: {seeds})" in " ".join(shown.split())
-    for setting in getattr(module, "UNUSED", {}):
+    for setting in EXPERIMENTS[name].unused:
         assert f"not used by {name}" in shown, setting
-    assert " ".join(EXPERIMENTS[name].__doc__.split()[:6]) in " ".join(shown.split())
+    assert " ".join(EXPERIMENTS[name].doc.split()[:6]) in " ".join(shown.split())
 
 
 def test_the_general_help_lists_every_experiment_and_hides_internal_flags(capsys):

@@ -1,0 +1,128 @@
+"""How an experiment declares itself: one ``Experiment`` record, the last statement of its module
+(``experiments/NAME.py``), listed once in the registry (``experiments/__init__.py``).
+
+train.py (the list of experiments, their help, their presets, how each runs and what it summarises),
+compare.py (the checks on loading, the figures, the tables, each experiment's page in docs/) and the
+verdict table read the records and nothing else of the modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config import RESULTS_FILE, Config, as_flag, resolve_device
+from explanations import Verdict
+from results import check_results, format_table, summarize
+
+Draw = Callable[[Path], None]  # draws one figure into the file it is given
+Log = Callable[[str], None]
+
+
+def no_check(results: dict) -> None:
+    """Results in the experiment's format are all its figures and tables need."""
+
+
+def no_problem(config: Config) -> str | None:
+    """Every config the flags accept runs."""
+    return None
+
+
+def summary_of_runs(results: dict) -> str:
+    """The final test MSE per range and net, mean ± std over seeds: the regression task's summary."""
+    return format_table(summarize(results))
+
+
+def runs_with(keys: tuple[str, ...], what: str) -> Callable[[dict], None]:
+    """A ``check``: every run must hold ``keys`` (results written before the experiment measured them
+    do not); the error names the command to rerun."""
+
+    def check(results: dict) -> None:
+        if any(key not in run for run in results["runs"] for key in keys):
+            name = results.get("experiment", "main")
+            raise ValueError(f"the {name} figure and table need {what}: rerun `python train.py {name}`")
+
+    return check
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything the rest of the code knows of one experiment.
+
+    ``figures``, ``tables`` and ``verdicts`` are called with the experiment's results, then those of
+    each experiment it ``needs``, in that order; where one of those is missing they are not called.
+    """
+
+    name: str
+    doc: str  # the module's docstring: the first sentence lists it in `train.py --help`, the whole in `NAME --help`
+    preset: dict  # the config.Config values it changes
+    run: Callable[[Config, Log], dict]  # trains and measures; returns the results (training.run_experiment, mostly)
+    figures: Callable[..., dict[str, Draw]]  # file name -> what draws it
+    tables: Callable[..., dict[str, str]]  # marker name -> the generated table, written into its page
+    needs: tuple[str, ...] = ()  # the other experiments whose results its figures, tables and verdicts read
+    check: Callable[[dict], None] = no_check  # a ValueError for what its figures need beyond the format
+    results_format: Callable[[dict], None] = check_results  # a ValueError for what its results file lacks
+    summary: Callable[[dict], str] = summary_of_runs  # what train.py prints when it is done
+    fixed: dict[str, tuple[object, str]] = field(default_factory=dict)  # setting -> (the value it runs with, why)
+    unused: dict[str, str] = field(default_factory=dict)  # setting -> why it means nothing here (not recorded)
+    config_problem: Callable[[Config], str | None] = no_problem  # why a config cannot run, or None
+    verdicts: Callable[..., list[Verdict]] | None = None  # its rows of the verdict table
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            raise ValueError(f"an experiment's name is lower case, digits and _, got {self.name!r}")
+
+    def fixed_values(self) -> dict:
+        """The settings it runs with whatever the flags say, by name."""
+        return {setting: value for setting, (value, _why) in self.fixed.items()}
+
+    def preset_config(self) -> Config:
+        """The config of its own preset: what ``train.py NAME`` runs."""
+        return Config(**{**self.preset, **self.fixed_values()})
+
+    def results_path(self, root: str | Path) -> Path:
+        """Where its results are under ``root``: ROOT/results.json for main, ROOT/NAME/results.json for the others."""
+        return Path(root) / RESULTS_FILE if self.name == "main" else Path(root) / self.name / RESULTS_FILE
+
+    def first_sentence(self) -> str:
+        """The first sentence of its docstring, without a leading "NAME: "."""
+        doc = " ".join(self.doc.split("\n\n")[0].split())
+        return re.split(r"(?<=[.?])\s", doc, maxsplit=1)[0].removeprefix(f"{self.name}: ")
+
+    def inputs(self, experiments: dict[str, dict]) -> tuple[dict, ...] | None:
+        """Its results, then those of each experiment it needs; None where one is missing."""
+        names = (self.name, *self.needs)
+        return tuple(experiments[n] for n in names) if all(n in experiments for n in names) else None
+
+    def off_preset(self, config: dict) -> list[str]:
+        """The settings of ``config`` (a ``Config`` as a dict, or the config a results file records) where it
+        differs from its preset, as flags with their values (``--epochs 2``): empty for a run of the preset
+        itself. Where results are written and the worker count do not count (``NOT_RESULTS``)."""
+        preset = dataclasses.asdict(self.preset_config())
+        differ = []
+        for setting, value in config.items():
+            if setting in NOT_RESULTS or setting in self.unused or setting not in preset:
+                continue
+            same = same_device(value, preset[setting]) if setting == "device" else value == preset[setting]
+            if not same:
+                differ.append(as_flag(setting, value))
+        return differ
+
+
+
+def same_device(a: str, b: str) -> bool:
+    """Whether two device names are one device here (auto and cpu on a machine without CUDA)."""
+    if a == b:
+        return True
+    try:
+        return resolve_device(a) == resolve_device(b)
+    except ValueError:  # a device this machine does not have: only the same name is the same
+        return False
+
+
+# Settings that change nothing in the results: where they are written, and how many processes share
+# the runs (each run is deterministic on its own).
+NOT_RESULTS = ("out", "workers")

@@ -1,0 +1,88 @@
+"""The one way to measure while a net trains: a ``Probe``, with a schedule of its own, called by the
+training loop (``training.fit``), which knows no particular measurement.
+
+Each step of ``fit``: the forward and backward of a batch; every probe whose schedule ``wants`` the
+step ``measure``s it (the gradients are this step's, the optimiser has not stepped); the optimiser's
+step; then every probe is told the step was taken (``stepped``). After each epoch, ``epoch``; when
+training ends, ``results`` goes into the run's results under the probe's ``name``. A probe that moves
+the net to measure puts everything back (``preserved``): a run with probes trains exactly like one
+without.
+
+The probes: ``diagnostics.Diagnostics`` (tanh inputs, saturation and gradient norms per block),
+``experiments/ics.ICSProbe``, ``experiments/landscape.LandscapeProbe``,
+``experiments/running_stats.RunningStatsProbe`` and ``experiments/mnist.MnistProbe``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class Step(NamedTuple):
+    """Where training is: the optimiser step about to be taken (1 for the first) in ``epoch`` (0 for
+    the first), and whether it is that epoch's last."""
+
+    number: int
+    epoch: int
+    last_of_epoch: bool
+
+
+class Probe:
+    """What an experiment measures while a net trains, beside the loss (see the module docstring)."""
+
+    name = "probe"
+
+    def wants(self, step: Step) -> bool:
+        """Its schedule: whether it measures at ``step``."""
+        return False
+
+    def measure(self, step: Step, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        """After the backward of batch (x, y), before the optimiser's step; the net must be left as it is."""
+
+    def stepped(self, step: Step) -> None:
+        """After the optimiser's step."""
+
+    def epoch(self, epoch: int) -> None:
+        """After epoch ``epoch`` (1 for the first) and its test."""
+
+    def results(self) -> dict:
+        """What it measured, for the run's results (called once, when training has ended)."""
+        return {}
+
+
+def every(n: int, step: Step) -> bool:
+    """A schedule for ``Probe.wants``: steps 1, n + 1, 2n + 1, ...: the first step, then every ``n``-th."""
+    return (step.number - 1) % n == 0
+
+
+@contextlib.contextmanager
+def preserved(net: nn.Module, opt: torch.optim.Optimizer | None = None):
+    """Put back, on leaving, every parameter, gradient and buffer of ``net`` and the optimiser's state,
+    bit for bit, and the train/eval mode: what a probe does in between leaves no trace on training.
+
+    Yields the parameters' values as they were (copies, in ``net.parameters()`` order; read them, do
+    not change them: they are what is put back)."""
+    params = list(net.parameters())
+    tensors = [*params, *net.buffers()]
+    grads = [p.grad for p in params]
+    saved = [t.detach().clone() for t in tensors]
+    saved_grads = [None if g is None else g.clone() for g in grads]
+    clone = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+    state = None if opt is None else {p: {k: clone(v) for k, v in d.items()} for p, d in opt.state.items()}
+    training = net.training
+    try:
+        yield saved[: len(params)]
+    finally:
+        with torch.no_grad():
+            for t, v in zip(tensors, saved, strict=True):
+                t.copy_(v)
+        for p, g in zip(params, saved_grads, strict=True):
+            p.grad = g
+        if opt is not None:  # as it was, entries the probe added (a first step's) gone too
+            opt.state.clear()
+            opt.state.update(state)
+        net.train(training)

@@ -1,0 +1,112 @@
+"""The shape of the code: no import cycle, no file too long to hold in one's head, and the lesson
+(my_bn/reference.py) first and short."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("my_bn", "experiments")
+
+
+def project_files() -> dict[str, Path]:
+    """Module name -> file, for every .py file of the project (tests aside)."""
+    files = {p.stem: p for p in ROOT.glob("*.py")}
+    for package in PACKAGES:
+        for p in (ROOT / package).glob("*.py"):
+            files[package if p.stem == "__init__" else f"{package}.{p.stem}"] = p
+    return files
+
+
+def imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules ``path`` imports, anywhere in it (inside functions too): ``from pkg import sub``
+    names ``pkg.sub`` where that is a module, else ``pkg``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & modules
+            found |= subs or {node.module}
+            if len(subs) < len(node.names):
+                found.add(node.module)
+    return found & modules
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules importing it runs first. A package's submodule imported from
+    outside the package runs the package's __init__ first, which imports its other submodules."""
+    files = project_files()
+    graph = {}
+    for name, path in files.items():
+        found = imports(path, set(files))
+        found |= {m.split(".")[0] for m in found if "." in m and not name.startswith(m.split(".")[0])}
+        graph[name] = found - {name}
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (as the list of modules around it), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_cycle_finds_a_known_cycle_and_none_where_there_is_none():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    assert "my_bn.layer" in graph and "my_bn.reference" in graph["my_bn.function"]
+    assert cycle(graph) is None, " -> ".join(cycle(graph))
+
+
+def test_the_layer_imports_nothing_of_the_experiments():
+    graph = import_graph()
+    layer = {name for name in graph if name == "my_bn" or name.startswith("my_bn.")}
+    for name in layer:
+        assert graph[name] <= layer, (name, graph[name] - layer)
+
+
+@pytest.mark.parametrize("name", ["config", "results"])
+def test_settings_and_the_results_format_sit_at_the_bottom(name):
+    """config.py and results.py import nothing of the project but each other's lower floor (results -> config)."""
+    allowed = {"results": {"config"}, "config": set()}[name]
+    assert import_graph()[name] <= allowed
+
+
+def test_no_file_is_too_long():
+    long = {name: n for name, path in project_files().items() if (n := len(path.read_text().splitlines())) > 450}
+    assert not long, long
+
+
+def test_the_lesson_comes_first_and_is_short():
+    """reference.py: the formulas in its first screen, the whole of batch norm's math in under 150 lines;
+    the module file about 300 lines at most."""
+    reference = (ROOT / "my_bn" / "reference.py").read_text().splitlines()
+    first_screen = "\n".join(reference[:30])
+    for line in ("mean = Σx / M", "var  = Σxc² / M", "x̂    = xc · invstd", "y    = gamma · x̂ + beta", "dbeta  = Σdy"):
+        assert line in first_screen, line
+    assert len(reference) < 150
+    assert len((ROOT / "my_bn" / "layer.py").read_text().splitlines()) <= 300
