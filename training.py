@@ -170,8 +170,9 @@ def train_one(
     def batch_loss(idx: torch.Tensor):
         idx = idx.to(device)
         if world == 1:
-            loss = nn.functional.mse_loss(model(x_train[idx]), y_train[idx])
-            return loss, loss, x_train[idx], y_train[idx]
+            x, y = x_train[idx], y_train[idx]
+            loss = nn.functional.mse_loss(model(x), y)
+            return loss, loss, x, y
         share = idx.tensor_split(world)[rank]  # this process's slice; DDP averages the gradients over the processes
         squares = (model(x_train[share]) - y_train[share]).square().sum()
         recorded = squares.detach().clone()

@@ -122,8 +122,9 @@ def mnist_run(config, job: tuple[str, int, float]) -> dict:
     probe = MnistProbe(net, x_test, y_test)
 
     def batch_loss(idx: torch.Tensor):
-        loss = nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
-        return loss, loss, x_train[idx], y_train[idx]
+        x, y = x_train[idx], y_train[idx]
+        loss = nn.functional.cross_entropy(net(x), y)
+        return loss, loss, x, y
 
     fit(net, opt, BatchOrder(len(x_train), config.batch_size, config.epochs, seed), batch_loss, [probe])
     return {"model": model, "seed": seed, "lr": lr, **probe.results()}

@@ -43,10 +43,11 @@ class MyBN(nn.Module):
         bias: with ``affine``, also learn the shift ``bias``. Default: True
         backend: ``"python"``, the Python code of this package (``reference.py``, ``function.py``,
             ``fast.py``); or ``"cpp"``, the same math as hand-written C++ loops (``my_bn/cpp.cpp``),
-            for training on the CPU. It is built on first use and needs a C++ compiler; without one, one line says so and the Python
-            backend runs. Where the C++ backend does not apply (eval mode, other devices, ``sync``
-            across processes, ``torch.func``, ``torch.compile``, tracing), the Python backend runs
-            too, and double backward runs the reference (see ``my_bn/cpp.py``). None:
+            for training on the CPU. It is built on first use and needs a C++ compiler; without one,
+            one line says so and the Python backend runs. Where the C++ backend does not apply (eval
+            mode, other devices, ``sync`` across processes, ``torch.func``, ``torch.compile``,
+            tracing), the Python backend runs too, and double backward runs the reference (see
+            ``my_bn/cpp.py``). None:
             ``my_bn.BACKEND``, which is ``"python"`` unless ``MYBN_BACKEND`` says otherwise.
             Default: None
         sync: in training, with several ``torch.distributed`` processes in ``process_group``,

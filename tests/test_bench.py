@@ -1,5 +1,7 @@
 """bench.py runs, and prints what it measured; no timing is asserted here (speed lives in the benchmark)."""
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -26,18 +28,28 @@ def test_bad_shape_exits_2(capsys):
     assert exc.value.code == 2 and "--shapes" in capsys.readouterr().err
 
 
-def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    argv = ["--shapes", "16x3", "4x3x5", "--no-train-loop", "--allocator", "both",
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """One small run of every kind of row (both allocators, two ranks, the reference variant) for the
+    tests below: (its JSON file, what it printed). The spread and the ratios are not asserted."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    argv = ["--shapes", "16x3", "4x3x5", "--no-train-loop", "--allocator", "both", "--reference",
             "--min-run-time", "0.01", "--json", str(out)]  # fmt: skip
-    assert bench.main(argv) == 0
-    printed = capsys.readouterr().out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert bench.main(argv) == 0
+    return out, printed.getvalue()
+
+
+def test_smoke_run_prints_the_table_and_writes_json(measured):
+    out, printed = measured
     payload = json.loads(out.read_text())
     rows = payload["kernels"]
     keys = {(r["allocator"], tuple(r["shape"]), r["variant"], r["pass"]) for r in rows}
+    variants = ("native", "mybn", "mybn_reference", *(("mybn_cpp",) if my_bn_cpp.available() else ()))
     assert keys == {
-        (a, s, v, p) for a in ("default", "tuned") for s in ((16, 3), (4, 3, 5))
-        for v in ("native", "mybn", *(("mybn_cpp",) if my_bn_cpp.available() else ())) for p in ("fwd", "fwd+bwd")
+        (a, s, v, p) for a in ("default", "tuned") for s in ((16, 3), (4, 3, 5)) for v in variants
+        for p in ("fwd", "fwd+bwd")
     } | {(a, (16, 3), "floor", p) for a in ("default", "tuned") for p in ("fwd", "fwd+bwd")}  # fmt: skip
     for row in rows:
         assert row["median_ms"] > 0 and row["bound_ms"] > 0 and row["copy_bandwidth_GBs"] > 0
@@ -57,23 +69,21 @@ def test_smoke_run_prints_the_table_and_writes_json(tmp_path, capsys):
     assert "At 16×3 (tuned allocator), a custom autograd.Function" in printed
 
 
-def test_report_prints_a_saved_run_and_checks_the_file(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    argv = ["--shapes", "16x3", "--no-train-loop", "--allocator", "default", "--min-run-time", "0.01"]
-    assert bench.main([*argv, "--json", str(out)]) == 0
-    measured = capsys.readouterr().out
+def test_report_prints_a_saved_run_and_checks_the_file(measured, tmp_path, capsys):
+    out, printed = measured
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- bench-table:start -->\nold\n<!-- bench-table:end -->\nb\n")
     assert bench.main(["--report", str(out), "--readme", str(readme)]) == 0
-    assert capsys.readouterr().out == measured == bench.format_report(json.loads(out.read_text())) + "\n"
-    assert readme.read_text() == f"a\n<!-- bench-table:start -->\n{measured}<!-- bench-table:end -->\nb\n"
+    report = capsys.readouterr().out
+    assert report == bench.format_report(json.loads(out.read_text())) + "\n" and report in printed
+    assert readme.read_text() == f"a\n<!-- bench-table:start -->\n{report}<!-- bench-table:end -->\nb\n"
     for bad in (tmp_path / "missing.json", readme):
         with pytest.raises(SystemExit) as exc:
             bench.main(["--report", str(bad)])
         assert exc.value.code == 2 and "--report" in capsys.readouterr().err
     readme.write_text("no markers\n")  # refused before measuring, and left as it was
     with pytest.raises(SystemExit) as exc:
-        bench.main([*argv, "--readme", str(readme)])
+        bench.main(["--shapes", "16x3", "--no-train-loop", "--readme", str(readme)])
     assert exc.value.code == 2 and "--readme" in capsys.readouterr().err and readme.read_text() == "no markers\n"
 
 
@@ -91,16 +101,13 @@ def test_a_noisy_cell_is_marked_and_an_older_run_still_reports():
     assert "format" not in old and "±" not in bench.format_report(old)
 
 
-def test_reference_variant_is_timed_and_tabled(tmp_path, capsys):
+def test_reference_variant_is_timed_and_tabled(measured):
     """--reference times MyBN through the reference alone, and leaves my_bn.REFERENCE_ONLY as it was."""
-    out = tmp_path / "bench.json"
-    argv = ["--shapes", "16x3", "--reference", "--no-train-loop", "--allocator", "default",
-            "--min-run-time", "0.01", "--json", str(out)]  # fmt: skip
-    assert bench.main(argv) == 0
+    out, printed = measured
     assert my_bn.REFERENCE_ONLY is False
     rows = json.loads(out.read_text())["kernels"]
     assert {r["pass"] for r in rows if r["variant"] == "mybn_reference"} == {"fwd", "fwd+bwd"}
-    assert "| default | 16×3 | fwd+bwd |" in capsys.readouterr().out.split("speed-up over the reference")[1]
+    assert "| default | 16×3 | fwd+bwd |" in printed.split("speed-up over the reference")[1]
 
 
 def test_claims_about_the_fast_paths():

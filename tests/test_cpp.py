@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_pair, step
 from torch import nn
 
 import training
 from bn_pytorch import TanhMLP
+from conftest import make_pair, step
 from data import make_dataset
 from my_bn import MyBN, MyBN2d, MyBN3d
 from my_bn import cpp as my_bn_cpp

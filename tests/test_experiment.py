@@ -1,33 +1,23 @@
 """data.py, bn_pytorch.py, train.py and compare.py, each through the path a user takes."""
 
 import dataclasses
-import importlib
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-import compare
 import results
 import train
 import training
 from bn_pytorch import MODELS, TanhMLP
 from config import Config
+from conftest import ROOT, TINY
 from data import default_noise_std, make_dataset, target
-from experiments import EXPERIMENTS
-from experiments.record import Experiment
 from results import FORMAT
-
-ROOT = Path(__file__).resolve().parent.parent
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TINY = ["--ranges", "1", "5", "--seeds", "0", "1", "--epochs", "2"]
-
 
 # ---------------------------------------------------------------------------------------------- data
 
@@ -119,14 +109,6 @@ def test_batch_order_is_drawn_epoch_by_epoch_with_the_same_numbers():
     assert [torch.equal(a, b) for a, b in zip(huge[2], eager[2], strict=True)] == [True] * 16
     with pytest.raises(IndexError):
         huge[2_000_000]
-
-
-@pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory):
-    """The real CLI path on a tiny config: all four experiments, as the README's main command runs them."""
-    out = tmp_path_factory.mktemp("results")
-    assert train.main(["all", *TINY, "--out", str(out)]) == 0
-    return out
 
 
 def test_smoke_run_writes_valid_results(tiny_results, capsys):
@@ -273,149 +255,6 @@ def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path):
     assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
 
 
-# ---------------------------------------------------------------------------------------------- compare.py
-
-
-EXPLANATION_TABLES = [
-    "ics-table",
-    "noisy-table",
-    "running-stats-table",
-    "lr-table",
-    "landscape-table",
-    "verdict-table",
-    "mnist-table",
-    "mnist-diagnostics-table",
-]
-
-
-def readme_with_markers(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(
-        "intro\n<!-- results-table:start -->\nstale table\n<!-- results-table:end -->\nmiddle\n"
-        "<!-- parity-table:start -->\nstale table\n<!-- parity-table:end -->\n"
-        "<!-- controls-table:start -->\nstale table\n<!-- controls-table:end -->\n"
-        "<!-- sweep-table:start -->\nstale table\n<!-- sweep-table:end -->\n"
-        "<!-- saturation-table:start -->\nstale table\n<!-- saturation-table:end -->\n"
-        "<!-- ddp-table:start -->\nstale table\n<!-- ddp-table:end -->\n"
-        + "".join(f"<!-- {name}:start -->\nstale table\n<!-- {name}:end -->\n" for name in EXPLANATION_TABLES)
-        + "end\n"
-    )
-    return readme
-
-
-def test_compare_writes_every_figure_and_table(tiny_results, tmp_path):
-    readme, pictures = readme_with_markers(tmp_path), tmp_path / "pics"
-    argv = ["--results", str(tiny_results), "--pictures", str(pictures), "--readme", str(readme)]
-    assert compare.main(argv) == 0
-    per_range = {f"{kind}_r{r}.png" for kind in ("data", "loss_fit", "diagnostics") for r in (1, 5)}
-    expected = per_range | {"percentiles.png", "parity.png", "controls.png", "sweep.png", "ddp.png"}
-    expected |= {"ics.png", "noisy.png", "running_stats.png", "lr.png", "landscape.png", "mnist.png"}
-    assert {p.name for p in pictures.iterdir()} == expected
-    for p in pictures.iterdir():
-        assert p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 10_000
-    text = readme.read_text()
-    assert "stale table" not in text and text.startswith("intro\n") and text.endswith("end\n")
-    assert "| (-5, 5) | MyBN |" in text and "| (-1, 1) | float64 |" in text
-    assert "| plain, targets standardised |" in text and "| 5 | 0.0" in text
-    assert not list(tmp_path.glob(".*")), "temporary files left behind"
-
-
-def test_compare_without_results_says_so(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        compare.main(["--results", str(tmp_path / "nothing"), "--pictures", str(tmp_path / "p")])
-    assert exc.value.code == 2
-    assert f"no results in {tmp_path / 'nothing'}/" in capsys.readouterr().err and not (tmp_path / "p").exists()
-
-
-def test_compare_interrupted_leaves_pictures_as_they_were(tmp_path):
-    pictures = tmp_path / "picture"
-    pictures.mkdir()
-    (pictures / "a.png").write_bytes(b"old")
-
-    def interrupted(out):
-        raise KeyboardInterrupt
-
-    todo = {"a.png": lambda out: out.write_bytes(b"new"), "b.png": interrupted}
-    with pytest.raises(KeyboardInterrupt):
-        compare.write_pictures(todo, pictures)
-    assert [p.name for p in pictures.iterdir()] == ["a.png"] and (pictures / "a.png").read_bytes() == b"old"
-    assert list(tmp_path.iterdir()) == [pictures]
-
-
-def test_replace_between_markers_needs_its_markers():
-    with pytest.raises(ValueError, match="needs exactly one"):
-        compare.replace_between_markers("no markers", "results-table", "x")
-
-
-# ---------------------------------------------------------------------------------------------- the registry
-
-
-def test_every_experiment_is_one_record_named_as_its_module():
-    for name, experiment in EXPERIMENTS.items():
-        assert isinstance(experiment, Experiment) and experiment.name == name, name
-        assert set(experiment.preset) <= {f.name for f in dataclasses.fields(Config)}, name
-        assert set(experiment.needs) < set(EXPERIMENTS), name
-        assert (ROOT / "experiments" / f"{name}.py").exists() and experiment.doc.strip(), name
-
-
-TOY = '''"""toy: a new experiment, the usual nets on one range, and one number of its own."""
-
-from functools import partial
-
-from experiments.record import Experiment
-from training import run_experiment
-
-
-def run(config, log):  # its own measurement: the usual runs, and one number of its own on top
-    results = run_experiment(config, log)
-    return {**results, "largest_final_mse": max(run["test_mse"][-1] for run in results["runs"])}
-
-
-def draw(results, out):
-    out.write_bytes(b"\\x89PNG\\r\\n\\x1a\\n")
-
-
-EXPERIMENT = Experiment(
-    name="toy",
-    doc=__doc__,
-    preset={"ranges": [2.0], "models": ["plain"], "diagnostics": False},
-    run=run,
-    figures=lambda results: {"toy.png": partial(draw, results)},
-    tables=lambda results: {"toy-table": f"largest: {results['largest_final_mse']:.3g}"},
-)
-'''
-
-
-def test_adding_an_experiment_is_one_module_and_one_registry_line(monkeypatch, tmp_path, capsys):
-    """A new experiment: its module, and its record in the registry. train.py lists it, shows its help,
-    runs it with its own preset and training, and prints its summary; compare.py draws its figure and
-    makes its page with its table."""
-    (tmp_path / "toy.py").write_text(TOY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    toy = importlib.import_module("toy")
-    monkeypatch.setitem(EXPERIMENTS, "toy", toy.EXPERIMENT)  # the one registry line
-    with pytest.raises(SystemExit):
-        train.main(["--help"])
-    assert "  toy " in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        train.main(["toy", "--help"])
-    assert "a new experiment, the usual nets on one range" in capsys.readouterr().out
-    out = tmp_path / "results"
-    assert train.main(["toy", "--seeds", "0", "--epochs", "1", "--out", str(out)]) == 0
-    assert "final test MSE" in capsys.readouterr().out  # the default summary
-    saved = json.loads((out / "toy" / "results.json").read_text())
-    assert saved["experiment"] == "toy" and saved["config"]["ranges"] == [2.0] and "largest_final_mse" in saved
-    docs, pictures = tmp_path / "docs", tmp_path / "pics"
-    assert compare.main(["--results", str(out), "--pictures", str(pictures), "--docs", str(docs), "--readme", ""]) == 0
-    assert (pictures / "toy.png").read_bytes() == PNG_MAGIC
-    page = (docs / "toy.md").read_text()
-    assert page.startswith("# toy: a new experiment") and "![toy.png](../pics/toy.png)" in page
-    assert f"<!-- toy-table:start -->\nlargest: {saved['largest_final_mse']:.3g}\n<!-- toy-table:end -->" in page
-    (docs / "toy.md").write_text(page.replace("# toy:", "Prose of its own.\n\n# toy:"))
-    assert compare.main(["--results", str(out), "--pictures", str(pictures), "--docs", str(docs), "--readme", ""]) == 0
-    assert (docs / "toy.md").read_text().startswith("Prose of its own.")  # kept: only the tables are rewritten
-
-
 # ---------------------------------------------------------------------------------------------- what results record
 
 UNUSED_FLAGS = {  # a flag the named experiment does not read -> the start of its one-line refusal
@@ -504,74 +343,3 @@ def test_results_are_strict_json_and_a_diverged_run_reads_back(tmp_path):
     assert any(math.isnan(v) for v in back["test_mse"]) and lr.diverged(back)
     assert "none" in lr.lr_table(loaded) or "1 (lr" in lr.lr_table(loaded)
     assert results.to_json({"x": [1.0, math.inf, -math.inf, math.nan]}) == '{\n"x": [\n1.0,\nnull,\nnull,\nnull\n]\n}\n'
-
-
-BAD_RESULTS = {  # what an earlier version, or a hand edit, may leave in results.json
-    "a run without predictions": lambda res: res["runs"][0].pop("predictions"),
-    "a dataset without noise_std": lambda res: res["datasets"][0].pop("noise_std"),
-    "a scalar range": lambda res: res["runs"][1].update(range=5.0),
-    "an unknown model": lambda res: res["runs"][2].update(model="resnet"),
-    "no runs": lambda res: res.update(runs=[]),
-    "runs not a list": lambda res: res.update(runs=5),
-    "empty diagnostics": lambda res: res["runs"][0].update(diagnostics={}),
-    "predictions of another length": lambda res: res["runs"][0]["predictions"].pop(),
-    "a run without its dataset": lambda res: res["runs"][0].update(seed=99),
-    "config without seeds": lambda res: res["config"].pop("seeds"),
-    "not an object": lambda res: res.clear(),
-    "an earlier format": lambda res: res.pop("format"),
-    "a newer format": lambda res: res.update(format=res["format"] + 1),
-    "a seed past 2**64 in the config": lambda res: res["config"]["seeds"].__setitem__(0, 2**70),
-    "a seed past 2**64 in a run": lambda res: res["runs"][3].update(seed=2**70),
-    "a string in the diagnostics": lambda res: res["runs"][1]["diagnostics"]["saturation"][2].__setitem__(1, "x"),
-    "a ragged list": lambda res: res["runs"][1]["diagnostics"]["unit_q"][0].append([1.0]),
-    "a run shorter than the others": lambda res: res["runs"][4]["test_mse"].pop(),
-    "a negative epoch count": lambda res: res["config"].update(epochs=-2),
-    "an unknown setting": lambda res: res["config"].update(colour="red"),
-    "a boolean where a number goes": lambda res: res["runs"][0]["train_loss"].__setitem__(0, True),
-}
-FORMAT_MESSAGES = {  # what the one line must say, beside the file's name
-    "an earlier format": "written by an earlier version",
-    "a newer format": "written by a newer version",
-    "a seed past 2**64 in the config": "config: 'seeds': expected an integer from 0 to 2**64 - 1",
-    "a seed past 2**64 in a run": "runs[3].seed: expected a generator seed",
-    "a string in the diagnostics": "runs[1].diagnostics.saturation[2][1]: expected a number, got 'x'",
-    "a ragged list": "runs[1].diagnostics.unit_q: a ragged list",
-    "a run shorter than the others": "runs[4].test_mse: 2 items, where the first record has 3",
-    "a negative epoch count": "config: 'epochs': expected a positive integer, got '-2'",
-    "an unknown setting": "config: unknown setting 'colour'",
-    "a boolean where a number goes": "runs[0].train_loss[0]: expected a number, got True",
-}
-
-
-OTHER_BAD_RESULTS = {  # experiment -> what its figures need beyond the format, taken away
-    "controls without diagnostics": ("controls", lambda res: [run.pop("diagnostics") for run in res["runs"]]),
-    "a sweep without --noise-scaled": ("sweep", lambda res: res["config"].update(noise_scaled=None)),
-    "float64 runs of other lengths": ("float64", lambda res: res["runs"][0]["train_loss"].pop()),
-}
-
-
-@pytest.mark.parametrize("name", [*BAD_RESULTS, *OTHER_BAD_RESULTS, "--pictures is a file"])
-def test_compare_refuses_bad_results_in_one_line(name, tiny_results, tmp_path, capsys):
-    results = tmp_path / "results"
-    shutil.copytree(tiny_results, results)
-    pictures, readme = tmp_path / "pics", readme_with_markers(tmp_path)
-    pictures.mkdir()
-    (pictures / "old.png").write_bytes(b"old")
-    before = readme.read_text()
-    argv = ["--results", str(results), "--pictures", str(pictures), "--readme", str(readme)]
-    if name == "--pictures is a file":
-        argv[3] = str(readme)
-    else:
-        experiment, change = OTHER_BAD_RESULTS.get(name, ("", BAD_RESULTS.get(name)))
-        path = results / experiment / "results.json"
-        res = json.loads(path.read_text())
-        change(res)
-        path.write_text(json.dumps(res))
-    with pytest.raises(SystemExit) as exc:
-        compare.main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if not line.startswith("note:")]
-    assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert FORMAT_MESSAGES.get(name, "") in err and ("rerun train.py" in err or name != "an earlier format"), err
-    assert name == "--pictures is a file" or str(path) in err, err
-    assert readme.read_text() == before and [p.name for p in pictures.iterdir()] == ["old.png"]

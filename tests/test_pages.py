@@ -3,45 +3,13 @@ experiment has its page, with its figures and its tables as compare.py generates
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
 import compare
+from conftest import LINK, ROOT, broken_links
 from experiments import EXPERIMENTS
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")  # [text](target) and ![alt](target)
-
-
-def slug(heading: str) -> str:
-    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
-    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
-
-
-def broken_links(page: Path) -> list[str]:
-    """The links and images of ``page`` that lead nowhere: a path that does not exist relative to the
-    page's folder, or an #anchor that is no heading of the page it points into."""
-    text = page.read_text(encoding="utf-8")
-    text = re.sub(r"```.*?```", "", text, flags=re.S)  # code blocks hold no links
-    broken = []
-    for target in LINK.findall(text):
-        if re.match(r"[a-z]+:", target):  # https:, mailto:: not this repository's
-            continue
-        path, _, anchor = target.partition("#")
-        file = (page.parent / path).resolve() if path else page
-        if not file.exists():
-            broken.append(target)
-        elif anchor and file.suffix == ".md":
-            headings = re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), flags=re.M)
-            if anchor not in {slug(h) for h in headings}:
-                broken.append(target)
-    return broken
-
-
 def test_the_link_check_finds_what_is_broken(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "a.png").write_bytes(b"")
