@@ -139,6 +139,7 @@ def test_claims_about_controls():
         assert not any(fit_spread(results, run) > 0.5 for run in runs)
         assert _diag(runs, "saturation").mean(0)[-1, 3] > 0.9
         assert abs(final[model].mean() / final["plain"].mean() - 1) < 0.05
+    assert "standardising the targets\nrescues it in every seed" in README  # the short answer
     for model in ("plain_std_y", "plain_std_xy"):
         runs = runs_of(results, 5.0, model)
         assert all(fit_spread(results, run) > 0.5 for run in runs)
@@ -314,8 +315,10 @@ def test_claims_about_the_explanations():
     assert "given 100 epochs and a smaller\nlearning rate the plain net fits (-5, 5) as well" in TEXT
     assert lr.best(grid, hard, "plain", "adam", 100)[0] < 0.02  # "a smaller learning rate" than the main 0.02
     assert not any(ics.verdict(load_results(EXPLAINED["ics"]), hard).values())
+    assert "it does so without reducing internal covariate shift" in README  # the short answer
     shape = load_results(EXPLAINED["landscape"])
     assert landscape.smoother_with_bn(shape, hard)  # "where batch norm matters"
+    assert "under plain SGD the loss along the gradient\nis smoother with it on (-5, 5)" in README
     for r, rate in landscape.LR.items():
         both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
         assert rate == min(both), (r, both)
