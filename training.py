@@ -157,8 +157,9 @@ def train_one(
 ) -> dict:
     """Adam (or SGD) on MSE over the given batches (``fit``); test MSE before training and after every epoch.
 
-    In a torch.distributed group each process trains on its slice of every batch (what the probes
-    see of a batch is then this process's share), and evaluates the same net on its own.
+    In a torch.distributed group each process trains on its slice of every batch (the tanh inputs the
+    diagnostics see are then this process's share; a probe's ``measure`` is given the whole batch),
+    and evaluates the same net on its own.
     """
     device = next(net.parameters()).device
     scaling = Scaling.for_variant(VARIANTS[net.model], data)
