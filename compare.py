@@ -70,9 +70,10 @@ def load(name: str, path: Path) -> dict:
     return results
 
 
-def load_experiments(root: Path, need_main: bool = True) -> dict[str, dict]:
+def load_experiments(root: Path, need_main: bool = True, notes: bool = True) -> dict[str, dict]:
     """The results of every experiment under ``root``, each checked by its record (its format, then
-    what its figures need); the main one must be there if ``need_main``."""
+    what its figures need); the main one must be there if ``need_main``. ``notes``: one line on stderr
+    for each experiment whose results are missing."""
     paths = result_paths(root)
     if not need_main and not any(path.exists() for path in paths.values()):
         raise ValueError(f"no results in {root}/ (train.py writes them there with --out {root})")
@@ -80,9 +81,9 @@ def load_experiments(root: Path, need_main: bool = True) -> dict[str, dict]:
     for name, path in paths.items():
         if path.exists() or (name == "main" and need_main):
             experiments[name] = load(name, path)
-        else:
+        elif notes:
             print(f"note: no {path}: skipping its figures and tables (python train.py {name})", file=sys.stderr)
-    for name in experiments:
+    for name in experiments if notes else ():
         missing = [n for n in EXPERIMENTS[name].needs if n not in experiments]
         if missing:
             print(f"note: the {name} figures and tables need the {missing[0]} results too: skipping them",

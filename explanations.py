@@ -2,15 +2,19 @@
 that test an explanation declare (their record's ``verdicts``: experiments/ics, noisy, landscape, lr,
 running_stats), in the registry's order.
 
-Each row: the explanation, what it predicts on this task, what was measured, and a verdict decided
-by a stated rule from those numbers. Nothing in the table is typed by hand.
+Each row: the explanation, what it predicts on this task, what was measured, the rule, and the verdict
+that rule gives on those numbers. Every rule is decided on paired per-seed numbers and their 95%
+interval (``stats.py``) and has three answers: holds, does not hold, not decided. Nothing in the table
+is typed by hand.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from results import summarize
+import stats
+from results import runs_of, summarize
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class Verdict:
     explanation: str
     predicts: str
     measured: str
+    rule: str  # how the verdict is decided, with its margin
     verdict: str
     evidence: str  # a Markdown link to the page that shows it (method, figures, tables)
 
@@ -34,7 +39,36 @@ def final(results: dict, r: float, model: str) -> float:
     return next(row["mean"] for row in summarize(results) if row["range"] == r and row["model"] == model)
 
 
+def per_seed(results: dict, r: float, model: str, value: Callable[[dict], float]) -> dict[int, float]:
+    """``value(run)`` of each of ``model``'s runs on range ``r``, by seed."""
+    return {run["seed"]: value(run) for run in runs_of(results, r, model)}
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[float]]:
+    """Two nets' per-seed values, on the seeds both have, in seed order."""
+    seeds = sorted(a.keys() & b.keys())
+    return [a[s] for s in seeds], [b[s] for s in seeds]
+
+
+def ratio(results: dict, r: float, model: str, baseline: str, value: Callable[[dict], float]) -> stats.Interval:
+    """The paired log-ratio ``model`` / ``baseline`` of ``value`` over the seeds of range ``r``."""
+    return stats.paired_log_ratio(*paired(per_seed(results, r, model, value), per_seed(results, r, baseline, value)))
+
+
+def combine(answers: list[str]) -> str:
+    """One answer from several that must agree (the readings of one claim): all hold, all fail, or
+    not decided."""
+    return answers[0] if len(set(answers)) == 1 else stats.UNDECIDED
+
+
+def bold(answer: str) -> str:
+    return f"**{answer}**" if answer != stats.UNDECIDED else answer
+
+
 def verdict_table(rows: list[Verdict]) -> str:
-    lines = ["| explanation | what it predicts here | what was measured | verdict | evidence |", "|" + "---|" * 5]
-    lines += ["| " + " | ".join((v.explanation, v.predicts, v.measured, v.verdict, v.evidence)) + " |" for v in rows]
+    columns = ("explanation", "what it predicts here", "what was measured (95% interval over seeds)", "rule", "verdict",
+               "evidence")  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join((v.explanation, v.predicts, v.measured, v.rule, v.verdict, v.evidence)) + " |"
+              for v in rows]  # fmt: skip
     return "\n".join(lines)

@@ -20,12 +20,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import stats
+from data import N_TRAIN
 from experiments.record import Experiment, runs_with
-from explanations import EASY, HARD, Verdict
+from explanations import EASY, HARD, Verdict, bold, ratio
 from plotting import band, label, range_text, save, stacked, subplots
 from probe import Probe, Step, every, preserved
 from results import models_of, ranges_of, rounded, runs_of, source
-from training import run_experiment
+from training import BatchOrder, run_experiment
 
 EVERY = 2  # steps between measurements
 MEASURES = {  # key -> what the figures and tables call it
@@ -137,19 +139,28 @@ def summary(results: dict, r: float, model: str, key: str) -> list[float]:
     return medians.mean(0).tolist()
 
 
-def block_mean(results: dict, r: float, model: str, key: str) -> float:
-    """``summary`` averaged over the blocks measured."""
-    values = summary(results, r, model, key)
-    return sum(values) / len(values)
+READINGS = {"santurkar": "‖G − G′‖/‖G‖", "ioffe": "input shift"}  # the two readings of ICS the verdict compares
 
 
-def verdict(results: dict, r: float) -> dict[str, bool]:
-    """Per reading, whether MyBN's ICS is smaller than the plain net's (mean over blocks of the medians)."""
-    mean = functools.partial(block_mean, results, r)
-    return {
-        "santurkar": mean("my_bn", "rel") < mean("plain", "rel"),
-        "ioffe": mean("my_bn", "dmean") + mean("my_bn", "dstd") < mean("plain", "dmean") + mean("plain", "dstd"),
-    }
+def steps_per_epoch(results: dict) -> int:
+    """The optimiser steps of one epoch of these runs."""
+    return len(BatchOrder(N_TRAIN, results["config"]["batch_size"], 1, 0)[0])
+
+
+def reading(run_: dict, name: str, last_step: int | None = None) -> float:
+    """One run's ICS by reading ``name`` over the steps up to ``last_step`` (None: the whole run): per
+    block, the median over the window (Santurkar's ‖G − G′‖/‖G‖, or Ioffe's Δ mean + Δ std of the
+    block's input), then the mean over blocks 2..depth."""
+    values = measure(run_, "rel") if name == "santurkar" else measure(run_, "dmean") + measure(run_, "dstd")
+    if last_step is not None:
+        values = values[torch.tensor(run_["ics"]["step"]) <= last_step]
+    return float(values.median(0).values.mean())
+
+
+def readings(results: dict, r: float, last_step: int | None = None) -> dict[str, stats.Interval]:
+    """Per reading: the paired log-ratio MyBN / plain over the seeds, in the window up to ``last_step``."""
+    return {name: ratio(results, r, "my_bn", "plain", functools.partial(reading, name=name, last_step=last_step))
+            for name in READINGS}  # fmt: skip
 
 
 def ics_table(results: dict) -> str:
@@ -171,26 +182,24 @@ def ics_table(results: dict) -> str:
 
 
 def ics_verdict(results: dict) -> Verdict:
-    cells = []
+    """Per range and window (the first epoch, where batch norm makes its difference, and the whole run):
+    does MyBN have less ICS than the plain net, by both readings?"""
+    windows = {"first epoch": steps_per_epoch(results), "whole run": None}
+    measured, answers = [], []
     for r in (HARD, EASY):
-        rel = {m: block_mean(results, r, m, "rel") for m in ("plain", "my_bn")}
-        shift = {m: block_mean(results, r, m, "dmean") for m in ("plain", "my_bn")}
-        cells.append(f"{range_text(r)}: ‖G − G′‖/‖G‖ plain {rel['plain']:.2g}, MyBN {rel['my_bn']:.2g}; "
-                     f"input-mean shift plain {shift['plain']:.2g}, MyBN {shift['my_bn']:.2g}")  # fmt: skip
-    hard, easy = verdict(results, HARD), verdict(results, EASY)
-    agree = all(v["santurkar"] == v["ioffe"] for v in (hard, easy))
-    if all(hard.values()) and all(easy.values()):
-        text = "holds: batch norm lowers ICS by both readings"
-    elif not any(hard.values()):
-        text = (f"**does not hold** where batch norm matters: on {range_text(HARD)} the failing plain net has "
-                f"*less* ICS than MyBN by both readings (its saturated units barely move)"
-                + (f"; on {range_text(EASY)} MyBN's is lower" if all(easy.values()) else ""))  # fmt: skip
-    else:
-        text = "mixed: the two readings or the two ranges disagree"
-    text += ". The two readings agree" if agree else ". The two readings disagree"
+        for window, last in windows.items():
+            cis = readings(results, r, last)
+            measured.append(f"{range_text(r)}, {window}: " + ", ".join(f"{READINGS[k]} {ci.ratio_text()}"
+                                                                       for k, ci in cis.items()))  # fmt: skip
+            parts = [f"{READINGS[k]} {bold(stats.decide(ci, 0.0, 'below'))}" for k, ci in cis.items()]
+            answers.append(f"{range_text(r)}, {window}: " + ", ".join(parts))
+    rule = ("per seed, log(MyBN / plain) of each reading (its median over the window, mean over blocks 2–4); "
+            "holds where the interval lies below 0 (MyBN lower), does not hold where it lies above 0, else not "
+            "decided; each reading, range and window on its own")  # fmt: skip
     return Verdict("Internal covariate shift (Ioffe & Szegedy 2015)",
                    "BN nets have less ICS (Santurkar's Def. 2.1, and the shift of each block's input), most where BN "
-                   "helps most", "; ".join(cells), text, "[ics](docs/ics.md)")  # fmt: skip
+                   "helps most", "MyBN / plain: " + "; ".join(measured), rule, "; ".join(answers),
+                   "[ics](docs/ics.md)")  # fmt: skip
 
 
 EXPERIMENT = Experiment(

@@ -139,7 +139,7 @@ def test_claims_about_controls():
         assert not any(fit_spread(results, run) > 0.5 for run in runs)
         assert _diag(runs, "saturation").mean(0)[-1, 3] > 0.9
         assert abs(final[model].mean() / final["plain"].mean() - 1) < 0.05
-    assert "standardising the targets\nrescues it in every seed" in README  # the short answer
+    assert "standardising the targets rescues it in every seed" in README  # the short answer
     for model in ("plain_std_y", "plain_std_xy"):
         runs = runs_of(results, 5.0, model)
         assert all(fit_spread(results, run) > 0.5 for run in runs)
@@ -302,23 +302,31 @@ EXPLAINED = {name: ROOT / "results" / name / "results.json" for name in ("ics", 
 
 
 def test_claims_about_the_explanations():
-    """The prose around the verdict table: the plain net fits (-5, 5) given 100 epochs, not within 10;
-    batch norm does not lower ICS there; the loss is smoother with it there; the landscape's
-    learning rates are the largest of the SGD grid at which both nets train within 100 epochs."""
+    """The short answer and the prose around the verdict table: the plain net trains on (-5, 5) in every
+    seed given 100 epochs and a smaller rate, not within 10 epochs (Adam); by Definition 2.1 MyBN has
+    more ICS in the first epoch on both ranges, its blocks' inputs shift less then; the loss is smoother
+    with it on (-5, 5); the landscape's learning rates are the largest of the SGD grid at which both nets
+    train within 100 epochs."""
     from experiments import ics, landscape, lr
+    from stats import FAILS, HOLDS, decide
 
     grid, hard = load_results(EXPLAINED["lr"]), 5.0
     budgets = lr.budgets(grid)
     assert budgets == [10, 100]
     assert lr.largest_training_lr(grid, hard, "plain", "adam", 10) is None
-    assert lr.best(grid, hard, "plain", "adam", 100)[1] <= 1.5 * lr.best(grid, hard, "my_bn", "adam", 100)[1]
-    assert "given 100 epochs and a smaller\nlearning rate the plain net fits (-5, 5) as well" in TEXT
+    assert lr.largest_training_lr(grid, hard, "plain", "adam", 100) is not None  # every seed trains
     assert lr.best(grid, hard, "plain", "adam", 100)[0] < 0.02  # "a smaller learning rate" than the main 0.02
-    assert not any(ics.verdict(load_results(EXPLAINED["ics"]), hard).values())
-    assert "it does so without reducing internal covariate shift" in README  # the short answer
+    assert "given 100 epochs and a smaller\nlearning rate the plain net trains on (-5, 5) in every seed too" in TEXT
+    assert "Given 100 epochs and a smaller learning rate the plain net trains on (-5, 5) in every seed too" in README
+    shift = load_results(EXPLAINED["ics"])
+    for r in (hard, 1.0):
+        first = ics.readings(shift, r, ics.steps_per_epoch(shift))
+        assert decide(first["santurkar"], 0.0, "below") == FAILS and decide(first["ioffe"], 0.0, "below") == HOLDS
+    higher = "by their Definition 2.1 MyBN's is *higher* than the plain net's in the first epoch, on both ranges"
+    assert higher in README
     shape = load_results(EXPLAINED["landscape"])
-    assert landscape.smoother_with_bn(shape, hard)  # "where batch norm matters"
-    assert "under plain SGD the loss along the gradient\nis smoother with it on (-5, 5)" in README
+    assert all(answer == HOLDS for _, answer in landscape.smoother(shape, hard).values())
+    assert "Under\nplain SGD the loss along the gradient is smoother with it on (-5, 5)." in README
     for r, rate in landscape.LR.items():
         both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
         assert rate == min(both), (r, both)

@@ -1,0 +1,66 @@
+"""The verdicts' arithmetic (stats.py) on cases with a known answer, and each rule's three answers on
+synthetic per-seed numbers: all on one side of the margin, all on the other, and across it."""
+
+import math
+
+import pytest
+
+from stats import FAILS, HOLDS, UNDECIDED, Interval, decide, paired_difference, paired_log_ratio, t_interval
+
+
+def test_t_interval_known_answer():
+    # 1..5: mean 3, sample sd sqrt(2.5), t(0.975; 4 df) = 2.7764451: half-width 2.7764451 * sqrt(2.5 / 5)
+    ci = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    half = 2.7764451052 * math.sqrt(0.5)
+    assert (ci.mean, ci.n) == (3.0, 5)
+    assert ci.low == pytest.approx(3 - half, abs=1e-9) and ci.high == pytest.approx(3 + half, abs=1e-9)
+    # two values: t(0.975; 1 df) = 12.7062047
+    ci = t_interval([0.0, 2.0])
+    assert (ci.low, ci.high) == pytest.approx((1 - 12.7062047, 1 + 12.7062047), abs=1e-6)
+
+
+def test_degenerate_intervals():
+    assert t_interval([4.0]) == Interval(4.0, 4.0, 4.0, 1)
+    assert t_interval([2.0, 2.0, 2.0]) == Interval(2.0, 2.0, 2.0, 3)
+    nan = t_interval([1.0, math.inf])
+    assert math.isnan(nan.mean) and decide(nan, 0.0, "below") == UNDECIDED
+    with pytest.raises(ValueError):
+        t_interval([])
+
+
+def test_paired_measures_are_seed_by_seed():
+    # a is exactly half of b in every seed, however much the seeds differ: no spread in the ratio
+    b = [1.0, 10.0, 100.0]
+    ci = paired_log_ratio([x / 2 for x in b], b)
+    assert ci.mean == pytest.approx(math.log(0.5)) and ci.high - ci.low == pytest.approx(0.0, abs=1e-12)
+    assert ci.ratio_text() == "×0.5 [0.5, 0.5]" and ci.ratio_text(".2f") == "×0.50 [0.50, 0.50]"
+    d = paired_difference([3.0, 5.0, 7.0], [1.0, 3.0, 5.0])
+    assert (d.mean, d.low, d.high) == (2.0, 2.0, 2.0)
+    assert math.isnan(paired_log_ratio([0.0, 1.0], [1.0, 1.0]).mean)  # a log of zero decides nothing
+    with pytest.raises(ValueError, match="one of each per seed"):
+        paired_difference([1.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("values", "below", "above"),
+    [
+        ([-0.5, -0.4, -0.6, -0.45, -0.55], HOLDS, FAILS),  # every seed well below the margin 0
+        ([0.5, 0.4, 0.6, 0.45, 0.55], FAILS, HOLDS),  # every seed well above it
+        ([-0.5, 0.4, -0.1, 0.3, 0.0], UNDECIDED, UNDECIDED),  # the seeds disagree: the interval holds 0
+        ([-0.2, -0.18, -0.22], HOLDS, FAILS),  # three seeds that agree closely decide too
+        ([-0.2, -0.1, -0.3], UNDECIDED, UNDECIDED),  # three that agree on the sign, not closely: t(2 df) = 4.3
+        ([-1.0, 0.1], UNDECIDED, UNDECIDED),  # two seeds that disagree cannot
+    ],
+)
+def test_decide_gives_three_answers(values, below, above):
+    ci = t_interval(values)
+    assert decide(ci, 0.0, "below") == below and decide(ci, 0.0, "above") == above
+
+
+def test_decide_uses_its_margin():
+    ci = t_interval([-0.15, -0.12, -0.18, -0.14, -0.16])  # about 15% lower in log terms, tightly
+    assert decide(ci, math.log(0.9), "below") == HOLDS  # at least 10% lower
+    assert decide(ci, math.log(0.5), "below") == FAILS  # not half
+    assert decide(ci, -0.15, "below") == UNDECIDED  # the margin inside the interval
+    with pytest.raises(ValueError):
+        decide(ci, 0.0, "sideways")

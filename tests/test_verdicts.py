@@ -1,0 +1,42 @@
+"""verdicts.py: the verdicts rerun on seeds of one's own, beside the committed ones; a flip between
+"holds" and "does not hold" is told apart from a move to or from "not decided"."""
+
+import shutil
+
+import pytest
+
+import verdicts
+from experiments import EXPERIMENTS
+
+
+@pytest.mark.parametrize(
+    ("committed", "rerun", "flip"),
+    [
+        ("(-5, 5): **holds**; (-1, 1): not decided", "(-5, 5): **holds**; (-1, 1): **does not hold**", False),
+        ("(-5, 5): **holds**; (-1, 1): not decided", "(-5, 5): not decided; (-1, 1): not decided", False),
+        ("(-5, 5): **holds**; (-1, 1): not decided", "(-5, 5): **does not hold**; (-1, 1): not decided", True),
+        ("adam: not decided within 100; within 10, **no**", "adam: **holds** within 100; within 10, **yes**", True),
+        ("a **holds**, b **holds**", "a **holds**", True),  # a part gone is not the same verdict
+    ],
+)
+def test_a_flip_is_a_move_between_holds_and_does_not_hold(committed, rerun, flip):
+    assert verdicts.flipped(committed, rerun) is flip
+
+
+def test_the_comparison_of_tiny_runs(tiny_results, tmp_path, capsys):
+    out = tmp_path / "verdicts"
+    shutil.copytree(tiny_results, out)
+    assert verdicts.main(["--seeds", "0", "1", "--out", str(out), "--no-train"]) == 0
+    printed = capsys.readouterr().out
+    table = (out / "verdicts.md").read_text()
+    assert table.startswith("Verdicts on the committed seeds and on seeds 0 1") and table.strip() in printed
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == sum(len(e.verdicts(*e.inputs(verdicts.compare.load_experiments(out, notes=False))))
+                            for e in EXPERIMENTS.values() if e.verdicts)  # fmt: skip
+
+
+def test_without_results_it_says_so_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        verdicts.main(["--out", str(tmp_path / "empty"), "--no-train"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "no results in" in err
