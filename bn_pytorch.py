@@ -18,17 +18,22 @@ class Variant:
 
     label: str
     norm: type[nn.Module] | None = None
-    norm_blocks: int = 4  # the first this-many blocks get the norm layer
+    norm_blocks: int = 4  # the blocks before this one get the norm layer ...
+    norm_from: int = 0  # ... from this one on
     standardize_x: bool = False  # train and test on (x - mean) / std of the training inputs
     standardize_y: bool = False  # train on standardised targets; map predictions back for the test MSE
+    center_y: bool = False  # train on y - mean only (standardize_y: centred and scaled)
+    scale_y: bool = False  # train on y / std only
     sync: bool = False  # MyBN only: statistics over the whole batch when it is split over processes
     momentum: float | None = None  # the norm layers' momentum, where it is not the experiment's
     noise: bool = False  # Santurkar et al.'s non-stationary noise after the norm layer (or the Linear)
 
     def make_norm(self, block: int, width: int, bn_momentum: float, seed: int = 0, backend: str | None = None,
                   **factory) -> nn.Module:  # fmt: skip
-        if block >= self.norm_blocks or (self.norm is None and not self.noise):
+        if not self.norm_from <= block < self.norm_blocks or (self.norm is None and not self.noise):
             return nn.Identity()
+        if self.norm is nn.LayerNorm:  # normalises each sample over its units: no batch, no momentum
+            return nn.LayerNorm(width, **factory)
         momentum = bn_momentum if self.momentum is None else self.momentum
         extra = {"sync": True} if self.sync else {}
         if self.norm is not None and issubclass(self.norm, MyBN):
@@ -48,6 +53,10 @@ VARIANTS: dict[str, Variant] = {
     "plain_std_y": Variant("plain, targets standardised", standardize_y=True),
     "plain_std_xy": Variant("plain, both standardised", standardize_x=True, standardize_y=True),
     "bn_first": Variant("BN before the first tanh only", MyBN, norm_blocks=1, sync=True),
+    "plain_center_y": Variant("plain, targets centred only", center_y=True),
+    "plain_scale_y": Variant("plain, targets scaled only", scale_y=True),
+    "bn_last": Variant("BN before the last tanh only", MyBN, norm_from=3, sync=True),
+    "layer_norm": Variant("LayerNorm in every block", nn.LayerNorm),
     # which explanation of batch norm holds (experiments noisy and running_stats)
     "my_bn_noisy": Variant("MyBN + non-stationary noise", MyBN, sync=True, noise=True),
     "plain_noisy": Variant("plain + non-stationary noise", noise=True),
@@ -55,7 +64,8 @@ VARIANTS: dict[str, Variant] = {
 }
 MODELS = ("plain", "torch_bn", "my_bn")  # the main comparison
 BN_PAIR = ("torch_bn", "my_bn")  # the two batch-norm nets: PyTorch's layer and ours
-CONTROLS = ("plain_std_x", "plain_std_y", "plain_std_xy", "bn_first")
+CONTROLS = ("plain_std_x", "plain_std_y", "plain_std_xy", "plain_center_y", "plain_scale_y", "bn_first", "bn_last",
+            "layer_norm")
 
 
 class NonStationaryNoise(nn.Module):

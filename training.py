@@ -79,7 +79,8 @@ class Scaling:
         x, y = data.x_train.double(), data.y_train.double()
         return cls(
             *((x.mean().item(), x.std().item()) if variant.standardize_x else (0.0, 1.0)),
-            *((y.mean().item(), y.std().item()) if variant.standardize_y else (0.0, 1.0)),
+            y.mean().item() if variant.standardize_y or variant.center_y else 0.0,
+            y.std().item() if variant.standardize_y or variant.scale_y else 1.0,
         )
 
     def x(self, x: torch.Tensor) -> torch.Tensor:

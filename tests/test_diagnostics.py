@@ -70,12 +70,16 @@ def test_diagnostics_do_not_change_training(model):
 
 
 def test_control_variants_are_built_as_described():
-    assert set(CONTROLS) == {"plain_std_x", "plain_std_y", "plain_std_xy", "bn_first"}
-    bn_first = TanhMLP("bn_first", seed=1)
+    assert set(CONTROLS) == {"plain_std_x", "plain_std_y", "plain_std_xy", "plain_center_y", "plain_scale_y",
+                             "bn_first", "bn_last", "layer_norm"}  # fmt: skip
+    bn_first, bn_last, layer_norm = (TanhMLP(name, seed=1) for name in ("bn_first", "bn_last", "layer_norm"))
     assert isinstance(bn_first.blocks[0].norm, MyBN)
     assert all(isinstance(block.norm, nn.Identity) for block in bn_first.blocks[1:])
+    assert isinstance(bn_last.blocks[3].norm, MyBN)
+    assert all(isinstance(block.norm, nn.Identity) for block in bn_last.blocks[:3])
+    assert all(type(block.norm) is nn.LayerNorm and block.norm.normalized_shape == (10,) for block in layer_norm.blocks)
     plain = TanhMLP("plain", seed=1)
-    for name in ("plain_std_x", "plain_std_y", "plain_std_xy"):
+    for name in ("plain_std_x", "plain_std_y", "plain_std_xy", "plain_center_y", "plain_scale_y"):
         net = TanhMLP(name, seed=1)  # the plain net itself: only the data is scaled
         assert all(
             torch.equal(a, b) for a, b in zip(net.state_dict().values(), plain.state_dict().values(), strict=True)
@@ -91,6 +95,9 @@ def test_scaling_applies_and_undoes_standardisation():
     torch.testing.assert_close(s.y_back(y), data.y_train)
     assert training.Scaling.for_variant(VARIANTS["plain_std_x"], data).y_std == 1.0
     assert training.Scaling.for_variant(VARIANTS["plain"], data) == training.Scaling()
+    centred, scaled = (training.Scaling.for_variant(VARIANTS[v], data) for v in ("plain_center_y", "plain_scale_y"))
+    assert (centred.y_mean, centred.y_std) == (s.y_mean, 1.0) and (scaled.y_mean, scaled.y_std) == (0.0, s.y_std)
+    assert centred.x_std == scaled.x_std == 1.0
 
     # the test MSE is taken in the units of y: a net that predicts 0 in scaled units predicts the mean of y
     class Zero(nn.Module):
