@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import stats
-from results import runs_of, summarize
+from results import runs_of
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,6 @@ HARD = 5.0  # the range where the plain net fails in the main experiment
 EASY = 1.0
 
 
-def final(results: dict, r: float, model: str) -> float:
-    """The mean over seeds of ``model``'s final test MSE on range ``r``."""
-    return next(row["mean"] for row in summarize(results) if row["range"] == r and row["model"] == model)
-
-
 def per_seed(results: dict, r: float, model: str, value: Callable[[dict], float]) -> dict[int, float]:
     """``value(run)`` of each of ``model``'s runs on range ``r``, by seed."""
     return {run["seed"]: value(run) for run in runs_of(results, r, model)}
@@ -53,12 +48,6 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[
 def ratio(results: dict, r: float, model: str, baseline: str, value: Callable[[dict], float]) -> stats.Interval:
     """The paired log-ratio ``model`` / ``baseline`` of ``value`` over the seeds of range ``r``."""
     return stats.paired_log_ratio(*paired(per_seed(results, r, model, value), per_seed(results, r, baseline, value)))
-
-
-def combine(answers: list[str]) -> str:
-    """One answer from several that must agree (the readings of one claim): all hold, all fail, or
-    not decided."""
-    return answers[0] if len(set(answers)) == 1 else stats.UNDECIDED
 
 
 def bold(answer: str) -> str:
