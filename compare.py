@@ -97,18 +97,21 @@ def figures(experiments: dict[str, dict]) -> dict[str, Figures]:
     return {e.name: e.figures(*inputs) for e in EXPERIMENTS.values() if (inputs := e.inputs(experiments))}
 
 
+def verdict_rows(experiments: dict[str, dict]) -> list[explanations.Verdict] | None:
+    """The rows of the verdict table, in the registry's order; None unless every experiment that
+    declares rows is there (with those it needs)."""
+    deciding = [(e, e.inputs(experiments)) for e in EXPERIMENTS.values() if e.verdicts is not None]
+    if not deciding or any(inputs is None for _, inputs in deciding):
+        return None
+    return [row for e, inputs in deciding for row in e.verdicts(*inputs)]
+
+
 def tables(experiments: dict[str, dict]) -> dict[str, dict[str, str]]:
     """Experiment name -> its tables (marker name -> generated body), for every experiment present;
     and under "verdicts", the verdict table, once every experiment with verdicts is there."""
-    bodies, rows, complete = {}, [], True
-    for e in EXPERIMENTS.values():
-        inputs = e.inputs(experiments)
-        if inputs:
-            bodies[e.name] = e.tables(*inputs)
-        if e.verdicts is not None:
-            complete = complete and inputs is not None
-            rows += e.verdicts(*inputs) if inputs else []
-    if complete and rows:
+    bodies = {e.name: e.tables(*inputs) for e in EXPERIMENTS.values() if (inputs := e.inputs(experiments))}
+    rows = verdict_rows(experiments)
+    if rows:
         bodies["verdicts"] = {"verdict-table": explanations.verdict_table(rows)}
     return bodies
 

@@ -49,7 +49,7 @@ def rows(folder: Path) -> list[Verdict]:
     missing = [name for name in deciding() if name not in experiments]
     if missing:
         raise ValueError(f"no {missing[0]} results in {folder}/: run verdicts.py without --no-train")
-    return [row for name in deciding() for row in EXPERIMENTS[name].verdicts(*EXPERIMENTS[name].inputs(experiments))]
+    return compare.verdict_rows(experiments)
 
 
 def answers(text: str) -> list[str]:

@@ -14,8 +14,8 @@ import torch
 from bn_pytorch import BN_PAIR
 from data import make_dataset, target
 from diagnostics import SATURATED, start_end
-from experiments.record import Draw, Experiment
-from plotting import COLOURS, Z_SATURATED, band, label, mse_panel, range_text, save, stacked, subplots
+from experiments.record import Experiment
+from plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, range_text, save, stacked, subplots
 from results import dataset_of, fit_spread, mean_std, models_of, ranges_of, runs_of, source, summarize
 from training import run_experiment
 
@@ -155,7 +155,7 @@ def saturation_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def figures(main: dict) -> dict[str, Draw]:
+def figures(main: dict) -> Figures:
     todo = {}
     diagnostics = "diagnostics" in main["runs"][0]
     for r in ranges_of(main):

@@ -19,7 +19,7 @@ from pathlib import Path
 import stats
 from diagnostics import SATURATED, start_end
 from experiments.record import Experiment, runs_with
-from explanations import HARD, Verdict, per_seed, ratio
+from explanations import HARD, Verdict, paired, per_seed
 from plotting import label, mse_panel, range_text, saturation_panel, save, subplots
 from results import models_of, ranges_of, runs_of, source, summarize
 from training import run_experiment
@@ -62,10 +62,10 @@ def final_mse(run_: dict) -> float:
 
 def noisy_verdict(results: dict) -> Verdict:
     """The cost of the noise to MyBN, seed by seed, against half of what batch norm gains over the plain net."""
-    cost = ratio(results, HARD, "my_bn_noisy", "my_bn", final_mse)  # what the noise costs MyBN
-    gain = ratio(results, HARD, "plain", "my_bn", final_mse)  # what batch norm gains over the plain net
-    # per seed: log(noisy / MyBN) − ½·log(plain / MyBN), which is below 0 when the noise costs less than half the gain
     noisy, bn, plain = (per_seed(results, HARD, m, final_mse) for m in ("my_bn_noisy", "my_bn", "plain"))
+    cost = stats.paired_log_ratio(*paired(noisy, bn))  # what the noise costs MyBN
+    gain = stats.paired_log_ratio(*paired(plain, bn))  # what batch norm gains over the plain net
+    # per seed: log(noisy / MyBN) − ½·log(plain / MyBN), which is below 0 when the noise costs less than half the gain
     seeds = sorted(noisy.keys() & bn.keys() & plain.keys())
     excess = stats.t_interval([math.log(noisy[s] / bn[s]) - 0.5 * math.log(plain[s] / bn[s]) for s in seeds])
     answer = stats.decide(excess, 0.0, "above")  # the prediction: the noise takes at least half of the gain

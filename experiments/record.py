@@ -16,9 +16,9 @@ from pathlib import Path
 
 from config import RESULTS_FILE, Config, as_flag, resolve_device
 from explanations import Verdict
+from plotting import Figures
 from results import check_results, format_table, summarize
 
-Draw = Callable[[Path], None]  # draws one figure into the file it is given
 Log = Callable[[str], None]
 
 
@@ -60,7 +60,7 @@ class Experiment:
     doc: str  # the module's docstring: the first sentence lists it in `train.py --help`, the whole in `NAME --help`
     preset: dict  # the config.Config values it changes
     run: Callable[[Config, Log], dict]  # trains and measures; returns the results (training.run_experiment, mostly)
-    figures: Callable[..., dict[str, Draw]]  # file name -> what draws it
+    figures: Callable[..., Figures]  # file name -> what draws it into the path it is given
     tables: Callable[..., dict[str, str]]  # marker name -> the generated table, written into its page
     needs: tuple[str, ...] = ()  # the other experiments whose results its figures, tables and verdicts read
     check: Callable[[dict], None] = no_check  # a ValueError for what its figures need beyond the format
