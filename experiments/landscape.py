@@ -209,7 +209,7 @@ def landscape_verdict(results: dict) -> Verdict:
 EXPERIMENT = Experiment(
     name="landscape",
     doc=__doc__,
-    preset={"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "optimizer": "sgd",
+    preset={"models": ["plain", "my_bn"], "epochs": 100, "optimizer": "sgd",
             "diagnostics": False, "lr": None},  # fmt: skip  # None: each range's rate from LR
     run=run,
     figures=lambda results: {"landscape.png": partial(plot_landscape, results)},

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 import stats
 from bn_pytorch import TanhMLP
 from config import DTYPES
+from ensemble import Ensemble
 from experiments.record import Experiment
 from explanations import EASY, HARD, Verdict, bold, paired
 from plotting import COLOURS, label, range_text, save, subplots
@@ -44,85 +44,50 @@ BUDGETS = (10, 100)  # epochs (capped at the run's own, for a short test run)
 ALPHAS = [10 ** (k / 4) for k in range(-16, 5)]  # 1e-4 ... 10, for the one-step loss ratio
 
 
-def train_members(config, job: tuple[float, str, str]) -> list[dict]:
-    """Every (learning rate, seed) cell of one (range, net, optimizer), trained side by side as one
-    ensemble with torch.func.vmap: all of them in each call instead of one, several times faster.
-
-    Each member starts from its seed's initial weights and sees its seed's batches, as a run of
-    ``training.train_one`` would; its batch-norm layers keep their own running statistics (the
-    buffers are stacked too). The optimiser is written out over the stacked parameters, one
-    learning rate per member: plain SGD, or Adam with PyTorch's defaults (the same update as
-    ``torch.optim.Adam``, rounded in another order).
-
-    Why not ``training.fit`` and ``torch.optim``: the K members are one set of stacked tensors whose
-    gradients come from one ``vmap(grad)`` call, not a module whose ``backward`` fills ``.grad``, and
-    each member has its own learning rate, where ``torch.optim.Adam`` (and its functional form) takes
-    one per parameter group: a group per member would unstack the tensors, and the ensemble with them.
-    """
-    r, model, optimizer = job
-    members = [(lr, s) for lr in GRIDS[optimizer] for s in config.seeds]
-    k, dtype = len(members), DTYPES[config.dtype]
+def train_members(config, job: tuple[float, str]) -> list[dict]:
+    """Every (optimizer, learning rate, seed) cell of one (range, net), trained side by side as one
+    ``ensemble.Ensemble``: all of them in each call instead of one, many times faster. Each member
+    starts from its seed's initial weights and sees its seed's batches, as a run of
+    ``training.train_one`` would."""
+    r, model = job
+    cells = [(optimizer, lr, s) for optimizer in GRIDS for lr in GRIDS[optimizer] for s in config.seeds]
+    members = [(lr, s) for _, lr, s in cells]
+    dtype = DTYPES[config.dtype]
     data = {s: dataset_for(config, r, s) for s in config.seeds}
     nets = [TanhMLP(model, s, bn_momentum=config.bn_momentum, dtype=dtype, mybn_backend=config.mybn_backend)
             for _, s in members]  # fmt: skip
-    params, buffers = ({n: t.detach() for n, t in d.items()} for d in stack_module_state(nets))
-    base = nets[0]
-    rates = torch.tensor([lr for lr, _ in members], dtype=dtype)
+    ensemble = Ensemble(nets, [lr for lr, _ in members], [optimizer for optimizer, _, _ in cells])
     x_train, y_train, x_test, y_test = (torch.stack([getattr(data[s], name) for _, s in members])
                                         for name in ("x_train", "y_train", "x_test", "y_test"))  # fmt: skip
-    orders = {s: iter(BatchOrder(len(data[s].x_train), config.batch_size, config.epochs, s)) for s in config.seeds}
-
-    def loss(p, b, x, y):
-        return nn.functional.mse_loss(functional_call(base, (p, b), (x,)), y)
-
-    step = vmap(grad_and_value(loss))
-    predict = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))
+    orders = [BatchOrder(len(data[s].x_train), config.batch_size, config.epochs, s) for _, s in members]
 
     def test() -> tuple[torch.Tensor, torch.Tensor]:  # (K,) test MSE, (K, n_test, 1) predictions
-        base.eval()
-        with torch.no_grad():
-            pred = predict(params, buffers, x_test)
-        base.train()
+        pred = ensemble.evaluate(x_test)
         return (pred - y_test).square().mean((1, 2)), pred
 
-    moments = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in params.items()}
-    tests, losses, t = [test()[0]], [], 0
-    for _ in range(config.epochs):
-        batches = {s: next(order) for s, order in orders.items()}
-        for i in range(len(batches[config.seeds[0]])):
-            idx = torch.stack([batches[s][i] for _, s in members]).unsqueeze(-1)  # (K, B, 1)
-            grads, value = step(params, buffers, x_train.gather(1, idx), y_train.gather(1, idx))
-            t += 1
-            with torch.no_grad():
-                for name, g in grads.items():
-                    lr = rates.view(k, *[1] * (g.dim() - 1))
-                    if optimizer == "sgd":
-                        params[name] -= lr * g
-                        continue
-                    m, v = moments[name]
-                    m.lerp_(g, 0.1)  # β1 = 0.9
-                    v.mul_(0.999).addcmul_(g, g, value=0.001)  # β2 = 0.999
-                    params[name] -= lr / (1 - 0.9**t) * m / (v / (1 - 0.999**t)).sqrt_().add_(1e-8)
-            losses.append(value)
-        tests.append(test()[0])
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = idx.unsqueeze(-1)  # (K, B, 1)
+        return x_train.gather(1, idx), y_train.gather(1, idx)
+
+    tests = [test()[0]]
+    losses = ensemble.fit(orders, batch, after_epoch=lambda _: tests.append(test()[0]))
     pred = test()[1]
     tests, losses = torch.stack(tests, 1), torch.stack(losses, 1)  # (K, epochs + 1), (K, steps)
     runs = [{"range": [-r, r], "model": model, "seed": s, "optimizer": optimizer, "lr": lr,
              "test_mse": tests[j].tolist(), "train_loss": losses[j].tolist(), "predictions": pred[j, :, 0].tolist()}
-            for j, (lr, s) in enumerate(members)]  # fmt: skip
+            for j, (optimizer, lr, s) in enumerate(cells)]  # fmt: skip
     return [{**run_, "diverged": diverged(run_)} for run_ in runs]  # its non-finite numbers are null in the file
 
 
 def run(config, log=print) -> dict:
-    """Every grid cell, one ensemble per (range, net, optimizer) in the worker pool; the one-step
-    ratios at initialisation."""
-    jobs = [(r, model, optimizer) for model in reversed(config.models) for r in config.ranges for optimizer in GRIDS]
+    """Every grid cell, one ensemble per (range, net) in the worker pool; the one-step ratios at
+    initialisation."""
+    jobs = [(r, model) for model in reversed(config.models) for r in config.ranges]
     runs = []
     with run_pool(config, len(jobs)) as pool_map:
-        for (r, model, optimizer), cells in zip(jobs, pool_map(functools.partial(train_members, config), jobs),
-                                                strict=True):  # fmt: skip
+        for (r, model), cells in zip(jobs, pool_map(functools.partial(train_members, config), jobs), strict=True):
             runs += cells
-            log(f"lr grid: range (-{r:g}, {r:g}), {model}, {optimizer}: {len(cells)} runs")
+            log(f"lr grid: range (-{r:g}, {r:g}), {model}: {len(cells)} runs")
     one_step = [{"range": [-r, r], "model": model, "seed": s, "alpha": ALPHAS,
                  "ratio": rounded(one_step_ratios(config, r, model, s))}
                 for r in config.ranges for model in config.models for s in config.seeds]  # fmt: skip
@@ -338,7 +303,7 @@ def objection_verdict(results: dict) -> Verdict:
 EXPERIMENT = Experiment(
     name="lr",
     doc=__doc__,
-    preset={"models": ["plain", "my_bn"], "seeds": [0, 1, 2], "epochs": 100, "diagnostics": False},
+    preset={"models": ["plain", "my_bn"], "epochs": 100, "diagnostics": False},
     run=run,
     figures=lambda results: {"lr.png": partial(plot_lr, results)},
     tables=lambda results: {"lr-table": lr_table(results)},

@@ -49,24 +49,63 @@ def test_the_three_nets_start_from_identical_weights():
 
 def test_one_short_run_trains_end_to_end(tmp_path, monkeypatch):
     """train.py mnist for 3 epochs (201 steps) writes results that compare.py draws and tabulates;
-    accuracy rises well above chance, and MyBN follows nn.BatchNorm1d."""
+    accuracy rises well above chance, and MyBN follows nn.BatchNorm1d (each trained as an ensemble)."""
     monkeypatch.setattr(mnist, "EVERY", 50)
+    monkeypatch.setattr(mnist, "MARKS", (100,))
     out = tmp_path / "results"
-    assert train.main(["mnist", "--seeds", "0", "--epochs", "3", "--out", str(out)]) == 0
+    argv = ["mnist", "--models", "plain", "torch_bn", "my_bn", "--seeds", "0", "1", "--epochs", "3", "--out", str(out)]
+    assert train.main(argv) == 0
     results = json.loads((out / "mnist" / "results.json").read_text())
-    assert {(r["model"], r["lr"]) for r in results["runs"]} == {(m, lr) for m in ("plain", "torch_bn", "my_bn")
-                                                                 for lr in (0.05, 0.5, 5.0)}  # fmt: skip
+    assert sorted((r["model"], r["lr"], r["seed"]) for r in results["runs"]) == sorted(
+        (m, lr, s) for m in ("plain", "torch_bn", "my_bn") for lr in (0.05, 0.5, 5.0) for s in (0, 1))
     for run_ in results["runs"]:
         assert run_["step"] == [0, 50, 100, 150, 200, 201] and len(run_["unit_q"][0]) == 3  # 3 epochs of 67
         assert len(run_["saturation"][0]) == 3 and len(run_["grad_norm"]) == 4 and len(run_["ics_rel"][0]) == 2
-    at = {(r["model"], r["lr"]): r["test_acc"][-1] for r in results["runs"]}
-    assert at["my_bn", 0.5] > 0.5 and abs(at["my_bn", 0.5] - at["torch_bn", 0.5]) < 0.02
+    at = {(r["model"], r["lr"], r["seed"]): r["test_acc"][-1] for r in results["runs"]}
+    for seed in (0, 1):
+        assert at["my_bn", 0.5, seed] > 0.5 and abs(at["my_bn", 0.5, seed] - at["torch_bn", 0.5, seed]) < 0.02
     experiments = {"mnist": compare.load("mnist", out / "mnist" / "results.json")}
     mnist.plot_mnist(experiments["mnist"], tmp_path / "mnist.png")
     assert (tmp_path / "mnist.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 0.5 | MyBN |" in mnist.diagnostics_table(experiments["mnist"])
     table = mnist.mnist_table(experiments["mnist"])
-    assert "| 0.5 (chosen) | MyBN |" in table and "after 201 steps" in table
+    assert "| 0.5 (chosen) | MyBN |" in table and "| after 100 steps | after 201 steps |" in table
+    assert "| 0.5 (chosen) | *MyBN − plain* |" in table
+    (verdict,) = mnist.EXPERIMENT.verdicts(experiments["mnist"])
+    assert verdict.verdict.count("faster") == 3 and "2 seeds" in verdict.rule
+
+
+def test_the_ensemble_measures_what_one_net_would(digits):
+    """The probe's numbers for one member of the ensemble are those of the same net trained alone, with
+    torch.optim and autograd (float64, a few steps; ICS by ``ics.ics_of`` on the lone net)."""
+    from config import Config
+    from experiments import ics
+    from training import BatchOrder, make_optimizer
+
+    config = Config(**{**mnist.EXPERIMENT.preset, "epochs": 2, "seeds": [3], "dtype": "float64"})
+    x_train, y_train, x_test, y_test = (t.double() if t.is_floating_point() else t for t in digits)
+    members = mnist.mnist_members(config, "my_bn")
+    run_ = next(r for r in members if r["lr"] == 0.5)
+    net = SigmoidMLP("my_bn", 3).double()
+    opt = make_optimizer("sgd", net, 0.5)
+    batches = [idx for epoch in BatchOrder(len(x_train), config.batch_size, 2, 3) for idx in epoch]
+    for number, idx in enumerate(batches[: mnist.EVERY], start=1):
+        loss = torch.nn.functional.cross_entropy(net(x_train[idx]), y_train[idx])
+        opt.zero_grad()
+        loss.backward()
+        if number == mnist.EVERY:
+            shift = ics.ics_of(net, x_train[idx], y_train[idx], opt, torch.nn.functional.cross_entropy)
+            norms = [b.linear.weight.grad.norm().item() for b in net.blocks]
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        acc = (net(x_test).argmax(1) == y_test).double().mean().item()
+    k = run_["step"].index(mnist.EVERY)
+    assert run_["test_acc"][k] == pytest.approx(acc, abs=1e-9)
+    assert run_["grad_norm"][0] == pytest.approx(norms, rel=1e-5)
+    rel = [d / g for d, g in zip(shift["l2"], shift["grad_norm"], strict=True)]
+    assert run_["ics_rel"][0] == pytest.approx(rel, rel=1e-4)
+    assert run_["ics_cos"][0] == pytest.approx(shift["cos"], rel=1e-5)
 
 
 def test_mnist_results_are_checked(tmp_path):

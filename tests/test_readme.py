@@ -308,7 +308,16 @@ def test_readme_torch_func_example_runs():
 
 
 EXPLAINED = {name: ROOT / "results" / name / "results.json" for name in ("ics", "noisy", "landscape", "lr",
-                                                                         "running_stats")}  # fmt: skip
+                                                                         "running_stats", "mnist")}  # fmt: skip
+
+
+def test_every_verdict_rests_on_five_seeds():
+    """The prose above the verdict table: every experiment behind a row ran 5 seeds."""
+    import compare
+
+    assert {name for name, record in compare.EXPERIMENTS.items() if record.verdicts} == EXPLAINED.keys()
+    assert all(len(json.loads(path.read_text())["config"]["seeds"]) == 5 for path in EXPLAINED.values())
+    assert "every\nexperiment behind a row ran 5 seeds" in README
 
 
 def test_claims_about_the_explanations():
