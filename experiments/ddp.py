@@ -65,7 +65,9 @@ def ddp_table(ddp: dict, single: dict) -> str:
     ]
     for r in ranges_of(ddp):
         for model in models_of(ddp):
-            one = mean_std([run["test_mse"][-1] for run in runs_of(single, r, SINGLE_PROCESS_TWIN.get(model, model))])
+            seeds = ddp["config"]["seeds"]  # the single-process runs of the same seeds
+            one = mean_std([run["test_mse"][-1] for run in runs_of(single, r, SINGLE_PROCESS_TWIN.get(model, model))
+                            if run["seed"] in seeds])  # fmt: skip
             many = mean_std([run["test_mse"][-1] for run in runs_of(ddp, r, model)])
             gaps = [g for (rr, m, _), g in loss_gaps.items() if (rr, m) == (r, model)]
             lines.append(

@@ -315,27 +315,41 @@ def mnist_verdict(results: dict) -> Verdict:
                    "[mnist](docs/mnist.md)")  # fmt: skip
 
 
+def median_per_seed(results: dict, model: str, lr: float, key: str) -> dict[int, torch.Tensor]:
+    """Per seed, the median over training of ``key`` (grad_norm, ics_rel, ics_cos), one value per layer."""
+    return {r["seed"]: torch.tensor(r[key], dtype=torch.float64).median(0).values for r in runs_at(results, model, lr)}
+
+
+def ics_ratio(results: dict, lr: float, layer: int, model: str = "my_bn") -> stats.Interval:
+    """The paired log-ratio ``model`` / plain of the median over training of ‖G − G′‖ / ‖G‖ in ``layer``
+    (0: layer 2, 1: layer 3)."""
+    a, b = (median_per_seed(results, m, lr, "ics_rel") for m in (model, "plain"))
+    return stats.paired_log_ratio(*paired({s: v[layer].item() for s, v in a.items()},
+                                          {s: v[layer].item() for s, v in b.items()}))  # fmt: skip
+
+
 def diagnostics_table(results: dict) -> str:
     """Per rate and net: the medians over training of each layer's weight-gradient norm and of
-    Definition 2.1's ICS for layers 2 and 3, mean over seeds."""
-
-    def medians(runs: list[dict], key: str) -> list[float]:
-        per_run = torch.stack([torch.tensor(r[key], dtype=torch.float64).median(0).values for r in runs])
-        return per_run.mean(0).tolist()
-
+    Definition 2.1's ICS for layers 2 and 3, mean over seeds; and MyBN / plain of the ICS, seed by seed."""
     lines = [
         f"Every {EVERY} steps on that step's batch, the median over training, mean over "
         f"{len(results['config']['seeds'])} seeds ({source(results)}): the gradient norm of each hidden "
-        "layer's weights, and Santurkar et al.'s ICS (as in the ics experiment) for layers 2 and 3.",
+        "layer's weights, and Santurkar et al.'s ICS (as in the ics experiment) for layers 2 and 3. Below each "
+        "pair of nets, MyBN / plain of ‖G − G′‖ / ‖G‖: the geometric mean of the per-seed ratios and its 95% "
+        "interval.",
         "",
         "| SGD lr | net | gradient norm, layers 1 / 2 / 3 | ‖G − G′‖ / ‖G‖, layers 2 / 3 | cos(G, G′), layers 2 / 3 |",
         "|---|---|---|---|---|",
     ]
     for lr in rates(results):
         for model in models(results):
-            runs = runs_at(results, model, lr)
-            cells = [" / ".join(f"{v:.3g}" for v in medians(runs, key)) for key in ("grad_norm", "ics_rel", "ics_cos")]
+            cells = [" / ".join(f"{v:.3g}" for v in torch.stack(list(median_per_seed(results, model, lr, key)
+                                                                     .values())).mean(0).tolist())
+                     for key in ("grad_norm", "ics_rel", "ics_cos")]  # fmt: skip
             lines.append(f"| {lr:g} | {label(model)} | " + " | ".join(cells) + " |")
+        if {"plain", "my_bn"} <= set(models(results)):
+            ratios = " / ".join(ics_ratio(results, lr, layer).ratio_text() for layer in (0, 1))
+            lines.append(f"| {lr:g} | *MyBN / plain* | | {ratios} | |")
     return "\n".join(lines)
 
 
