@@ -61,8 +61,9 @@ def every(n: int, step: Step) -> bool:
 
 @contextlib.contextmanager
 def preserved(net: nn.Module, opt: torch.optim.Optimizer | None = None):
-    """Put back, on leaving, every parameter, gradient and buffer of ``net`` and the optimiser's state,
-    bit for bit, and the train/eval mode: what a probe does in between leaves no trace on training.
+    """Put back, on leaving, every parameter, gradient and buffer of ``net``, the optimiser's state, the
+    state of the random generators its modules own (``bn_pytorch.NonStationaryNoise``'s), bit for bit,
+    and the train/eval mode: what a probe does in between leaves no trace on training.
 
     Yields the parameters' values as they were (copies, in ``net.parameters()`` order; read them, do
     not change them: they are what is put back)."""
@@ -74,6 +75,8 @@ def preserved(net: nn.Module, opt: torch.optim.Optimizer | None = None):
     clone = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
     state = None if opt is None else {p: {k: clone(v) for k, v in d.items()} for p, d in opt.state.items()}
     training = net.training
+    generators = [(m.generator, m.generator.get_state()) for m in net.modules()
+                  if isinstance(getattr(m, "generator", None), torch.Generator)]  # fmt: skip
     try:
         yield saved[: len(params)]
     finally:
@@ -85,4 +88,6 @@ def preserved(net: nn.Module, opt: torch.optim.Optimizer | None = None):
         if opt is not None:  # as it was, entries the probe added (a first step's) gone too
             opt.state.clear()
             opt.state.update(state)
+        for generator, generator_state in generators:
+            generator.set_state(generator_state)
         net.train(training)

@@ -9,6 +9,12 @@
 
 Block 1 has nothing below it (its input is x), so both are zero there by definition; the figures
 and tables show blocks 2 to 4. Measured every ``EVERY`` steps, on the training batch of that step.
+
+The MyBN net with Santurkar et al.'s non-stationary noise (``my_bn_noisy``, the noisy experiment's)
+is measured too: whether the noise raises the shift it is meant to cause is the noisy experiment's
+manipulation check. Its noise is drawn afresh in each forward of the probe, as in each training
+step: what the next block sees moves with the noise as well as with the update below (the probe
+puts the noise's generator back afterwards, so training draws what it would have drawn).
 """
 
 from __future__ import annotations
@@ -157,9 +163,11 @@ def reading(run_: dict, name: str, last_step: int | None = None) -> float:
     return float(values.median(0).values.mean())
 
 
-def readings(results: dict, r: float, last_step: int | None = None) -> dict[str, stats.Interval]:
-    """Per reading: the paired log-ratio MyBN / plain over the seeds, in the window up to ``last_step``."""
-    return {name: ratio(results, r, "my_bn", "plain", functools.partial(reading, name=name, last_step=last_step))
+def readings(results: dict, r: float, last_step: int | None = None, model: str = "my_bn",
+             baseline: str = "plain") -> dict[str, stats.Interval]:  # fmt: skip
+    """Per reading: the paired log-ratio ``model`` / ``baseline`` over the seeds, in the window up to
+    ``last_step``."""
+    return {name: ratio(results, r, model, baseline, functools.partial(reading, name=name, last_step=last_step))
             for name in READINGS}  # fmt: skip
 
 
@@ -205,7 +213,7 @@ def ics_verdict(results: dict) -> Verdict:
 EXPERIMENT = Experiment(
     name="ics",
     doc=__doc__,
-    preset={"models": ["plain", "my_bn"], "diagnostics": False},
+    preset={"models": ["plain", "my_bn", "my_bn_noisy"], "diagnostics": False},
     run=partial(run_experiment, probe=ICSProbe),
     figures=lambda results: {"ics.png": partial(plot_ics, results)},
     tables=lambda results: {"ics-table": ics_table(results)},
