@@ -339,6 +339,28 @@ def test_claims_about_the_noise():
     assert "**does not hold**: MyBN keeps more than half of its gain under the noise" in README
 
 
+def test_claims_about_running_statistics():
+    """The running_stats page: on the grid, test-batch and precise statistics give the same error (the
+    interval of their ratio within 5% of 1); off the grid precise statistics beat the moving averages at
+    momentum 0.1, not decided at 0.5; whether test-batch statistics are worse than precise, not decided."""
+    from experiments import running_stats as rs
+    from stats import HOLDS, UNDECIDED
+
+    results = load_results(EXPLAINED["running_stats"])
+    for r in ranges_of(results):
+        same = rs.final_ratio(results, r, "my_bn", "train_mode", "precise")
+        assert math.exp(same.low) > 0.95 and math.exp(same.high) < 1.05, (r, same)
+    assert decide(rs.precise_over_running(results, 5.0, "my_bn_m01"), 0.0, "below") == HOLDS
+    assert decide(rs.precise_over_running(results, 5.0, "my_bn"), 0.0, "below") == UNDECIDED
+    batch = rs.final_ratio(results, 5.0, "my_bn", "off_grid_train_mode", "off_grid_precise")
+    assert decide(batch, 0.0, "above") == UNDECIDED
+    page = " ".join(DOCS["running_stats"].split())
+    assert ("precise statistics beat the moving averages at PyTorch's momentum 0.1, while at this repository's 0.5, "
+            "whose averages lag less, these seeds do not decide it") in page  # fmt: skip
+    assert ("Whether normalising by the test batch's own statistics is worse than precise statistics there, these "
+            "seeds do not decide either") in page  # fmt: skip
+
+
 def test_claims_about_the_explanations():
     """The short answer and the prose around the verdict table: the plain net trains on (-5, 5) in every
     seed given 100 epochs and a smaller rate, not within 10 epochs (Adam); by Definition 2.1 MyBN has

@@ -49,8 +49,8 @@ def test_where_results_go():
     assert train.parse_config(["lr", "--workers", "1"])["lr"].out == "results"
     assert train.parse_config(["lr", "--seeds", "5", "6"])["lr"].out == "runs"
     assert train.parse_config(["lr", "--seeds", "5", "--out", "mine"])["lr"].out == "mine"
-    configs = train.parse_config(["all", "--seeds", "0", "1", "2"])  # the preset of some, not of others
-    assert configs["lr"].out == "results" and configs["main"].out == "runs"
+    configs = train.parse_config(["all", "--seeds", "0", "1"])  # the preset of some, not of others
+    assert configs["ddp"].out == "results" and configs["main"].out == "runs"
 
 
 def test_a_trial_cannot_be_written_into_the_committed_results(capsys):
