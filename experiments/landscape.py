@@ -1,21 +1,36 @@
 """landscape: is the loss smoother with batch norm? Santurkar et al. (2018, §3.2, Appendix A.2.2).
 
-The nets train with plain SGD (under Adam the step is not η·g). Every ``EVERY`` steps, with g the
-gradient on the step's batch, the probe moves the parameters to θ − η·g for each η of ``FACTORS``
-times the learning rate (½ to 4 times, as in the paper) and measures, on the same batch:
+``PROBES`` times a run, at evenly spaced steps, with g the gradient on the step's batch, the
+probe moves the parameters to θ − η·g for each η of ``FACTORS`` times a base step (½ to 4 times, as
+in the paper) and measures, on the same batch:
 
 - the spread of the loss: the lowest and highest L(θ − η·g);
 - gradient predictiveness: ‖∇L(θ) − ∇L(θ − η·g)‖, its lowest and highest over η;
-- effective β-smoothness: the highest over η of ‖∇L(θ) − ∇L(θ − η·g)‖ / ‖η·g‖.
+- effective β-smoothness: the highest over η of ‖∇L(θ) − ∇L(θ − η·g)‖ / ‖η·g‖;
+
+and the norm of each block's Linear weight. Batch norm makes a block's output the same whatever the
+scale of the weight before it, so β-smoothness in parameter space depends on that norm (it scales
+as 1/‖W‖² for such a weight): the norms are recorded to read the measures against.
 
 Gradients are over all parameters. Batch norm runs in training mode on the probing batch, with its
 running statistics put back after the probe, as are the parameters and the optimiser's state
-(``training.preserved``): a run with probes trains exactly like one without.
+(``probe.preserved``): a run with probes trains exactly like one without.
 
-The learning rate, per range (``LR``): the largest of the lr experiment's SGD grid at which every
-seed of both nets trains within 100 epochs; tests/test_readme.py checks that against the lr results.
-``--lr`` replaces it for every range (a range without an entry in ``LR`` needs it); each run records
-the rate it trained at, and the results' config the one given (null: the rates of ``LR``).
+Three settings (``SETTINGS``), per range:
+
+- *SGD at the edge*: plain SGD for the preset's 100 epochs at ``LR``, the largest rate of the lr
+  experiment's SGD grid at which every seed of both nets trains within 100 epochs (tests/test_readme.py
+  checks that against the lr results); the probe's base step is that rate. The plain net's β then
+  sits near 2/η, the edge of stability: SGD may be tuning the sharpness to its rate, whatever the
+  landscape would be;
+- *SGD at a tenth*: the same at a tenth of that rate, away from the edge; base step its rate;
+- *the Adam recipe*: the main experiment's Adam at lr 0.02 for 10 epochs (160 steps), the recipe the
+  README's short answer is about; Adam's step is not η·g, so the probe's base step is the SGD rate
+  of ``LR``: the same distances along the gradient as at the edge.
+
+``--lr`` replaces ``LR`` for every range (a range without an entry in ``LR`` needs it); each run
+records the rate it trained at, and the results' config the one given (null: the rates of ``LR``).
+The 100-epoch SGD runs are ``runs``; the Adam recipe's, 10 epochs long, are ``recipe``.
 """
 
 from __future__ import annotations
@@ -28,18 +43,27 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import progress
 import stats
+from config import Config
+from data import N_TRAIN
 from experiments.record import Experiment, runs_with
 from explanations import EASY, HARD, Verdict, bold, ratio
 from plotting import band, label, range_text, save, stacked, subplots
 from probe import Probe, Step, every, preserved
 from results import models_of, ranges_of, rounded, runs_of, source
-from training import run_experiment
+from training import BatchOrder, dataset_entry, environment, run_pool, train_run
 
 LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
-FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the learning rate
-EVERY = 16  # steps between probes: about one per epoch
+FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the base step
+PROBES = 32  # probes per run, evenly spaced over its steps
+EVERY = 50  # steps between probes of a probe made without a schedule: 32 in 100 epochs of 16 steps
+TENTH = 0.1  # the second SGD setting's rate, as a fraction of LR
+RECIPE = (Config().lr, Config().epochs)  # the main experiment's Adam recipe: learning rate and epochs
+SETTINGS = {  # name -> which runs: the 100-epoch SGD runs at each rate (by "factor"), and the recipe's
+    "SGD at the edge": lambda results: [r for r in results["runs"] if r["factor"] == 1.0],
+    f"SGD at {TENTH:g}×": lambda results: [r for r in results["runs"] if r["factor"] == TENTH],
+    "Adam recipe": lambda results: results["recipe"],
+}
 MEASURES = {
     "loss_spread": "loss spread: max − min of L(θ − ηg)",
     "gdiff_max": "‖∇L(θ) − ∇L(θ − ηg)‖, max over η",
@@ -52,22 +76,24 @@ class LandscapeProbe(Probe):
 
     name = "landscape"
 
-    def __init__(self, net: nn.Module, data=None, config=None):
-        self.net, self.lr = net, config.lr
+    def __init__(self, net: nn.Module, data=None, config=None, base: float | None = None, steps: int = EVERY):
+        """``base``: the step the factors multiply (default: the run's learning rate); ``steps``: between probes."""
+        self.net, self.base, self.steps = net, config.lr if base is None else base, steps
         self.records: dict[str, list] = {k: [] for k in ("step", "loss", "loss_min", "loss_max", "gdiff_min",
-                                                         "gdiff_max", "beta")}  # fmt: skip
+                                                         "gdiff_max", "beta", "weight_norm")}  # fmt: skip
 
     def wants(self, step: Step) -> bool:
-        return every(EVERY, step)
+        return every(self.steps, step)
 
     def measure(self, step: Step, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         self.records["step"].append(step.number)
-        for key, value in landscape_of(self.net, x, y, opt, [f * self.lr for f in FACTORS]).items():
+        for key, value in landscape_of(self.net, x, y, opt, [f * self.base for f in FACTORS]).items():
             self.records[key].append(value)
+        self.records["weight_norm"].append([b.linear.weight.norm().item() for b in self.net.blocks])
 
     def results(self) -> dict:
-        return {"factors": FACTORS, "every": EVERY, **{k: rounded(v) if k != "step" else v
-                                                        for k, v in self.records.items()}}  # fmt: skip
+        return {"factors": FACTORS, "base": self.base, "every": self.steps,
+                **{k: rounded(v) if k != "step" else v for k, v in self.records.items()}}  # fmt: skip
 
 
 def flat_grad(net: nn.Module) -> torch.Tensor:
@@ -105,21 +131,39 @@ def config_problem(config) -> str | None:
     return None
 
 
+def landscape_run(config, job: tuple[float, float, str, int]) -> dict:
+    """One run: ``job`` is (factor, range, net, seed), the factor of the range's SGD rate (0: the Adam recipe)."""
+    factor, r, model, seed = job
+    edge = LR[r] if config.lr is None else config.lr
+    if factor:
+        run_config = dataclasses.replace(config, optimizer="sgd", lr=factor * edge)
+    else:
+        lr, epochs = RECIPE
+        run_config = dataclasses.replace(config, optimizer="adam", lr=lr, epochs=min(epochs, config.epochs))
+    steps = run_config.epochs * len(BatchOrder(N_TRAIN, config.batch_size, 1, 0)[0])
+    probe = partial(LandscapeProbe, base=run_config.lr if factor else edge, steps=max(1, steps // PROBES))
+    run_ = train_run(run_config, (r, model, seed), probe=probe)
+    return {**run_, "optimizer": run_config.optimizer, "lr": run_config.lr, **({"factor": factor} if factor else {})}
+
+
 def run(config, log=print) -> dict:
-    """One experiment per range at its learning rate, merged: the runs carry their ``lr``."""
-    merged: dict = {}
-    progress.current().plan(len(config.ranges) * len(config.models) * len(config.seeds))  # in one round per range
-    for r in config.ranges:
-        lr = LR[r] if config.lr is None else config.lr
-        part = run_experiment(dataclasses.replace(config, ranges=[r], lr=lr), log, probe=LandscapeProbe)
-        for run_ in part["runs"]:
-            run_["lr"] = lr
-        if not merged:
-            merged = {**part, "config": dataclasses.asdict(config)}
-        else:
-            merged["datasets"] += part["datasets"]
-            merged["runs"] += part["runs"]
-    return merged
+    """Every (setting, range, net, seed) in the worker pool: the SGD runs at each rate, then the recipe's."""
+    jobs = [(factor, r, model, s) for factor in (1.0, TENTH, 0.0) for r in config.ranges for model in config.models
+            for s in config.seeds]  # fmt: skip
+    runs = []
+    with run_pool(config, len(jobs)) as pool_map:
+        for job, run_ in zip(jobs, pool_map(partial(landscape_run, config), jobs), strict=True):
+            runs.append(run_)
+            if job[3] == config.seeds[-1]:
+                log(f"landscape: {run_['optimizer']} lr {run_['lr']:g}, range (-{job[1]:g}, {job[1]:g}), {job[2]}")
+    datasets = [dataset_entry(config, r, s) for r in config.ranges for s in config.seeds]
+    return {"config": dataclasses.asdict(config), "environment": environment(config), "datasets": datasets,
+            "runs": [r for r in runs if "factor" in r], "recipe": [r for r in runs if "factor" not in r]}  # fmt: skip
+
+
+def view(results: dict, setting: str) -> dict:
+    """The results with the runs of one of ``SETTINGS`` as their runs."""
+    return {**results, "runs": SETTINGS[setting](results)}
 
 
 def measure(run_: dict, key: str) -> list[float]:
@@ -130,16 +174,44 @@ def measure(run_: dict, key: str) -> list[float]:
 
 
 def plot_landscape(results: dict, outfile: Path) -> None:
-    ranges = list(reversed(ranges_of(results)))
+    """The three measures along training, per range, for SGD at the edge."""
+    edge = view(results, "SGD at the edge")
+    ranges = list(reversed(ranges_of(edge)))
     fig, axes = subplots(len(ranges), len(MEASURES), figsize=(5 * len(MEASURES), 3.8 * len(ranges)), squeeze=False)
     for row, r in zip(axes, ranges, strict=True):
         for ax, (key, title) in zip(row, MEASURES.items(), strict=True):
-            for model in models_of(results):
-                runs = runs_of(results, r, model)
+            for model in models_of(edge):
+                runs = runs_of(edge, r, model)
                 band(ax, runs[0]["landscape"]["step"], stacked(runs, lambda run_, key=key: measure(run_, key)), model)
             ax.set(yscale="log", xlabel="training step",
-                   title=f"{title}\nx in {range_text(r)}, SGD lr {runs_of(results, r, model)[0]['lr']:g}")  # fmt: skip
+                   title=f"{title}\nx in {range_text(r)}, SGD lr {runs_of(edge, r, model)[0]['lr']:g}")  # fmt: skip
         row[0].legend(fontsize=8)
+    save(fig, outfile)
+
+
+def block_norm(run_: dict) -> list[float]:
+    """Along training: the norm of the Linear weights of blocks 2..4 (those with a block below), mean over them."""
+    return [sum(norms[1:]) / len(norms[1:]) for norms in run_["landscape"]["weight_norm"]]
+
+
+def plot_settings(results: dict, outfile: Path) -> None:
+    """Per setting (columns) and range: β-smoothness along training, and the weight norms it depends on."""
+    ranges = list(reversed(ranges_of(results)))
+    fig, axes = subplots(2 * len(ranges), len(SETTINGS), figsize=(5 * len(SETTINGS), 3.4 * 2 * len(ranges)),
+                         squeeze=False)  # fmt: skip
+    for col, setting in enumerate(SETTINGS):
+        part = view(results, setting)
+        for i, r in enumerate(ranges):
+            for row, (value, what) in enumerate(((lambda run_: measure(run_, "beta"), "effective β-smoothness"),
+                                                 (block_norm, "‖W‖, blocks 2–4 (mean)"))):  # fmt: skip
+                ax = axes[2 * i + row][col]
+                for model in models_of(part):
+                    runs = runs_of(part, r, model)
+                    band(ax, runs[0]["landscape"]["step"], stacked(runs, value), model)
+                lr = runs_of(part, r, models_of(part)[0])[0]["lr"]
+                ax.set(yscale="log", xlabel="training step",
+                       title=f"{what}\n{setting} (lr {lr:g}), x in {range_text(r)}")  # fmt: skip
+                ax.legend(fontsize=7)
     save(fig, outfile)
 
 
@@ -158,12 +230,12 @@ def median_of(run_: dict, key: str) -> float:
     return float(torch.tensor(measure(run_, key)).median())
 
 
-def smoother(results: dict, r: float) -> dict[str, tuple[stats.Interval, str]]:
-    """Per measure of ``VERDICT_MEASURES``: the paired log-ratio MyBN / plain of the median over training,
-    and the answer to "at least 10% lower with MyBN"."""
-    out = {}
+def smoother(results: dict, r: float, setting: str = "SGD at the edge") -> dict[str, tuple[stats.Interval, str]]:
+    """Per measure of ``VERDICT_MEASURES``, in ``setting``: the paired log-ratio MyBN / plain of the median
+    over training, and the answer to "at least 10% lower with MyBN"."""
+    part, out = view(results, setting), {}
     for key in VERDICT_MEASURES:
-        ci = ratio(results, r, "my_bn", "plain", lambda run_, key=key: median_of(run_, key))
+        ci = ratio(part, r, "my_bn", "plain", lambda run_, key=key: median_of(run_, key))
         out[key] = ci, stats.decide(ci, math.log(MARGIN), "below")
     return out
 
@@ -171,50 +243,75 @@ def smoother(results: dict, r: float) -> dict[str, tuple[stats.Interval, str]]:
 def landscape_table(results: dict) -> str:
     config = results["config"]
     lines = [
-        f"Plain SGD, {config['epochs']} epochs, probes every {EVERY} steps at η = "
-        f"{', '.join(f'{f:g}' for f in FACTORS)} × the learning rate; the median over training, mean over "
-        f"{len(config['seeds'])} seeds "
-        f"({source(results)}).",
+        f"Probes at η = {', '.join(f'{f:g}' for f in FACTORS)} × the base step, {PROBES} a run; the median over "
+        f"training, mean over {len(config['seeds'])} seeds ({source(results)}). The SGD settings train "
+        f"{config['epochs']} epochs, their base step is their rate; the Adam recipe trains {RECIPE[1]} epochs at lr "
+        f"{RECIPE[0]:g}, its base step the range's SGD rate at the edge. ‖W‖: the norm of the Linear weights of "
+        "blocks 2–4, mean over them, at the first probe → at the last. Below each pair, MyBN / plain of the "
+        "measures the verdict reads: the geometric mean of the per-seed ratios and its 95% interval.",
         "",
-        "| inputs | SGD lr | net | final test MSE | " + " | ".join(MEASURES.values()) + " |",
-        "|---|---|---|---|" + "---|" * len(MEASURES),
+        "| setting | inputs | lr | net | final test MSE | " + " | ".join(MEASURES.values()) + " | ‖W‖ |",
+        "|---|---|---|---|---|" + "---|" * len(MEASURES) + "---|",
     ]
-    for r in reversed(ranges_of(results)):
-        for model in models_of(results):
-            runs = runs_of(results, r, model)
-            final = sum(run_["test_mse"][-1] for run_ in runs) / len(runs)
-            cells = [f"{summary(results, r, model, key):.3g}" for key in MEASURES]
-            lines.append(f"| {range_text(r)} | {runs[0]['lr']:g} | {label(model)} | {final:.4g} | " + " | ".join(cells)
-                         + " |")  # fmt: skip
+    for setting in SETTINGS:
+        part = view(results, setting)
+        for r in reversed(ranges_of(part)):
+            for model in models_of(part):
+                runs = runs_of(part, r, model)
+                final = sum(run_["test_mse"][-1] for run_ in runs) / len(runs)
+                cells = [f"{summary(part, r, model, key):.3g}" for key in MEASURES]
+                norms = [sum(block_norm(run_)[k] for run_ in runs) / len(runs) for k in (0, -1)]
+                lines.append(f"| {setting} | {range_text(r)} | {runs[0]['lr']:g} | {label(model)} | {final:.4g} | "
+                             + " | ".join(cells) + f" | {norms[0]:.3g} → {norms[1]:.3g} |")  # fmt: skip
+            per = smoother(results, r, setting)
+            cells = [per[key][0].ratio_text() if key in per else "" for key in MEASURES]
+            lines.append(f"| {setting} | {range_text(r)} | | *MyBN / plain* | | " + " | ".join(cells) + " | |")
     return "\n".join(lines)
 
 
 def landscape_verdict(results: dict) -> Verdict:
     measured, answers = [], []
-    for r in (HARD, EASY):
-        per = smoother(results, r)
-        measured.append(f"{range_text(r)}: " + ", ".join(f"{VERDICT_MEASURES[k]} {ci.ratio_text()}"
-                                                         for k, (ci, _) in per.items()))  # fmt: skip
-        answers.append(f"{range_text(r)}: " + ", ".join(f"{VERDICT_MEASURES[k]} {bold(answer)}"
-                                                        for k, (_, answer) in per.items()))  # fmt: skip
+    for setting in SETTINGS:
+        for r in (HARD, EASY):
+            per = smoother(results, r, setting)
+            where = f"{setting}, {range_text(r)}"
+            measured.append(f"{where}: " + ", ".join(f"{VERDICT_MEASURES[k]} {ci.ratio_text()}"
+                                                     for k, (ci, _) in per.items()))  # fmt: skip
+            answers.append(f"{where}: " + ", ".join(f"{VERDICT_MEASURES[k]} {bold(answer)}"
+                                                    for k, (_, answer) in per.items()))  # fmt: skip
     rule = (f"per seed, log(MyBN / plain) of each measure's median over training; holds where the interval lies "
             f"below log {MARGIN:g} (at least 10% lower with MyBN), does not hold where it lies above, else not "
-            f"decided; each measure and range on its own ({len(results['config']['seeds'])} seeds)")  # fmt: skip
+            f"decided; each measure, setting and range on its own ({len(results['config']['seeds'])} seeds)")
     return Verdict("A smoother landscape (Santurkar et al. 2018, §3.2)",
-                   "along the gradient, the loss and its gradient change less with BN (plain SGD, same learning rate)",
+                   "along the gradient, the loss and its gradient change less with BN (both nets in the same setting: "
+                   "SGD at the plain net's edge of stability, at a tenth of that rate, and the Adam recipe)",
                    "MyBN / plain: " + "; ".join(measured), rule, "; ".join(answers),
                    "[landscape](docs/landscape.md)")  # fmt: skip
+
+
+def check_runs(results: dict) -> None:
+    """Its runs and the recipe's, each with the probe's records."""
+    if not isinstance(results.get("recipe"), list) or not results["recipe"]:
+        raise ValueError("the landscape figures and table need the Adam recipe's runs: rerun "
+                         "`python train.py landscape`")
+    for part in ("runs", "recipe"):
+        runs_with(("landscape", "lr"), "its probe's runs")({**results, "runs": results[part]})
+    if any("weight_norm" not in run_["landscape"] for run_ in (*results["runs"], *results["recipe"])):
+        raise ValueError("the landscape figures and table need the weight norms: rerun `python train.py landscape`")
 
 
 EXPERIMENT = Experiment(
     name="landscape",
     doc=__doc__,
-    preset={"models": ["plain", "my_bn"], "epochs": 100, "optimizer": "sgd",
-            "diagnostics": False, "lr": None},  # fmt: skip  # None: each range's rate from LR
+    preset={"models": ["plain", "my_bn"], "epochs": 100, "diagnostics": False,
+            "lr": None},  # fmt: skip  # None: each range's rate from LR
     run=run,
-    figures=lambda results: {"landscape.png": partial(plot_landscape, results)},
+    figures=lambda results: {"landscape.png": partial(plot_landscape, results),
+                             "landscape_settings.png": partial(plot_settings, results)},  # fmt: skip
     tables=lambda results: {"landscape-table": landscape_table(results)},
-    check=runs_with(("landscape", "lr"), "its probe's runs"),
+    summary=landscape_table,  # what train.py prints when the runs are done
+    check=check_runs,
+    unused={"optimizer": "each setting has its own (SETTINGS)"},
     config_problem=config_problem,
     verdicts=lambda results: [landscape_verdict(results)],
 )
