@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import stats
-from results import runs_of
+from results import final_mse, runs_of
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,14 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[
 def ratio(results: dict, r: float, model: str, baseline: str, value: Callable[[dict], float]) -> stats.Interval:
     """The paired log-ratio ``model`` / ``baseline`` of ``value`` over the seeds of range ``r``."""
     return stats.paired_log_ratio(*paired(per_seed(results, r, model, value), per_seed(results, r, baseline, value)))
+
+
+def versus(results: dict, r: float, model: str, baseline: str) -> str:
+    """A table cell: ``model``'s final test MSE over ``baseline``'s on range ``r``, seed by seed (the
+    geometric mean of the ratios and its interval); "1" for the baseline itself or without one."""
+    if model == baseline or not runs_of(results, r, baseline):
+        return "1"
+    return ratio(results, r, model, baseline, final_mse).ratio_text()
 
 
 def bold(answer: str) -> str:

@@ -74,10 +74,19 @@ def band(ax, x, values: torch.Tensor, model: str, text: str | None = None, **kwa
     ax.plot(x, values.mean(0), ls, color=colour, lw=2, label=label(model) if text is None else text, **kwargs)
     if len(values) > 1:
         ax.fill_between(x, values.min(0).values, values.max(0).values, color=colour, alpha=0.15, lw=0)
+        ax.figure.banded = len(values)  # save() says what the bands are
+
+
+BANDS = "Lines: the mean over {} seeds; shaded bands: from the lowest seed to the highest (not a confidence interval)."
 
 
 def save(fig, outfile: Path) -> None:
-    fig.tight_layout()
+    """Lay out and write ``fig``; a figure with bands (``band``) says under it what they are."""
+    if getattr(fig, "banded", 0):
+        fig.text(0.5, 0.005, BANDS.format(fig.banded), ha="center", va="bottom", fontsize=8, color="0.3")
+        fig.tight_layout(rect=(0, 0.025, 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(outfile, format="png", dpi=110)
     pyplot().close(fig)
 

@@ -372,6 +372,11 @@ def relative_gap(values: list[float], reference: list[float]) -> torch.Tensor:
     return (torch.tensor(values, dtype=torch.float64) - ref).abs() / ref
 
 
+def final_mse(run: dict) -> float:
+    """A run's final test MSE."""
+    return run["test_mse"][-1]
+
+
 def summarize(results: dict) -> list[dict]:
     """One row per (range, model): final test MSE mean ± std over seeds, and the noise floor."""
     floors = {}

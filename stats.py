@@ -85,3 +85,16 @@ def decide(interval: Interval, margin: float, claim: str) -> str:
     if claim == "below":
         return HOLDS if lower else FAILS if upper else UNDECIDED
     return HOLDS if upper else FAILS if lower else UNDECIDED
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A verdict's rule: the claim that the mean of the per-seed numbers lies ``claim`` ("below" or
+    "above") ``margin``, decided on their interval (``decide``). Each experiment that decides a verdict
+    names its rules (its module's ``RULES``), so that a test can feed each one numbers of its own."""
+
+    margin: float
+    claim: str
+
+    def decide(self, interval: Interval) -> str:
+        return decide(interval, self.margin, self.claim)

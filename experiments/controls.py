@@ -9,6 +9,7 @@ from pathlib import Path
 from bn_pytorch import CONTROLS, MODELS
 from diagnostics import start_end
 from experiments.record import Experiment, runs_with
+from explanations import versus
 from plotting import label, mse_panel, range_text, saturation_panel, save, subplots
 from results import fit_spread, models_of, ranges_of, runs_of, source, summarize
 from training import run_experiment
@@ -25,25 +26,29 @@ def plot_controls(results: dict, outfile: Path) -> None:
     save(fig, outfile)
 
 
+
 def controls_table(results: dict) -> str:
     """Per variant: final test MSE, how many seeds fit the curve, and saturation at start and end."""
     r = ranges_of(results)[0]
     lines = [
         f"x in {range_text(r)}, {results['config']['epochs']} epochs, mean ± std over "
-        f"{len(results['config']['seeds'])} seeds ({source(results)}). A seed *fits* when its fit "
-        "spread is above 0.5; saturation is the fraction of units with |tanh| > 0.99 in the training batch, "
-        "mean over seeds, at the first step → at the last.",
+        f"{len(results['config']['seeds'])} seeds ({source(results)}). *× MyBN*: the net's final test MSE over "
+        "MyBN's, seed by seed (the same initial weights and batches): the geometric mean of the ratios and its 95% "
+        "t-interval. A seed *fits* when its fit spread is above 0.5; saturation is the fraction of units with "
+        "|tanh| > 0.99 in the training batch, mean over seeds, at the first step → at the last.",
         "",
-        "| net | final test MSE | final / floor | seeds that fit | saturation, block 1 | saturation, block 4 |",
-        "|---|---|---|---|---|---|",
+        "| net | final test MSE | × MyBN | final / floor | seeds that fit | saturation, block 1 "
+        "| saturation, block 4 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in summarize(results):
         runs = runs_of(results, r, row["model"])
         fits = sum(fit_spread(results, run) > 0.5 for run in runs)
         sat = [start_end(runs, "saturation", b, ".2f") for b in (0, -1)]
         lines.append(
-            f"| {label(row['model'])} | {row['mean']:.4g} ± {row['std']:.2g} | {row['mean'] / row['noise_floor']:.3g} "
-            f"| {fits} of {len(runs)} | {sat[0]} | {sat[1]} |"
+            f"| {label(row['model'])} | {row['mean']:.4g} ± {row['std']:.2g} "
+            f"| {versus(results, r, row['model'], 'my_bn')} "
+            f"| {row['mean'] / row['noise_floor']:.3g} | {fits} of {len(runs)} | {sat[0]} | {sat[1]} |"
         )
     return "\n".join(lines)
 

@@ -81,7 +81,7 @@ EXPERIMENT = Experiment(
     name="ddp",
     doc=__doc__,
     preset={"nproc": 2, "dtype": "float64", "models": ["torch_bn", "my_bn", "my_bn_local"], "seeds": [0, 1],
-            "ranges": [5.0], "diagnostics": False},  # fmt: skip  # a check of arithmetic, not a claim decided over seeds
+            "ranges": [5.0], "diagnostics": False},  # fmt: skip  # a check of arithmetic, not a claim over seeds
     run=run_experiment,
     figures=lambda ddp, float64: {"ddp.png": partial(plot_ddp, ddp, float64)},
     tables=lambda ddp, float64: {"ddp-table": ddp_table(ddp, float64)},

@@ -146,6 +146,8 @@ def summary(results: dict, r: float, model: str, key: str) -> list[float]:
 
 
 READINGS = {"santurkar": "‖G − G′‖/‖G‖", "ioffe": "input shift"}  # the two readings of ICS the verdict compares
+LOWER = stats.Rule(0.0, "below")  # log(MyBN / plain) of a reading below 0: less ICS with batch norm
+RULES = {"less ICS with MyBN": LOWER}
 
 
 def steps_per_epoch(results: dict) -> int:
@@ -199,7 +201,7 @@ def ics_verdict(results: dict) -> Verdict:
             cis = readings(results, r, last)
             measured.append(f"{range_text(r)}, {window}: " + ", ".join(f"{READINGS[k]} {ci.ratio_text()}"
                                                                        for k, ci in cis.items()))  # fmt: skip
-            parts = [f"{READINGS[k]} {bold(stats.decide(ci, 0.0, 'below'))}" for k, ci in cis.items()]
+            parts = [f"{READINGS[k]} {bold(LOWER.decide(ci))}" for k, ci in cis.items()]
             answers.append(f"{range_text(r)}, {window}: " + ", ".join(parts))
     rule = ("per seed, log(MyBN / plain) of each reading (its median over the window, mean over blocks 2–4); "
             "holds where the interval lies below 0 (MyBN lower), does not hold where it lies above 0, else not "

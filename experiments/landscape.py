@@ -1,6 +1,6 @@
 """landscape: is the loss smoother with batch norm? Santurkar et al. (2018, §3.2, Appendix A.2.2).
 
-``PROBES`` times a run, at evenly spaced steps, with g the gradient on the step's batch, the
+About ``PROBES`` times a run, at evenly spaced steps, with g the gradient on the step's batch, the
 probe moves the parameters to θ − η·g for each η of ``FACTORS`` times a base step (½ to 4 times, as
 in the paper) and measures, on the same batch:
 
@@ -55,8 +55,8 @@ from training import BatchOrder, dataset_entry, environment, run_pool, train_run
 
 LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
 FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the base step
-PROBES = 32  # probes per run, evenly spaced over its steps
-EVERY = 50  # steps between probes of a probe made without a schedule: 32 in 100 epochs of 16 steps
+PROBES = 24  # about this many probes a run (every steps // PROBES steps from the first: 25 to 27 here)
+EVERY = 66  # steps between probes of a probe made without a schedule: 24 in 100 epochs of 16 steps
 TENTH = 0.1  # the second SGD setting's rate, as a fraction of LR
 RECIPE = (Config().lr, Config().epochs)  # the main experiment's Adam recipe: learning rate and epochs
 SETTINGS = {  # name -> which runs: the 100-epoch SGD runs at each rate (by "factor"), and the recipe's
@@ -222,6 +222,8 @@ def summary(results: dict, r: float, model: str, key: str) -> float:
 
 
 MARGIN = 0.9  # "smoother" means at least 10% lower: a few percent is within the spread over seeds
+SMOOTHER = stats.Rule(math.log(MARGIN), "below")  # log(MyBN / plain) of a measure
+RULES = {"smoother with MyBN": SMOOTHER}
 VERDICT_MEASURES = {"gdiff_max": "gradient change", "beta": "β-smoothness"}
 
 
@@ -236,14 +238,14 @@ def smoother(results: dict, r: float, setting: str = "SGD at the edge") -> dict[
     part, out = view(results, setting), {}
     for key in VERDICT_MEASURES:
         ci = ratio(part, r, "my_bn", "plain", lambda run_, key=key: median_of(run_, key))
-        out[key] = ci, stats.decide(ci, math.log(MARGIN), "below")
+        out[key] = ci, SMOOTHER.decide(ci)
     return out
 
 
 def landscape_table(results: dict) -> str:
     config = results["config"]
     lines = [
-        f"Probes at η = {', '.join(f'{f:g}' for f in FACTORS)} × the base step, {PROBES} a run; the median over "
+        f"Probes at η = {', '.join(f'{f:g}' for f in FACTORS)} × the base step, about {PROBES} a run; the median over "
         f"training, mean over {len(config['seeds'])} seeds ({source(results)}). The SGD settings train "
         f"{config['epochs']} epochs, their base step is their rate; the Adam recipe trains {RECIPE[1]} epochs at lr "
         f"{RECIPE[0]:g}, its base step the range's SGD rate at the edge. ‖W‖: the norm of the Linear weights of "

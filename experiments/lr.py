@@ -251,7 +251,7 @@ def wider_rates(results: dict, r: float, optimizer: str, epochs: int) -> tuple[s
     bn, plain = (largest_lr_per_seed(results, r, m, optimizer, epochs) for m in ("my_bn", "plain"))
     a, b = paired(bn, plain)
     ci = stats.paired_difference([math.log10(x) for x in a], [math.log10(x) for x in b])
-    return ci, stats.decide(ci, 0.0, "above")
+    return ci, WIDER.decide(ci)
 
 
 def lr_verdict(results: dict) -> Verdict:
@@ -272,6 +272,9 @@ def lr_verdict(results: dict) -> Verdict:
 
 
 AS_WELL = 1.5  # "as well as MyBN": a final test MSE at most 1.5 times MyBN's
+WIDER = stats.Rule(0.0, "above")  # decades, MyBN's largest training rate over the plain net's
+AS_WELL_RULE = stats.Rule(math.log(AS_WELL), "below")  # log(plain / MyBN) of the best cells' test MSE
+RULES = {"larger rates with MyBN": WIDER, "the plain net as well as MyBN": AS_WELL_RULE}
 
 
 def objection_verdict(results: dict) -> Verdict:
@@ -284,7 +287,7 @@ def objection_verdict(results: dict) -> Verdict:
         values = {m: {x["seed"]: x["test_mse"][long] for x in cell(results, HARD, m, opt, lr_)}
                   for m, lr_ in (("plain", plain_lr), ("my_bn", bn_lr))}  # fmt: skip
         ci = stats.paired_log_ratio(*paired(values["plain"], values["my_bn"]))
-        answer = stats.decide(ci, math.log(AS_WELL), "below")
+        answer = AS_WELL_RULE.decide(ci)
         quick = largest_training_lr(results, HARD, "plain", opt, short)
         measured.append(f"{opt}: best plain (lr {plain_lr:g}) / best MyBN (lr {bn_lr:g}) after {long} epochs "
                         f"{ci.ratio_text()}; plain within {short} epochs: "

@@ -15,6 +15,7 @@ from bn_pytorch import BN_PAIR
 from data import make_dataset, target
 from diagnostics import SATURATED, start_end
 from experiments.record import Experiment
+from explanations import versus
 from plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, range_text, save, stacked, subplots
 from results import dataset_of, fit_spread, mean_std, models_of, ranges_of, runs_of, source, summarize
 from training import run_experiment
@@ -102,6 +103,7 @@ def plot_percentiles(results: dict, models: list[str], outfile: Path) -> None:
     save(fig, outfile)
 
 
+
 def results_table(results: dict) -> str:
     """The README's table of the main experiment, and how often the plain net beats each BN net."""
     config = results["config"]
@@ -120,7 +122,8 @@ def results_table(results: dict) -> str:
         spreads = [fit_spread(results, run) for run in runs]
         lines.append(
             f"| {range_text(row['range'])} | {label(row['model'])} | {start:.4g} "
-            f"| {row['mean']:.4g} ± {row['std']:.2g} | {row['noise_floor']:.3g} "
+            f"| {row['mean']:.4g} ± {row['std']:.2g} | {versus(results, row['range'], row['model'], 'plain')} "
+            f"| {row['noise_floor']:.3g} "
             f"| {row['mean'] / row['noise_floor']:.3g} | {min(spreads):.2f}–{max(spreads):.2f} |"
         )
     lines.append("")

@@ -47,6 +47,8 @@ EVERY = 100  # steps between measurements
 LR_FACTORS = (0.1, 1.0, 10.0)  # the chosen learning rate, and ten times lower and higher
 MARKS = (100, 300, 500, 1000)  # steps at which the tables read the test accuracy, beside the last
 EARLY = 500  # "faster": the step at which the verdict compares the nets early in training
+HIGHER = stats.Rule(0.0, "above")  # MyBN's test accuracy minus the plain net's
+RULES = {"higher accuracy with MyBN": HIGHER}
 PAPER = {"plain": (0.70, 0.97), "bn": (0.95, 0.98)}  # Figure 1(a), read off: early, at the end
 
 
@@ -247,6 +249,7 @@ def plot_mnist(results: dict, outfile: Path) -> None:
             colour, ls = COLOURS[model]
             ax.plot(runs[0]["step"], acc.mean(0), ls, color=colour, lw=2, label=f"{label(model)}, mean")
             ax.fill_between(runs[0]["step"], acc.min(0).values, acc.max(0).values, color=colour, alpha=0.15, lw=0)
+            fig.banded = len(runs)  # save() says what the bands are
         chosen = " (chosen)" if lr == chosen_rate(results) else ""
         ax.set(ylim=(0.0, 1.0), xlabel="training step", ylabel="test accuracy",
                title=f"(a) test accuracy, SGD lr {lr:g}{chosen}\nband: lowest to highest of {seeds} seeds")  # fmt: skip
@@ -304,8 +307,8 @@ def mnist_verdict(results: dict) -> Verdict:
     for lr in rates(results):
         early, end = gain(results, lr, EARLY), gain(results, lr, last)
         measured.append(f"lr {lr:g}: after {EARLY} steps {early.text('+.3f')}, after {last:,} {end.text('+.3f')}")
-        answers.append(f"lr {lr:g}: faster {bold(stats.decide(early, 0.0, 'above'))}, higher at the end "
-                       f"{bold(stats.decide(end, 0.0, 'above'))}")  # fmt: skip
+        answers.append(f"lr {lr:g}: faster {bold(HIGHER.decide(early))}, higher at the end "
+                       f"{bold(HIGHER.decide(end))}")  # fmt: skip
     rule = (f"per seed, MyBN's test accuracy minus the plain net's, after {EARLY} steps (faster) and at the end "
             f"(higher at the end); holds where the interval lies above 0, does not hold where it lies below, else "
             f"not decided; each learning rate on its own ({len(results['config']['seeds'])} seeds)")  # fmt: skip

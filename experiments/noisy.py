@@ -20,9 +20,9 @@ import stats
 from diagnostics import SATURATED, start_end
 from experiments import ics
 from experiments.record import Experiment, runs_with
-from explanations import HARD, Verdict, bold, paired, per_seed
+from explanations import HARD, Verdict, bold, paired, per_seed, versus
 from plotting import label, mse_panel, range_text, saturation_panel, save, subplots
-from results import models_of, ranges_of, runs_of, source, summarize
+from results import final_mse, models_of, ranges_of, runs_of, source, summarize
 from training import run_experiment
 
 
@@ -41,24 +41,28 @@ def plot_noisy(results: dict, outfile: Path) -> None:
 def noisy_table(results: dict) -> str:
     config = results["config"]
     lines = [
-        f"{config['epochs']} epochs, mean ± std over {len(config['seeds'])} seeds ({source(results)}); "
+        f"{config['epochs']} epochs, mean ± std over {len(config['seeds'])} seeds ({source(results)}); *× MyBN*: "
+        "the net's final test MSE over MyBN's, seed by seed: the geometric mean of the ratios and its 95% t-interval; "
         f"saturation is the fraction of units with |tanh| > {SATURATED} in the last block's training batch, mean "
         "over seeds, at the first step → at the last.",
         "",
-        "| inputs | net | final test MSE | final / noise floor | saturation, block 4 |",
-        "|---|---|---|---|---|",
+        "| inputs | net | final test MSE | × MyBN | final / noise floor | saturation, block 4 |",
+        "|---|---|---|---|---|---|",
     ]
     for row in sorted(summarize(results), key=lambda row: -row["range"]):
         runs = runs_of(results, row["range"], row["model"])
         lines.append(
             f"| {range_text(row['range'])} | {label(row['model'])} | {row['mean']:.4g} ± {row['std']:.2g} "
+            f"| {versus(results, row['range'], row['model'], 'my_bn')} "
             f"| {row['mean'] / row['noise_floor']:.3g} | {start_end(runs, 'saturation', -1, '.2f')} |"
         )
     return "\n".join(lines)
 
 
-def final_mse(run_: dict) -> float:
-    return run_["test_mse"][-1]
+
+TAKES_HALF = stats.Rule(0.0, "above")  # log(MyBN + noise / MyBN) − ½·log(plain / MyBN)
+RAISES = stats.Rule(0.0, "above")  # log(MyBN + noise / MyBN) of a reading of ICS
+RULES = {"the noise takes half the gain": TAKES_HALF, "the noise raises ICS": RAISES}
 
 
 def manipulation(shift: dict) -> dict[str, dict[str, stats.Interval]]:
@@ -77,9 +81,9 @@ def noisy_verdict(results: dict, shift: dict) -> Verdict:
     # per seed: log(noisy / MyBN) − ½·log(plain / MyBN), which is below 0 when the noise costs less than half the gain
     seeds = sorted(noisy.keys() & bn.keys() & plain.keys())
     excess = stats.t_interval([math.log(noisy[s] / bn[s]) - 0.5 * math.log(plain[s] / bn[s]) for s in seeds])
-    answer = stats.decide(excess, 0.0, "above")  # the prediction: the noise takes at least half of the gain
+    answer = TAKES_HALF.decide(excess)  # the prediction: the noise takes at least half of the gain
     raised = manipulation(shift)
-    check = {window: {k: stats.decide(ci, 0.0, "above") for k, ci in cis.items()} for window, cis in raised.items()}
+    check = {window: {k: RAISES.decide(ci) for k, ci in cis.items()} for window, cis in raised.items()}
     text = {stats.HOLDS: "**holds**: the noise takes at least half of batch norm's gain",
             stats.FAILS: "**does not hold**: MyBN keeps more than half of its gain under the noise",
             stats.UNDECIDED: "not decided by these seeds"}[answer]  # fmt: skip

@@ -70,8 +70,10 @@ class RunningStatsProbe(Probe):
         self.epoch(0)
 
     def epoch(self, epoch: int) -> None:
-        for test, prefix in ((None, ""), (self.off_grid, "off_grid_")):
-            for mode, value in test_mse_by_mode(self.net, self.data, self.scaling, test).items():
+        tests = [(self.data.x_test, self.data.y_test), self.off_grid]
+        for prefix, values in zip(("", "off_grid_"), test_mse_by_mode(self.net, self.data, self.scaling, tests),
+                                  strict=True):  # fmt: skip
+            for mode, value in values.items():
                 self.records[prefix + mode].append(value)
 
     def results(self) -> dict:
@@ -79,26 +81,28 @@ class RunningStatsProbe(Probe):
 
 
 @torch.no_grad()
-def test_mse_by_mode(net: nn.Module, data, scaling: Scaling, test: tuple | None = None) -> dict[str, float]:
-    """Test MSE with moving averages, with precise statistics, and in training mode, on ``test`` (x, y)
-    (default: the data's test set); ``net`` untouched."""
+def test_mse_by_mode(net: nn.Module, data, scaling: Scaling, tests: list[tuple] | None = None
+                     ) -> list[dict[str, float]]:  # fmt: skip
+    """Per test set of ``tests`` ((x, y) pairs; default: the data's test set alone), the test MSE with
+    moving averages, with precise statistics, and in training mode; ``net`` untouched."""
     device = next(net.parameters()).device
-    x_test, y_test = (data.x_test, data.y_test) if test is None else test
-    x_train, x_test, y_test = (scaling.x(data.x_train.to(device)), scaling.x(x_test.to(device)),
-                               y_test.to(device))  # fmt: skip
-
-    def mse(model: nn.Module, training: bool) -> float:
-        model.train(training)
-        return nn.functional.mse_loss(scaling.y_back(model(x_test)), y_test).item()
-
-    out = {"running": mse(copy.deepcopy(net), False)}
     precise = copy.deepcopy(net).train()
     for layer in precise.modules():
         if isinstance(layer, (MyBN, nn.BatchNorm1d)):
             layer.momentum = 1.0  # running statistics <- this batch's: the whole training set's
-    precise(x_train)
-    out["precise"] = mse(precise, False)
-    out["train_mode"] = mse(copy.deepcopy(net), True)
+    precise(scaling.x(data.x_train.to(device)))
+    training = net.training
+
+    def mse(model: nn.Module, mode: bool, x: torch.Tensor, y: torch.Tensor) -> float:
+        model.train(mode)
+        return nn.functional.mse_loss(scaling.y_back(model(scaling.x(x.to(device)))), y.to(device)).item()
+
+    out = []
+    for x, y in tests or [(data.x_test, data.y_test)]:
+        # train mode on a copy: its running statistics move, the net's must not
+        out.append({"running": mse(net, False, x, y), "precise": mse(precise, False, x, y),
+                    "train_mode": mse(copy.deepcopy(net), True, x, y)})  # fmt: skip
+    net.train(training)
     return out
 
 
@@ -171,6 +175,9 @@ def running_stats_table(results: dict) -> str:
 
 
 MOMENTA = {"my_bn": "0.5", "my_bn_m01": "0.1"}  # the two MyBN nets, by their momentum
+PRECISE_BETTER = stats.Rule(0.0, "below")  # log(precise / moving averages) of the final test MSE
+BATCH_WORSE = stats.Rule(0.0, "above")  # log(test-batch / precise) of the final test MSE
+RULES = {"precise beats moving averages": PRECISE_BETTER, "test-batch worse than precise": BATCH_WORSE}
 
 
 def final_ratio(results: dict, r: float, model: str, mode: str, baseline: str) -> stats.Interval:
@@ -193,10 +200,10 @@ def running_stats_verdict(results: dict) -> Verdict:
     for model, momentum in MOMENTA.items():
         ci = precise_over_running(results, HARD, model)
         measured.append(f"precise / moving averages, momentum {momentum} {ci.ratio_text()}")
-        answers.append(f"precise beats moving averages, momentum {momentum}: {bold(stats.decide(ci, 0.0, 'below'))}")
+        answers.append(f"precise beats moving averages, momentum {momentum}: {bold(PRECISE_BETTER.decide(ci))}")
     batch = final_ratio(results, HARD, "my_bn", "off_grid_train_mode", "off_grid_precise")
     measured.append(f"test-batch / precise {batch.ratio_text()}")
-    answers.append(f"test-batch statistics worse than precise: {bold(stats.decide(batch, 0.0, 'above'))}")
+    answers.append(f"test-batch statistics worse than precise: {bold(BATCH_WORSE.decide(batch))}")
     same = curves(results, HARD, "my_bn", "precise").equal(curves(results, HARD, "my_bn_m01", "precise"))
     note = " (the weights are the same at both momenta: the running statistics never enter training)" if same else ""
     rule = ("per seed, the log-ratio of the final test MSE on the off-grid test set: precise / moving averages, "

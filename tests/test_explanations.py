@@ -174,7 +174,7 @@ def test_running_stats_modes():
             layer.momentum = 1.0
     net.train()(data.x_train)  # running statistics := the training set's
     before = [t.clone() for t in net.state_dict().values()]
-    modes = running_stats.test_mse_by_mode(net, data, Scaling())
+    (modes,) = running_stats.test_mse_by_mode(net, data, Scaling())
     assert all(torch.equal(a, b) for a, b in zip(before, net.state_dict().values(), strict=True))
     assert math.isclose(modes["running"], modes["precise"], rel_tol=1e-6)
     with torch.no_grad():

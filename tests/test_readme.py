@@ -158,6 +158,28 @@ def test_claims_about_controls():
         assert claim in TEXT, claim
 
 
+def test_claims_about_adams_step():
+    """The controls page: in 160 Adam steps at 0.02 the output bias moves about 3, less than the targets'
+    mean of about 8; no rate of the Adam grid, 0.1 to 1 among them, trains the plain net on (-5, 5)
+    within 10 epochs; plain SGD at 0.01 does, in every seed."""
+    from experiments import lr
+
+    grid = load_results(ROOT / "results" / "lr" / "results.json")
+    main = load_results(ROOT / "results" / "results.json")
+    assert main["config"]["optimizer"] == "adam" and abs(main["config"]["lr"] * 160 - 3.2) < 1e-9  # "about 3"
+    assert len(runs_of(main, 5.0, "plain")[0]["train_loss"]) == 160
+    means = [sum(d["y_test"]) / len(d["y_test"]) for d in main["datasets"] if d["range"][1] == 5.0]
+    assert all(7.5 < m < 9 for m in means)  # "about 8"
+    assert {0.1, 0.3, 1.0} <= set(lr.GRIDS["adam"])
+    assert lr.largest_training_lr(grid, 5.0, "plain", "adam", 10) is None
+    sgd = [x for x in lr.cell(grid, 5.0, "plain", "sgd", 0.01)]
+    assert len(sgd) == 5 and all(lr.trains(grid, x, 10) for x in sgd)
+    page = " ".join(DOCS["controls"].split())
+    assert "no rate of the [lr](lr.md) experiment's Adam grid trains the plain net on (-5, 5) within 10 epochs" in page
+    assert ("plain SGD at 0.01, whose steps follow the size of the gradient, trains it within 10 epochs in every "
+            "seed") in page  # fmt: skip
+
+
 def test_claims_about_the_sweep():
     results = load_results(SWEEP)
     ranges, plain, _ = sweep.sweep_curves(results, "plain")

@@ -1,10 +1,12 @@
 """The verdicts' arithmetic (stats.py) on cases with a known answer, and each rule's three answers on
 synthetic per-seed numbers: all on one side of the margin, all on the other, and across it."""
 
+import importlib
 import math
 
 import pytest
 
+from experiments import EXPERIMENTS
 from stats import FAILS, HOLDS, UNDECIDED, Interval, decide, paired_difference, paired_log_ratio, t_interval
 
 
@@ -64,3 +66,21 @@ def test_decide_uses_its_margin():
     assert decide(ci, -0.15, "below") == UNDECIDED  # the margin inside the interval
     with pytest.raises(ValueError):
         decide(ci, 0.0, "sideways")
+
+
+@pytest.mark.parametrize("name", [name for name, record in EXPERIMENTS.items() if record.verdicts])
+def test_every_verdict_rule_on_synthetic_seeds(name):
+    """Each rule an experiment decides its verdict rows by (its module's ``RULES``), fed five per-seed
+    numbers all on the claim's side of its margin, all on the other side, and spread across it."""
+    rules = importlib.import_module(f"experiments.{name}").RULES
+    assert rules
+    for what, rule in rules.items():
+        toward = -1.0 if rule.claim == "below" else 1.0
+        on_claim = [rule.margin + toward * (0.2 + 0.01 * k) for k in range(5)]
+        against = [rule.margin - toward * (0.2 + 0.01 * k) for k in range(5)]
+        across = [rule.margin + d for d in (-0.3, 0.2, 0.35, -0.1, 0.05)]
+        assert rule.decide(t_interval(on_claim)) == HOLDS, what
+        assert rule.decide(t_interval(against)) == FAILS, what
+        assert rule.decide(t_interval(across)) == UNDECIDED, what
+        near = [rule.margin + toward * d for d in (0.001, 0.002, 0.0015, 0.0012, 0.0018)]  # close, all agree
+        assert rule.decide(t_interval(near)) == HOLDS, what
