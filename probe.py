@@ -1,5 +1,6 @@
 """The one way to measure while a net trains: a ``Probe``, with a schedule of its own, called by the
-training loop (``training.fit``), which knows no particular measurement.
+training loop (``training.fit``, and ``ensemble.Ensemble.fit`` for nets trained side by side, which
+hands the probe the ensemble in place of the optimiser), which knows no particular measurement.
 
 Each step of ``fit``: the forward and backward of a batch; every probe whose schedule ``wants`` the
 step ``measure``s it (the gradients are this step's, the optimiser has not stepped); the optimiser's
@@ -10,7 +11,7 @@ without.
 
 The probes: ``diagnostics.Diagnostics`` (tanh inputs, saturation and gradient norms per block),
 ``experiments/ics.ICSProbe``, ``experiments/landscape.LandscapeProbe``,
-``experiments/running_stats.RunningStatsProbe`` and ``experiments/mnist.MnistProbe``.
+``experiments/running_stats.RunningStatsProbe`` and, on an ensemble, ``experiments/mnist.MnistProbe``.
 """
 
 from __future__ import annotations
