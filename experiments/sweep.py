@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from experiments.record import Experiment
+from explanations import versus
 from plotting import band, label, save, subplots
 from results import dataset_of, mean_std, models_of, ranges_of, runs_of, source
 from training import run_experiment
@@ -45,9 +46,6 @@ def plot_sweep(results: dict, outfile: Path) -> None:
     save(fig, outfile)
 
 
-SINGLE_PROCESS_TWIN = {"my_bn_local": "my_bn"}  # in one process, per-process statistics are the batch's
-
-
 def sweep_table(results: dict) -> str:
     """Final test MSE ÷ Var(y_test) per range and net, the noise floor on that scale, and how far the fits reach."""
     models = models_of(results)
@@ -60,18 +58,21 @@ def sweep_table(results: dict) -> str:
             0
         ]
 
+    paired = "my_bn" in models and "plain" in models
     header = " | ".join(label(m) for m in models) + " | " + " | ".join(f"reach, {label(m)}" for m in models)
     lines = [
         f"Final test MSE ÷ Var(y_test), mean ± std over {len(results['config']['seeds'])} seeds "
-        f"({source(results)}); 1 is what predicting the mean of y scores. *Reach* is the largest "
-        "prediction divided by the largest test target, mean over seeds.",
+        f"({source(results)}); 1 is what predicting the mean of y scores. *MyBN × plain*: MyBN's final test MSE "
+        "over the plain net's, seed by seed: the geometric mean of the ratios and its 95% t-interval. *Reach* is "
+        "the largest prediction divided by the largest test target, mean over seeds.",
         "",
-        f"| R | noise floor | {header} |",
-        "|---" * (2 * len(models) + 2) + "|",
+        f"| R | noise floor | {header}{' | MyBN × plain' if paired else ''} |",
+        "|---" * (2 * len(models) + 2 + paired) + "|",
     ]
     for i, r in enumerate(ranges):
         cells = [f"{curves[m][1][:, i].mean():.3f} ± {curves[m][1][:, i].std():.3f}" for m in models]
         cells += [f"{reach(r, m):.2f}" for m in models]
+        cells += [versus(results, r, "my_bn", "plain")] if paired else []
         lines.append(f"| {r:g} | {floors[i]:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -126,7 +126,7 @@ def test_an_experiments_help_shows_its_preset(name, capsys):
     if "seeds" not in EXPERIMENTS[name].unused:
         assert f"({name}: {seeds})" in " ".join(shown.split())
     for setting in EXPERIMENTS[name].unused:
-        assert f"not used by {name}" in shown, setting
+        assert f"not used by {name}" in " ".join(shown.split()), setting
     assert " ".join(EXPERIMENTS[name].doc.split()[:6]) in " ".join(shown.split())
 
 
