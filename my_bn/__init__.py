@@ -12,6 +12,8 @@ Read it in this order:
    inputs and batches spread over processes to ``my_bn/fast.py``, faster versions of the same math.
 4. ``my_bn/cpp.py`` and ``my_bn/cpp.cpp``: the opt-in C++ backend, ``MyBN(backend="cpp")``.
 5. ``my_bn/convert.py``: ``convert_to_mybn``, which swaps a model's batch-norm layers for these.
+6. ``my_bn/variants.py``: Batch Renormalization (``MyBatchRenorm``, ``MyBatchRenorm2d``) and ghost batch
+   norm (``MyGhostBN``, ``MyGhostBN2d``), as ``MyBN`` subclasses.
 
 Nothing here calls PyTorch's batch-norm kernels. ``my_bn.REFERENCE_ONLY = True`` (or
 ``MYBN_REFERENCE_ONLY=1`` in the environment) runs every call of a single process through the
@@ -29,8 +31,10 @@ from my_bn.convert import convert_to_mybn
 from my_bn.function import batch_norm_train
 from my_bn.layer import MyBN, MyBN2d, MyBN3d, MySyncBN
 from my_bn.reference import batchnorm_backward, batchnorm_forward, batchnorm_jvp
+from my_bn.variants import MyBatchRenorm, MyBatchRenorm2d, MyGhostBN, MyGhostBN2d
 
 __all__ = ["MyBN", "MyBN2d", "MyBN3d", "MySyncBN", "batch_norm_train", "convert_to_mybn", "__version__"]
+__all__ += ["MyBatchRenorm", "MyBatchRenorm2d", "MyGhostBN", "MyGhostBN2d"]  # the variants
 __all__ += ["batchnorm_forward", "batchnorm_backward", "batchnorm_jvp"]  # the reference functions
 
 __version__ = "1.0.0"  # the package's; results files record it too (CITATION.cff: the same)

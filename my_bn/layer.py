@@ -109,8 +109,13 @@ class MyBN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace: one call_module node, as nn's layers are
             return x.tracer.create_proxy("call_module", x.tracer.path_of_module(self), (x,), {})
+        return self._forward(x, self.weight, self.bias)
+
+    def _forward(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+        """The forward with ``weight`` and ``bias`` as gamma and beta in training (a variant may pass its
+        own, as ``my_bn.variants.MyBatchRenorm`` does); eval mode uses the layer's own."""
         # Each module attribute is read once: on a small input, every lookup shows in the time.
-        weight, bias, running_mean, running_var = self.weight, self.bias, self.running_mean, self.running_var
+        running_mean, running_var = self.running_mean, self.running_var
         training = self.training
         # Batch statistics in training, and in eval when there are no running estimates to use.
         use_batch_stats = training or (running_mean is None and running_var is None)
