@@ -18,11 +18,11 @@ running statistics put back after the probe, as are the parameters and the optim
 
 Three settings (``SETTINGS``), per range:
 
-- *SGD at the edge*: plain SGD for the preset's 100 epochs at ``LR``, the largest rate of the lr
-  experiment's SGD grid at which every seed of both nets trains within 100 epochs (tests/test_readme.py
-  checks that against the lr results); the probe's base step is that rate. The plain net's β then
-  sits near 2/η, the edge of stability: SGD may be tuning the sharpness to its rate, whatever the
-  landscape would be;
+- *SGD at the edge*: plain SGD for the preset's 50 epochs (800 steps; the budget allows no more) at
+  ``LR``, the largest rate of the lr experiment's SGD grid at which every seed of both nets trains
+  within 100 epochs (tests/test_readme.py checks that against the lr results); the probe's base step
+  is that rate. The plain net's β then sits near 2/η, the edge of stability: SGD may be tuning the
+  sharpness to its rate, whatever the landscape would be;
 - *SGD at a tenth*: the same at a tenth of that rate, away from the edge; base step its rate;
 - *the Adam recipe*: the main experiment's Adam at lr 0.02 for 10 epochs (160 steps), the recipe the
   README's short answer is about; Adam's step is not η·g, so the probe's base step is the SGD rate
@@ -30,7 +30,7 @@ Three settings (``SETTINGS``), per range:
 
 ``--lr`` replaces ``LR`` for every range (a range without an entry in ``LR`` needs it); each run
 records the rate it trained at, and the results' config the one given (null: the rates of ``LR``).
-The 100-epoch SGD runs are ``runs``; the Adam recipe's, 10 epochs long, are ``recipe``.
+The SGD runs are ``runs``; the Adam recipe's, 10 epochs long, are ``recipe``.
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ from training import BatchOrder, dataset_entry, environment, run_pool, train_run
 LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
 FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the base step
 PROBES = 24  # about this many probes a run (every steps // PROBES steps from the first: 25 to 27 here)
-EVERY = 66  # steps between probes of a probe made without a schedule: 24 in 100 epochs of 16 steps
+EVERY = 33  # steps between probes of a probe made without a schedule: 24 in 50 epochs of 16 steps
 TENTH = 0.1  # the second SGD setting's rate, as a fraction of LR
 RECIPE = (Config().lr, Config().epochs)  # the main experiment's Adam recipe: learning rate and epochs
-SETTINGS = {  # name -> which runs: the 100-epoch SGD runs at each rate (by "factor"), and the recipe's
+SETTINGS = {  # name -> which runs: the SGD runs at each rate (by "factor"), and the recipe's
     "SGD at the edge": lambda results: [r for r in results["runs"] if r["factor"] == 1.0],
     f"SGD at {TENTH:g}×": lambda results: [r for r in results["runs"] if r["factor"] == TENTH],
     "Adam recipe": lambda results: results["recipe"],
@@ -300,12 +300,15 @@ def check_runs(results: dict) -> None:
         runs_with(("landscape", "lr"), "its probe's runs")({**results, "runs": results[part]})
     if any("weight_norm" not in run_["landscape"] for run_ in (*results["runs"], *results["recipe"])):
         raise ValueError("the landscape figures and table need the weight norms: rerun `python train.py landscape`")
+    if any(run_.get("factor") not in (1.0, TENTH) for run_ in results["runs"]):
+        raise ValueError(f"each of its SGD runs needs a 'factor' of its range's rate, 1 or {TENTH:g}: rerun "
+                         "`python train.py landscape`")  # fmt: skip
 
 
 EXPERIMENT = Experiment(
     name="landscape",
     doc=__doc__,
-    preset={"models": ["plain", "my_bn"], "epochs": 100, "diagnostics": False,
+    preset={"models": ["plain", "my_bn"], "epochs": 50, "diagnostics": False,
             "lr": None},  # fmt: skip  # None: each range's rate from LR
     run=run,
     figures=lambda results: {"landscape.png": partial(plot_landscape, results),
