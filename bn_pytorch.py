@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
-from my_bn import MyBN
+from my_bn import MyBatchRenorm2d, MyBN, MyBN2d, MyGhostBN2d
 
 
 @dataclass(frozen=True)
@@ -196,3 +196,62 @@ class SigmoidMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.blocks(x))
+
+
+def _conv_norm(norm: str, width: int, momentum: float, backend: str | None, renorm: tuple, ghost_batch_size: int,
+               groups: int, dtype: torch.dtype | None) -> nn.Module:  # fmt: skip
+    """The layer ``norm`` (of ``ConvNet.NORMS``) after a convolution of ``width`` channels."""
+    r_max, d_max, warmup = renorm
+    factory = {"dtype": dtype}
+    make = {
+        "plain": lambda: nn.Identity(),
+        "torch_bn": lambda: nn.BatchNorm2d(width, momentum=momentum, **factory),
+        "my_bn": lambda: MyBN2d(width, momentum=momentum, backend=backend, **factory),
+        "group_norm": lambda: nn.GroupNorm(groups, width, **factory),
+        "layer_norm": lambda: nn.GroupNorm(1, width, **factory),  # one group: each sample over all of (C, H, W)
+        "renorm": lambda: MyBatchRenorm2d(width, momentum=momentum, backend=backend, r_max=r_max, d_max=d_max,
+                                          warmup=warmup, **factory),  # fmt: skip
+        "ghost": lambda: MyGhostBN2d(width, momentum=momentum, backend=backend, ghost_batch_size=ghost_batch_size,
+                                     **factory),  # fmt: skip
+    }
+    return make[norm]()
+
+
+class ConvNet(nn.Module):
+    """A small VGG-style net for 8×8 digit images: ``depth`` 3×3 convolutions of ``width`` channels
+    (padding 1), each followed by the norm under test and ReLU, then global average pooling and a linear
+    classifier of 10 digits.
+
+    ``norm``: one of ``NORMS``: none, ``nn.BatchNorm2d``, ``MyBN2d``, ``nn.GroupNorm`` (``groups``
+    groups), LayerNorm over (C, H, W) as ``nn.GroupNorm`` with one group, Batch Renormalization
+    (``MyBatchRenorm2d``, ``renorm`` = (r_max, d_max, warmup)) and ghost batch norm (``MyGhostBN2d``).
+    The convolutions and the classifier are drawn from ``seed`` alone, with He initialisation (normal,
+    fan-in, for ReLU: an honest plain baseline, not a strawman) and zero biases, so for one seed every
+    variant starts from identical weights and differs only in its norm layers.
+    """
+
+    NORMS = ("plain", "torch_bn", "my_bn", "group_norm", "layer_norm", "renorm", "ghost")
+
+    def __init__(self, norm: str = "plain", seed: int = 0, *, width: int = 16, depth: int = 3, groups: int = 4,
+                 bn_momentum: float = 0.1, renorm: tuple = (3.0, 5.0, (0, 0, 0)), ghost_batch_size: int = 8,
+                 mybn_backend: str | None = None, dtype: torch.dtype | None = None):  # fmt: skip
+        super().__init__()
+        if norm not in self.NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(self.NORMS)}")
+        self.model = norm
+        self.convs = nn.ModuleList(nn.Conv2d(1 if i == 0 else width, width, 3, padding=1, dtype=dtype)
+                                   for i in range(depth))  # fmt: skip
+        self.norms = nn.ModuleList(_conv_norm(norm, width, bn_momentum, mybn_backend, renorm, ghost_batch_size, groups,
+                                              dtype) for _ in range(depth))  # fmt: skip
+        self.head = nn.Linear(width, 10, dtype=dtype)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for layer in (*self.convs, self.head):
+                fan_in = layer.weight[0].numel()
+                layer.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
+                layer.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = torch.relu(norm(conv(x)))
+        return self.head(x.mean((2, 3)))

@@ -125,12 +125,43 @@ def mnist_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     0...255 to [0, 1] (divided by 255), nothing else: x is (n, 784) float32, y the digit (n,).
     """
     x, y = mnist_digits()
+    train, test = stratified(y, MNIST_TRAIN_PER_CLASS, seed)
+    return x[train], y[train], x[test], y[test]
+
+
+def stratified(y: Tensor, first: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Indices of a stratified split of labels ``y`` (0..9): of each digit's images a random ``first``
+    (drawn from ``seed``, digit by digit), and the rest; each sorted."""
     gen = torch.Generator().manual_seed(seed)
-    train, test = [], []
+    chosen, rest = [], []
     for digit in range(10):
         idx = (y == digit).nonzero().squeeze(1)
         idx = idx[torch.randperm(len(idx), generator=gen)]
-        train.append(idx[:MNIST_TRAIN_PER_CLASS])
-        test.append(idx[MNIST_TRAIN_PER_CLASS:])
-    train, test = torch.cat(train).sort().values, torch.cat(test).sort().values
+        chosen.append(idx[:first])
+        rest.append(idx[first:])
+    return torch.cat(chosen).sort().values, torch.cat(rest).sort().values
+
+
+# ---------------------------------------------------------------------------------------------- 8×8 digits
+# scikit-learn ships 1,797 8×8 images of handwritten digits (UCI), small enough for a conv net to be
+# trained many times over within the time budget.
+
+DIGITS_TEST_PER_CLASS = 50  # of each digit's ~180 images: 500 to test on, the other 1,297 to train on
+
+
+@functools.cache
+def digit_images() -> tuple[Tensor, Tensor]:
+    """scikit-learn's 1,797 8×8 digits as ``(x, y)``: x (1797, 1, 8, 8) float32 in [0, 1] (the 0…16 grey
+    levels divided by 16), y the digit. Read once per process (do not change them in place)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16, torch.tensor(digits.target)
+
+
+def digits_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(x_train, y_train, x_test, y_test)`` of the 8×8 digits, stratified: of each digit's images a random
+    ``DIGITS_TEST_PER_CLASS`` (drawn from ``seed``) are for testing, the rest for training."""
+    x, y = digit_images()
+    test, train = stratified(y, DIGITS_TEST_PER_CLASS, seed)
     return x[train], y[train], x[test], y[test]
