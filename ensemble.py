@@ -12,7 +12,7 @@ member: plain SGD, or Adam with PyTorch's defaults (the same update as ``torch.o
 ``torch.optim`` cannot do that: it takes one learning rate per parameter group, and a group per
 member would unstack the tensors, and the ensemble with them.
 
-Its loop, ``Ensemble.fit``, is ``training.fit``'s, and it takes the same probes (``probe.Probe``):
+Its loop, ``Ensemble.fit``, is ``training.fit``'s (``probe.loop``), with the same probes (``probe.Probe``):
 ``measure`` is given the ensemble in place of the optimiser, with this step's gradients in
 ``Ensemble.grads``; ``Ensemble.updated`` gives the parameters the step is about to produce, without
 taking it.
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from probe import Probe, Step
+from probe import Probe, loop
 
 Params = dict[str, torch.Tensor]
 
@@ -109,23 +109,12 @@ class Ensemble:
         """``training.fit``'s loop for the ensemble: ``orders`` holds each member's batch order (index
         tensors per epoch, as ``training.BatchOrder`` gives them), ``batch(idx)`` the K batches (x, y) for
         the K members' indices ``idx`` (K, B). Returns each step's losses, (K,) per step."""
-        losses, number = [], 0
-        for epoch, per_member in enumerate(zip(*orders, strict=True)):
-            count = len(per_member[0])
-            for i, indices in enumerate(zip(*per_member, strict=True)):
-                x, y = batch(torch.stack(indices))
-                self.grads, value = self.gradients(x, y)
-                number += 1
-                step = Step(number, epoch, i == count - 1)
-                for probe in probes:
-                    if probe.wants(step):
-                        probe.measure(step, x, y, self)
-                self.step(self.grads)
-                losses.append(value)
-                for probe in probes:
-                    probe.stepped(step)
-            if after_epoch is not None:
-                after_epoch(epoch + 1)
-            for probe in probes:
-                probe.epoch(epoch + 1)
-        return losses
+        epochs = ([torch.stack(indices) for indices in zip(*per_member, strict=True)]
+                  for per_member in zip(*orders, strict=True))  # fmt: skip
+
+        def prepare(idx: torch.Tensor):
+            x, y = batch(idx)
+            self.grads, value = self.gradients(x, y)
+            return x, y, self, lambda: self.step(self.grads), value
+
+        return loop(epochs, prepare, probes, after_epoch)

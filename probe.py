@@ -1,6 +1,7 @@
 """The one way to measure while a net trains: a ``Probe``, with a schedule of its own, called by the
-training loop (``training.fit``, and ``ensemble.Ensemble.fit`` for nets trained side by side, which
-hands the probe the ensemble in place of the optimiser), which knows no particular measurement.
+one training loop (``loop``, which ``training.fit`` runs for a net and ``ensemble.Ensemble.fit`` for
+nets trained side by side, handing the probe the ensemble in place of the optimiser), which knows no
+particular measurement.
 
 Each step of ``fit``: the forward and backward of a batch; every probe whose schedule ``wants`` the
 step ``measure``s it (the gradients are this step's, the optimiser has not stepped); the optimiser's
@@ -17,7 +18,8 @@ The probes: ``diagnostics.Diagnostics`` (tanh inputs, saturation and gradient no
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -53,6 +55,37 @@ class Probe:
     def results(self) -> dict:
         """What it measured, for the run's results (called once, when training has ended)."""
         return {}
+
+
+def loop(epochs: Iterable[Sequence], prepare: Callable[[Any], tuple], probes: Sequence[Probe] = (),
+         after_epoch: Callable[[int], None] | None = None,
+         before_epoch: Callable[[], None] | None = None) -> list:  # fmt: skip
+    """The training loop: for each epoch's batches, ``prepare(batch)`` runs the batch's forward and
+    backward and returns ``(x, y, holder, take, recorded)``: the batch, what a probe's ``measure`` is
+    handed (the optimiser, or the ensemble), the optimiser's step still to take, and the loss to record.
+    Then the probes that want this step measure, the step is taken, and every probe is told. Before
+    each epoch ``before_epoch()``; after it ``after_epoch(epoch)`` (1 for the first), then the probes'.
+    Returns each step's recorded loss."""
+    losses, number = [], 0
+    for epoch, batches in enumerate(epochs):
+        if before_epoch is not None:
+            before_epoch()
+        for i, batch in enumerate(batches):
+            x, y, holder, take, recorded = prepare(batch)
+            number += 1
+            step = Step(number, epoch, i == len(batches) - 1)
+            for probe in probes:
+                if probe.wants(step):
+                    probe.measure(step, x, y, holder)
+            take()
+            losses.append(recorded)
+            for probe in probes:
+                probe.stepped(step)
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
+        for probe in probes:
+            probe.epoch(epoch + 1)
+    return losses
 
 
 def every(n: int, step: Step) -> bool:

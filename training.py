@@ -30,9 +30,9 @@ import my_bn
 import progress
 from bn_pytorch import VARIANTS, TanhMLP, Variant
 from config import DTYPES, Config, resolve_device
-from data import Dataset, make_dataset, spread_noise_std
+from data import N_TRAIN, Dataset, make_dataset, spread_noise_std
 from diagnostics import Diagnostics
-from probe import Probe, Step
+from probe import Probe, loop
 from results import mean_std
 
 
@@ -63,6 +63,11 @@ class BatchOrder(Sequence):
         if not -self.epochs <= epoch < self.epochs:
             raise IndexError(f"epoch {epoch} of {self.epochs}")
         return next(itertools.islice(self, epoch % self.epochs, None))
+
+
+def steps_per_epoch(batch_size: int, n: int = N_TRAIN) -> int:
+    """The optimiser steps of one epoch of ``n`` training inputs in batches of ``batch_size`` (``BatchOrder``'s)."""
+    return len(BatchOrder(n, batch_size, 1, 0)[0])
 
 
 @dataclass(frozen=True)
@@ -121,31 +126,19 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # loss to
 def fit(net: nn.Module, opt: torch.optim.Optimizer, order: Iterable[list[torch.Tensor]],
         batch_loss: Callable[[torch.Tensor], Batch], probes: Sequence[Probe] = (),
         after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:  # fmt: skip
-    """The training loop: for each epoch's batches (index tensors), ``batch_loss(idx)`` gives the loss
-    to differentiate, the batch's loss to record, and the batch (x, y); backward, the probes that
-    want this step (``probe.Probe``), the optimiser's step. After each epoch ``after_epoch(epoch)``
-    (1 for the first), then the probes'. Returns each step's recorded loss (tensors: no host sync)."""
-    losses, number = [], 0
-    for epoch, batches in enumerate(order):
-        net.train()
-        for i, idx in enumerate(batches):
-            loss, recorded, x, y = batch_loss(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            number += 1
-            step = Step(number, epoch, i == len(batches) - 1)
-            for probe in probes:
-                if probe.wants(step):
-                    probe.measure(step, x, y, opt)
-            opt.step()
-            losses.append(recorded.detach())
-            for probe in probes:
-                probe.stepped(step)
-        if after_epoch is not None:
-            after_epoch(epoch + 1)
-        for probe in probes:
-            probe.epoch(epoch + 1)
-    return losses
+    """The training loop (``probe.loop``) of one net: for each epoch's batches (index tensors),
+    ``batch_loss(idx)`` gives the loss to differentiate, the batch's loss to record, and the batch (x, y);
+    backward, the probes that want this step (``probe.Probe``), the optimiser's step. After each epoch
+    ``after_epoch(epoch)`` (1 for the first), then the probes'. Returns each step's recorded loss
+    (tensors: no host sync)."""
+
+    def prepare(idx: torch.Tensor):
+        loss, recorded, x, y = batch_loss(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return x, y, opt, opt.step, recorded.detach()
+
+    return loop(order, prepare, probes, after_epoch, before_epoch=net.train)
 
 
 def train_one(

@@ -27,13 +27,13 @@ import torch
 from torch import nn
 
 import stats
-from data import N_TRAIN
 from experiments.record import Experiment, runs_with
 from explanations import EASY, HARD, Verdict, bold, ratio
 from plotting import band, label, range_text, save, stacked, subplots
 from probe import Probe, Step, every, preserved
 from results import models_of, ranges_of, rounded, runs_of, source
-from training import BatchOrder, run_experiment
+from training import run_experiment
+from training import steps_per_epoch as training_steps
 
 EVERY = 2  # steps between measurements
 MEASURES = {  # key -> what the figures and tables call it
@@ -152,7 +152,7 @@ RULES = {"less ICS with MyBN": LOWER}
 
 def steps_per_epoch(results: dict) -> int:
     """The optimiser steps of one epoch of these runs."""
-    return len(BatchOrder(N_TRAIN, results["config"]["batch_size"], 1, 0)[0])
+    return training_steps(results["config"]["batch_size"])
 
 
 def reading(run_: dict, name: str, last_step: int | None = None) -> float:

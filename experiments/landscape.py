@@ -45,13 +45,12 @@ from torch import nn
 
 import stats
 from config import Config
-from data import N_TRAIN
 from experiments.record import Experiment, runs_with
 from explanations import EASY, HARD, Verdict, bold, ratio
 from plotting import band, label, range_text, save, stacked, subplots
 from probe import Probe, Step, every, preserved
 from results import models_of, ranges_of, rounded, runs_of, source
-from training import BatchOrder, dataset_entry, environment, run_pool, train_run
+from training import dataset_entry, environment, run_pool, steps_per_epoch, train_run
 
 LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
 FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the base step
@@ -140,7 +139,7 @@ def landscape_run(config, job: tuple[float, float, str, int]) -> dict:
     else:
         lr, epochs = RECIPE
         run_config = dataclasses.replace(config, optimizer="adam", lr=lr, epochs=min(epochs, config.epochs))
-    steps = run_config.epochs * len(BatchOrder(N_TRAIN, config.batch_size, 1, 0)[0])
+    steps = run_config.epochs * steps_per_epoch(config.batch_size)
     probe = partial(LandscapeProbe, base=run_config.lr if factor else edge, steps=max(1, steps // PROBES))
     run_ = train_run(run_config, (r, model, seed), probe=probe)
     return {**run_, "optimizer": run_config.optimizer, "lr": run_config.lr, **({"factor": factor} if factor else {})}
