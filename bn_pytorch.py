@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -198,20 +199,22 @@ class SigmoidMLP(nn.Module):
         return self.head(self.blocks(x))
 
 
-def _conv_norm(norm: str, width: int, momentum: float, backend: str | None, renorm: tuple, ghost_batch_size: int,
-               groups: int, dtype: torch.dtype | None) -> nn.Module:  # fmt: skip
-    """The layer ``norm`` (of ``ConvNet.NORMS``) after a convolution of ``width`` channels."""
+def _conv_norm(norm: str, channels: int, members: int, momentum: float, backend: str | None, renorm: tuple,
+               ghost_batch_size: int, groups: int, dtype: torch.dtype | None) -> nn.Module:  # fmt: skip
+    """The layer ``norm`` (of ``ConvNet.NORMS``) after a convolution of ``channels`` channels, ``members``
+    nets' side by side: a per-channel layer is the members' own layers in one, and the groups of a
+    GroupNorm never cross from one member's channels into the next's."""
     r_max, d_max, warmup = renorm
     factory = {"dtype": dtype}
     make = {
         "plain": lambda: nn.Identity(),
-        "torch_bn": lambda: nn.BatchNorm2d(width, momentum=momentum, **factory),
-        "my_bn": lambda: MyBN2d(width, momentum=momentum, backend=backend, **factory),
-        "group_norm": lambda: nn.GroupNorm(groups, width, **factory),
-        "layer_norm": lambda: nn.GroupNorm(1, width, **factory),  # one group: each sample over all of (C, H, W)
-        "renorm": lambda: MyBatchRenorm2d(width, momentum=momentum, backend=backend, r_max=r_max, d_max=d_max,
+        "torch_bn": lambda: nn.BatchNorm2d(channels, momentum=momentum, **factory),
+        "my_bn": lambda: MyBN2d(channels, momentum=momentum, backend=backend, **factory),
+        "group_norm": lambda: nn.GroupNorm(groups * members, channels, **factory),
+        "layer_norm": lambda: nn.GroupNorm(members, channels, **factory),  # one group a member: all of (C, H, W)
+        "renorm": lambda: MyBatchRenorm2d(channels, momentum=momentum, backend=backend, r_max=r_max, d_max=d_max,
                                           warmup=warmup, **factory),  # fmt: skip
-        "ghost": lambda: MyGhostBN2d(width, momentum=momentum, backend=backend, ghost_batch_size=ghost_batch_size,
+        "ghost": lambda: MyGhostBN2d(channels, momentum=momentum, backend=backend, ghost_batch_size=ghost_batch_size,
                                      **factory),  # fmt: skip
     }
     return make[norm]()
@@ -228,30 +231,58 @@ class ConvNet(nn.Module):
     The convolutions and the classifier are drawn from ``seed`` alone, with He initialisation (normal,
     fan-in, for ReLU: an honest plain baseline, not a strawman) and zero biases, so for one seed every
     variant starts from identical weights and differs only in its norm layers.
+
+    ``seed`` a sequence of K seeds: K such nets side by side in one module, each member exactly the net
+    of its seed. Each layer holds the members' channels one after the other: the convolutions and the
+    classifier (a 1×1 convolution) are grouped by member, and the norm layers are per channel (or per
+    group of one member's channels), so no number crosses from one member to another and one step of
+    the module is a step of each member on its own batch: the input is (N, K, 1, 8, 8), member k's
+    batch at [:, k], the output (N, K, 10). It costs one net's Python and dispatch overhead a step,
+    which at small batches is most of the time (``torch.func.vmap`` over members does not remove
+    MyBN's: its custom autograd.Function is traced once per member).
     """
 
     NORMS = ("plain", "torch_bn", "my_bn", "group_norm", "layer_norm", "renorm", "ghost")
 
-    def __init__(self, norm: str = "plain", seed: int = 0, *, width: int = 16, depth: int = 3, groups: int = 4,
-                 bn_momentum: float = 0.1, renorm: tuple = (3.0, 5.0, (0, 0, 0)), ghost_batch_size: int = 8,
-                 mybn_backend: str | None = None, dtype: torch.dtype | None = None):  # fmt: skip
+    def __init__(self, norm: str = "plain", seed: int | Sequence[int] = 0, *, width: int = 16, depth: int = 3,
+                 groups: int = 4, bn_momentum: float = 0.1, renorm: tuple = (3.0, 5.0, (0, 0, 0)),
+                 ghost_batch_size: int = 8, mybn_backend: str | None = None,
+                 dtype: torch.dtype | None = None):  # fmt: skip
         super().__init__()
         if norm not in self.NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(self.NORMS)}")
         self.model = norm
-        self.convs = nn.ModuleList(nn.Conv2d(1 if i == 0 else width, width, 3, padding=1, dtype=dtype)
-                                   for i in range(depth))  # fmt: skip
-        self.norms = nn.ModuleList(_conv_norm(norm, width, bn_momentum, mybn_backend, renorm, ghost_batch_size, groups,
-                                              dtype) for _ in range(depth))  # fmt: skip
-        self.head = nn.Linear(width, 10, dtype=dtype)
-        gen = torch.Generator().manual_seed(seed)
+        self.seeds = (seed,) if isinstance(seed, int) else tuple(seed)
+        self.grouped = not isinstance(seed, int)  # the input and output carry a member dimension
+        k = self.k = len(self.seeds)
+        if not k:
+            raise ValueError("ConvNet needs at least one seed")
+        self.convs = nn.ModuleList(nn.Conv2d(k * (1 if i == 0 else width), k * width, 3, padding=1, groups=k,
+                                             dtype=dtype) for i in range(depth))  # fmt: skip
+        self.norms = nn.ModuleList(_conv_norm(norm, k * width, k, bn_momentum, mybn_backend, renorm, ghost_batch_size,
+                                              groups, dtype) for _ in range(depth))  # fmt: skip
+        self.head = nn.Conv2d(k * width, k * 10, 1, groups=k, dtype=dtype)  # a linear classifier per member
         with torch.no_grad():
-            for layer in (*self.convs, self.head):
-                fan_in = layer.weight[0].numel()
-                layer.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=gen)
-                layer.bias.zero_()
+            for member, s in enumerate(self.seeds):
+                gen = torch.Generator().manual_seed(s)
+                for layer in (*self.convs, self.head):
+                    rows = layer.out_channels // k
+                    weight = layer.weight[member * rows:(member + 1) * rows]  # (out, in, kh, kw): this member's
+                    weight.normal_(0.0, math.sqrt(2.0 / weight[0].numel()), generator=gen)  # He: sqrt(2 / fan-in)
+                    layer.bias.zero_()
+
+    @staticmethod
+    def member_losses(logits: Tensor, y: Tensor) -> Tensor:
+        """Each member's mean cross-entropy over its own batch: logits (N, K, 10), y (N, K) -> (K,). Their
+        sum is the loss to differentiate: the members share no parameter, so each gets its own gradient."""
+        return nn.functional.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").mean(0)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.grouped != (x.dim() == 5):
+            shape = "(N, K, 1, H, W) for K members" if self.grouped else "(N, 1, H, W)"
+            raise ValueError(f"ConvNet of {self.k} member(s) expects {shape}, got {tuple(x.shape)}")
+        x = x.flatten(1, 2) if self.grouped else x  # (N, K·1, H, W)
         for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = torch.relu(norm(conv(x)))
-        return self.head(x.mean((2, 3)))
+            x = torch.relu(norm(conv(x)))  # (N, K·width, H, W)
+        out = self.head(x.mean((2, 3), keepdim=True)).flatten(1)  # (N, K·10)
+        return out.unflatten(1, (self.k, 10)) if self.grouped else out

@@ -33,6 +33,9 @@ COLOURS = {  # model -> colour, line style
     "my_bn_noisy": ("#17BECF", "-."),
     "plain_noisy": ("#FF7F0E", ":"),
     "my_bn_m01": ("#9467BD", "-"),
+    "group_norm": ("#D62728", "-."),
+    "renorm": ("#17BECF", "--"),
+    "ghost": ("#BCBD22", "-"),
 }
 Z_SATURATED = float(torch.tensor(SATURATED).atanh())  # |z| beyond which |tanh(z)| > 0.99
 
@@ -75,6 +78,16 @@ def band(ax, x, values: torch.Tensor, model: str, text: str | None = None, **kwa
     if len(values) > 1:
         ax.fill_between(x, values.min(0).values, values.max(0).values, color=colour, alpha=0.15, lw=0)
         ax.figure.banded = len(values)  # save() says what the bands are
+
+
+def interval_bars(ax, xs: list[float], cis: list, colour: str, ls: str, text: str, f=lambda v: v) -> None:
+    """Means with their 95% intervals (``stats.Interval``s) at ``xs`` as error bars, through the monotone
+    ``f`` (a test error from an accuracy, say)."""
+    ys = [f(c.mean) for c in cis]
+    bounds = [sorted((f(c.low), f(c.high))) for c in cis]
+    err = [[y - lo for y, (lo, _) in zip(ys, bounds, strict=True)],
+           [hi - y for y, (_, hi) in zip(ys, bounds, strict=True)]]  # fmt: skip
+    ax.errorbar(xs, ys, yerr=err, fmt="o" + ls, color=colour, lw=2, ms=4, capsize=3, label=text)
 
 
 BANDS = "Lines: the mean over {} seeds; shaded bands: from the lowest seed to the highest (not a confidence interval)."

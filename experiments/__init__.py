@@ -12,7 +12,7 @@ Only a run of an experiment's preset is part of the committed record (``results/
 
 from __future__ import annotations
 
-from experiments import controls, ddp, float64, ics, landscape, lr, main, mnist, noisy, running_stats, sweep
+from experiments import controls, conv, ddp, float64, ics, landscape, lr, main, mnist, noisy, running_stats, sweep
 from experiments.record import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -29,6 +29,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         lr.EXPERIMENT,
         running_stats.EXPERIMENT,
         mnist.EXPERIMENT,
+        conv.EXPERIMENT,
     )
 }
 

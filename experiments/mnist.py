@@ -36,7 +36,7 @@ from bn_pytorch import SigmoidMLP
 from config import DTYPES
 from diagnostics import QUANTILES, SIGMOID_Z_SATURATED, UNIT
 from ensemble import Ensemble
-from experiments.record import Experiment
+from experiments.record import Experiment, checked_runs
 from explanations import Verdict, bold, paired
 from plotting import COLOURS, label, save, subplots
 from probe import Probe, Step
@@ -179,12 +179,7 @@ def run(config, log=print) -> dict:
 
 def check_format(results: dict) -> None:
     """What the figures and tables read, named where it is missing (its record's ``results_format``)."""
-    runs = results["runs"]
-    if not isinstance(runs, list) or not runs:
-        raise ValueError("'runs' must be a non-empty list")
-    for i, run_ in enumerate(runs):
-        if not isinstance(run_, dict) or run_.get("model") not in SigmoidMLP.NORMS:
-            raise ValueError(f"runs[{i}]: an object with a model of {', '.join(SigmoidMLP.NORMS)}")
+    for i, run_ in enumerate(checked_runs(results, SigmoidMLP.NORMS)):
         n = len(run_.get("step", []))
         if not n or any(len(run_.get(k, [])) != n for k in ("test_acc", "unit_q", "saturation")):
             raise ValueError(f"runs[{i}]: 'step', 'test_acc', 'unit_q' and 'saturation' must be lists of one length")

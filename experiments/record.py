@@ -36,6 +36,18 @@ def summary_of_runs(results: dict) -> str:
     return format_table(summarize(results))
 
 
+def checked_runs(results: dict, models: tuple[str, ...]) -> list[dict]:
+    """``results["runs"]``, a ValueError naming the first run that is not an object with a model of ``models``
+    (the start of an experiment's ``results_format`` where its runs are not the regression task's)."""
+    runs = results["runs"]
+    if not isinstance(runs, list) or not runs:
+        raise ValueError("'runs' must be a non-empty list")
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict) or run.get("model") not in models:
+            raise ValueError(f"runs[{i}]: an object with a model of {', '.join(models)}")
+    return runs
+
+
 def runs_with(keys: tuple[str, ...], what: str) -> Callable[[dict], None]:
     """A ``check``: every run must hold ``keys`` (results written before the experiment measured them
     do not); the error names the command to rerun."""

@@ -61,3 +61,41 @@ def test_mybn2d_and_batchnorm2d_conv_nets_stay_together_in_float64():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     out = {m: net.eval()(x_test.double()) for m, net in nets.items()}
     torch.testing.assert_close(out["torch_bn"], out["my_bn"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ConvNet.NORMS)
+def test_a_convnet_of_k_seeds_is_those_k_nets_side_by_side(norm):
+    """A ConvNet of seeds (3, 5, 7), each member on its own batches, against the three nets of those
+    seeds trained alone (float64, SGD with momentum, three steps): the same losses at every step, the
+    same weights and running statistics after, the same eval outputs. Batch Renorm with a warm-up that
+    moves within the steps, ghost batches of 2 in batches of 6."""
+    seeds, x_train, y_train = (3, 5, 7), *digits_split(0)[:2]
+    kwargs = {"dtype": torch.float64, "ghost_batch_size": 2, "renorm": (2.0, 1.0, (1, 3, 2))}
+    group, alone = ConvNet(norm, seeds, **kwargs), [ConvNet(norm, s, **kwargs) for s in seeds]
+    opts = [torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9) for net in (group, *alone)]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        idx = torch.stack([torch.randperm(len(x_train), generator=gen)[:6] for _ in seeds])  # (K, 6)
+        x, y = x_train[idx].double(), y_train[idx]
+        losses = ConvNet.member_losses(group(x.transpose(0, 1)), y.T)  # (K,)
+        singles = [nn.functional.cross_entropy(net(x[k]), y[k]) for k, net in enumerate(alone)]
+        torch.testing.assert_close(losses, torch.stack(singles), rtol=1e-12, atol=0)
+        for opt, loss in zip(opts, [losses.sum(), *singles], strict=True):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for k, net in enumerate(alone):
+        for name, tensor in net.state_dict().items():
+            whole = group.state_dict()[name]
+            if tensor.dim() == 0:  # num_batches_tracked: one count for all members
+                assert torch.equal(whole, tensor), name
+                continue
+            rows = len(tensor)
+            torch.testing.assert_close(whole[k * rows:(k + 1) * rows], tensor.view_as(whole[k * rows:(k + 1) * rows]),
+                                       rtol=1e-12, atol=1e-14, msg=name)  # fmt: skip
+    x = x_train[:9].double()
+    out = group.eval()(x.unsqueeze(1).expand(-1, len(seeds), -1, -1, -1))  # (9, K, 10)
+    for k, net in enumerate(alone):
+        torch.testing.assert_close(out[:, k], net.eval()(x), rtol=1e-12, atol=1e-13)
+    with pytest.raises(ValueError, match=r"expects \(N, K, 1, H, W\)"):
+        group(x)

@@ -1,0 +1,447 @@
+"""conv: where batch norm lives: on a conv net of real digits, does it need the batch, and what do the
+layers that replace it buy?
+
+``bn_pytorch.ConvNet`` (three 3×3 convolutions of 16 channels, each followed by the norm under test
+and ReLU; global average pooling; a linear classifier; He-initialised, the same weights for every norm
+at a seed) on scikit-learn's 8×8 digits (``data.digits_split``: 1,297 to train on, 50 of each digit
+to test on; pixels standardised by the training set's mean and std), with each norm of ``NORMS``:
+none, ``MyBN2d`` (in float64 lock-step with ``nn.BatchNorm2d``, a test: its results are PyTorch's
+layer's too), GroupNorm (4 groups), LayerNorm over (C, H, W) (GroupNorm with one group) and Batch
+Renormalization (``MyBatchRenorm2d``: r_max = 3, d_max = 5, the paper's warm-up in proportion).
+
+After Wu & He 2018 ("Group Normalization", Figure 1): every norm at each of ``BATCH_SIZES`` for 4
+epochs, SGD with momentum 0.9 at lr · B / 32 (lr = 0.1) on a cosine schedule, 5 seeds, each seed's
+batches the same permutations of the digits at every size and for every norm; ghost batch norm
+(``MyGhostBN2d``, ghost batches of ``GHOST_BATCH``) at ``GHOST_AT``; at batch 32, plain and MyBN2d at
+the rates of ``LR_FACTORS`` too (Bjorck et al. 2018). Measured per seed: the test accuracy in eval
+mode and in training mode (the test set in batches of the run's size, each normalised by its own
+statistics), and the training digits' accuracy. A cell's seeds train as one five-member ``ConvNet``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import math
+from pathlib import Path
+
+import torch
+
+import stats
+from bn_pytorch import ConvNet
+from config import DTYPES
+from experiments.record import Experiment, checked_runs
+from explanations import Verdict, bold, paired
+from plotting import COLOURS, interval_bars, save, subplots
+from results import rounded, source
+from training import BatchOrder, environment, fit, run_pool, steps_per_epoch
+
+NORMS = ("plain", "my_bn", "group_norm", "layer_norm", "renorm")  # trained at every batch size
+BATCH_STATS = ("my_bn", "renorm", "ghost")  # the norms whose training mode normalises with the batch's statistics
+BATCH_SIZES = (2, 8, 32, 128)
+BASE_BATCH = 32  # config.lr is the learning rate at this batch size: lr = config.lr · B / BASE_BATCH
+MOMENTUM = 0.9
+GHOST_BATCH, GHOST_AT = 8, (32, 128)  # ghost batch norm: ghost batches of 8, in batches of 32 and 128
+LR_FACTORS = (1.0, 3.0, 10.0, 30.0, 100.0)  # the learning-rate sweep at BASE_BATCH: config.lr times these
+SWEEP = ("plain", "my_bn")
+TRAINS = 0.5  # a run trains when it ends with at least this test accuracy (five times chance)
+SMALL, REFERENCE = 2, 8  # "batch norm needs the batch": its accuracy at SMALL against that at REFERENCE
+R_MAX, D_MAX = 3.0, 5.0  # Batch Renormalization's clips, the paper's
+LABELS = {"plain": "no norm (He init)", "my_bn": "MyBN2d", "group_norm": "GroupNorm (4 groups)",
+          "layer_norm": "LayerNorm (C, H, W)", "renorm": "Batch Renorm", "ghost": f"ghost BN (G = {GHOST_BATCH})"}
+
+
+@functools.cache
+def digits(dtype: str = "float32") -> tuple[torch.Tensor, ...]:
+    """The fixed split of the 8×8 digits, pixels standardised by the training set's mean and std (one
+    number each, over all its pixels): ``(x_train, y_train, x_test, y_test)``."""
+    from data import digits_split
+
+    x_train, y_train, x_test, y_test = digits_split(0)
+    mean, std = x_train.double().mean(), x_train.double().std()
+    scale = lambda x: ((x.double() - mean) / std).to(DTYPES[dtype])  # noqa: E731
+    return scale(x_train), y_train, scale(x_test), y_test
+
+
+def renorm_warmup(steps: int) -> tuple[int, int, int]:
+    """Batch Renormalization's warm-up for a run of ``steps`` steps: the paper's (r_max = 1, d_max = 0
+    for 5,000 steps, d_max = 5 by 25,000, r_max = 3 by 40,000) with its 40,000 steps put at half the run."""
+    return steps // 16, steps // 2, 5 * steps // 16
+
+
+def scaled_lr(lr: float, batch_size: int, factor: float = 1.0) -> float:
+    """The learning rate at ``batch_size``, ``lr`` being that at ``BASE_BATCH`` (times ``factor``), to 12
+    digits (0.3, not 0.30000000000000004)."""
+    return rounded(lr * factor * batch_size / BASE_BATCH, 12)
+
+
+def cells(config) -> list[tuple[str, int, float]]:
+    """Every (norm, batch size, learning rate) trained, the slowest (smallest batches) first so that the
+    worker processes end together."""
+    grid = [(norm, b, scaled_lr(config.lr, b)) for norm in NORMS for b in BATCH_SIZES]
+    grid += [("ghost", b, scaled_lr(config.lr, b)) for b in GHOST_AT]
+    grid += [(norm, BASE_BATCH, scaled_lr(config.lr, BASE_BATCH, f)) for norm in SWEEP for f in LR_FACTORS]
+    return sorted(dict.fromkeys(grid), key=lambda c: (c[1], c[0] != "renorm"))
+
+
+@torch.no_grad()
+def accuracy(net: ConvNet, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Each member's accuracy on (x, y), the same inputs for all: in eval mode, or with ``batch_size`` in
+    training mode in batches of that size (the last takes what is left), on a copy of ``net`` so that
+    its running estimates stay as they are. (K,)"""
+    model = copy.deepcopy(net).train() if batch_size else net.eval()
+    chunks = x.split(batch_size or len(x))
+    logits = torch.cat([model(c.unsqueeze(1).expand(-1, net.k, *c.shape[1:])) for c in chunks])  # (N, K, 10)
+    net.train()
+    return (logits.argmax(-1) == y.unsqueeze(1)).double().mean(0)
+
+
+def train_cell(config, cell: tuple[str, int, float]) -> list[dict]:
+    """One (norm, batch size, learning rate) for every seed, as one ``ConvNet`` of one member a seed
+    (each member its seed's net on its seed's batches); one run record a seed."""
+    norm, batch_size, lr = cell
+    x_train, y_train, x_test, y_test = digits(config.dtype)
+    seeds = list(config.seeds)
+    steps = config.epochs * steps_per_epoch(batch_size, len(x_train))
+    net = ConvNet(norm, seeds, bn_momentum=config.bn_momentum, renorm=(R_MAX, D_MAX, renorm_warmup(steps)),
+                  ghost_batch_size=GHOST_BATCH, mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM)
+    orders = [BatchOrder(len(x_train), batch_size, config.epochs, s) for s in seeds]
+    counter = iter(range(steps))
+
+    def batch_loss(idx: torch.Tensor):  # idx (K, B): each member's batch
+        for group in opt.param_groups:  # the cosine schedule: lr at the first step, 0 after the last
+            group["lr"] = lr * (1 + math.cos(math.pi * next(counter) / steps)) / 2
+        x, y = x_train[idx].transpose(0, 1), y_train[idx].T  # (B, K, 1, 8, 8), (B, K)
+        losses = ConvNet.member_losses(net(x), y)  # (K,)
+        return losses.sum(), losses, x, y  # the members share no parameter: each gets its own gradient
+
+    epochs = ([torch.stack(b) for b in zip(*epoch, strict=True)] for epoch in zip(*orders, strict=True))
+    last = torch.stack(fit(net, opt, epochs, batch_loss)[-steps // config.epochs:]).double().mean(0)  # last epoch
+    order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))  # the test batches' order
+    measured = {"test_acc": accuracy(net, x_test, y_test), "train_acc": accuracy(net, x_train, y_train),
+                "train_mode_acc": accuracy(net, x_test[order], y_test[order], batch_size), "loss": last}
+    return [{"model": norm, "batch_size": batch_size, "lr": lr, "seed": s,
+             **{k: rounded(v[j].item()) for k, v in measured.items()}} for j, s in enumerate(seeds)]  # fmt: skip
+
+
+def run(config, log=print) -> dict:
+    digits(config.dtype)  # loaded once here, before the workers fork
+    todo, runs = cells(config), []
+    with run_pool(config, len(todo)) as pool_map:
+        for (norm, batch_size, lr), members in zip(todo, pool_map(functools.partial(train_cell, config), todo),
+                                                   strict=True):  # fmt: skip
+            runs += members
+            mean = sum(m["test_acc"] for m in members) / len(members)
+            log(f"conv: {norm:<10} batch {batch_size:>3}  lr {lr:<7g} test accuracy {mean:.3f} (mean of "
+                f"{len(members)} seeds)")  # fmt: skip
+    x_train, _, x_test, _ = digits(config.dtype)
+    return {"config": dataclasses.asdict(config), "environment": environment(config),
+            "split": {"train": len(x_train), "test": len(x_test), "seed": 0,
+                      "pixels": "standardised by the training set's mean and std"},
+            "datasets": [], "runs": sorted(runs, key=lambda r: (r["model"], r["batch_size"], r["lr"], r["seed"]))}
+
+
+def check_format(results: dict) -> None:
+    """What the figures and tables read, named where it is missing (its record's ``results_format``)."""
+    for i, run_ in enumerate(checked_runs(results, ConvNet.NORMS)):
+        if not isinstance(run_.get("batch_size"), int) or not isinstance(run_.get("seed"), int):
+            raise ValueError(f"runs[{i}]: needs an integer 'batch_size' and 'seed'")
+        if not all(isinstance(run_.get(k), (int, float)) for k in ("lr", "test_acc", "train_acc", "train_mode_acc")):
+            raise ValueError(f"runs[{i}]: needs numbers 'lr', 'test_acc', 'train_acc' and 'train_mode_acc'")
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def seeds_of(results: dict) -> list[int]:
+    return results["config"]["seeds"]
+
+
+def per_seed(results: dict, model: str, batch_size: int, lr: float | None = None, key: str = "test_acc"
+             ) -> dict[int, float]:  # fmt: skip
+    """``key`` of ``model``'s runs at ``batch_size`` (and learning rate ``lr``; default: the batch's
+    linearly scaled one), by seed; train − test: ``key="gap"``."""
+    lr = scaled_lr(results["config"]["lr"], batch_size) if lr is None else lr
+    runs = [r for r in results["runs"] if r["model"] == model and r["batch_size"] == batch_size
+            and math.isclose(r["lr"], lr)]  # fmt: skip
+    value = (lambda r: r["train_acc"] - r["test_acc"]) if key == "gap" else (lambda r: r[key])
+    return {r["seed"]: value(r) for r in runs}
+
+
+def sizes(results: dict, model: str) -> list[int]:
+    """The batch sizes ``model`` trained at with the linearly scaled rate."""
+    return sorted({r["batch_size"] for r in results["runs"] if r["model"] == model
+                   and math.isclose(r["lr"], scaled_lr(results["config"]["lr"], r["batch_size"]))})  # fmt: skip
+
+
+def models(results: dict) -> list[str]:
+    return [m for m in ConvNet.NORMS if any(r["model"] == m for r in results["runs"])]
+
+
+def interval(results: dict, model: str, batch_size: int, key: str = "test_acc", lr: float | None = None
+             ) -> stats.Interval:  # fmt: skip
+    return stats.t_interval(list(per_seed(results, model, batch_size, lr, key).values()))
+
+
+def difference(results: dict, a: tuple[str, int], b: tuple[str, int], key: str = "test_acc",
+               key_b: str | None = None) -> stats.Interval:  # fmt: skip
+    """``key`` of (model, batch size) ``a`` minus ``key_b`` (default: ``key``) of ``b``, seed by seed: the
+    mean and its 95% interval."""
+    return stats.paired_difference(*paired(per_seed(results, *a, key=key), per_seed(results, *b, key=key_b or key)))
+
+
+def fall(results: dict, model: str) -> dict[int, float]:
+    """Per seed, ``model``'s test accuracy at ``SMALL`` minus that at ``REFERENCE``."""
+    small, ref = per_seed(results, model, SMALL), per_seed(results, model, REFERENCE)
+    return {s: small[s] - ref[s] for s in small.keys() & ref.keys()}
+
+
+def sweep_rates(results: dict) -> list[float]:
+    return sorted({r["lr"] for r in results["runs"] if r["batch_size"] == BASE_BATCH and r["model"] in SWEEP})
+
+
+def largest_rate(results: dict, model: str) -> dict[int, float]:
+    """Per seed, the largest rate of the sweep at which ``model`` trains (``TRAINS``); where none does,
+    half a decade below the sweep."""
+    rates = sweep_rates(results)
+    out = {}
+    for seed in seeds_of(results):
+        trained = [lr for lr in rates if per_seed(results, model, BASE_BATCH, lr).get(seed, 0.0) >= TRAINS]
+        out[seed] = max(trained) if trained else rates[0] / math.sqrt(10)
+    return out
+
+
+def wider_rates(results: dict) -> stats.Interval:
+    """log10 of MyBN2d's largest training rate over the plain net's, seed by seed (decades)."""
+    bn, plain = paired(largest_rate(results, "my_bn"), largest_rate(results, "plain"))
+    return stats.paired_difference([math.log10(v) for v in bn], [math.log10(v) for v in plain])
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def at(results: dict, model: str, batch_size: int, reading, *args, fmt: str) -> str:
+    """A table cell: ``reading(results, *args)`` (an interval) as text where ``model`` trained at
+    ``batch_size``, else blank."""
+    return reading(results, *args).text(fmt) if batch_size in sizes(results, model) else ""
+
+
+def mode_gap(results: dict, model: str, batch_size: int) -> stats.Interval:
+    """Training-mode minus eval-mode test accuracy, seed by seed."""
+    return difference(results, (model, batch_size), (model, batch_size), "train_mode_acc", "test_acc")
+
+
+def bars(ax, xs: list[float], cis: list[stats.Interval], model: str, f=lambda v: v) -> None:
+    """``model``'s means and 95% intervals, its points moved a little sideways so that each net's bars show."""
+    interval_bars(ax, [x * 1.04 ** (ConvNet.NORMS.index(model) - 3) for x in xs], cis, *COLOURS[model],
+                  LABELS[model], f)  # fmt: skip
+
+
+def plot_conv(results: dict, outfile: Path) -> None:
+    """(a) test error against the batch size per norm (Wu & He's Figure 1); (b) training-mode minus
+    eval-mode test accuracy of the batch-statistics layers; (c) train minus test accuracy; (d) test
+    accuracy against the learning rate at batch 32, plain and MyBN2d. Error bars: 95% t-intervals."""
+    fig, axes = subplots(2, 2, figsize=(13, 9.5))
+    n = len(seeds_of(results))
+    (a, b), (c, d) = axes
+    for model in models(results):
+        xs = sizes(results, model)
+        bars(a, xs, [interval(results, model, bs) for bs in xs], model, lambda v: 100 * (1 - v))
+        bars(c, xs, [interval(results, model, bs, "gap") for bs in xs], model)
+        if model in BATCH_STATS:
+            bars(b, xs, [mode_gap(results, model, bs) for bs in xs], model)
+    for model in SWEEP:
+        rates = sweep_rates(results)
+        bars(d, rates, [interval(results, model, BASE_BATCH, lr=lr) for lr in rates], model)
+    d.axhline(TRAINS, color="0.5", lw=1, ls=":", label=f"trains: test accuracy ≥ {TRAINS:g}")
+    for ax in (b, c):
+        ax.axhline(0.0, color="0.5", lw=1)
+    titles = {a: ("test error (%), eval mode", "(a) Test error against the batch size (lr ∝ batch)"),
+              b: ("test accuracy, training mode − eval mode", "(b) The test batch's statistics against the running "
+                  "estimates"),
+              c: ("accuracy, train − test (eval mode)", "(c) Over-fitting: train minus test accuracy")}  # fmt: skip
+    for ax, (ylabel, title) in titles.items():
+        ax.set(xscale="log", xlabel="batch size", ylabel=ylabel, title=f"{title}\n{n} seeds, 95% intervals")
+        ax.set_xticks(list(BATCH_SIZES), [str(bs) for bs in BATCH_SIZES])
+        ax.minorticks_off()
+    a.set_yscale("log")
+    d.set(xscale="log", ylim=(0, 1.02), xlabel="learning rate (SGD, momentum 0.9)", ylabel="test accuracy",
+          title=f"(d) Learning rates at batch {BASE_BATCH}\n{n} seeds, 95% intervals")  # fmt: skip
+    for ax in (a, b, c, d):
+        ax.legend(fontsize=8)
+    save(fig, outfile)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def batch_table(results: dict) -> str:
+    """Per batch size (rows) and norm (columns): the test accuracy in eval mode, then the paired rows."""
+    nets, n = models(results), len(seeds_of(results))
+    lines = [
+        f"Test accuracy on the 500 held-out digits after {results['config']['epochs']} epochs, eval mode: the mean "
+        f"over {n} seeds and its 95% t-interval ({source(results)}). Learning rate {results['config']['lr']:g} · "
+        f"B / {BASE_BATCH} (SGD, momentum {MOMENTUM}, cosine schedule). Below, seed by seed: MyBN2d − GroupNorm, "
+        "Batch Renorm − MyBN2d and ghost BN − MyBN2d at each size; and, for the batch-statistics layers, the test "
+        "accuracy in training mode (the test set in batches of the run's size, each normalised by its own "
+        "statistics) minus that in eval mode.",
+        "",
+        "| batch size | lr | " + " | ".join(LABELS[m] for m in nets) + " |",
+        "|---|---|" + "---|" * len(nets),
+    ]
+    for bs in BATCH_SIZES:
+        cells = [at(results, m, bs, interval, m, bs, fmt=".3f") for m in nets]
+        lines.append(f"| {bs} | {scaled_lr(results['config']['lr'], bs):g} | " + " | ".join(cells) + " |")
+    pairs = [("MyBN2d − GroupNorm", "my_bn", "group_norm"), ("Batch Renorm − MyBN2d", "renorm", "my_bn"),
+             ("ghost BN − MyBN2d", "ghost", "my_bn")]  # fmt: skip
+    lines += ["", "| batch size | " + " | ".join(p[0] for p in pairs) + " | "
+              + " | ".join(f"{LABELS[m]}: training − eval mode" for m in BATCH_STATS) + " |",
+              "|---|" + "---|" * (len(pairs) + len(BATCH_STATS))]  # fmt: skip
+    for bs in BATCH_SIZES:
+        cells = [at(results, a, bs, difference, (a, bs), (b, bs), fmt="+.3f") for _, a, b in pairs]
+        cells += [at(results, m, bs, mode_gap, m, bs, fmt="+.3f") for m in BATCH_STATS]
+        lines.append(f"| {bs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gap_table(results: dict) -> str:
+    """Per batch size and norm: train minus test accuracy (eval mode)."""
+    nets = models(results)
+    lines = [
+        f"Over-fitting: accuracy on the 1,297 training digits minus that on the 500 test digits, both in eval mode "
+        f"(mean over {len(seeds_of(results))} seeds and its 95% t-interval). The last column: ghost BN − MyBN2d "
+        "of that gap, seed by seed.",
+        "",
+        "| batch size | " + " | ".join(LABELS[m] for m in nets) + " | ghost BN − MyBN2d |",
+        "|---|" + "---|" * (len(nets) + 1),
+    ]
+    for bs in BATCH_SIZES:
+        cells = [at(results, m, bs, interval, m, bs, "gap", fmt="+.3f") for m in nets]
+        cells.append(at(results, "ghost", bs, difference, ("ghost", bs), ("my_bn", bs), "gap", fmt="+.3f"))
+        lines.append(f"| {bs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def lr_table(results: dict) -> str:
+    """Test accuracy at batch 32 per learning rate, plain and MyBN2d, and the largest rate that trains."""
+    rates = sweep_rates(results)
+    lines = [
+        f"At batch {BASE_BATCH}, {results['config']['epochs']} epochs, SGD with momentum {MOMENTUM} on a cosine "
+        f"schedule: test accuracy, mean over {len(seeds_of(results))} seeds and its 95% t-interval. *Largest that "
+        f"trains*: the largest rate at which a seed ends with a test accuracy of at least {TRAINS:g}, the median "
+        "over seeds.",
+        "",
+        "| net | " + " | ".join(f"lr {lr:g}" for lr in rates) + " | largest that trains |",
+        "|---|" + "---|" * (len(rates) + 1),
+    ]
+    for model in SWEEP:
+        cells = [interval(results, model, BASE_BATCH, lr=lr).text(".3f") for lr in rates]
+        largest = sorted(largest_rate(results, model).values())
+        lines.append(f"| {LABELS[model]} | " + " | ".join(cells) + f" | {largest[len(largest) // 2]:g} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+
+FALLS = stats.Rule(0.0, "below")  # accuracy at SMALL minus at REFERENCE; and that of MyBN2d minus GroupNorm's
+HIGHER = stats.Rule(0.0, "above")  # accuracy, one layer minus the other
+LESS_OVERFITTING = stats.Rule(0.0, "below")  # train − test accuracy, ghost minus MyBN2d
+WIDER = stats.Rule(0.0, "above")  # decades, MyBN2d's largest training rate over the plain net's
+CLOSER = stats.Rule(0.0, "below")  # the size of training − eval-mode test accuracy, Batch Renorm minus MyBN2d
+RULES = {"batch norm falls at small batches": FALLS, "more than GroupNorm": FALLS, "renorm higher": HIGHER,
+         "renorm's training matches inference": CLOSER,
+         "ghost higher": HIGHER, "ghost over-fits less": LESS_OVERFITTING, "larger rates with MyBN2d": WIDER}
+PAGE = "[conv](docs/conv.md)"
+
+
+def needs_the_batch(results: dict) -> Verdict:
+    falls = stats.t_interval(list(fall(results, "my_bn").values()))
+    more = stats.paired_difference(*paired(fall(results, "my_bn"), fall(results, "group_norm")))
+    rule = (f"per seed, MyBN2d's test accuracy at batch {SMALL} minus at batch {REFERENCE} (falls), and that "
+            f"minus GroupNorm's own change (more than GroupNorm); each holds where its interval lies below 0, does "
+            f"not hold where it lies above, else not decided ({len(seeds_of(results))} seeds)")
+    return Verdict("Batch norm needs the batch (Wu & He 2018)",
+                   f"on the conv net, MyBN2d's test accuracy falls from batch {REFERENCE} to {SMALL}, and GroupNorm's "
+                   "does not as much",
+                   f"test accuracy, batch {SMALL} − batch {REFERENCE}: MyBN2d {falls.text('+.3f')}; MyBN2d − "
+                   f"GroupNorm of that {more.text('+.3f')}", rule,
+                   f"falls: {bold(FALLS.decide(falls))}; more than GroupNorm's: {bold(FALLS.decide(more))}",
+                   PAGE)  # fmt: skip
+
+
+def mismatch(results: dict, model: str, batch_size: int) -> dict[int, float]:
+    """Per seed, the size of ``model``'s training-mode minus eval-mode test accuracy at ``batch_size`` (its
+    absolute value)."""
+    train, ev = (per_seed(results, model, batch_size, key=k) for k in ("train_mode_acc", "test_acc"))
+    return {s: abs(train[s] - ev[s]) for s in train.keys() & ev.keys()}
+
+
+def renorm_fixes(results: dict) -> Verdict:
+    higher = {bs: difference(results, ("renorm", bs), ("my_bn", bs)) for bs in (SMALL, REFERENCE)}
+    closer = stats.paired_difference(*paired(mismatch(results, "renorm", SMALL), mismatch(results, "my_bn", SMALL)))
+    rule = (f"per seed, at batch {SMALL}: Batch Renorm's test accuracy minus MyBN2d's (higher: holds above 0; batch "
+            f"{REFERENCE} beside it), and the size of Batch Renorm's training-mode − eval-mode test accuracy minus "
+            "MyBN2d's (training matches inference: holds below 0); the opposite side does not hold, else not decided")
+    measured = [f"batch {bs}: Batch Renorm − MyBN2d {ci.text('+.3f')}" for bs, ci in higher.items()]
+    measured.append(f"batch {SMALL}: size of training − eval mode, Batch Renorm − MyBN2d {closer.text('+.3f')}")
+    answers = [f"higher at batch {bs}: {bold(HIGHER.decide(ci))}" for bs, ci in higher.items()]
+    answers.append(f"training matches inference at batch {SMALL}: {bold(CLOSER.decide(closer))}")
+    return Verdict("Batch Renormalization fixes small batches (Ioffe 2017)",
+                   f"at batch {SMALL}, Batch Renorm tests better than MyBN2d, and what it computes in training "
+                   "matches what it computes in inference",
+                   "test accuracy, " + "; ".join(measured), rule, "; ".join(answers), PAGE)  # fmt: skip
+
+
+def ghost_regularises(results: dict) -> Verdict:
+    measured, answers = [], []
+    for bs in sizes(results, "ghost"):
+        acc, gap = (difference(results, ("ghost", bs), ("my_bn", bs), key) for key in ("test_acc", "gap"))
+        measured.append(f"batch {bs}: test accuracy {acc.text('+.3f')}, train − test {gap.text('+.3f')}")
+        answers.append(f"batch {bs}: higher {bold(HIGHER.decide(acc))}, over-fits less "
+                       f"{bold(LESS_OVERFITTING.decide(gap))}")  # fmt: skip
+    rule = (f"per seed, ghost BN (ghost batches of {GHOST_BATCH}) minus MyBN2d at the same batch: its test accuracy "
+            "(holds above 0) and its train − test accuracy (holds below 0); the opposite side does not hold, else "
+            "not decided")
+    return Verdict("Ghost batches regularise (Hoffer et al. 2017)",
+                   "in large batches, batch norm over small ghost batches tests better and over-fits less",
+                   "ghost BN − MyBN2d: " + "; ".join(measured), rule, "; ".join(answers), PAGE)
+
+
+def larger_rates(results: dict) -> Verdict:
+    ci = wider_rates(results)
+    rates = sweep_rates(results)
+    rule = (f"per seed, log10 of MyBN2d's largest rate that trains (test accuracy ≥ {TRAINS:g}) over the plain net's, "
+            f"in decades (rates {', '.join(f'{lr:g}' for lr in rates)} at batch {BASE_BATCH}); holds where the "
+            "interval lies above 0, does not hold where it lies below, else not decided")
+    tie = ci.low == ci.high == 0
+    return Verdict("Batch norm allows larger learning rates on a conv net (Bjorck et al. 2018)",
+                   "MyBN2d's conv net still trains at learning rates where the plain one no longer does",
+                   f"decades, MyBN2d − plain: {ci.text('.2g')}", rule,
+                   "not decided (a tie in every seed)" if tie else bold(WIDER.decide(ci)), PAGE)
+
+
+def verdicts(results: dict) -> list[Verdict]:
+    return [needs_the_batch(results), renorm_fixes(results), ghost_regularises(results), larger_rates(results)]
+
+
+EXPERIMENT = Experiment(
+    name="conv",
+    doc=__doc__,
+    preset={"seeds": [0, 1, 2, 3, 4], "epochs": 4, "lr": 0.1, "bn_momentum": 0.1},
+    run=run,
+    figures=lambda results: {"conv.png": functools.partial(plot_conv, results)},
+    tables=lambda results: {"conv-batch-table": batch_table(results), "conv-gap-table": gap_table(results),
+                            "conv-lr-table": lr_table(results)},  # fmt: skip
+    results_format=check_format,
+    summary=batch_table,
+    fixed={"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each cell trains in one process")},
+    verdicts=verdicts,
+    unused={**dict.fromkeys(("ranges", "a", "b", "noise_std", "noise_scaled"),
+                            "it trains on 8×8 digits, not y = a·x² + b"),
+            "models": "its norms are its own (NORMS in experiments/conv.py), not the MLP's nets",
+            "batch_size": "its batch sizes are its grid (BATCH_SIZES)",
+            "optimizer": "it trains with SGD and momentum 0.9, as Wu & He did",
+            "diagnostics": "it records its own measurements, always"},  # fmt: skip
+)

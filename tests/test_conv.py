@@ -1,0 +1,143 @@
+"""The conv experiment (experiments/conv.py): its batch-size loop on a tiny configuration, each member of
+a cell against its net trained alone, and its readings and verdicts on results with known answers."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bn_pytorch import ConvNet
+from config import Config
+from data import digits_split
+from experiments import conv
+from stats import FAILS
+from training import BatchOrder
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """conv with 40 training and 20 test digits, batch sizes 2 and 8, a sweep of two rates, 3 seeds."""
+    x_train, y_train, x_test, y_test = digits_split(0)
+    small = (x_train[:40].double(), y_train[:40], x_test[:20].double(), y_test[:20])
+    monkeypatch.setattr(conv, "digits", lambda dtype="float32": small)
+    for name, value in {"NORMS": ("plain", "my_bn", "group_norm", "renorm"), "BATCH_SIZES": (2, 8), "BASE_BATCH": 8,
+                        "GHOST_BATCH": 2, "GHOST_AT": (8,), "LR_FACTORS": (1.0, 10.0)}.items():  # fmt: skip
+        monkeypatch.setattr(conv, name, value)
+    config = Config(**{**conv.EXPERIMENT.preset, "seeds": [0, 1, 2], "epochs": 2, "dtype": "float64", "workers": 1})
+    return config, small
+
+
+def alone(config, small, norm: str, batch_size: int, lr: float, seed: int) -> dict:
+    """One seed of one cell the plain way: its own ConvNet, torch.optim.SGD with momentum, the cosine
+    schedule, its seed's batches; the same measurements."""
+    x_train, y_train, x_test, y_test = small
+    steps = config.epochs * len(BatchOrder(len(x_train), batch_size, 1, 0)[0])
+    net = ConvNet(norm, seed, bn_momentum=config.bn_momentum, ghost_batch_size=conv.GHOST_BATCH, dtype=torch.float64,
+                  renorm=(conv.R_MAX, conv.D_MAX, conv.renorm_warmup(steps)))  # fmt: skip
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=conv.MOMENTUM)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for epoch in BatchOrder(len(x_train), batch_size, config.epochs, seed):
+        for idx in epoch:
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x_train[idx]), y_train[idx]).backward()
+            opt.step()
+            schedule.step()
+    order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        test, train = (net.eval()(x).argmax(1) for x in (x_test, x_train))
+        in_train_mode = torch.cat([net.train()(c) for c in x_test[order].split(batch_size)])  # its buffers move: last
+    return {"test_acc": (test == y_test).double().mean().item(), "train_acc": (train == y_train).double().mean().item(),
+            "train_mode_acc": (in_train_mode.argmax(1) == y_test[order]).double().mean().item()}  # fmt: skip
+
+
+def test_the_batch_size_loop_on_a_tiny_configuration(tiny, tmp_path):
+    """Every cell of the grid for every seed, each member exactly its net trained alone, and the figure,
+    tables and verdict rows drawn from what ran."""
+    config, small = tiny
+    results = {"experiment": "conv", **conv.run(config, log=lambda _: None)}  # as train.py saves it
+    conv.check_format(results)
+    cells = {(r["model"], r["batch_size"], r["lr"]) for r in results["runs"]}
+    assert cells == set(conv.cells(config)) and len(cells) == 4 * 2 + 1 + 2 * 1
+    assert len(results["runs"]) == 3 * len(cells)
+    assert conv.cells(config)[0] == ("renorm", 2, 0.025)  # the slowest first; lr 0.1 · 2 / 8
+    for norm, batch_size, lr, seed in (("my_bn", 2, 0.025, 1), ("renorm", 8, 0.1, 2), ("ghost", 8, 0.1, 0),
+                                       ("plain", 8, 1.0, 0)):  # fmt: skip
+        (run,) = [r for r in results["runs"] if (r["model"], r["batch_size"], r["lr"], r["seed"])
+                  == (norm, batch_size, lr, seed)]  # fmt: skip
+        expected = alone(config, small, norm, batch_size, lr, seed)
+        assert {k: run[k] for k in expected} == pytest.approx(expected, abs=1e-5), (norm, batch_size)
+    tables = conv.EXPERIMENT.tables(results)
+    assert set(tables) == {"conv-batch-table", "conv-gap-table", "conv-lr-table"}
+    assert all(body.count("\n") > 3 for body in tables.values())
+    rows = conv.EXPERIMENT.verdicts(results)
+    assert len(rows) == 4 and all("|" not in cell for v in rows for cell in dataclasses.astuple(v)[:4])
+    for name, draw in conv.EXPERIMENT.figures(results).items():
+        draw(tmp_path / name)
+        assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_a_test_set_in_training_mode_leaves_the_running_estimates_alone():
+    net = ConvNet("my_bn", [0, 1], dtype=torch.float64)
+    x, y = digits_split(0)[2][:12].double(), digits_split(0)[3][:12]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train_mode, eval_mode = conv.accuracy(net, x, y, batch_size=4), conv.accuracy(net, x, y)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items()) and net.training
+    assert train_mode.shape == eval_mode.shape == (2,) and not torch.equal(train_mode, eval_mode)
+
+
+def test_the_renorm_warm_up_is_the_papers_at_80000_steps():
+    """Ioffe 2017: r_max = 1, d_max = 0 for 5,000 steps, d_max reaches 5 by 25,000 and r_max 3 by 40,000;
+    here 40,000 is half the run."""
+    assert conv.renorm_warmup(80_000) == (5_000, 40_000, 25_000)
+    assert conv.scaled_lr(0.1, 2) == pytest.approx(0.1 / 16) and conv.scaled_lr(0.1, 128) == pytest.approx(0.4)
+
+
+def synthetic(acc: dict[tuple, float], seeds=(0, 1, 2, 3, 4), lr: float = 0.1, gap=None, mode=None) -> dict:
+    """Results with the test accuracy ``acc[(model, batch size)]`` (at the linearly scaled rate) or
+    ``acc[(model, batch size, rate)]``, plus 0.001·seed so that intervals have a width; train − test
+    ``gap`` and training − eval mode ``mode`` per (model, batch size)."""
+    runs = []
+    for (model, bs, *rate), value in acc.items():
+        for s in seeds:
+            test = value + 0.001 * s
+            runs.append({"model": model, "batch_size": bs, "lr": rate[0] if rate else conv.scaled_lr(lr, bs),
+                         "seed": s, "test_acc": test, "train_acc": test + (gap or {}).get((model, bs), 0.0),
+                         "train_mode_acc": test + (mode or {}).get((model, bs), 0.0) * (1 + 0.1 * s)})  # fmt: skip
+    return {"config": {"seeds": list(seeds), "lr": lr, "epochs": 4}, "runs": runs}
+
+
+def test_batch_norm_needs_the_batch_on_known_cases():
+    falls = synthetic({("my_bn", 2): 0.95, ("my_bn", 8): 0.98, ("group_norm", 2): 0.96, ("group_norm", 8): 0.96})
+    assert conv.needs_the_batch(falls).verdict == "falls: **holds**; more than GroupNorm's: **holds**"
+    steady = synthetic({("my_bn", 2): 0.98, ("my_bn", 8): 0.96, ("group_norm", 2): 0.96, ("group_norm", 8): 0.90})
+    assert conv.needs_the_batch(steady).verdict == "falls: **does not hold**; more than GroupNorm's: **holds**"
+
+
+def test_renorm_and_ghost_verdicts_on_known_cases():
+    results = synthetic({("my_bn", 2): 0.95, ("renorm", 2): 0.97, ("my_bn", 8): 0.98, ("renorm", 8): 0.98},
+                        mode={("my_bn", 2): -0.15, ("renorm", 2): 0.01})  # fmt: skip
+    verdict = conv.renorm_fixes(results).verdict
+    assert verdict == ("higher at batch 2: **holds**; higher at batch 8: not decided; training matches inference at "
+                       "batch 2: **holds**")  # fmt: skip
+    ghost = synthetic({("my_bn", 32): 0.98, ("ghost", 32): 0.96}, gap={("my_bn", 32): 0.01, ("ghost", 32): 0.03})
+    answer = "batch 32: higher **does not hold**, over-fits less **does not hold**"
+    assert conv.ghost_regularises(ghost).verdict == answer
+
+
+def test_larger_rates_on_known_cases():
+    """The plain net trains (test accuracy ≥ 0.5) up to lr 0.3, MyBN2d up to 3: one decade in every seed."""
+    rates = (0.1, 0.3, 1.0, 3.0, 10.0)
+    plain = dict(zip(rates, (0.9, 0.8, 0.1, 0.1, 0.1), strict=True))
+    bn = dict(zip(rates, (0.98, 0.98, 0.97, 0.8, 0.1), strict=True))
+    acc = {(m, conv.BASE_BATCH, lr): v[lr] for m, v in (("plain", plain), ("my_bn", bn)) for lr in rates}
+    results = synthetic(acc)
+    assert conv.sweep_rates(results) == list(rates)
+    assert conv.largest_rate(results, "plain") == dict.fromkeys(range(5), 0.3)
+    ci = conv.wider_rates(results)
+    assert math.isclose(ci.mean, 1.0) and conv.larger_rates(results).verdict == "**holds**"
+    same = synthetic({(m, conv.BASE_BATCH, lr): plain[lr] for m in ("plain", "my_bn") for lr in rates})
+    assert conv.larger_rates(same).verdict == "not decided (a tie in every seed)"
+    fewer = synthetic({(m, conv.BASE_BATCH, lr): v[lr] for m, v in (("plain", bn), ("my_bn", plain)) for lr in rates})
+    assert conv.WIDER.decide(conv.wider_rates(fewer)) == FAILS
