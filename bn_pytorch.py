@@ -199,8 +199,42 @@ class SigmoidMLP(nn.Module):
         return self.head(self.blocks(x))
 
 
+class DeepMLP(nn.Module):
+    """A deep fully connected net to look at at initialisation: ``depth`` Blocks of Linear(width, width)
+    -> norm -> activation ("relu" or "linear"), then Linear(width, 10). ``norm``: "plain" (none) or
+    "my_bn" (``MyBN``; γ = 1 and β = 0 at initialisation, as in any batch-norm layer). Weights N(0,
+    gain / fan-in) with gain 2 for ReLU (He) and 1 for linear, zero biases, all drawn from ``seed`` alone:
+    for one seed both norms start from identical weights."""
+
+    NORMS = ("plain", "my_bn")
+
+    def __init__(self, norm: str = "plain", seed: int = 0, *, depth: int = 50, width: int = 128,
+                 activation: str = "relu", dtype: torch.dtype | None = None):  # fmt: skip
+        super().__init__()
+        if norm not in self.NORMS or activation not in ("relu", "linear"):
+            raise ValueError(f"DeepMLP: norm one of {self.NORMS} and activation relu or linear, got {norm!r}, "
+                             f"{activation!r}")  # fmt: skip
+        act = nn.ReLU if activation == "relu" else nn.Identity
+        make = (lambda: MyBN(width, dtype=dtype)) if norm == "my_bn" else nn.Identity
+        self.blocks = nn.Sequential(*(Block(width, width, make(), act(), dtype=dtype) for _ in range(depth)))
+        self.head = skip_init(nn.Linear, width, 10, dtype=dtype)
+        gen, gain = torch.Generator().manual_seed(seed), 2.0 if activation == "relu" else 1.0
+        with torch.no_grad():
+            for layer in (*(b.linear for b in self.blocks), self.head):
+                layer.weight.normal_(0.0, math.sqrt(gain / layer.in_features), generator=gen)
+                layer.bias.zero_()
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Each block's output (N, width), and the logits (N, 10)."""
+        outputs = []
+        for block in self.blocks:
+            x = block(x)
+            outputs.append(x)
+        return outputs, self.head(x)
+
+
 def _conv_norm(norm: str, channels: int, members: int, momentum: float, backend: str | None, renorm: tuple,
-               ghost_batch_size: int, groups: int, dtype: torch.dtype | None) -> nn.Module:  # fmt: skip
+               ghost_batch_size: int, groups: int, dtype: torch.dtype | None, affine: bool) -> nn.Module:  # fmt: skip
     """The layer ``norm`` (of ``ConvNet.NORMS``) after a convolution of ``channels`` channels, ``members``
     nets' side by side: a per-channel layer is the members' own layers in one, and the groups of a
     GroupNorm never cross from one member's channels into the next's."""
@@ -208,8 +242,8 @@ def _conv_norm(norm: str, channels: int, members: int, momentum: float, backend:
     factory = {"dtype": dtype}
     make = {
         "plain": lambda: nn.Identity(),
-        "torch_bn": lambda: nn.BatchNorm2d(channels, momentum=momentum, **factory),
-        "my_bn": lambda: MyBN2d(channels, momentum=momentum, backend=backend, **factory),
+        "torch_bn": lambda: nn.BatchNorm2d(channels, momentum=momentum, affine=affine, **factory),
+        "my_bn": lambda: MyBN2d(channels, momentum=momentum, affine=affine, backend=backend, **factory),
         "group_norm": lambda: nn.GroupNorm(groups * members, channels, **factory),
         "layer_norm": lambda: nn.GroupNorm(members, channels, **factory),  # one group a member: all of (C, H, W)
         "renorm": lambda: MyBatchRenorm2d(channels, momentum=momentum, backend=backend, r_max=r_max, d_max=d_max,
@@ -230,7 +264,8 @@ class ConvNet(nn.Module):
     (``MyBatchRenorm2d``, ``renorm`` = (r_max, d_max, warmup)) and ghost batch norm (``MyGhostBN2d``).
     The convolutions and the classifier are drawn from ``seed`` alone, with He initialisation (normal,
     fan-in, for ReLU: an honest plain baseline, not a strawman) and zero biases, so for one seed every
-    variant starts from identical weights and differs only in its norm layers.
+    variant starts from identical weights and differs only in its norm layers. ``affine=False``: batch
+    norm (``torch_bn``, ``my_bn``) without γ and β.
 
     ``seed`` a sequence of K seeds: K such nets side by side in one module, each member exactly the net
     of its seed. Each layer holds the members' channels one after the other: the convolutions and the
@@ -246,7 +281,7 @@ class ConvNet(nn.Module):
 
     def __init__(self, norm: str = "plain", seed: int | Sequence[int] = 0, *, width: int = 16, depth: int = 3,
                  groups: int = 4, bn_momentum: float = 0.1, renorm: tuple = (3.0, 5.0, (0, 0, 0)),
-                 ghost_batch_size: int = 8, mybn_backend: str | None = None,
+                 ghost_batch_size: int = 8, mybn_backend: str | None = None, affine: bool = True,
                  dtype: torch.dtype | None = None):  # fmt: skip
         super().__init__()
         if norm not in self.NORMS:
@@ -260,7 +295,7 @@ class ConvNet(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(k * (1 if i == 0 else width), k * width, 3, padding=1, groups=k,
                                              dtype=dtype) for i in range(depth))  # fmt: skip
         self.norms = nn.ModuleList(_conv_norm(norm, k * width, k, bn_momentum, mybn_backend, renorm, ghost_batch_size,
-                                              groups, dtype) for _ in range(depth))  # fmt: skip
+                                              groups, dtype, affine) for _ in range(depth))  # fmt: skip
         self.head = nn.Conv2d(k * width, k * 10, 1, groups=k, dtype=dtype)  # a linear classifier per member
         with torch.no_grad():
             for member, s in enumerate(self.seeds):

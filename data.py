@@ -165,3 +165,14 @@ def digits_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     x, y = digit_images()
     test, train = stratified(y, DIGITS_TEST_PER_CLASS, seed)
     return x[train], y[train], x[test], y[test]
+
+
+@functools.cache
+def digits_standardised(dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``digits_split(0)`` with the pixels standardised by the training set's mean and standard deviation
+    (one number each, over all its pixels), in ``dtype``: what the conv net trains on. Read once per
+    process (do not change them in place)."""
+    x_train, y_train, x_test, y_test = digits_split(0)
+    mean, std = x_train.double().mean(), x_train.double().std()
+    scale = lambda x: ((x.double() - mean) / std).to(dtype)  # noqa: E731
+    return scale(x_train), y_train, scale(x_test), y_test

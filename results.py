@@ -29,7 +29,7 @@ from config import COMMITTED, RESULTS_FILE, Config, check_values
 # The version of that layout. Raise it whenever what compare.py reads changes, so that an older
 # file is named as such instead of failing somewhere inside a figure. Files without it are 1.
 FORMAT = 3  # 3: null for a number that is not finite (2 wrote NaN and Infinity, which strict JSON refuses)
-TEXT_FIELDS = {"model", "optimizer"}  # the strings a record holds; every other leaf is a number (or null)
+TEXT_FIELDS = {"model", "optimizer", "activation"}  # the strings a record holds; every other leaf is a number (or null)
 FLAG_FIELDS = {"diverged"}  # its booleans
 
 

@@ -11,7 +11,9 @@ means).
 
 Every rule has a margin and three answers (``decide``): it *holds* when the whole interval is on the
 claim's side of the margin, *does not hold* when the whole interval is on the other side, and is
-*not decided* by these seeds when the interval contains the margin.
+*not decided* by these seeds when the interval contains the margin. A claim that two things agree
+("within" a margin m of 0) holds when the whole interval lies inside (−m, m) and does not hold when
+it lies wholly beyond one end.
 """
 
 from __future__ import annotations
@@ -74,13 +76,20 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> Interval:
 
 
 def decide(interval: Interval, margin: float, claim: str) -> str:
-    """The answer to the claim "the mean is below ``margin``" (``claim="below"``) or "above it"
-    (``claim="above"``): ``HOLDS`` when the whole interval is on that side, ``FAILS`` when the whole
-    interval is on the other side, ``UNDECIDED`` when it contains the margin (or is NaN)."""
-    if claim not in ("below", "above"):
-        raise ValueError(f"claim must be 'below' or 'above', got {claim!r}")
+    """The answer to the claim "the mean is below ``margin``" (``claim="below"``), "above it"
+    (``claim="above"``), or "within ``margin`` of 0" (``claim="within"``, a margin above 0: the two
+    agree): ``HOLDS`` when the whole interval is on the claim's side (inside (−margin, margin)),
+    ``FAILS`` when the whole interval is on the other side (beyond one end), ``UNDECIDED`` when it
+    contains the margin, or an end of it (or is NaN)."""
+    if claim not in ("below", "above", "within"):
+        raise ValueError(f"claim must be 'below', 'above' or 'within', got {claim!r}")
     if math.isnan(interval.low) or math.isnan(interval.high):
         return UNDECIDED
+    if claim == "within":
+        if not margin > 0:
+            raise ValueError(f"a 'within' claim needs a margin above 0, got {margin}")
+        inside = -margin < interval.low and interval.high < margin
+        return HOLDS if inside else FAILS if interval.low > margin or interval.high < -margin else UNDECIDED
     lower, upper = (interval.high < margin, interval.low > margin)  # all below, all above the margin
     if claim == "below":
         return HOLDS if lower else FAILS if upper else UNDECIDED
@@ -90,8 +99,9 @@ def decide(interval: Interval, margin: float, claim: str) -> str:
 @dataclass(frozen=True)
 class Rule:
     """A verdict's rule: the claim that the mean of the per-seed numbers lies ``claim`` ("below" or
-    "above") ``margin``, decided on their interval (``decide``). Each experiment that decides a verdict
-    names its rules (its module's ``RULES``), so that a test can feed each one numbers of its own."""
+    "above") ``margin``, or "within" ``margin`` of 0, decided on their interval (``decide``). Each
+    experiment that decides a verdict names its rules (its module's ``RULES``), so that a test can feed
+    each one numbers of its own."""
 
     margin: float
     claim: str

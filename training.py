@@ -8,9 +8,11 @@ thread count is fixed, so which process trains it changes nothing in the results
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import itertools
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -28,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import my_bn
 import progress
-from bn_pytorch import VARIANTS, TanhMLP, Variant
+from bn_pytorch import VARIANTS, ConvNet, TanhMLP, Variant
 from config import DTYPES, Config, resolve_device
 from data import N_TRAIN, Dataset, make_dataset, spread_noise_std
 from diagnostics import Diagnostics
@@ -139,6 +141,44 @@ def fit(net: nn.Module, opt: torch.optim.Optimizer, order: Iterable[list[torch.T
         return x, y, opt, opt.step, recorded.detach()
 
     return loop(order, prepare, probes, after_epoch, before_epoch=net.train)
+
+
+def fit_members(net: ConvNet, opt: torch.optim.Optimizer, x_train: torch.Tensor, y_train: torch.Tensor,
+                orders: Sequence[BatchOrder], lr: Callable[[int], float] | None = None, probes: Sequence[Probe] = (),
+                after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:  # fmt: skip
+    """``fit`` for a ``ConvNet`` of K members side by side (one seed each): ``orders`` holds each member's
+    batch order, and each step member k trains on its own batch (the members share no parameter, so the
+    sum of their losses gives each its own gradient). ``lr(t)``: the rate of step t (from 0), set before
+    it; None: the optimiser's own. Returns each step's losses, (K,) per step."""
+    epochs = ([torch.stack(b) for b in zip(*epoch, strict=True)] for epoch in zip(*orders, strict=True))
+    counter = itertools.count()
+
+    def batch_loss(idx: torch.Tensor):  # idx (K, B): each member's batch
+        t = next(counter)
+        for group in opt.param_groups if lr is not None else ():
+            group["lr"] = lr(t)
+        x, y = x_train[idx].transpose(0, 1), y_train[idx].T  # (B, K, C, H, W), (B, K)
+        losses = ConvNet.member_losses(net(x), y)  # (K,)
+        return losses.sum(), losses, x, y
+
+    return fit(net, opt, epochs, batch_loss, probes, after_epoch)
+
+
+def cosine(lr: float, steps: int) -> Callable[[int], float]:
+    """The cosine schedule from ``lr`` at step 0 towards 0 at step ``steps``."""
+    return lambda t: lr * (1 + math.cos(math.pi * t / steps)) / 2
+
+
+@torch.no_grad()
+def member_accuracy(net: ConvNet, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Each member's accuracy on (x, y), the same inputs for all: in eval mode, or with ``batch_size`` in
+    training mode in batches of that size (the last takes what is left), on a copy of ``net`` so that
+    its running estimates stay as they are. (K,)"""
+    model = copy.deepcopy(net).train() if batch_size else net.eval()
+    chunks = x.split(batch_size or len(x))
+    logits = torch.cat([model(c.unsqueeze(1).expand(-1, net.k, *c.shape[1:])) for c in chunks])  # (N, K, 10)
+    net.train()
+    return (logits.argmax(-1) == y.unsqueeze(1)).double().mean(0)
 
 
 def train_one(

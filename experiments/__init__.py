@@ -12,7 +12,23 @@ Only a run of an experiment's preset is part of the committed record (``results/
 
 from __future__ import annotations
 
-from experiments import controls, conv, ddp, float64, ics, landscape, lr, main, mnist, noisy, running_stats, sweep
+from experiments import (
+    controls,
+    conv,
+    ddp,
+    depth,
+    float64,
+    ics,
+    landscape,
+    lr,
+    main,
+    mnist,
+    noisy,
+    only_bn,
+    running_stats,
+    scale,
+    sweep,
+)
 from experiments.record import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -30,6 +46,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         running_stats.EXPERIMENT,
         mnist.EXPERIMENT,
         conv.EXPERIMENT,
+        depth.EXPERIMENT,
+        scale.EXPERIMENT,
+        only_bn.EXPERIMENT,
     )
 }
 

@@ -20,7 +20,6 @@ statistics), and the training digits' accuracy. A cell's seeds train as one five
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import math
@@ -31,11 +30,12 @@ import torch
 import stats
 from bn_pytorch import ConvNet
 from config import DTYPES
-from experiments.record import Experiment, checked_runs
+from data import digits_standardised
+from experiments.record import Experiment, checked_runs, not_regression
 from explanations import Verdict, bold, paired
 from plotting import COLOURS, interval_bars, save, subplots
 from results import rounded, source
-from training import BatchOrder, environment, fit, run_pool, steps_per_epoch
+from training import BatchOrder, cosine, environment, fit_members, member_accuracy, run_pool, steps_per_epoch
 
 NORMS = ("plain", "my_bn", "group_norm", "layer_norm", "renorm")  # trained at every batch size
 BATCH_STATS = ("my_bn", "renorm", "ghost")  # the norms whose training mode normalises with the batch's statistics
@@ -52,16 +52,9 @@ LABELS = {"plain": "no norm (He init)", "my_bn": "MyBN2d", "group_norm": "GroupN
           "layer_norm": "LayerNorm (C, H, W)", "renorm": "Batch Renorm", "ghost": f"ghost BN (G = {GHOST_BATCH})"}
 
 
-@functools.cache
 def digits(dtype: str = "float32") -> tuple[torch.Tensor, ...]:
-    """The fixed split of the 8×8 digits, pixels standardised by the training set's mean and std (one
-    number each, over all its pixels): ``(x_train, y_train, x_test, y_test)``."""
-    from data import digits_split
-
-    x_train, y_train, x_test, y_test = digits_split(0)
-    mean, std = x_train.double().mean(), x_train.double().std()
-    scale = lambda x: ((x.double() - mean) / std).to(DTYPES[dtype])  # noqa: E731
-    return scale(x_train), y_train, scale(x_test), y_test
+    """The fixed split of the 8×8 digits, standardised (``data.digits_standardised``)."""
+    return digits_standardised(DTYPES[dtype])
 
 
 def renorm_warmup(steps: int) -> tuple[int, int, int]:
@@ -85,18 +78,6 @@ def cells(config) -> list[tuple[str, int, float]]:
     return sorted(dict.fromkeys(grid), key=lambda c: (c[1], c[0] != "renorm"))
 
 
-@torch.no_grad()
-def accuracy(net: ConvNet, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Each member's accuracy on (x, y), the same inputs for all: in eval mode, or with ``batch_size`` in
-    training mode in batches of that size (the last takes what is left), on a copy of ``net`` so that
-    its running estimates stay as they are. (K,)"""
-    model = copy.deepcopy(net).train() if batch_size else net.eval()
-    chunks = x.split(batch_size or len(x))
-    logits = torch.cat([model(c.unsqueeze(1).expand(-1, net.k, *c.shape[1:])) for c in chunks])  # (N, K, 10)
-    net.train()
-    return (logits.argmax(-1) == y.unsqueeze(1)).double().mean(0)
-
-
 def train_cell(config, cell: tuple[str, int, float]) -> list[dict]:
     """One (norm, batch size, learning rate) for every seed, as one ``ConvNet`` of one member a seed
     (each member its seed's net on its seed's batches); one run record a seed."""
@@ -108,20 +89,11 @@ def train_cell(config, cell: tuple[str, int, float]) -> list[dict]:
                   ghost_batch_size=GHOST_BATCH, mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM)
     orders = [BatchOrder(len(x_train), batch_size, config.epochs, s) for s in seeds]
-    counter = iter(range(steps))
-
-    def batch_loss(idx: torch.Tensor):  # idx (K, B): each member's batch
-        for group in opt.param_groups:  # the cosine schedule: lr at the first step, 0 after the last
-            group["lr"] = lr * (1 + math.cos(math.pi * next(counter) / steps)) / 2
-        x, y = x_train[idx].transpose(0, 1), y_train[idx].T  # (B, K, 1, 8, 8), (B, K)
-        losses = ConvNet.member_losses(net(x), y)  # (K,)
-        return losses.sum(), losses, x, y  # the members share no parameter: each gets its own gradient
-
-    epochs = ([torch.stack(b) for b in zip(*epoch, strict=True)] for epoch in zip(*orders, strict=True))
-    last = torch.stack(fit(net, opt, epochs, batch_loss)[-steps // config.epochs:]).double().mean(0)  # last epoch
+    losses = fit_members(net, opt, x_train, y_train, orders, cosine(lr, steps))
+    last = torch.stack(losses[-steps // config.epochs:]).double().mean(0)  # each member's, over the last epoch
     order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))  # the test batches' order
-    measured = {"test_acc": accuracy(net, x_test, y_test), "train_acc": accuracy(net, x_train, y_train),
-                "train_mode_acc": accuracy(net, x_test[order], y_test[order], batch_size), "loss": last}
+    measured = {"test_acc": member_accuracy(net, x_test, y_test), "train_acc": member_accuracy(net, x_train, y_train),
+                "train_mode_acc": member_accuracy(net, x_test[order], y_test[order], batch_size), "loss": last}
     return [{"model": norm, "batch_size": batch_size, "lr": lr, "seed": s,
              **{k: rounded(v[j].item()) for k, v in measured.items()}} for j, s in enumerate(seeds)]  # fmt: skip
 
@@ -438,8 +410,7 @@ EXPERIMENT = Experiment(
     summary=batch_table,
     fixed={"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each cell trains in one process")},
     verdicts=verdicts,
-    unused={**dict.fromkeys(("ranges", "a", "b", "noise_std", "noise_scaled"),
-                            "it trains on 8×8 digits, not y = a·x² + b"),
+    unused={**not_regression("it trains on 8×8 digits, not y = a·x² + b"),
             "models": "its norms are its own (NORMS in experiments/conv.py), not the MLP's nets",
             "batch_size": "its batch sizes are its grid (BATCH_SIZES)",
             "optimizer": "it trains with SGD and momentum 0.9, as Wu & He did",

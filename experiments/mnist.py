@@ -36,7 +36,7 @@ from bn_pytorch import SigmoidMLP
 from config import DTYPES
 from diagnostics import QUANTILES, SIGMOID_Z_SATURATED, UNIT
 from ensemble import Ensemble
-from experiments.record import Experiment, checked_runs
+from experiments.record import Experiment, checked_runs, not_regression
 from explanations import Verdict, bold, paired
 from plotting import COLOURS, label, save, subplots
 from probe import Probe, Step
@@ -364,7 +364,6 @@ EXPERIMENT = Experiment(
     fixed={"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each ensemble trains in one process"),
            "mybn_backend": ("python", "its nets train under torch.func.vmap, where MyBN runs its Python backend")},
     verdicts=lambda results: [mnist_verdict(results)] if {"plain", "my_bn"} <= set(models(results)) else [],
-    unused={**dict.fromkeys(("ranges", "a", "b", "noise_std", "noise_scaled"),
-                            "it trains on MNIST digits, not y = a·x² + b"),
+    unused={**not_regression("it trains on MNIST digits, not y = a·x² + b"),
             "diagnostics": "it records its own measurements, always"},  # fmt: skip
 )

@@ -36,6 +36,14 @@ def summary_of_runs(results: dict) -> str:
     return format_table(summarize(results))
 
 
+REGRESSION = ("ranges", "a", "b", "noise_std", "noise_scaled")  # the settings of the regression task's data
+
+
+def not_regression(why: str) -> dict[str, str]:
+    """An experiment's ``unused`` for the regression task's data settings, which it does not read (``why``)."""
+    return dict.fromkeys(REGRESSION, why)
+
+
 def checked_runs(results: dict, models: tuple[str, ...]) -> list[dict]:
     """``results["runs"]``, a ValueError naming the first run that is not an object with a model of ``models``
     (the start of an experiment's ``results_format`` where its runs are not the regression task's)."""

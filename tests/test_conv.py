@@ -13,7 +13,7 @@ from config import Config
 from data import digits_split
 from experiments import conv
 from stats import FAILS
-from training import BatchOrder
+from training import BatchOrder, member_accuracy
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_a_test_set_in_training_mode_leaves_the_running_estimates_alone():
     net = ConvNet("my_bn", [0, 1], dtype=torch.float64)
     x, y = digits_split(0)[2][:12].double(), digits_split(0)[3][:12]
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    train_mode, eval_mode = conv.accuracy(net, x, y, batch_size=4), conv.accuracy(net, x, y)
+    train_mode, eval_mode = member_accuracy(net, x, y, batch_size=4), member_accuracy(net, x, y)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items()) and net.training
     assert train_mode.shape == eval_mode.shape == (2,) and not torch.equal(train_mode, eval_mode)
 

@@ -75,6 +75,12 @@ def test_every_verdict_rule_on_synthetic_seeds(name):
     rules = importlib.import_module(f"experiments.{name}").RULES
     assert rules
     for what, rule in rules.items():
+        if rule.claim == "within":  # inside (−margin, margin); beyond one end; across an end
+            m = rule.margin
+            assert rule.decide(t_interval([m * (0.1 + 0.01 * k) for k in range(5)])) == HOLDS, what
+            assert rule.decide(t_interval([-m * (2 + 0.01 * k) for k in range(5)])) == FAILS, what
+            assert rule.decide(t_interval([m * d for d in (0.2, 1.5, 0.9, 1.3, 0.7)])) == UNDECIDED, what
+            continue
         toward = -1.0 if rule.claim == "below" else 1.0
         on_claim = [rule.margin + toward * (0.2 + 0.01 * k) for k in range(5)]
         against = [rule.margin - toward * (0.2 + 0.01 * k) for k in range(5)]
@@ -84,3 +90,13 @@ def test_every_verdict_rule_on_synthetic_seeds(name):
         assert rule.decide(t_interval(across)) == UNDECIDED, what
         near = [rule.margin + toward * d for d in (0.001, 0.002, 0.0015, 0.0012, 0.0018)]  # close, all agree
         assert rule.decide(t_interval(near)) == HOLDS, what
+
+
+def test_a_within_claim_holds_inside_its_margin_and_fails_beyond_an_end():
+    tight = t_interval([0.001, -0.002, 0.0015, 0.0, -0.001])  # agree to 0.3%
+    assert decide(tight, 0.01, "within") == HOLDS
+    assert decide(t_interval([0.05, 0.06, 0.055, 0.052, 0.058]), 0.01, "within") == FAILS  # 5% apart in every seed
+    assert decide(t_interval([-0.03, -0.05, -0.04, -0.045, -0.035]), 0.01, "within") == FAILS  # the other side
+    assert decide(t_interval([0.005, 0.02, -0.01, 0.012, 0.0]), 0.01, "within") == UNDECIDED  # across an end
+    with pytest.raises(ValueError, match="margin above 0"):
+        decide(tight, 0.0, "within")

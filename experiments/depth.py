@@ -1,0 +1,256 @@
+"""depth: a deep net at initialisation: does batch norm keep its representations' rank, and does it make
+its gradients explode?
+
+Two results about deep fully connected nets at initialisation pull in opposite directions:
+
+- Daneshmand, Kohler, Bach, Hofmann & Lucchi 2020 ("Batch Normalization Provably Avoids Rank Collapse
+  for Randomly Initialised Deep Networks"): "it is not surprising to find that the rank of the
+  intermediate representations in unnormalized networks collapses quickly with depth. In this work we
+  highlight the fact that batch normalization is an effective strategy to avoid rank collapse for both
+  linear and ReLU networks."
+- Yang, Pennington, Rao, Sohl-Dickstein & Schoenholz 2019 ("A Mean Field Theory of Batch
+  Normalization"): "gradient signals grow exponentially in depth and [...] these exploding gradients
+  cannot be eliminated by tuning the initial weight variances or by adjusting the nonlinear activation
+  function. Indeed, batch normalization itself is the cause of gradient explosion."
+
+``bn_pytorch.DeepMLP`` (``DEPTH`` blocks of Linear(width, width) -> norm -> ReLU or identity, He or
+unit-gain Gaussian weights, the same for both norms at a seed), plain and with ``MyBN``, in float64, on
+a batch of Gaussian inputs N(0, I) of the width's dimension with random labels over 10 classes; one
+forward and one backward of the cross-entropy, no training. For each width of ``WIDTHS``, batch size
+of ``BATCHES``, activation and seed: the effective rank of every block's output (``effective_rank``)
+and the squared norm of every block's weight gradient, whose growth per layer towards the input is
+fitted over the middle layers (``growth_rate``).
+
+The large-batch rate for ReLU (``RELU_RATE``), derived here as in mean-field theory: with the batch
+statistics taken as exact, a block's backward multiplies the mean squared gradient by σ_w² E[φ'(z)²]
+/ Var(h) and Var(h) = σ_w² Var(φ(z)) with z ~ N(0, 1), so the rate is E[φ'(z)²] / Var(φ(z)) = (1/2) /
+(1/2 − 1/(2π)) = π / (π − 1) ≈ 1.467 per layer, whatever σ_w; for the plain net with He weights it is
+σ_w² E[φ'(z)²] = 2 · 1/2 = 1. A test checks the first by quadrature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import stats
+from bn_pytorch import DeepMLP
+from experiments.record import Experiment, checked_runs, not_regression
+from explanations import Verdict, bold, paired
+from plotting import COLOURS, save, subplots
+from results import rounded, source
+from training import environment, run_pool
+
+DEPTH = 50
+WIDTHS = (32, 128)
+BATCHES = (8, 64)
+ACTIVATIONS = ("relu", "linear")
+RELU_RATE = math.pi / (math.pi - 1)  # the squared gradient norm's growth per layer, ReLU with batch norm, B -> ∞
+FIT = (5, DEPTH - 5)  # the layers (0-based, from the input) the growth rate is fitted over
+LABELS = {"plain": "plain (no norm)", "my_bn": "MyBN"}
+
+
+def effective_rank(h: torch.Tensor) -> float:
+    """Roy & Vetterli's (2007) effective rank of the (N, width) matrix ``h``: exp of the entropy of its
+    singular values normalised to sum to 1 (n for n equal singular values, 1 for a rank-one matrix)."""
+    s = torch.linalg.svdvals(h.double())
+    p = s / s.sum()
+    p = p[p > 0]
+    return math.exp(-(p * p.log()).sum().item())
+
+
+def growth_rate(grad_sq: list[float], fit: tuple[int, int] | None = None) -> float:
+    """How many times the squared weight-gradient norm grows per layer towards the input: exp of minus
+    the least-squares slope of log ‖∇W_l‖² against the layer l over ``fit`` (default: ``FIT``)."""
+    fit = FIT if fit is None else fit
+    layers = torch.arange(*fit, dtype=torch.float64)
+    y = torch.tensor(grad_sq[fit[0]:fit[1]], dtype=torch.float64).log()
+    slope = ((layers - layers.mean()) * (y - y.mean())).sum() / ((layers - layers.mean()) ** 2).sum()
+    return math.exp(-slope.item())
+
+
+def measure(config, job: tuple[str, str, int, int]) -> list[dict]:
+    """Every seed of one (norm, activation, width, batch size): the effective rank of each block's output
+    and the squared norm of each block's weight gradient, at initialisation."""
+    norm, activation, width, batch = job
+    out = []
+    for seed in config.seeds:
+        gen = torch.Generator().manual_seed(10_000 + seed)  # the inputs and labels: the same for both norms
+        x = torch.randn(batch, width, generator=gen, dtype=torch.float64)
+        y = torch.randint(10, (batch,), generator=gen)
+        net = DeepMLP(norm, seed, depth=DEPTH, width=width, activation=activation, dtype=torch.float64)
+        outputs, logits = net(x)
+        nn.functional.cross_entropy(logits, y).backward()
+        out.append({"model": norm, "activation": activation, "width": width, "batch_size": batch, "seed": seed,
+                    "erank": rounded([effective_rank(h.detach()) for h in outputs]),
+                    "grad_sq": rounded([b.linear.weight.grad.pow(2).sum().item() for b in net.blocks])})
+    return out
+
+
+def jobs() -> list[tuple[str, str, int, int]]:
+    return [(n, a, w, b) for n in DeepMLP.NORMS for a in ACTIVATIONS for w in WIDTHS for b in BATCHES]
+
+
+def run(config, log=print) -> dict:
+    todo, runs = jobs(), []
+    with run_pool(config, len(todo)) as pool_map:
+        for job, measured in zip(todo, pool_map(functools.partial(measure, config), todo), strict=True):
+            runs += measured
+            rank = sum(r["erank"][-1] for r in measured) / len(measured)
+            log(f"depth: {job[0]:<6} {job[1]:<6} width {job[2]:>3} batch {job[3]:>2}: effective rank at depth "
+                f"{DEPTH} {rank:.2f}")  # fmt: skip
+    return {"config": dataclasses.asdict(config), "environment": environment(config), "depth": DEPTH,
+            "datasets": [], "runs": runs}  # fmt: skip
+
+
+def check_format(results: dict) -> None:
+    for i, run_ in enumerate(checked_runs(results, DeepMLP.NORMS)):
+        if any(len(run_.get(k, [])) != results.get("depth") for k in ("erank", "grad_sq")):
+            raise ValueError(f"runs[{i}]: 'erank' and 'grad_sq' must hold one number per block of 'depth'")
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def per_seed(results: dict, model: str, activation: str, width: int, batch: int, value) -> dict[int, float]:
+    return {r["seed"]: value(r) for r in results["runs"] if (r["model"], r["activation"], r["width"],
+                                                             r["batch_size"]) == (model, activation, width, batch)}
+
+
+def last_rank(run_: dict) -> float:
+    return run_["erank"][-1]
+
+
+def log_rate(run_: dict) -> float:
+    return math.log(growth_rate(run_["grad_sq"]))
+
+
+def rank_ratio(results: dict, activation: str, width: int, batch: int) -> stats.Interval:
+    """MyBN's effective rank at the last block over the plain net's, seed by seed (log-ratio)."""
+    a, b = (per_seed(results, m, activation, width, batch, last_rank) for m in ("my_bn", "plain"))
+    return stats.paired_log_ratio(*paired(a, b))
+
+
+def rate(results: dict, model: str, width: int, batch: int, activation: str = "relu") -> stats.Interval:
+    """The log of the fitted growth rate per layer of the squared gradient norm: mean and interval."""
+    return stats.t_interval(list(per_seed(results, model, activation, width, batch, log_rate).values()))
+
+
+def rate_gap(results: dict, width: int, batch: int) -> stats.Interval:
+    """log(MyBN's growth rate / the plain net's), seed by seed, ReLU."""
+    a, b = (per_seed(results, m, "relu", width, batch, log_rate) for m in ("my_bn", "plain"))
+    return stats.paired_difference(*paired(a, b))
+
+
+def exp_text(ci: stats.Interval) -> str:
+    return f"{math.exp(ci.mean):.3f} [{math.exp(ci.low):.3f}, {math.exp(ci.high):.3f}]"
+
+
+# ---------------------------------------------------------------------------------------------- figure, tables
+
+
+def plot_depth(results: dict, outfile: Path) -> None:
+    """Per activation: the effective rank of each block's output against depth (top), and the squared
+    weight-gradient norm per block (bottom, ReLU and linear); the widest net, each batch size."""
+    width, n = max(WIDTHS), len(results["config"]["seeds"])
+    fig, axes = subplots(2, 2, figsize=(13, 9))
+    layers = list(range(1, results["depth"] + 1))
+    for col, activation in enumerate(ACTIVATIONS):
+        for model in DeepMLP.NORMS:
+            colour, _ = COLOURS[model]
+            for batch, ls in zip(BATCHES, (":", "-"), strict=True):
+                runs = [r for r in results["runs"] if (r["model"], r["activation"], r["width"], r["batch_size"])
+                        == (model, activation, width, batch)]  # fmt: skip
+                for key, ax in (("erank", axes[0][col]), ("grad_sq", axes[1][col])):
+                    values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
+                    centre = values.mean(0) if key == "erank" else values.log().mean(0).exp()
+                    ax.plot(layers, centre, ls, color=colour, lw=2, label=f"{LABELS[model]}, batch {batch}")
+        axes[0][col].set(xlabel="block", ylabel="effective rank of its output", yscale="log",
+                         title=f"{activation}: rank of the representations, width {width}\nmean over {n} seeds")
+        axes[1][col].set(xlabel="block (1: next to the input)", ylabel="‖∇W‖², geometric mean", yscale="log",
+                         title=f"{activation}: squared weight-gradient norm per block, width {width}")  # fmt: skip
+    for ax in axes.flat:
+        ax.legend(fontsize=8)
+    save(fig, outfile)
+
+
+def depth_table(results: dict) -> str:
+    n = len(results["config"]["seeds"])
+    lines = [
+        f"At initialisation, {results['depth']} blocks, {n} seeds ({source(results)}): the effective rank of the "
+        f"last block's output (mean; at most min(batch, width)), MyBN / plain of it seed by seed, and the growth "
+        f"per layer of the squared weight-gradient norm towards the input, fitted over blocks {FIT[0] + 1}-{FIT[1]} "
+        f"(geometric mean and 95% interval; mean-field theory for ReLU with batch norm, batch -> ∞: π/(π − 1) = "
+        f"{RELU_RATE:.3f}; plain with He weights: 1).",
+        "",
+        "| activation | width | batch | rank, plain | rank, MyBN | MyBN / plain | growth per layer, plain | "
+        "growth per layer, MyBN |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for activation in ACTIVATIONS:
+        for width in WIDTHS:
+            for batch in BATCHES:
+                ranks = [stats.t_interval(list(per_seed(results, m, activation, width, batch, last_rank).values()))
+                         for m in DeepMLP.NORMS]  # fmt: skip
+                rates = [exp_text(rate(results, m, width, batch, activation)) for m in DeepMLP.NORMS]
+                lines.append(f"| {activation} | {width} | {batch} | " + " | ".join(f"{r.mean:.2f}" for r in ranks)
+                             + f" | {rank_ratio(results, activation, width, batch).ratio_text()} | "
+                             + " | ".join(rates) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
+
+KEEPS_RANK = stats.Rule(0.0, "above")  # log(MyBN's effective rank / the plain net's) at the last block
+EXPLODES = stats.Rule(0.0, "above")  # log of MyBN's growth rate per layer; and of MyBN's over the plain net's
+RULES = {"MyBN keeps the rank": KEEPS_RANK, "MyBN's gradients explode": EXPLODES}
+PAGE = "[depth](docs/depth.md)"
+
+
+def rank_verdict(results: dict) -> Verdict:
+    width, batch = max(WIDTHS), max(BATCHES)
+    cis = {a: rank_ratio(results, a, width, batch) for a in ACTIVATIONS}
+    rule = (f"per seed, log(MyBN's effective rank / the plain net's) of block {DEPTH}'s output, width {width}, batch "
+            f"{batch}; holds where the interval lies above 0, does not hold where it lies below, else not decided; "
+            "each activation on its own")
+    return Verdict("Batch norm keeps a deep net's rank at initialisation (Daneshmand et al. 2020)",
+                   f"after {DEPTH} random blocks the plain net's representations of a batch are close to rank one, "
+                   "MyBN's are not", "MyBN / plain: " + "; ".join(f"{a} {ci.ratio_text()}" for a, ci in cis.items()),
+                   rule, "; ".join(f"{a}: {bold(KEEPS_RANK.decide(ci))}" for a, ci in cis.items()), PAGE)
+
+
+def explosion_verdict(results: dict) -> Verdict:
+    width, batch = max(WIDTHS), max(BATCHES)
+    own, gap = rate(results, "my_bn", width, batch), rate_gap(results, width, batch)
+    rule = (f"per seed, the log of MyBN's fitted growth per layer of the squared weight-gradient norm (explodes: "
+            f"holds above 0), and minus the plain net's (more than plain: holds above 0); ReLU, width {width}, batch "
+            f"{batch}; the opposite side does not hold, else not decided")
+    return Verdict("Batch norm makes gradients explode with depth at initialisation (Yang et al. 2019)",
+                   f"towards the input MyBN's squared gradient norm grows by a constant factor per layer, "
+                   f"π/(π − 1) = {RELU_RATE:.3f} for ReLU in the large-batch limit; the plain net's (He) does not",
+                   f"growth per layer, MyBN {exp_text(own)}, MyBN / plain {exp_text(gap)}", rule,
+                   f"explodes: {bold(EXPLODES.decide(own))}; more than plain: {bold(EXPLODES.decide(gap))}", PAGE)
+
+
+EXPERIMENT = Experiment(
+    name="depth",
+    doc=__doc__,
+    preset={"seeds": [0, 1, 2, 3, 4], "dtype": "float64"},
+    run=run,
+    figures=lambda results: {"depth.png": functools.partial(plot_depth, results)},
+    tables=lambda results: {"depth-table": depth_table(results)},
+    results_format=check_format,
+    summary=depth_table,
+    fixed={"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each measurement runs in one process"),
+           "dtype": ("float64", "it measures ranks and gradients over 50 layers, in float64")},
+    verdicts=lambda results: [rank_verdict(results), explosion_verdict(results)],
+    unused={**not_regression("it trains nothing"),
+            **dict.fromkeys(("epochs", "batch_size", "lr", "optimizer", "bn_momentum", "diagnostics"),
+                            "it looks at nets at initialisation (its batch sizes are BATCHES)"),
+            "models": "its nets are plain and MyBN", "mybn_backend": "its MyBN layers run the Python backend"},
+)

@@ -1,0 +1,200 @@
+"""only_bn: can batch norm's γ and β alone train a conv net whose every other weight stays at its random
+initialisation?
+
+Frankle, Schwab & Morcos 2021 ("Training BatchNorm and Only BatchNorm: On the Expressive Power of
+Random Features in CNNs"): "we investigate the performance achieved when training only these
+parameters in BatchNorm and freezing all weights at their random initializations. Doing so leads to
+surprisingly high performance [...], far higher than when training an equivalent number of randomly
+chosen parameters elsewhere in the network. BatchNorm achieves this performance in part by naturally
+learning to disable around a third of the random features."
+
+The conv net of the conv experiment with ``MyBN2d`` (the same digits, batches of 32, SGD with momentum
+0.9 on a cosine schedule, 5 seeds as one grouped net, the preset's epochs), trained four ways
+(``SETS``): every parameter; γ and β alone (96 numbers: two per channel of three layers), the
+classifier frozen too; γ and β and the classifier; and, the control, as many randomly chosen other
+parameters as there are γ and β (drawn per seed from the convolutions' and the classifier's weights;
+the convolutions' biases are left out, since batch norm cancels them). Measured per seed: the test
+accuracy (eval mode), and the fraction of channels whose |γ| ends below ``OFF`` (γ starts at 1): the
+features batch norm has learnt to turn off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import torch
+
+import stats
+from bn_pytorch import ConvNet
+from config import DTYPES
+from data import digits_standardised
+from experiments.conv import MOMENTUM
+from experiments.record import Experiment, checked_runs, not_regression
+from explanations import Verdict, bold, paired
+from plotting import COLOURS, interval_bars, save, subplots
+from results import rounded, source
+from training import BatchOrder, cosine, environment, fit_members, member_accuracy, run_pool, steps_per_epoch
+
+SETS = {"all": "every parameter", "bn": "γ and β only", "bn_head": "γ, β and the classifier",
+        "random": "as many random other weights"}  # fmt: skip
+OFF = 0.1  # a channel whose |γ| ends below this is turned off
+CHANCE = 0.1
+TRAINS = 0.5  # as in the conv experiment: five times chance
+
+
+def masks(net: ConvNet, seeds: list[int]) -> dict[str, torch.Tensor]:
+    """For the control: per parameter of the convolutions' and the classifier's weights, 1 where a member
+    trains that number: for each member (drawn from its seed) as many as it has γ and β, uniformly among
+    its own such weights."""
+    weights = {f"convs.{i}.weight": c.weight for i, c in enumerate(net.convs)} | {"head.weight": net.head.weight}
+    k, count = net.k, sum(n.weight.numel() + n.bias.numel() for n in net.norms) // net.k
+    out = {name: torch.zeros_like(w) for name, w in weights.items()}
+    for member, seed in enumerate(seeds):
+        sizes = [w.numel() // k for w in weights.values()]  # this member's share of each (its rows)
+        chosen = torch.randperm(sum(sizes), generator=torch.Generator().manual_seed(20_000 + seed))[:count]
+        flat = torch.zeros(sum(sizes))
+        flat[chosen] = 1.0
+        for (name, w), part in zip(weights.items(), flat.split(sizes), strict=True):
+            rows = len(w) // k
+            out[name][member * rows:(member + 1) * rows] = part.view_as(w[member * rows:(member + 1) * rows])
+    return out
+
+
+def build(config, which: str) -> tuple[ConvNet, list[torch.nn.Parameter]]:
+    """The grouped net of one way of ``SETS`` and the parameters it trains; the others are frozen (and in
+    the control, every number of a trained tensor but the chosen ones gets no gradient)."""
+    seeds = list(config.seeds)
+    net = ConvNet("my_bn", seeds, bn_momentum=config.bn_momentum, mybn_backend=config.mybn_backend,
+                  dtype=DTYPES[config.dtype])  # fmt: skip
+    named = dict(net.named_parameters())
+    if which == "random":
+        for name, mask in masks(net, seeds).items():
+            named[name].register_hook(lambda g, m=mask: g * m)  # the other numbers get no gradient: they stay
+    trained = {"all": lambda n: True, "bn": lambda n: n.startswith("norms."),
+               "bn_head": lambda n: n.startswith(("norms.", "head.")),
+               "random": lambda n: n.endswith("weight") and not n.startswith("norms.")}[which]  # fmt: skip
+    for name, p in named.items():
+        p.requires_grad_(trained(name))
+    return net, [p for p in named.values() if p.requires_grad]
+
+
+def train_set(config, which: str) -> list[dict]:
+    """One way of ``SETS`` for every seed, as one grouped ``ConvNet``; one record a seed."""
+    x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
+    seeds = list(config.seeds)
+    net, params = build(config, which)
+    steps = config.epochs * steps_per_epoch(config.batch_size, len(x_train))
+    opt = torch.optim.SGD(params, lr=config.lr, momentum=MOMENTUM)
+    orders = [BatchOrder(len(x_train), config.batch_size, config.epochs, s) for s in seeds]
+    fit_members(net, opt, x_train, y_train, orders, cosine(config.lr, steps))
+    acc = member_accuracy(net, x_test, y_test)
+    gamma = torch.cat([n.weight.detach().view(net.k, -1) for n in net.norms], 1).abs()  # (K, channels)
+    return [{"model": which, "seed": s, "test_acc": rounded(acc[j].item()),
+             "off": rounded((gamma[j] < OFF).double().mean().item())} for j, s in enumerate(seeds)]  # fmt: skip
+
+
+def run(config, log=print) -> dict:
+    digits_standardised(DTYPES[config.dtype])  # loaded once here, before the workers fork
+    runs = []
+    with run_pool(config, len(SETS)) as pool_map:
+        for which, records in zip(SETS, pool_map(functools.partial(train_set, config), list(SETS)), strict=True):
+            runs += records
+            log(f"only_bn: {SETS[which]:<30} test accuracy {sum(r['test_acc'] for r in records) / len(records):.3f} "
+                f"(mean of {len(records)} seeds)")  # fmt: skip
+    return {"config": dataclasses.asdict(config), "environment": environment(config), "datasets": [], "runs": runs}
+
+
+def check_format(results: dict) -> None:
+    for i, run_ in enumerate(checked_runs(results, tuple(SETS))):
+        if not all(isinstance(run_.get(k), (int, float)) for k in ("test_acc", "off")):
+            raise ValueError(f"runs[{i}]: needs numbers 'test_acc' and 'off'")
+
+
+def per_seed(results: dict, which: str, key: str = "test_acc") -> dict[int, float]:
+    return {r["seed"]: r[key] for r in results["runs"] if r["model"] == which}
+
+
+def interval(results: dict, which: str, key: str = "test_acc") -> stats.Interval:
+    return stats.t_interval(list(per_seed(results, which, key).values()))
+
+
+def over_random(results: dict) -> stats.Interval:
+    """γ and β only minus as many random other weights: test accuracy, seed by seed."""
+    return stats.paired_difference(*paired(per_seed(results, "bn"), per_seed(results, "random")))
+
+
+def plot_only_bn(results: dict, outfile: Path) -> None:
+    """The test accuracy of each way of training (95% intervals), and the fraction of channels turned off."""
+    fig, (a, b) = subplots(1, 2, figsize=(12, 4.6))
+    n, colours = len(results["config"]["seeds"]), ("my_bn", "torch_bn", "renorm", "plain")
+    for i, (which, text) in enumerate(SETS.items()):
+        colour, _ = COLOURS[colours[i]]
+        interval_bars(a, [i], [interval(results, which)], colour, "", text)
+        interval_bars(b, [i], [interval(results, which, "off")], colour, "", text)
+    a.axhline(CHANCE, color="0.5", lw=1, ls=":", label="chance")
+    a.set(ylim=(0, 1.02), ylabel="test accuracy", title=f"What is trained, {n} seeds, 95% intervals")
+    b.set(ylim=(0, 1.02), ylabel=f"fraction of channels with |γ| < {OFF:g} at the end",
+          title="Features batch norm has turned off")  # fmt: skip
+    for ax in (a, b):
+        ax.set_xticks(range(len(SETS)), [t.replace(" ", "\n", 2) for t in SETS.values()], fontsize=8)
+        ax.legend(fontsize=8)
+    save(fig, outfile)
+
+
+def only_bn_table(results: dict) -> str:
+    config = results["config"]
+    lines = [
+        f"The conv net with MyBN2d, {config['epochs']} epochs of batches of {config['batch_size']}, SGD with momentum "
+        f"{MOMENTUM} at {config['lr']:g} on a cosine schedule, {len(config['seeds'])} seeds ({source(results)}): the "
+        f"test accuracy (mean and 95% interval), and the fraction of channels whose |γ| ends below {OFF:g}. Below, "
+        "seed by seed: γ and β only minus as many random other weights.",
+        "",
+        "| what is trained | numbers trained per net | test accuracy | channels turned off |",
+        "|---|---|---|---|",
+    ]
+    net = ConvNet("my_bn", 0)
+    counts = {"all": sum(p.numel() for p in net.parameters()), "bn": sum(p.numel() for p in net.norms.parameters())}
+    counts |= {"bn_head": counts["bn"] + sum(p.numel() for p in net.head.parameters()), "random": counts["bn"]}
+    for which, text in SETS.items():
+        lines.append(f"| {text} | {counts[which]:,} | {interval(results, which).text('.3f')} | "
+                     f"{interval(results, which, 'off').text('.2f')} |")  # fmt: skip
+    lines.append(f"| *γ and β only − random* | | {over_random(results).text('+.3f')} | |")
+    return "\n".join(lines)
+
+
+ABOVE_TRAINS = stats.Rule(TRAINS, "above")  # the test accuracy with γ and β only
+ABOVE_RANDOM = stats.Rule(0.0, "above")  # γ and β only minus as many random other weights
+RULES = {"γ and β train the net": ABOVE_TRAINS, "more than random weights": ABOVE_RANDOM}
+
+
+def only_bn_verdict(results: dict) -> Verdict:
+    alone, gap = interval(results, "bn"), over_random(results)
+    rule = (f"per seed: the test accuracy with γ and β only, holds where its interval lies above {TRAINS:g} (five "
+            "times chance), does not hold where it lies below; and minus that with as many random other weights, "
+            "holds above 0, does not hold below; else not decided")
+    return Verdict("γ and β alone train a net (Frankle et al. 2021)",
+                   "with every other weight frozen at its random initialisation, training batch norm's γ and β "
+                   "alone reaches far above chance, and far above as many random other weights",
+                   f"test accuracy, γ and β only {alone.text('.3f')}; minus random weights {gap.text('+.3f')}", rule,
+                   f"above {TRAINS:g}: {bold(ABOVE_TRAINS.decide(alone))}; above random weights: "
+                   f"{bold(ABOVE_RANDOM.decide(gap))}", "[only_bn](docs/only_bn.md)")  # fmt: skip
+
+
+EXPERIMENT = Experiment(
+    name="only_bn",
+    doc=__doc__,
+    preset={"seeds": [0, 1, 2, 3, 4], "epochs": 8, "lr": 0.1, "batch_size": 32, "bn_momentum": 0.1},
+    run=run,
+    figures=lambda results: {"only_bn.png": functools.partial(plot_only_bn, results)},
+    tables=lambda results: {"only-bn-table": only_bn_table(results)},
+    results_format=check_format,
+    summary=only_bn_table,
+    fixed={"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each way trains in one process")},
+    verdicts=lambda results: [only_bn_verdict(results)],
+    unused={**not_regression("it trains on 8×8 digits, not y = a·x² + b"),
+            "models": "its net is the conv net with MyBN2d, trained as SETS says",
+            "optimizer": "it trains with SGD and momentum 0.9, as the conv experiment does",
+            "diagnostics": "it records its own measurements, always"},  # fmt: skip
+)

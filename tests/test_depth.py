@@ -1,0 +1,68 @@
+"""The depth experiment (experiments/depth.py): its measures on cases with known answers, the deep net,
+and the experiment on a tiny configuration."""
+
+import math
+
+import pytest
+import torch
+
+from bn_pytorch import DeepMLP
+from config import Config
+from experiments import depth
+
+
+def test_the_effective_rank_on_known_matrices():
+    assert depth.effective_rank(torch.eye(6)) == pytest.approx(6.0)
+    assert depth.effective_rank(torch.diag(torch.tensor([3.0, 3.0, 3.0, 0.0]))) == pytest.approx(3.0)
+    u, v = torch.randn(20, 1, dtype=torch.float64), torch.randn(1, 8, dtype=torch.float64)
+    assert depth.effective_rank(u @ v) == pytest.approx(1.0, abs=1e-6)  # rank one
+    x = torch.randn(30, 8, dtype=torch.float64)
+    assert depth.effective_rank(5 * x) == pytest.approx(depth.effective_rank(x))  # blind to scale
+    assert 1.0 < depth.effective_rank(x) < 8.0
+
+
+def test_the_growth_rate_of_a_geometric_sequence():
+    """‖∇W_l‖² = c · r^(L − l): the fit gives r, whatever c, and 1 for a constant."""
+    for r in (1.0, 1.3, math.pi / (math.pi - 1), 0.8):
+        grads = [7.0 * r ** (depth.DEPTH - layer) for layer in range(depth.DEPTH)]
+        assert depth.growth_rate(grads) == pytest.approx(r, rel=1e-9)
+
+
+def test_the_large_batch_relu_rate_by_quadrature():
+    """E[φ'(z)²] / Var(φ(z)) for ReLU and z ~ N(0, 1), on a fine grid: π / (π − 1); and the plain He net's
+    factor, 2 · E[φ'(z)²], is 1."""
+    z = torch.linspace(0, 12, 1_000_001, dtype=torch.float64)  # ReLU and its slope vanish below 0
+    density = torch.exp(-(z**2) / 2) / math.sqrt(2 * math.pi)
+    mean = lambda f: torch.trapezoid(f * density, z).item()  # noqa: E731  E[f(z)] over z ≥ 0 only
+    relu, slope = z, torch.ones_like(z)
+    assert mean(slope**2) / (mean(relu**2) - mean(relu) ** 2) == pytest.approx(depth.RELU_RATE, rel=1e-6)
+    assert 2 * mean(slope**2) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_the_deep_net_starts_from_the_same_weights_with_either_norm():
+    nets = {norm: DeepMLP(norm, 3, depth=6, width=16, dtype=torch.float64) for norm in DeepMLP.NORMS}
+    weights = {n: [blk.linear.weight for blk in net.blocks] for n, net in nets.items()}
+    assert all(torch.equal(a, b) for a, b in zip(*weights.values(), strict=True))
+    assert abs(weights["plain"][2].std().item() - math.sqrt(2 / 16)) < 0.05  # He
+    outputs, logits = nets["my_bn"](torch.randn(10, 16, dtype=torch.float64))
+    assert len(outputs) == 6 and logits.shape == (10, 10)
+    with pytest.raises(ValueError, match="activation relu or linear"):
+        DeepMLP("my_bn", activation="tanh")
+
+
+def test_the_experiment_on_a_tiny_configuration(monkeypatch, tmp_path):
+    for name, value in {"DEPTH": 12, "FIT": (2, 10), "WIDTHS": (16,), "BATCHES": (8, 16)}.items():
+        monkeypatch.setattr(depth, name, value)
+    config = Config(**{**depth.EXPERIMENT.preset, "seeds": [0, 1, 2], "workers": 1})
+    results = {"experiment": "depth", **depth.run(config, log=lambda _: None)}
+    depth.check_format(results)
+    assert len(results["runs"]) == 2 * 2 * 1 * 2 * 3
+    assert all(math.isfinite(depth.rank_ratio(results, a, 16, 16).mean) for a in depth.ACTIVATIONS)
+    assert depth.EXPERIMENT.tables(results)["depth-table"].count("\n| ") == 1 + 2 * 1 * 2  # header, rows
+    rows = depth.EXPERIMENT.verdicts(results)
+    assert [v.explanation.split(" (")[0] for v in rows] == [
+        "Batch norm keeps a deep net's rank at initialisation", "Batch norm makes gradients explode with depth at "
+        "initialisation"]  # fmt: skip
+    for name, draw in depth.EXPERIMENT.figures(results).items():
+        draw(tmp_path / name)
+        assert (tmp_path / name).stat().st_size > 10_000

@@ -1,0 +1,65 @@
+"""The only_bn experiment (experiments/only_bn.py): what each way trains and what it leaves alone, the
+control's random choice, and the experiment on a tiny configuration."""
+
+import pytest
+import torch
+
+from config import Config
+from data import digits_split
+from experiments import only_bn
+from training import BatchOrder, fit_members
+
+
+@pytest.fixture
+def small(monkeypatch):
+    x_train, y_train, x_test, y_test = digits_split(0)
+    data = (x_train[:64].double(), y_train[:64], x_test[:30].double(), y_test[:30])
+    monkeypatch.setattr(only_bn, "digits_standardised", lambda dtype: data)
+    return Config(**{**only_bn.EXPERIMENT.preset, "seeds": [0, 1], "epochs": 1, "batch_size": 16, "dtype": "float64",
+                     "workers": 1}), data  # fmt: skip
+
+
+def test_the_control_picks_as_many_weights_as_gamma_and_beta_per_member(small):
+    config, _ = small
+    net, _ = only_bn.build(config, "random")
+    chosen = only_bn.masks(net, [0, 1])
+    per_member = [sum(m.view(2, -1)[k].sum().item() for m in chosen.values()) for k in range(2)]
+    assert per_member == [96, 96]  # 3 layers × 16 channels × (γ, β)
+    assert not torch.equal(chosen["convs.2.weight"][:16], chosen["convs.2.weight"][16:])  # each its own draw
+    assert all(torch.equal(a, b) for a, b in zip(chosen.values(), only_bn.masks(net, [0, 1]).values(), strict=True))
+
+
+@pytest.mark.parametrize("which", list(only_bn.SETS))
+def test_each_way_trains_what_it_says_and_leaves_the_rest_alone(small, which):
+    """A few steps of each way: the numbers that moved are the ones it trains (in the control, exactly
+    96 a member), every other stays at its initial value."""
+    config, (x_train, y_train, _, _) = small
+    net, params = only_bn.build(config, which)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    fit_members(net, opt, x_train, y_train, [BatchOrder(64, 16, 1, s) for s in (0, 1)])
+    moved = {n: (p.detach() != before[n]) for n, p in net.named_parameters()}
+    trains = {"all": lambda n: True, "bn": lambda n: n.startswith("norms."),
+              "bn_head": lambda n: n.startswith(("norms.", "head.")), "random": lambda n: False}[which]  # fmt: skip
+    for name, m in moved.items():
+        if which == "random" and name.endswith("weight") and not name.startswith("norms."):
+            continue
+        if which == "all" and name.startswith("convs.") and name.endswith("bias"):
+            continue  # batch norm cancels a convolution's bias: its gradient is 0 to rounding
+        assert m.all() if trains(name) else not m.any(), name
+    if which == "random":
+        assert [sum(m.view(2, -1)[k].sum().item() for n, m in moved.items()) for k in range(2)] == [96, 96]
+
+
+def test_the_experiment_on_a_tiny_configuration(small, tmp_path):
+    config, _ = small
+    results = {"experiment": "only_bn", **only_bn.run(config, log=lambda _: None)}
+    only_bn.check_format(results)
+    assert [r["model"] for r in results["runs"]] == [w for w in only_bn.SETS for _ in range(2)]
+    table = only_bn.EXPERIMENT.tables(results)["only-bn-table"]
+    assert "| γ and β only | 96 |" in table and "| every parameter | 5,066 |" in table
+    (verdict,) = only_bn.EXPERIMENT.verdicts(results)
+    assert verdict.evidence == "[only_bn](docs/only_bn.md)"
+    for name, draw in only_bn.EXPERIMENT.figures(results).items():
+        draw(tmp_path / name)
+        assert (tmp_path / name).stat().st_size > 10_000
