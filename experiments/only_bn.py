@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import textwrap
 from pathlib import Path
 
 import torch
@@ -138,7 +139,7 @@ def plot_only_bn(results: dict, outfile: Path) -> None:
     b.set(ylim=(0, 1.02), ylabel=f"fraction of channels with |γ| < {OFF:g} at the end",
           title="Features batch norm has turned off")  # fmt: skip
     for ax in (a, b):
-        ax.set_xticks(range(len(SETS)), [t.replace(" ", "\n", 2) for t in SETS.values()], fontsize=8)
+        ax.set_xticks(range(len(SETS)), [textwrap.fill(t, 16) for t in SETS.values()], fontsize=8)
         ax.legend(fontsize=8)
     save(fig, outfile)
 
