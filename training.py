@@ -144,13 +144,14 @@ def fit(net: nn.Module, opt: torch.optim.Optimizer, order: Iterable[list[torch.T
 
 
 def fit_members(net: ConvNet, opt: torch.optim.Optimizer, x_train: torch.Tensor, y_train: torch.Tensor,
-                orders: Sequence[BatchOrder], lr: Callable[[int], float] | None = None, probes: Sequence[Probe] = (),
+                batch_size: int, epochs: int, lr: Callable[[int], float] | None = None, probes: Sequence[Probe] = (),
                 after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:  # fmt: skip
-    """``fit`` for a ``ConvNet`` of K members side by side (one seed each): ``orders`` holds each member's
-    batch order, and each step member k trains on its own batch (the members share no parameter, so the
-    sum of their losses gives each its own gradient). ``lr(t)``: the rate of step t (from 0), set before
-    it; None: the optimiser's own. Returns each step's losses, (K,) per step."""
-    epochs = ([torch.stack(b) for b in zip(*epoch, strict=True)] for epoch in zip(*orders, strict=True))
+    """``fit`` for a ``ConvNet`` of K members side by side (one seed each): each step member k trains on
+    its own batch, drawn by the ``BatchOrder`` of its seed (the members share no parameter, so the sum of
+    their losses gives each its own gradient). ``lr(t)``: the rate of step t (from 0), set before it;
+    None: the optimiser's own. Returns each step's losses, (K,) per step."""
+    orders = [BatchOrder(len(x_train), batch_size, epochs, s) for s in net.seeds]
+    per_epoch = ([torch.stack(b) for b in zip(*epoch, strict=True)] for epoch in zip(*orders, strict=True))
     counter = itertools.count()
 
     def batch_loss(idx: torch.Tensor):  # idx (K, B): each member's batch
@@ -161,7 +162,7 @@ def fit_members(net: ConvNet, opt: torch.optim.Optimizer, x_train: torch.Tensor,
         losses = ConvNet.member_losses(net(x), y)  # (K,)
         return losses.sum(), losses, x, y
 
-    return fit(net, opt, epochs, batch_loss, probes, after_epoch)
+    return fit(net, opt, per_epoch, batch_loss, probes, after_epoch)
 
 
 def cosine(lr: float, steps: int) -> Callable[[int], float]:

@@ -35,7 +35,7 @@ from experiments.record import Experiment, checked_runs, not_regression
 from explanations import Verdict, bold, paired
 from plotting import COLOURS, interval_bars, save, subplots
 from results import rounded, source
-from training import BatchOrder, cosine, environment, fit_members, member_accuracy, run_pool, steps_per_epoch
+from training import cosine, environment, fit_members, member_accuracy, run_pool, steps_per_epoch
 
 NORMS = ("plain", "my_bn", "group_norm", "layer_norm", "renorm")  # trained at every batch size
 BATCH_STATS = ("my_bn", "renorm", "ghost")  # the norms whose training mode normalises with the batch's statistics
@@ -50,11 +50,6 @@ SMALL, REFERENCE = 2, 8  # "batch norm needs the batch": its accuracy at SMALL a
 R_MAX, D_MAX = 3.0, 5.0  # Batch Renormalization's clips, the paper's
 LABELS = {"plain": "no norm (He init)", "my_bn": "MyBN2d", "group_norm": "GroupNorm (4 groups)",
           "layer_norm": "LayerNorm (C, H, W)", "renorm": "Batch Renorm", "ghost": f"ghost BN (G = {GHOST_BATCH})"}
-
-
-def digits(dtype: str = "float32") -> tuple[torch.Tensor, ...]:
-    """The fixed split of the 8×8 digits, standardised (``data.digits_standardised``)."""
-    return digits_standardised(DTYPES[dtype])
 
 
 def renorm_warmup(steps: int) -> tuple[int, int, int]:
@@ -82,14 +77,13 @@ def train_cell(config, cell: tuple[str, int, float]) -> list[dict]:
     """One (norm, batch size, learning rate) for every seed, as one ``ConvNet`` of one member a seed
     (each member its seed's net on its seed's batches); one run record a seed."""
     norm, batch_size, lr = cell
-    x_train, y_train, x_test, y_test = digits(config.dtype)
+    x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
     seeds = list(config.seeds)
     steps = config.epochs * steps_per_epoch(batch_size, len(x_train))
     net = ConvNet(norm, seeds, bn_momentum=config.bn_momentum, renorm=(R_MAX, D_MAX, renorm_warmup(steps)),
                   ghost_batch_size=GHOST_BATCH, mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM)
-    orders = [BatchOrder(len(x_train), batch_size, config.epochs, s) for s in seeds]
-    losses = fit_members(net, opt, x_train, y_train, orders, cosine(lr, steps))
+    losses = fit_members(net, opt, x_train, y_train, batch_size, config.epochs, cosine(lr, steps))
     last = torch.stack(losses[-steps // config.epochs:]).double().mean(0)  # each member's, over the last epoch
     order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))  # the test batches' order
     measured = {"test_acc": member_accuracy(net, x_test, y_test), "train_acc": member_accuracy(net, x_train, y_train),
@@ -99,7 +93,7 @@ def train_cell(config, cell: tuple[str, int, float]) -> list[dict]:
 
 
 def run(config, log=print) -> dict:
-    digits(config.dtype)  # loaded once here, before the workers fork
+    digits_standardised(DTYPES[config.dtype])  # loaded once here, before the workers fork
     todo, runs = cells(config), []
     with run_pool(config, len(todo)) as pool_map:
         for (norm, batch_size, lr), members in zip(todo, pool_map(functools.partial(train_cell, config), todo),
@@ -108,7 +102,7 @@ def run(config, log=print) -> dict:
             mean = sum(m["test_acc"] for m in members) / len(members)
             log(f"conv: {norm:<10} batch {batch_size:>3}  lr {lr:<7g} test accuracy {mean:.3f} (mean of "
                 f"{len(members)} seeds)")  # fmt: skip
-    x_train, _, x_test, _ = digits(config.dtype)
+    x_train, _, x_test, _ = digits_standardised(DTYPES[config.dtype])
     return {"config": dataclasses.asdict(config), "environment": environment(config),
             "split": {"train": len(x_train), "test": len(x_test), "seed": 0,
                       "pixels": "standardised by the training set's mean and std"},

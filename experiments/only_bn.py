@@ -36,7 +36,7 @@ from experiments.record import Experiment, checked_runs, not_regression
 from explanations import Verdict, bold, paired
 from plotting import COLOURS, interval_bars, save, subplots
 from results import rounded, source
-from training import BatchOrder, cosine, environment, fit_members, member_accuracy, run_pool, steps_per_epoch
+from training import cosine, environment, fit_members, member_accuracy, run_pool, steps_per_epoch
 
 SETS = {"all": "every parameter", "bn": "γ and β only", "bn_head": "γ, β and the classifier",
         "random": "as many random other weights"}  # fmt: skip
@@ -88,8 +88,7 @@ def train_set(config, which: str) -> list[dict]:
     net, params = build(config, which)
     steps = config.epochs * steps_per_epoch(config.batch_size, len(x_train))
     opt = torch.optim.SGD(params, lr=config.lr, momentum=MOMENTUM)
-    orders = [BatchOrder(len(x_train), config.batch_size, config.epochs, s) for s in seeds]
-    fit_members(net, opt, x_train, y_train, orders, cosine(config.lr, steps))
+    fit_members(net, opt, x_train, y_train, config.batch_size, config.epochs, cosine(config.lr, steps))
     acc = member_accuracy(net, x_test, y_test)
     gamma = torch.cat([n.weight.detach().view(net.k, -1) for n in net.norms], 1).abs()  # (K, channels)
     return [{"model": which, "seed": s, "test_acc": rounded(acc[j].item()),

@@ -39,7 +39,7 @@ from explanations import Verdict, bold, paired
 from plotting import COLOURS, save, subplots
 from probe import Probe, Step
 from results import rounded, source
-from training import BatchOrder, environment, fit_members, member_accuracy, run_pool
+from training import environment, fit_members, member_accuracy, run_pool
 
 WD = 0.01  # the weight decay λ of the runs with it
 
@@ -74,7 +74,8 @@ class NormProbe(Probe):
         self.convs, self.k = list(net.convs), net.k
         zeros = lambda: torch.zeros(self.k, len(self.convs), dtype=torch.float64)  # noqa: E731
         self.growth, self.predicted, self.cos = zeros(), zeros(), 0.0
-        self.w_sq = [self.norms()]
+        self.current = self.norms()  # ‖W‖² now: before the next step, after the last
+        self.w_sq = [self.current]
 
     def norms(self) -> torch.Tensor:
         """(K, convolutions): each member's ‖W‖² of each convolution."""
@@ -86,20 +87,21 @@ class NormProbe(Probe):
     def measure(self, step: Step, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         group = opt.param_groups[0]
         lr, decay = group["lr"], group["weight_decay"]
-        self.before = self.norms()
         grads = [c.weight.grad.double().view(self.k, -1) for c in self.convs]
         g_sq = torch.stack([g.pow(2).sum(1) for g in grads], 1)
-        self.predicted += ((1 - lr * decay) ** 2 - 1) * self.before + lr**2 * g_sq
+        self.predicted += ((1 - lr * decay) ** 2 - 1) * self.current + lr**2 * g_sq
         for conv, g in zip(self.convs, grads, strict=True):
             w = conv.weight.detach().double().view(self.k, -1)
             self.cos = max(self.cos, ((w * g).sum(1).abs() / (w.norm(dim=1) * g.norm(dim=1)).clamp_min(1e-300)).max()
                            .item())  # fmt: skip
 
     def stepped(self, step: Step) -> None:
-        self.growth += self.norms() - self.before
+        after = self.norms()
+        self.growth += after - self.current
+        self.current = after
 
     def epoch(self, epoch: int) -> None:
-        self.w_sq.append(self.norms())
+        self.w_sq.append(self.current)
 
 
 def train(config, name: str) -> tuple[ConvNet, NormProbe, list[torch.Tensor]]:
@@ -115,8 +117,7 @@ def train(config, name: str) -> tuple[ConvNet, NormProbe, list[torch.Tensor]]:
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=setting.weight_decay)
     schedule = (lambda t: lr * (1 - lr * WD) ** (-2 * t - 1)) if setting.exponential else None  # Li & Arora's
     probe, accs = NormProbe(net), [member_accuracy(net, x_test, y_test)]
-    orders = [BatchOrder(len(x_train), config.batch_size, config.epochs, s) for s in config.seeds]
-    fit_members(net, opt, x_train, y_train, orders, schedule, [probe],
+    fit_members(net, opt, x_train, y_train, config.batch_size, config.epochs, schedule, [probe],
                 after_epoch=lambda _: accs.append(member_accuracy(net, x_test, y_test)))
     return net, probe, accs
 

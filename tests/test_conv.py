@@ -21,7 +21,7 @@ def tiny(monkeypatch):
     """conv with 40 training and 20 test digits, batch sizes 2 and 8, a sweep of two rates, 3 seeds."""
     x_train, y_train, x_test, y_test = digits_split(0)
     small = (x_train[:40].double(), y_train[:40], x_test[:20].double(), y_test[:20])
-    monkeypatch.setattr(conv, "digits", lambda dtype="float32": small)
+    monkeypatch.setattr(conv, "digits_standardised", lambda dtype: small)
     for name, value in {"NORMS": ("plain", "my_bn", "group_norm", "renorm"), "BATCH_SIZES": (2, 8), "BASE_BATCH": 8,
                         "GHOST_BATCH": 2, "GHOST_AT": (8,), "LR_FACTORS": (1.0, 10.0)}.items():  # fmt: skip
         monkeypatch.setattr(conv, name, value)

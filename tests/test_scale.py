@@ -13,7 +13,7 @@ from config import Config
 from data import digits_split
 from experiments import scale
 from my_bn import MyBN
-from training import BatchOrder, fit_members
+from training import fit_members
 
 
 def scaled_pair(norm: nn.Module, c: float):
@@ -64,7 +64,7 @@ def test_li_and_aroras_schedule_trains_as_weight_decay_does():
     training at this large rate amplifies step by step: after 30 steps the two have parted)."""
     x_train, y_train = (t[:96] for t in digits_split(0)[:2])
     x_train = x_train.double()
-    lr, decay, orders = 0.5, 0.02, [BatchOrder(96, 16, 2, s) for s in (0, 1)]
+    lr, decay = 0.5, 0.02
     nets = []
     for exponential in (False, True):
         net = ConvNet("my_bn", [0, 1], affine=False, dtype=torch.float64)
@@ -72,7 +72,7 @@ def test_li_and_aroras_schedule_trains_as_weight_decay_does():
         opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr,
                               weight_decay=0.0 if exponential else decay)  # fmt: skip
         schedule = (lambda t: lr * (1 - lr * decay) ** (-2 * t - 1)) if exponential else None
-        fit_members(net, opt, x_train, y_train, orders, schedule)
+        fit_members(net, opt, x_train, y_train, 16, 2, schedule)
         nets.append(net)
     steps = 2 * 6
     for a, b in zip(nets[0].convs, nets[1].convs, strict=True):
