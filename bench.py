@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils import benchmark
 
 import my_bn
-import training
+import numerics
 from bench_loop import format_train_table, train_loop_rows
 from compare import replace_between_markers
 from config import build_parser, flag, positive_float, resolve_device
@@ -325,7 +325,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def machine() -> str:
-    cpu = training.cpu_name()
+    cpu = numerics.cpu_name()
     if torch.cuda.is_available():
         cpu += f"; GPU {torch.cuda.get_device_name()}"
     return (

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import explanations
+import numerics
 from bn_pytorch import VARIANTS
 from config import COMMITTED, TRIALS, build_parser, flag
 from experiments import EXPERIMENTS
@@ -279,6 +280,7 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(CompareConfig, __doc__)
     config = CompareConfig(**vars(parser.parse_args(argv)))
+    numerics.apply()  # the tables' statistics, computed as train.py's runs were
     if config.results is not None:
         draw(parser, config)
         return 0

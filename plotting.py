@@ -8,6 +8,7 @@ for its preset, and never draws.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +38,7 @@ COLOURS = {  # model -> colour, line style
     "renorm": ("#17BECF", "--"),
     "ghost": ("#BCBD22", "-"),
 }
-Z_SATURATED = float(torch.tensor(SATURATED).atanh())  # |z| beyond which |tanh(z)| > 0.99
+Z_SATURATED = math.atanh(SATURATED)  # |z| beyond which |tanh(z)| > 0.99
 
 Figures = dict[str, Callable[[Path], None]]  # file name -> function that draws it into the given path
 

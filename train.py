@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+import numerics
 import progress
 from bn_pytorch import VARIANTS
 from config import COMMITTED, DTYPES, TRIALS, Config, as_flag, as_text, build_parser, resolve_device
@@ -295,6 +296,7 @@ def run_distributed(experiment: str, config: Config) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     configs, quiet = parse_args(argv)
+    numerics.apply()  # before torch computes: the record's rounding is the same on every x86-64 CPU
     if "WORLD_SIZE" in os.environ:  # started by torchrun: this process is one of the group already
         configs, fallback = available_backend(configs)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

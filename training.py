@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -29,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import my_bn
+import numerics
 import progress
 from bn_pytorch import VARIANTS, ConvNet, TanhMLP, Variant
 from config import DTYPES, Config, resolve_device
@@ -365,25 +365,16 @@ def dataset_entry(config: Config, r: float, seed: int) -> dict:
             "x_test": d.x_test.squeeze(1).tolist(), "y_test": d.y_test.squeeze(1).tolist()}  # fmt: skip
 
 
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []  # fmt: skip
-    return names[0] if names else platform.processor() or platform.machine()
-
-
 def environment(config: Config) -> dict:
-    """Where results were produced: versions (of this package too), device, CPU, threads and processes. The CPU's vector
-    instructions (PyTorch's ``cpu_capability``: AVX512, AVX2, ...) choose the kernels, and so the
-    rounding: the same run on another capability ends in other last digits, and long runs drift apart."""
+    """Where results were produced: versions (of this package too), device, the CPU numerics (``numerics.describe``:
+    the policy that decides the rounding, and under the native policy the CPU whose kernels did), threads and
+    processes."""
     return {
         "my_bn": my_bn.__version__,  # the package's version (pyproject.toml, CITATION.cff)
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(resolve_device(config.device)),
-        "cpu": cpu_name(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numerics": numerics.describe(),
         "threads": config.threads,
         "processes": process_rank()[1],
     }

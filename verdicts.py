@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import compare
+import numerics
 import stats
 import train
 from config import COMMITTED, TRIALS, build_parser, flag, seed_int
@@ -77,6 +78,7 @@ def comparison(committed: list[Verdict], rerun: list[Verdict], seeds: list[int])
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(VerdictsConfig, __doc__)
     config = VerdictsConfig(**vars(parser.parse_args(argv)))
+    numerics.apply()
     out = Path(config.out)
     if config.train:
         for name in deciding():

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import my_bn
+import numerics
 from my_bn import MyBN2d, MyBN3d, MySyncBN
 from my_bn import cpp as my_bn_cpp
 from my_bn import fast as my_bn_fast
@@ -19,6 +20,8 @@ from my_bn import fast as my_bn_fast
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--ranges", "1", "5", "--seeds", "0", "1", "--epochs", "2"]  # every experiment, as small as it runs
+numerics.apply()  # the test session computes as train.py does, before any test runs torch
+
 PATHS = ["as dispatched", "reference only", "one-row blocks", "grouped blocks", "cpp"]
 
 

@@ -1,0 +1,108 @@
+"""The project's CPU numerics, decided in one place: ``apply()``, called first by every entry point that
+produces the record (train.py, compare.py, verdicts.py, and the test session), before torch computes.
+
+The committed record (results/, picture/, the README) is the same bytes on any x86-64 CPU, Intel or
+AMD, AVX2 or AVX-512. PyTorch's CPU wheel does not promise that by itself: three of its parts pick
+their code by the CPU they find, and each order of rounding sends a float32 run somewhere else.
+
+- ATen's vectorised kernels (sums, Adam's step, tanh) are chosen by the CPU's instruction set
+  (``torch.backends.cpu.get_cpu_capability()``): AVX-512's 16 lanes add in another order than AVX2's 8.
+  Portable: ``ATEN_CPU_CAPABILITY=default``, the kernels PyTorch builds for every x86-64 CPU.
+- MKL's matrix products (every nn.Linear, and the convolutions below) pick a code path by the CPU and
+  its vendor. Portable: ``MKL_CBWR=COMPATIBLE``, the mode of MKL's Conditional Numerical
+  Reproducibility that gives the same results on Intel and non-Intel CPUs (MKL honours its AVX2 and
+  AVX512 modes on Intel CPUs only: on AMD it falls back to its automatic choice).
+- oneDNN compiles its convolutions for the CPU's instruction set and cache sizes, and NNPACK (batches
+  of 16 or more) blocks its sums by the cache sizes. Portable: both off (``torch.backends.mkldnn``,
+  ``torch.backends.nnpack``), so a convolution is im2col and MKL's matrix product.
+
+Torch and MKL read the two variables when they first compute, not when torch is imported, so
+``apply()`` works until then and checks that it did. Threads are the experiments' own (a fixed count
+per run); glibc's libm picks its FMA variants on every CPU with AVX2. Other architectures (ARM) and
+CUDA run other code: their results cannot match the record's bytes, and ``describe()``, which every
+results file records as its ``numerics``, says what ran so that a reader sees why a rerun differs.
+
+``BN_NUMERICS=native`` in the environment turns the policy off: the machine's fastest kernels, as
+PyTorch picks them. Float64 runs then differ from the record in their last digits, float32 runs in
+more (a long Adam run ends elsewhere, as it does on another seed); the verdicts are built to survive
+that, and ``verdicts.py --rounding`` checks that they do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+VARIABLE = "BN_NUMERICS"
+POLICIES = ("portable", "native")
+ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+MKL_BRANCHES = {1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
+                10: "AVX2", 12: "AVX512"}  # MKL's mkl_cbwr_get codes (mkl_service.h)  # fmt: skip
+
+
+def policy() -> str:
+    """The policy ``BN_NUMERICS`` asks for (portable where unset); any other value exits with one line."""
+    value = os.environ.get(VARIABLE, "").strip().lower() or "portable"
+    if value not in POLICIES:
+        sys.exit(f"{VARIABLE}={os.environ[VARIABLE]!r}: choose {' or '.join(POLICIES)}")
+    return value
+
+
+def mkl_branch() -> str | None:
+    """MKL's reproducibility branch in this process (its ``mkl_cbwr_get``), None where torch has no MKL.
+    Asking fixes it: MKL reads ``MKL_CBWR`` once."""
+    if not torch.backends.mkl.is_available():
+        return None
+    try:
+        code = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so")).mkl_serv_cbwr_get(1)
+    except (OSError, AttributeError):  # another build of PyTorch, whose MKL is not ours to ask
+        return None
+    return MKL_BRANCHES.get(code, str(code))
+
+
+def portable() -> bool:
+    """Whether this process computes under the portable policy (each of its four settings in force)."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    return (not torch.backends.mkldnn.enabled and not torch._C._get_nnpack_enabled()
+            and (not x86 or (torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+                             and mkl_branch() in (ENVIRONMENT["MKL_CBWR"], None))))  # fmt: skip
+
+
+def apply() -> str:
+    """Put the policy ``BN_NUMERICS`` asks for in force in this process (and the processes it starts);
+    return its name. Exits with one line where torch has computed already under other numerics."""
+    chosen = policy()
+    if chosen == "portable":
+        os.environ.update(ENVIRONMENT)
+        torch.backends.mkldnn.enabled = False
+        torch.backends.nnpack.set_flags(False)
+        if not portable():
+            sys.exit("numerics: torch had computed on the CPU before the portable numerics were set; apply them "
+                     f"first, or set {VARIABLE}=native")  # fmt: skip
+    return chosen
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []  # fmt: skip
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def describe() -> dict:
+    """What chose this process's rounding, as a results file records it. Portable: the settings and the
+    architecture, nothing else of the machine (the same record on every x86-64 CPU). Native: the CPU's
+    name and instruction set too, which then decide the last digits."""
+    if portable():
+        return {"policy": "portable", "machine": platform.machine(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
+                "mkldnn": False, "nnpack": False}  # fmt: skip
+    return {"policy": "native", "machine": platform.machine(), "cpu": cpu_name(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
+            "mkldnn": torch.backends.mkldnn.enabled, "nnpack": torch._C._get_nnpack_enabled()}  # fmt: skip
