@@ -73,7 +73,8 @@ class Ensemble:
                 m, v = moments[name]
                 m.lerp_(g, 0.1)  # β1 = 0.9
                 v.mul_(0.999).addcmul_(g, g, value=0.001)  # β2 = 0.999
-                adam = lr / (1 - 0.9**t) * m / (v / (1 - 0.999**t)).sqrt_().add_(1e-8)
+                root = torch.rsqrt(v / (1 - 0.999**t)).reciprocal_()  # √v̂; torch.sqrt's last bit depends on the CPU
+                adam = lr / (1 - 0.9**t) * m / root.add_(1e-8)
                 params[name] -= adam if not self.sgd.any() else torch.where(self.sgd.view_as(lr), lr * g, adam)
 
     def step(self, grads: Params) -> None:

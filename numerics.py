@@ -15,6 +15,11 @@ their code by the CPU they find, and each order of rounding sends a float32 run 
 - oneDNN compiles its convolutions for the CPU's instruction set and cache sizes, and NNPACK (batches
   of 16 or more) blocks its sums by the cache sizes. Portable: both off (``torch.backends.mkldnn``,
   ``torch.backends.nnpack``), so a convolution is im2col and MKL's matrix product.
+- MKL's vector math, which ``torch.sqrt`` (and acos, asin, atan, tan, cdist) runs on the CPU, is not
+  correctly rounded and not covered by ``MKL_CBWR``: its last bit differs from CPU to CPU (seen between
+  an AMD CPU and an emulated Intel one, both under this policy). No setting reaches it, so the lab and
+  the layer never call it: they take ``torch.rsqrt``, 1/sqrt in IEEE operations, the same on every CPU
+  (``tests/test_numerics.py`` holds the code to that).
 
 Torch and MKL read the two variables when they first compute, not when torch is imported, so
 ``apply()`` works until then and checks that it did. Threads are the experiments' own (a fixed count

@@ -89,10 +89,11 @@ class MyBatchRenorm(MyBN):
         acc = accumulation_dtype(x)
         dims, _ = stat_dims(x)
         var, mean = torch.var_mean(x.detach().to(acc), dims, correction=0)  # (C,)
-        sigma = torch.sqrt(self.running_var.to(acc) + self.eps)
+        # 1/σ and 1/σ_B by rsqrt: on the CPU torch.sqrt is MKL's vector sqrt, whose last bit depends on the CPU
+        inv_sigma = torch.rsqrt(self.running_var.to(acc) + self.eps)  # (C,)
         r_max, d_max = self.limits(acc)
-        r = (torch.sqrt(var + self.eps) / sigma).clamp(1 / r_max, r_max)
-        d = ((mean - self.running_mean.to(acc)) / sigma).clamp(-d_max, d_max)
+        r = (inv_sigma / torch.rsqrt(var + self.eps)).clamp(1 / r_max, r_max)  # σ_B / σ
+        d = ((mean - self.running_mean.to(acc)) * inv_sigma).clamp(-d_max, d_max)
         return r, d
 
     def forward(self, x: Tensor) -> Tensor:
