@@ -17,6 +17,11 @@ heap instead of returning it to the system, so that large tensors are not page-f
 every allocation. The bandwidth bound is the time to move the bytes a pass must touch at the copy
 bandwidth measured in the same process: read x and write y for the forward; that plus read x and dy
 and write dx for forward and backward.
+
+The kernels race at their best: this process leaves PyTorch's choice of CPU kernels as it is (it does
+not apply numerics.py's portable policy, which the experiments compute under). The README's main
+command, timed end to end, runs as the README runs it: train.py and compare.py each apply the policy
+(or not, with BN_NUMERICS=native).
 """
 
 from __future__ import annotations

@@ -1,19 +1,26 @@
-"""Check the verdicts on seeds of your own: rerun every experiment that decides a row of the README's
-verdict table on the seeds you name, into a scratch folder, and print each row's verdict beside the
-committed one.
+"""Check the verdicts yourself: rerun every experiment that decides a row of the README's verdict table,
+on seeds of your own or under other rounding, into a scratch folder, and print each row's verdict beside
+the committed one.
 
-    python verdicts.py --seeds 51 52 53 54 55              # trains into runs/verdicts/ (a few minutes)
+    python verdicts.py --seeds 51 52 53 54 55              # other seeds: trains into runs/verdicts/ (minutes)
+    python verdicts.py --rounding                          # committed seeds, other numerics: into runs/rounding/
     python verdicts.py --seeds 51 52 53 54 55 --no-train   # the comparison again, from what is there
 
-Each experiment keeps its own preset but for the seeds. A verdict may move to or from "not decided" on
-other seeds; one that moves between "holds" and "does not hold" is a finding, and this script says so.
-The committed results, figures and README are not touched (the results go to runs/, which git ignores).
+Other seeds: each experiment keeps its own preset but for the seeds. Other rounding (``--rounding``):
+each experiment's own preset, committed seeds included, under the other CPU numerics than the committed
+record's (numerics.py: ``BN_NUMERICS=native``, the machine's fastest kernels, against the portable policy
+the record is made under), a fair sample of what another machine's rounding does to the same runs. A part
+of a verdict may move to or from "not decided"; one that moves between "holds" and "does not hold" is a
+finding, and this script says so. The committed results, figures and README are not touched (the
+results go to runs/, which git ignores, and an --out inside results/ is refused).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +28,24 @@ from pathlib import Path
 import compare
 import numerics
 import stats
-import train
 from config import COMMITTED, TRIALS, build_parser, flag, seed_int
 from experiments import EXPERIMENTS
 from explanations import Verdict
-from results import staged
+from results import inside, load_results, staged
+
+ROOT = Path(__file__).resolve().parent
+SEEDS = (51, 52, 53, 54, 55)  # other seeds, where none are named
 
 
 @dataclass
 class VerdictsConfig:
     """What verdicts.py reruns, and where."""
 
-    seeds: list[int] = flag([51, 52, 53, 54, 55], "the seeds to rerun the verdicts' experiments on", type=seed_int,
-                            metavar="SEED")  # fmt: skip
-    out: str = flag(f"{TRIALS}/verdicts", "the scratch folder their results (and verdicts.md) go to")
+    seeds: list[int] | None = flag(None, "the seeds to rerun the verdicts' experiments on", type=seed_int, nargs="+",
+                                   metavar="SEED")  # fmt: skip
+    rounding: bool = flag(False, "rerun under the other CPU numerics than the committed record's (numerics.py)",
+                          action=argparse.BooleanOptionalAction)  # fmt: skip
+    out: str | None = flag(None, "the scratch folder their results (and verdicts.md) go to")
     train: bool = flag(True, "train first (--no-train: compare what --out already holds)",
                        action=argparse.BooleanOptionalAction)
 
@@ -66,27 +77,61 @@ def flipped(committed: str, rerun: str) -> bool:
     return len(a) != len(b) or any(x != y and {x, y} <= decided for x, y in zip(a, b, strict=True))
 
 
-def comparison(committed: list[Verdict], rerun: list[Verdict], seeds: list[int]) -> str:
-    lines = [f"Verdicts on the committed seeds and on seeds {' '.join(map(str, seeds))} (verdicts.py).", "",
-             "| explanation | committed | these seeds | flipped |", "|---|---|---|---|"]  # fmt: skip
+def what_ran(folder: Path) -> tuple[str, str]:
+    """The numerics policy (portable, native, mixed; results from before numerics.py: native) and the seeds of
+    the deciding experiments' results in ``folder``, as those results record them."""
+    records = [load_results(p, check=lambda _: None) for name in deciding()
+               if (p := EXPERIMENTS[name].results_path(folder)).exists()]  # fmt: skip
+    policies = {r["environment"].get("numerics", {}).get("policy", "native") for r in records}
+    seeds = sorted({tuple(r["config"]["seeds"]) for r in records})
+    policy = policies.pop() if len(policies) == 1 else "mixed" if policies else "no"
+    return policy, f"seeds {'; '.join(' '.join(map(str, s)) for s in seeds)}, {policy} numerics"
+
+
+def comparison(committed: list[Verdict], rerun: list[Verdict], heading: str) -> str:
+    lines = [heading, "", "| explanation | committed | rerun | flipped |", "|---|---|---|---|"]
     for a, b in zip(committed, rerun, strict=True):
         moved = "**yes**" if flipped(a.verdict, b.verdict) else "no"
         lines.append(f"| {a.explanation} | {a.verdict} | {b.verdict} | {moved} |")
     return "\n".join(lines)
 
 
+def retrain(config: VerdictsConfig, out: Path, policy: str) -> int:
+    """Each deciding experiment's preset, with the seeds asked for, into ``out``: train.py in a process of its own
+    under ``policy``'s numerics (a process's numerics are fixed once it computes). Returns train.py's exit code."""
+    env = {**os.environ, numerics.VARIABLE: policy}
+    for name in deciding():
+        seeds = ["--seeds", *map(str, config.seeds)] if config.seeds else []
+        cmd = [sys.executable, str(ROOT / "train.py"), name, *seeds, "--out", str(out), "--quiet"]
+        code = subprocess.run(cmd, env=env).returncode
+        if code:
+            return code
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(VerdictsConfig, __doc__)
+    shown = {"seeds": f"default: {' '.join(map(str, SEEDS))}; with --rounding the committed ones",
+             "out": f"default: {TRIALS}/verdicts; with --rounding {TRIALS}/rounding"}
+    parser = build_parser(VerdictsConfig, __doc__, shown=shown)
     config = VerdictsConfig(**vars(parser.parse_args(argv)))
-    numerics.apply()
-    out = Path(config.out)
+    if config.seeds is None and not config.rounding:
+        config.seeds = list(SEEDS)
+    out = Path(config.out or f"{TRIALS}/{'rounding' if config.rounding else 'verdicts'}")
+    if inside(out, COMMITTED) or inside(COMMITTED, out):
+        parser.error(f"--out {out}: the scratch folder must lie outside the committed {COMMITTED}/")
+    mine = numerics.apply()
+    committed, described = what_ran(Path(COMMITTED))
+    policy = {"portable": "native"}.get(committed, "portable") if config.rounding else mine
     if config.train:
-        for name in deciding():
-            code = train.main([name, "--seeds", *map(str, config.seeds), "--out", str(out), "--quiet"])
-            if code:
-                return code
+        try:
+            code = retrain(config, out, policy)
+        except KeyboardInterrupt:
+            sys.exit("interrupted: the scratch folder holds what finished before that")
+        if code:
+            return code
     try:
-        table = comparison(rows(Path(COMMITTED)), rows(out), config.seeds)
+        heading = f"Verdicts committed ({described}) and rerun ({what_ran(out)[1]}) (verdicts.py)."
+        table = comparison(rows(Path(COMMITTED)), rows(out), heading)
     except ValueError as exc:
         parser.error(str(exc))
     with staged(out / "verdicts.md", lambda tmp: tmp.write_text(table + "\n", encoding="utf-8")):

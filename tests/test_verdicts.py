@@ -28,7 +28,8 @@ def test_the_comparison_of_tiny_runs(tiny_results, tmp_path, capsys):
     assert verdicts.main(["--seeds", "0", "1", "--out", str(out), "--no-train"]) == 0
     printed = capsys.readouterr().out
     table = (out / "verdicts.md").read_text()
-    assert table.startswith("Verdicts on the committed seeds and on seeds 0 1") and table.strip() in printed
+    committed = verdicts.what_ran(verdicts.ROOT / "results")[1]
+    assert table.startswith(f"Verdicts committed ({committed}) and rerun (seeds 0 1, ") and table.strip() in printed
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == len(verdicts.compare.verdict_rows(verdicts.compare.load_experiments(out, notes=False)))
 
@@ -38,3 +39,29 @@ def test_without_results_it_says_so_in_one_line(tmp_path, capsys):
         verdicts.main(["--out", str(tmp_path / "empty"), "--no-train"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1 and "no results in" in err
+
+
+def test_rounding_reruns_the_committed_seeds_under_the_other_numerics(tiny_results, tmp_path, monkeypatch):
+    """--rounding: each deciding experiment's preset, seeds included, by train.py in a process of its own whose
+    numerics are the other policy than the committed record's."""
+    calls = []
+    monkeypatch.setattr(verdicts.subprocess, "run", lambda cmd, env: calls.append((cmd, env)) or Completed())
+    out = tmp_path / "rounding"
+    shutil.copytree(tiny_results, out)
+    assert verdicts.main(["--rounding", "--out", str(out)]) == 0
+    committed = verdicts.what_ran(verdicts.ROOT / "results")[0]
+    assert [cmd[2] for cmd, _ in calls] == verdicts.deciding()
+    assert all("--seeds" not in cmd and cmd[-3:] == ["--out", str(out), "--quiet"] for cmd, _ in calls)
+    assert {env["BN_NUMERICS"] for _, env in calls} == {"native" if committed == "portable" else "portable"}
+
+
+class Completed:
+    returncode = 0
+
+
+@pytest.mark.parametrize("out", ["results", "results/rerun", "."])
+def test_the_committed_folder_is_refused_as_scratch(out, capsys):
+    with pytest.raises(SystemExit) as exc:
+        verdicts.main(["--out", out, "--no-train"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "outside the committed results/" in err
