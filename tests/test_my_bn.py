@@ -178,7 +178,10 @@ def test_constant_channel_is_finite(device):
     y_my.backward(dy)
     assert torch.isfinite(y_my).all() and torch.isfinite(xm.grad).all()
     torch.testing.assert_close(y_my[:, 1], mine.bias[1].expand(8, 3).detach())
-    torch.testing.assert_close(y_my, y_ref)
+    torch.testing.assert_close(y_my[:, 0], y_ref[:, 0])
+    # PyTorch's kernel is off on the constant channel: the last bit of its mean, times 1/sqrt(eps) ≈ 316 (up to
+    # 1.1e-5 with the kernels of the portable numerics, 4e-6 with the AVX-512 ones); ours is β exactly (above)
+    torch.testing.assert_close(y_my[:, 1], y_ref[:, 1], atol=1e-4, rtol=0)
     torch.testing.assert_close(xm.grad, xr.grad)
     assert_same_buffers(ref, mine)
 
