@@ -1,27 +1,29 @@
 """The project's CPU numerics, decided in one place: ``apply()``, called first by every entry point that
 produces the record (train.py, compare.py, verdicts.py, and the test session), before torch computes.
 
-The committed record (results/, picture/, the README) is the same bytes on any x86-64 CPU, Intel or
-AMD, AVX2 or AVX-512. PyTorch's CPU wheel does not promise that by itself: three of its parts pick
-their code by the CPU they find, and each order of rounding sends a float32 run somewhere else.
+The committed record (results/, picture/, the README) is the same bytes on any x86-64 CPU with AVX2,
+Intel or AMD, with or without AVX-512. PyTorch's CPU wheel does not promise that by itself: its parts
+pick their code by the CPU they find, and each order of rounding sends a float32 run somewhere else.
 
 - ATen's vectorised kernels (sums, Adam's step, tanh) are chosen by the CPU's instruction set
-  (``torch.backends.cpu.get_cpu_capability()``): AVX-512's 16 lanes add in another order than AVX2's 8.
-  Portable: ``ATEN_CPU_CAPABILITY=default``, the kernels PyTorch builds for every x86-64 CPU.
-- MKL's matrix products (every nn.Linear, and the convolutions below) pick a code path by the CPU and
-  its vendor. Portable: ``MKL_CBWR=COMPATIBLE``, the mode of MKL's Conditional Numerical
-  Reproducibility that gives the same results on Intel and non-Intel CPUs (MKL honours its AVX2 and
-  AVX512 modes on Intel CPUs only: on AMD it falls back to its automatic choice).
-- oneDNN compiles its convolutions for the CPU's instruction set and cache sizes, and NNPACK (batches
-  of 16 or more) blocks its sums by the cache sizes. Portable: both off (``torch.backends.mkldnn``,
-  ``torch.backends.nnpack``), so a convolution is im2col and MKL's matrix product.
+  (``torch.backends.cpu.get_cpu_capability()``). Portable: ``ATEN_CPU_CAPABILITY=avx2``, the AVX2
+  kernels on every CPU that has AVX2 (every Intel CPU since Haswell, 2013, every AMD one since Zen,
+  2017); on one without, PyTorch runs other kernels, and ``apply()`` says so and stops.
+- MKL's matrix products (every nn.Linear) pick a code path by the CPU and its vendor. Portable:
+  ``MKL_CBWR=COMPATIBLE``, the mode of MKL's Conditional Numerical Reproducibility that gives the same
+  results on Intel and non-Intel CPUs (MKL honours its AVX2 and AVX512 modes on Intel CPUs only: on AMD
+  it falls back to its automatic choice).
+- oneDNN compiles the convolutions for the CPU's instruction set. Portable: ``ONEDNN_MAX_CPU_ISA=AVX2``,
+  its AVX2 code on every CPU (im2col and MKL's product instead, with oneDNN off, is three times slower
+  on the conv net). NNPACK, which PyTorch picks for batches of 16 or more when oneDNN is off, blocks its
+  sums by the cache sizes: off (``torch.backends.nnpack``).
 - MKL's vector math, which ``torch.sqrt`` (and acos, asin, atan, tan, cdist) runs on the CPU, is not
   correctly rounded and not covered by ``MKL_CBWR``: its last bit differs from CPU to CPU (seen between
   an AMD CPU and an emulated Intel one, both under this policy). No setting reaches it, so the lab and
   the layer never call it: they take ``torch.rsqrt``, 1/sqrt in IEEE operations, the same on every CPU
   (``tests/test_numerics.py`` holds the code to that).
 
-Torch and MKL read the two variables when they first compute, not when torch is imported, so
+Torch, MKL and oneDNN read the variables when they first compute, not when torch is imported, so
 ``apply()`` works until then and checks that it did. Threads are the experiments' own (a fixed count
 per run); glibc's libm picks its FMA variants on every CPU with AVX2. Other architectures (ARM) and
 CUDA run other code: their results cannot match the record's bytes, and ``describe()``, which every
@@ -45,7 +47,7 @@ import torch
 
 VARIABLE = "BN_NUMERICS"
 POLICIES = ("portable", "native")
-ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
+ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 MKL_BRANCHES = {1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
                 10: "AVX2", 12: "AVX512"}  # MKL's mkl_cbwr_get codes (mkl_service.h)  # fmt: skip
 
@@ -73,8 +75,8 @@ def mkl_branch() -> str | None:
 def portable() -> bool:
     """Whether this process computes under the portable policy (each of its four settings in force)."""
     x86 = platform.machine().lower() in ("x86_64", "amd64")
-    return (not torch.backends.mkldnn.enabled and not torch._C._get_nnpack_enabled()
-            and (not x86 or (torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+    return (not torch._C._get_nnpack_enabled() and all(os.environ.get(k) == v for k, v in ENVIRONMENT.items())
+            and (not x86 or (torch.backends.cpu.get_cpu_capability() == "AVX2"
                              and mkl_branch() in (ENVIRONMENT["MKL_CBWR"], None))))  # fmt: skip
 
 
@@ -84,11 +86,12 @@ def apply() -> str:
     chosen = policy()
     if chosen == "portable":
         os.environ.update(ENVIRONMENT)
-        torch.backends.mkldnn.enabled = False
         torch.backends.nnpack.set_flags(False)
         if not portable():
-            sys.exit("numerics: torch had computed on the CPU before the portable numerics were set; apply them "
-                     f"first, or set {VARIABLE}=native")  # fmt: skip
+            x86 = platform.machine().lower() in ("x86_64", "amd64")
+            why = "this CPU has no AVX2" if x86 and not torch.cpu._is_avx2_supported() else "torch computed before"
+            sys.exit(f"numerics: the portable numerics cannot be had here ({why}); set {VARIABLE}=native, or apply "
+                     "them before torch computes")  # fmt: skip
     return chosen
 
 
@@ -104,10 +107,9 @@ def describe() -> dict:
     """What chose this process's rounding, as a results file records it. Portable: the settings and the
     architecture, nothing else of the machine (the same record on every x86-64 CPU). Native: the CPU's
     name and instruction set too, which then decide the last digits."""
+    described = {"machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                 "mkl_cbwr": mkl_branch(), "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                 "mkldnn": torch.backends.mkldnn.enabled, "nnpack": torch._C._get_nnpack_enabled()}  # fmt: skip
     if portable():
-        return {"policy": "portable", "machine": platform.machine(),
-                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
-                "mkldnn": False, "nnpack": False}  # fmt: skip
-    return {"policy": "native", "machine": platform.machine(), "cpu": cpu_name(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
-            "mkldnn": torch.backends.mkldnn.enabled, "nnpack": torch._C._get_nnpack_enabled()}  # fmt: skip
+        return {"policy": "portable", **described}
+    return {"policy": "native", "cpu": cpu_name(), **described}
