@@ -150,7 +150,8 @@ def test_claims_about_controls():
         assert final[model].mean() < min(final[m].mean() for m in BN_PAIR)
     for model in ("plain_center_y", "plain_scale_y", "bn_last"):  # each rescues it in every seed
         assert all(fit_spread(results, run) > 0.5 for run in runs_of(results, 5.0, model)), model
-    assert abs(final["bn_last"].mean() / final["my_bn"].mean() - 1) < 0.25  # "ends near batch norm in every block"
+    paired = (final["bn_last"] / final["my_bn"]).log().mean().exp()  # seed by seed, as the table's × column
+    assert abs(paired - 1) < 0.25  # "ends near batch norm": within a quarter, the geometric mean over seeds
     fits = sum(fit_spread(results, run) > 0.5 for run in runs_of(results, 5.0, "layer_norm"))
     assert 0 < fits < 5 and final["layer_norm"].std() > 2 * max(final[m].std() for m in BN_PAIR)  # only some seeds
     for claim in ("Centring the targets alone rescues it in every seed too", "Batch norm before the last tanh only "
@@ -365,32 +366,32 @@ def test_claims_about_the_noise():
 def test_claims_about_running_statistics():
     """The running_stats page: on the grid, test-batch and precise statistics give the same error (the
     interval of their ratio within 5% of 1); off the grid precise statistics beat the moving averages at
-    momentum 0.1, not decided at 0.5; whether test-batch statistics are worse than precise, not decided."""
+    momentum 0.1, not shown at 0.5; test-batch statistics not shown worse than precise."""
     from experiments import running_stats as rs
-    from stats import HOLDS, UNDECIDED
+    from stats import HOLDS
 
     results = load_results(EXPLAINED["running_stats"])
     for r in ranges_of(results):
         same = rs.final_ratio(results, r, "my_bn", "train_mode", "precise")
         assert math.exp(same.low) > 0.95 and math.exp(same.high) < 1.05, (r, same)
     assert decide(rs.precise_over_running(results, 5.0, "my_bn_m01"), 0.0, "below") == HOLDS
-    assert decide(rs.precise_over_running(results, 5.0, "my_bn"), 0.0, "below") == UNDECIDED
+    assert decide(rs.precise_over_running(results, 5.0, "my_bn"), 0.0, "below") != HOLDS
     batch = rs.final_ratio(results, 5.0, "my_bn", "off_grid_train_mode", "off_grid_precise")
-    assert decide(batch, 0.0, "above") == UNDECIDED
+    assert decide(batch, 0.0, "above") != HOLDS
     page = " ".join(DOCS["running_stats"].split())
     assert ("precise statistics beat the moving averages at PyTorch's momentum 0.1, while at this repository's 0.5, "
-            "whose averages lag less, these seeds do not decide it") in page  # fmt: skip
-    assert ("Whether normalising by the test batch's own statistics is worse than precise statistics there, these "
-            "seeds do not decide either") in page  # fmt: skip
+            "whose averages lag less, these seeds do not show it") in page  # fmt: skip
+    assert ("That normalising by the test batch's own statistics is worse than precise statistics there, these "
+            "seeds do not show either") in page  # fmt: skip
 
 
 def test_claims_about_the_explanations():
     """The short answer and the prose around the verdict table: the plain net trains on (-5, 5) in every
     seed given 100 epochs and a smaller rate, not within 10 epochs (Adam); by Definition 2.1 MyBN has
     more ICS in the first epoch on (-5, 5), its blocks' inputs shift less then; under SGD the loss is
-    smoother with it on (-5, 5) at both rates, rougher in the Adam recipe on both ranges and at a tenth of
-    the rate on (-1, 1); the landscape's learning rates are the largest of the SGD grid at which both nets
-    train within 100 epochs."""
+    smoother with it on (-5, 5) at both rates, rougher in the Adam recipe (on (-1, 1) by its gradient
+    change) and at a tenth of the rate on (-1, 1); the landscape's learning rates are the largest of the
+    SGD grid at which both nets train within 100 epochs."""
     import compare
     from experiments import ics, landscape, lr
     from stats import FAILS, HOLDS, decide
@@ -410,14 +411,15 @@ def test_claims_about_the_explanations():
     shape = compare.load("landscape", EXPLAINED["landscape"])
     for setting in ("SGD at the edge", f"SGD at {landscape.TENTH:g}×"):
         assert all(answer == HOLDS for _, answer in landscape.smoother(shape, hard, setting).values())
-    for r in (hard, 1.0):
-        assert all(answer == FAILS for _, answer in landscape.smoother(shape, r, "Adam recipe").values())
+    assert all(answer == FAILS for _, answer in landscape.smoother(shape, hard, "Adam recipe").values())
+    assert landscape.smoother(shape, 1.0, "Adam recipe")["gdiff_max"][1] == FAILS  # "by its gradient change"
     assert all(answer == FAILS for _, answer in landscape.smoother(shape, 1.0, f"SGD at {landscape.TENTH:g}×").values())
     text = " ".join(README.split())
     assert ("Under plain SGD the loss along the gradient is smoother with it on (-5, 5); in the Adam recipe, the one "
             "it rescues, it is rougher") in text  # fmt: skip
     page = " ".join(DOCS["landscape"].split())
-    assert "MyBN's landscape is *rougher* along the gradient than the plain net's there (on (-1, 1) too" in page
+    assert ("MyBN's landscape is *rougher* along the gradient than the plain net's there (on (-1, 1) too, by its "
+            "gradient change)") in page  # fmt: skip
     assert "on (-1, 1) at a tenth of the rate it is rougher" in page
     for r, rate in landscape.LR.items():
         both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
@@ -427,11 +429,11 @@ def test_claims_about_the_explanations():
 def test_claims_about_mnist():
     """The mnist page: MyBN is ahead after 100 and 300 steps at every rate; at the lowest rate the plain
     net is still far behind at the end; at the chosen rate and ten times higher it has caught up by
-    1,000 steps and ends as high as MyBN (the interval of the difference covers 0); at ten times the
-    chosen rate more than half of its first layer's sigmoids end saturated; MyBN's ICS by Definition
-    2.1 is larger at every rate, in both layers, seed by seed."""
+    1,000 steps and MyBN is not shown ending higher; at ten times the chosen rate more than half of its
+    first layer's sigmoids end saturated; MyBN's ICS by Definition 2.1 is larger at the two smaller
+    rates, in both layers, seed by seed, and not shown smaller at the largest."""
     from experiments import mnist
-    from stats import HOLDS, UNDECIDED, decide
+    from stats import HOLDS, decide
 
     results = load_results(ROOT / "results" / "mnist" / "results.json", mnist.check_format)
     page = " ".join(DOCS["mnist"].split())  # its prose, lines joined
@@ -444,61 +446,67 @@ def test_claims_about_mnist():
     assert "After 100 and after 300 steps MyBN is ahead at every rate" in page
     assert mnist.gain(results, low, last).low > 0.2  # "still far behind"
     for lr in (chosen, high):
-        assert abs(mnist.gain(results, lr, 1000).mean) < 0.02  # "caught up by 1,000 steps"
-        assert decide(mnist.gain(results, lr, last), 0.0, "above") == UNDECIDED  # "as high as"
-    assert "the plain net has caught up by 1,000 steps and ends as high as MyBN" in page
+        assert abs(mnist.gain(results, lr, 1000).mean) < 0.02  # "caught up by 1,000 steps (within two points)"
+        assert decide(mnist.gain(results, lr, last), 0.0, "above") != HOLDS  # "do not show MyBN ending higher"
+    assert "the plain net has caught up by 1,000 steps (within two points), and these seeds do not show MyBN" in page
     assert decide(mnist.gain(results, low, last), 0.0, "above") == HOLDS  # "ends higher only at the smallest"
     assert ("batch norm is far ahead after 100 and 300 steps at every learning rate tried, and ends higher only at "
             "the smallest") in " ".join(README.split())  # fmt: skip
     plain_high = mnist.runs_at(results, "plain", high)
     assert sum(r["saturation"][-1][0] for r in plain_high) / len(plain_high) > 0.5  # "more than half"
-    for lr, answer in ((low, HOLDS), (chosen, HOLDS), (high, UNDECIDED)):  # "a larger ‖G − G′‖ / ‖G‖ ..."
-        assert all(decide(mnist.ics_ratio(results, lr, layer), 0.0, "above") == answer for layer in (0, 1))
+    for lr in (low, chosen):  # "a larger ‖G − G′‖ / ‖G‖ ..."
+        assert all(decide(mnist.ics_ratio(results, lr, layer), 0.0, "above") == HOLDS for layer in (0, 1))
+    assert all(decide(mnist.ics_ratio(results, high, layer), 0.0, "below") != HOLDS for layer in (0, 1))
     assert ("at the two smaller learning rates `MyBN` has a larger ‖G − G′‖ / ‖G‖ than the plain net, in both "
-            "layers and seed by seed (the 95% interval of the ratio lies above 1); at 5 these seeds do not decide "
-            "it") in page  # fmt: skip
+            "layers and seed by seed (the 95% interval of the ratio lies above 1); at 5, where the plain net's "
+            "sigmoids saturate, these seeds do not show it smaller with batch norm either") in page  # fmt: skip
 
 
 def test_claims_about_conv():
     """The conv page and the short answer: from batch 8 to 2 MyBN2d's test accuracy falls in every seed,
-    GroupNorm's and the plain net's rise in every seed, LayerNorm's in four of five, Batch Renorm's falls
-    in every seed; in training mode MyBN2d at batch 2 is 17 points below its eval mode and loses 3 in
-    eval mode; Batch Renorm's two modes agree within about a point at every size, it is not decided
-    better at batch 2 and is behind at every larger size, 0.78 against 0.93 at 128; no net over-fits by
-    two points; ghost batches are not decided at 32 and cost about two points at 128; the plain net
-    trains up to 0.3 in four seeds and 1 in the fifth, MyBN2d up to 3 in every seed; at 128 the nets
-    without batch statistics end between 0.25 and 0.51."""
+    GroupNorm's rises in every seed, the plain net's and LayerNorm's on average, Batch Renorm's falls in
+    every seed; in training mode MyBN2d at batch 2 is more than ten points below its eval mode and loses
+    about three in eval mode, GroupNorm gains a few; Batch Renorm's two modes agree within about a point at
+    every size, it is not shown better at batch 2 and is behind at 32 and 128, by more than ten points at
+    128; no net over-fits by two points; ghost batches are not shown better nor over-fitting less at 32
+    and cost about two points at 128; the plain net trains up to 0.3 in most seeds and never above 1,
+    MyBN2d up to 3 in most seeds and never below 1; at 128 the nets without batch statistics end between
+    0.2 and 0.55. Each claim in a form that another CPU's rounding leaves true (``verdicts.py --rounding``)."""
     from experiments import conv
-    from stats import FAILS, UNDECIDED
+    from stats import FAILS, HOLDS
 
     results = load_results(EXPLAINED["conv"], conv.check_format)
     page = " ".join(DOCS["conv"].split())
-    falls = {m: conv.fall(results, m).values() for m in ("my_bn", "group_norm", "plain", "layer_norm", "renorm")}
+    falls = {m: list(conv.fall(results, m).values()) for m in ("my_bn", "group_norm", "plain", "layer_norm", "renorm")}
     assert all(v < 0 for v in falls["my_bn"]) and all(v < 0 for v in falls["renorm"])
-    assert all(v > 0 for v in falls["group_norm"]) and all(v > 0 for v in falls["plain"])
-    assert sum(v > 0 for v in falls["layer_norm"]) == 4
-    assert ("`MyBN2d`'s test accuracy falls in every seed, while GroupNorm's and the plain net's rise in every seed "
-            "(LayerNorm's in four of five)") in page  # fmt: skip
-    assert round(-100 * conv.mode_gap(results, "my_bn", 2).mean) == 17
-    assert round(-100 * conv.interval(results, "my_bn", 2).mean + 100 * conv.interval(results, "my_bn", 8).mean) == 3
-    assert "`MyBN2d` at batch 2 is 17 points below its own eval mode" in page and "loses 3 points" in page
-    assert all(abs(conv.mode_gap(results, "renorm", b).mean) <= 0.0105 for b in conv.BATCH_SIZES)
-    assert conv.HIGHER.decide(conv.difference(results, ("renorm", 2), ("my_bn", 2))) == UNDECIDED
-    assert all(conv.HIGHER.decide(conv.difference(results, ("renorm", b), ("my_bn", b))) == FAILS for b in (8, 32, 128))
-    assert [round(conv.interval(results, m, 128).mean, 2) for m in ("renorm", "my_bn")] == [0.78, 0.93]
-    assert "far behind at 128 (0.78 against 0.93)" in page
-    assert "these seeds do not show it testing better" in " ".join(README.split())
+    assert all(v > 0 for v in falls["group_norm"]) and all(sum(falls[m]) > 0 for m in ("plain", "layer_norm"))
+    assert ("`MyBN2d`'s test accuracy falls in every seed, while GroupNorm's rises in every seed (the plain net's "
+            "and LayerNorm's on average)") in page  # fmt: skip
+    assert conv.mode_gap(results, "my_bn", 2).high < -0.10
+    loses = conv.interval(results, "my_bn", 8).mean - conv.interval(results, "my_bn", 2).mean
+    gains = conv.interval(results, "group_norm", 2).mean - conv.interval(results, "group_norm", 8).mean
+    assert 0.02 <= loses <= 0.04 and 0.01 <= gains <= 0.05
+    assert "`MyBN2d` at batch 2 is more than ten points below its own eval mode" in page
+    assert "loses about three points" in page
+    assert "batch norm loses a few points from batch 8 to 2 and GroupNorm gains a few" in page
+    assert all(abs(conv.mode_gap(results, "renorm", b).mean) < 0.015 for b in conv.BATCH_SIZES)  # "about a point"
+    assert conv.HIGHER.decide(conv.difference(results, ("renorm", 2), ("my_bn", 2))) != HOLDS
+    assert all(conv.HIGHER.decide(conv.difference(results, ("renorm", b), ("my_bn", b))) == FAILS for b in (32, 128))
+    assert conv.difference(results, ("renorm", 128), ("my_bn", 128)).mean < -0.10
+    assert "behind at 32 and at 128, there by more than ten points" in page
+    assert "these seeds do not show it testing better" in " ".join(README.split()) + page
     assert all(abs(conv.interval(results, m, b, "gap").mean) < 0.02 for m in conv.models(results)
                for b in conv.sizes(results, m))  # fmt: skip
     ghost = {b: conv.difference(results, ("ghost", b), ("my_bn", b)) for b in conv.GHOST_AT}
-    assert conv.HIGHER.decide(ghost[32]) == UNDECIDED and round(100 * ghost[128].mean) == -2
+    assert conv.HIGHER.decide(ghost[32]) != HOLDS and conv.HIGHER.decide(ghost[128]) == FAILS
+    assert 1 <= -100 * ghost[128].mean <= 3  # "about two points"
     gap32 = conv.difference(results, ("ghost", 32), ("my_bn", 32), "gap")
-    assert conv.LESS_OVERFITTING.decide(gap32) == UNDECIDED
-    assert sorted(conv.largest_rate(results, "plain").values()) == [0.3, 0.3, 0.3, 0.3, 1.0]
-    assert set(conv.largest_rate(results, "my_bn").values()) == {3.0}
-    assert "up to a learning rate of 0.3 in four seeds of five and 1 in the fifth; `MyBN2d` trains up to 3" in page
+    assert conv.LESS_OVERFITTING.decide(gap32) != HOLDS
+    plain, bn = (sorted(conv.largest_rate(results, m).values()) for m in ("plain", "my_bn"))
+    assert plain[len(plain) // 2] == 0.3 and max(plain) <= 1.0 and bn[len(bn) // 2] == 3.0 and min(bn) >= 1.0
+    assert "up to a learning rate of 0.3 in most seeds and never above 1; `MyBN2d` trains up to 3 in most seeds" in page
     ends = [conv.interval(results, m, 128).mean for m in ("plain", "group_norm", "layer_norm")]
-    assert 0.25 <= min(ends) and max(ends) <= 0.51 and "end between 0.25 and 0.51" in page
+    assert 0.2 <= min(ends) and max(ends) <= 0.55 and "end between 0.2 and 0.55" in page
 
 
 def test_claims_about_depth():
@@ -536,40 +544,42 @@ def test_claims_about_depth():
 
 
 def test_claims_about_scale():
-    """The scale page: the growth of ‖W‖² is the theory's within 0.05% in every seed without weight decay
-    and closer with it; 95.5 → 97.1 without; weight decay ×1.9 on the effective rate, 10 × η ×5.2; Li &
-    Arora's pair within half a point, not decided, logits apart by up to 0.06."""
+    """The scale page: the growth of ‖W‖² is the theory's within 0.1% in every seed without weight decay
+    and closer with it; 95.5 → 97.1 without; weight decay ×1.9 on the effective rate, 10 × η about ×5;
+    Li & Arora's pair within a point on average and not shown to train differently, logits apart by
+    less than 0.1."""
     from experiments import scale
-    from stats import UNDECIDED
+    from stats import FAILS
 
     results = load_results(EXPLAINED["scale"], scale.check_format)
     page = " ".join(DOCS["scale"].split())
-    for name, bound in (("no_wd", 5e-4), ("wd", 5e-4)):
+    for name in ("no_wd", "wd"):
         ratios = [sum(r["growth"]) / sum(r["predicted"]) for r in results["runs"] if r["model"] == name]
-        assert all(abs(v - 1) < bound for v in ratios), name
+        assert all(abs(v - 1) < 1e-3 for v in ratios), name
     no_wd = [r for r in results["runs"] if r["model"] == "no_wd"]
     assert [round(sum(sum(r["w_sq"][i]) for r in no_wd) / len(no_wd), 1) for i in (0, -1)] == [95.5, 97.1]
     assert round(math.exp(scale.effective_ratio(results, "wd").mean), 1) == 1.9
-    assert round(math.exp(scale.effective_ratio(results, "lr10").mean), 1) == 5.2
-    assert "(×1.9)" in page and "(×5.2)" in page and "within 0.05% in every seed" in page
+    assert 4.5 < math.exp(scale.effective_ratio(results, "lr10").mean) < 5.5  # "about five times"
+    assert "(×1.9)" in page and "about five times the effective rate" in page and "within 0.1% in every seed" in page
     gap = scale.pair_gap(results)
-    assert abs(gap.mean) < 0.005 and scale.SAME_TRAINING.decide(gap) == UNDECIDED
-    assert round(max(r["logit_gap"] for r in results["runs"] if r["model"] == scale.PAIR[0]), 2) == 0.06
+    assert abs(gap.mean) < 0.01 and scale.SAME_TRAINING.decide(gap) != FAILS
+    assert max(r["logit_gap"] for r in results["runs"] if r["model"] == scale.PAIR[0]) < 0.1
+    assert "to within a point on average" in page and "differ by less than 0.1" in page
     assert "ten times larger rate is only about five times the effective rate" in " ".join(README.split())
 
 
 def test_claims_about_only_bn():
-    """The only_bn page: γ and β alone 0.23, below 0.5 in every seed, not decided against the random
-    control (0.16); with the classifier 0.66; every parameter 0.995; hardly any channel turned off."""
+    """The only_bn page: γ and β alone about 0.23, below 0.5 in every seed, not far above the random control
+    (about 0.16); with the classifier about 0.66; every parameter above 0.99; hardly any channel turned off."""
     from experiments import only_bn
-    from stats import UNDECIDED
 
     results = load_results(EXPLAINED["only_bn"], only_bn.check_format)
     page = " ".join(DOCS["only_bn"].split())
-    means = {w: round(only_bn.interval(results, w).mean, 3) for w in only_bn.SETS}
+    means = {w: only_bn.interval(results, w).mean for w in only_bn.SETS}
     assert [round(means[w], 2) for w in ("bn", "random", "bn_head")] == [0.23, 0.16, 0.66]
-    assert means["all"] == 0.995 and all(v < 0.5 for v in only_bn.per_seed(results, "bn").values())
-    assert only_bn.ABOVE_RANDOM.decide(only_bn.over_random(results)) == UNDECIDED
+    assert means["all"] > 0.99 and all(v < 0.5 for v in only_bn.per_seed(results, "bn").values())
+    assert only_bn.over_random(results).mean < 0.1  # "not far above"
     assert only_bn.interval(results, "bn", "off").mean < 0.02
-    assert "γ and β alone reach a test accuracy of 0.23" in page and "to 0.995" in page
+    assert "γ and β alone reach a test accuracy of about 0.23" in page and "to above 0.99" in page
+    assert "not far above as many random weights (about 0.16" in page
     assert "on a net this small γ and β alone do not train it far" in " ".join(README.split())
