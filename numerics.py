@@ -48,6 +48,7 @@ import torch
 VARIABLE = "BN_NUMERICS"
 POLICIES = ("portable", "native")
 ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+USER_ENVIRONMENT = {k: os.environ.get(k) for k in ENVIRONMENT}  # as the user set them, before apply() (None: unset)
 MKL_BRANCHES = {1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
                 10: "AVX2", 12: "AVX512"}  # MKL's mkl_cbwr_get codes (mkl_service.h)  # fmt: skip
 
@@ -93,6 +94,15 @@ def apply() -> str:
             sys.exit(f"numerics: the portable numerics cannot be had here ({why}); set {VARIABLE}=native, or apply "
                      "them before torch computes")  # fmt: skip
     return chosen
+
+
+def environment_for(chosen: str) -> dict[str, str]:
+    """This process's environment for a child process that is to compute under policy ``chosen``: the policy's
+    variables for portable; for native, the user's own values of them (unset where the user set none), not the
+    ones ``apply()`` put here."""
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
+    env.update(ENVIRONMENT if chosen == "portable" else {k: v for k, v in USER_ENVIRONMENT.items() if v is not None})
+    return {**env, VARIABLE: chosen}
 
 
 def cpu_name() -> str:

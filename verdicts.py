@@ -18,7 +18,6 @@ results go to runs/, which git ignores, and an --out inside results/ is refused)
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -99,7 +98,7 @@ def comparison(committed: list[Verdict], rerun: list[Verdict], heading: str) -> 
 def retrain(config: VerdictsConfig, out: Path, policy: str) -> int:
     """Each deciding experiment's preset, with the seeds asked for, into ``out``: train.py in a process of its own
     under ``policy``'s numerics (a process's numerics are fixed once it computes). Returns train.py's exit code."""
-    env = {**os.environ, numerics.VARIABLE: policy}
+    env = numerics.environment_for(policy)
     for name in deciding():
         seeds = ["--seeds", *map(str, config.seeds)] if config.seeds else []
         cmd = [sys.executable, str(ROOT / "train.py"), name, *seeds, "--out", str(out), "--quiet"]

@@ -111,3 +111,17 @@ def test_no_code_calls_mkls_vector_math():
              if path.parts[len(ROOT.parts)] not in ("tests", ".venv") for line in path.read_text().splitlines()
              for receiver, _ in VECTOR_MATH.findall(line) if receiver not in exact]  # fmt: skip
     assert calls == []
+
+
+def test_a_child_computes_under_the_policy_asked_for(monkeypatch):
+    """A process started for the native policy gets the user's own kernel settings (here: one set, one unset), not
+    the ones this process's portable policy put in its environment; one for the portable policy gets the policy's."""
+    user = dict.fromkeys(numerics.ENVIRONMENT) | {"MKL_CBWR": "AVX2"}
+    monkeypatch.setattr(numerics, "USER_ENVIRONMENT", user)
+    for k, v in numerics.ENVIRONMENT.items():
+        monkeypatch.setenv(k, v)  # as apply() leaves them
+    native = numerics.environment_for("native")
+    assert native["BN_NUMERICS"] == "native" and native["MKL_CBWR"] == "AVX2"
+    assert "ATEN_CPU_CAPABILITY" not in native and "ONEDNN_MAX_CPU_ISA" not in native
+    portable = numerics.environment_for("portable")
+    assert portable["BN_NUMERICS"] == "portable" and all(portable[k] == v for k, v in numerics.ENVIRONMENT.items())
