@@ -48,6 +48,7 @@ import torch
 VARIABLE = "BN_NUMERICS"
 POLICIES = ("portable", "native")
 ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+X86 = platform.machine().lower() in ("x86_64", "amd64")  # where the variables above choose the kernels
 USER_ENVIRONMENT = {k: os.environ.get(k) for k in ENVIRONMENT}  # as the user set them, before apply() (None: unset)
 MKL_BRANCHES = {1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
                 10: "AVX2", 12: "AVX512"}  # MKL's mkl_cbwr_get codes (mkl_service.h)  # fmt: skip
@@ -75,9 +76,8 @@ def mkl_branch() -> str | None:
 
 def portable() -> bool:
     """Whether this process computes under the portable policy (each of its four settings in force)."""
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
     return (not torch._C._get_nnpack_enabled() and all(os.environ.get(k) == v for k, v in ENVIRONMENT.items())
-            and (not x86 or (torch.backends.cpu.get_cpu_capability() == "AVX2"
+            and (not X86 or (torch.backends.cpu.get_cpu_capability() == "AVX2"
                              and mkl_branch() in (ENVIRONMENT["MKL_CBWR"], None))))  # fmt: skip
 
 
@@ -89,8 +89,7 @@ def apply() -> str:
         os.environ.update(ENVIRONMENT)
         torch.backends.nnpack.set_flags(False)
         if not portable():
-            x86 = platform.machine().lower() in ("x86_64", "amd64")
-            why = "this CPU has no AVX2" if x86 and not torch.cpu._is_avx2_supported() else "torch computed before"
+            why = "torch computed before" if not X86 or torch.cpu._is_avx2_supported() else "this CPU has no AVX2"
             sys.exit(f"numerics: the portable numerics cannot be had here ({why}); set {VARIABLE}=native, or apply "
                      "them before torch computes")  # fmt: skip
     return chosen
