@@ -63,7 +63,7 @@ def result_paths(root: Path) -> dict[str, Path]:
 
 def load(name: str, path: Path) -> dict:
     """Experiment ``name``'s results at ``path``, checked by its record: their format, then what its figures need."""
-    results = load_results(path, EXPERIMENTS[name].results_format, {"models": tuple(VARIANTS)})
+    results = load_results(path, EXPERIMENTS[name].results_format, {"models": tuple(VARIANTS)}, experiment=name)
     try:
         EXPERIMENTS[name].check(results)
     except ValueError as exc:

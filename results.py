@@ -100,8 +100,11 @@ def unwritable(folder: Path) -> str | None:
 
 
 def source(results: dict) -> str:
-    """Where a loaded results file was written, as the tables cite it: `OUT/results.json` for the main
-    experiment, `OUT/NAME/results.json` for the others (OUT as its config records it)."""
+    """Where a results file was read from, as the tables cite it; for results not read from a file, where
+    train.py wrote them: `OUT/results.json` for the main experiment, `OUT/NAME/results.json` for the others
+    (OUT as its config records it)."""
+    if READ_FROM in results:
+        return f"`{Path(results[READ_FROM]).as_posix()}`"
     out, name = results["config"].get("out") or COMMITTED, results["experiment"]
     return f"`{out}/{RESULTS_FILE}`" if name == "main" else f"`{out}/{name}/{RESULTS_FILE}`"
 
@@ -164,10 +167,13 @@ def save_results(results: dict, out_dir: str | Path) -> Path:
     return path
 
 
-def load_results(path: str | Path, check: Callable[[dict], None] | None = None, choices: dict | None = None) -> dict:
+def load_results(path: str | Path, check: Callable[[dict], None] | None = None, choices: dict | None = None,
+                 experiment: str | None = None) -> dict:  # fmt: skip
     """Read a results.json; a clear ValueError if it is missing or not one. ``check``: what the
     experiment's records need (its record's ``results_format``; ``check_results``, the regression
-    task's, by default); ``choices``: the values some settings may take (``{"models": ...}``)."""
+    task's, by default); ``choices``: the values some settings may take (``{"models": ...}``);
+    ``experiment``: the experiment whose results the file must hold. The results remember the path
+    they were read from (``source``)."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
@@ -187,12 +193,44 @@ def load_results(path: str | Path, check: Callable[[dict], None] | None = None, 
     try:
         if not isinstance(results["config"], dict):
             raise ValueError("'config' must be an object")
+        if experiment is not None and results.get("experiment", "main") != experiment:
+            raise ValueError(f"it holds the {results.get('experiment')} experiment's results, not the {experiment} "
+                             f"experiment's (OUT/results.json is main's, OUT/NAME/results.json NAME's)")  # fmt: skip
         check_values(Config, results["config"], choices)
         check_records(results)
+        check_consistent(results)
         (check or check_results)(results)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+    results[READ_FROM] = str(path)
     return results
+
+
+READ_FROM = "read_from"  # the key where load_results leaves the path it read
+
+
+def check_consistent(results: dict) -> None:
+    """Raise ValueError where the records contradict the config or cannot be measurements: seeds given
+    twice, a run recorded twice, curves of another length than the epochs make, a negative loss or
+    mean squared error, an accuracy outside [0, 1]."""
+    config, runs, seen = results["config"], results.get("runs"), {}
+    seeds, epochs = config.get("seeds"), config.get("epochs")
+    if isinstance(seeds, list) and len(set(map(str, seeds))) != len(seeds):
+        raise ValueError(f"config: 'seeds' names a seed twice: {seeds}")
+    for i, run in enumerate(runs if isinstance(runs, list) else []):
+        key = json.dumps(run, sort_keys=True, default=str)
+        if key in seen:
+            raise ValueError(f"runs[{i}] is runs[{seen[key]}] again: a run recorded twice")
+        seen[key], curve = i, run.get("test_mse") if isinstance(run, dict) else None
+        if isinstance(epochs, int) and isinstance(curve, list) and len(curve) != epochs + 1:
+            raise ValueError(f"runs[{i}].test_mse: {len(curve)} values, where {epochs} epochs give {epochs + 1} "
+                             "(one before training, one after each epoch)")  # fmt: skip
+        for field, high in (("test_mse", math.inf), ("train_loss", math.inf), ("loss", math.inf), ("test_acc", 1),
+                            ("train_acc", 1), ("train_mode_acc", 1)) if isinstance(run, dict) else ():  # fmt: skip
+            values = run.get(field) if isinstance(run.get(field), list) else [run.get(field)]
+            bad = [v for v in values if _number(v) and not math.isnan(v) and not 0 <= v <= high]  # NaN: diverged
+            if bad:
+                raise ValueError(f"runs[{i}].{field}: {bad[0]!r} is not a possible value (from 0 to {high})")
 
 
 def check_records(results: dict) -> None:

@@ -18,8 +18,10 @@ terminal, a line every few seconds elsewhere (--quiet: none).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
+import hashlib
 import multiprocessing as mp
 import os
 import signal
@@ -33,6 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from filelock import FileLock, Timeout
 
 import numerics
 import progress
@@ -223,6 +226,24 @@ def save(experiment: str, config: Config, results: dict, fallback: str | None = 
     return path
 
 
+@contextlib.contextmanager
+def writing_alone(configs: dict[str, Config]):
+    """Hold a lock on each results file this run will write, for the whole run: a second train.py that
+    would write one of them is refused in one line before it trains, where one of the two results was
+    lost. The locks live in the temporary folder, one per file path, and end with their process."""
+    paths = sorted({EXPERIMENTS[name].results_path(c.out).resolve() for name, c in configs.items()})
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+            lock = FileLock(Path(tempfile.gettempdir()) / f"bn-train-{digest}.lock")
+            try:
+                stack.enter_context(lock.acquire(timeout=0))
+            except Timeout:
+                sys.exit(f"train.py: another train.py is writing {path} now: wait for it to end, or give another "
+                         "--out")  # fmt: skip
+        yield
+
+
 class GroupFailed(Exception):
     """A process of a ``--nproc`` group ended before the experiment did."""
 
@@ -316,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     written = []
     try:
-        with stop_signals_as_interrupt():
+        with stop_signals_as_interrupt(), writing_alone(configs):
             configs, fallback = available_backend(configs)  # built (or found wanting) before any worker forks
             if fallback:
                 print(f"train.py: {fallback}; the results say so", file=sys.stderr)

@@ -14,6 +14,11 @@ Read it in this order:
 5. ``my_bn/convert.py``: ``convert_to_mybn``, which swaps a model's batch-norm layers for these.
 6. ``my_bn/variants.py``: Batch Renormalization (``MyBatchRenorm``, ``MyBatchRenorm2d``) and ghost batch
    norm (``MyGhostBN``, ``MyGhostBN2d``), as ``MyBN`` subclasses.
+7. ``my_bn/fusion.py``: ``FUSER_METHODS``, for PyTorch's quantization fusion (``fuse_modules``).
+
+Every layer here is a ``torch.nn.modules.batchnorm._BatchNorm``, where PyTorch's tools and the
+ecosystem's look for batch norm (``MyBN2d`` is also an ``nn.BatchNorm2d``, ``MyBN3d`` an
+``nn.BatchNorm3d``, ``MySyncBN`` an ``nn.SyncBatchNorm``).
 
 Nothing here calls PyTorch's batch-norm kernels. ``my_bn.REFERENCE_ONLY = True`` (or
 ``MYBN_REFERENCE_ONLY=1`` in the environment) runs every call of a single process through the
@@ -29,6 +34,7 @@ import types
 from my_bn import settings
 from my_bn.convert import convert_to_mybn
 from my_bn.function import batch_norm_train
+from my_bn.fusion import FUSER_METHODS, pytorch_counterpart
 from my_bn.layer import MyBN, MyBN2d, MyBN3d, MySyncBN
 from my_bn.reference import batchnorm_backward, batchnorm_forward, batchnorm_jvp
 from my_bn.variants import MyBatchRenorm, MyBatchRenorm2d, MyGhostBN, MyGhostBN2d
@@ -36,8 +42,9 @@ from my_bn.variants import MyBatchRenorm, MyBatchRenorm2d, MyGhostBN, MyGhostBN2
 __all__ = ["MyBN", "MyBN2d", "MyBN3d", "MySyncBN", "batch_norm_train", "convert_to_mybn", "__version__"]
 __all__ += ["MyBatchRenorm", "MyBatchRenorm2d", "MyGhostBN", "MyGhostBN2d"]  # the variants
 __all__ += ["batchnorm_forward", "batchnorm_backward", "batchnorm_jvp"]  # the reference functions
+__all__ += ["FUSER_METHODS", "pytorch_counterpart"]  # PyTorch's quantization fusion for these layers
 
-__version__ = "1.0.0"  # the package's; results files record it too (CITATION.cff: the same)
+__version__ = "1.1.0"  # the package's; results files record it too (CITATION.cff: the same)
 
 
 def _setting(name: str) -> property:

@@ -20,6 +20,7 @@ import warnings
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from my_bn.hints import ProcessGroup
 from my_bn.layer import MyBN, MyBN2d, MyBN3d, MySyncBN
 
 __all__ = ["convert_to_mybn"]
@@ -27,7 +28,7 @@ __all__ = ["convert_to_mybn"]
 COUNTERPARTS = {nn.BatchNorm1d: MyBN, nn.BatchNorm2d: MyBN2d, nn.BatchNorm3d: MyBN3d, nn.SyncBatchNorm: MySyncBN}
 
 
-def convert_to_mybn(module: nn.Module, *, sync: bool = False, process_group=None) -> nn.Module:
+def convert_to_mybn(module: nn.Module, *, sync: bool = False, process_group: ProcessGroup | None = None) -> nn.Module:
     """Replace every batch-norm layer of ``module`` by its ``MyBN`` counterpart (see the module docstring).
 
     The new layers take over from the old ones:
@@ -41,11 +42,18 @@ def convert_to_mybn(module: nn.Module, *, sync: bool = False, process_group=None
     ``nn.SyncBatchNorm`` becomes ``MySyncBN``, which synchronises over the same process group; it is
     not ``MyBN`` or ``MyBN2d`` because a ``SyncBatchNorm`` takes inputs of any rank from 2, and which
     one it will get is not known before it is called. With ``sync=True`` every ``MyBN`` layer of the
-    result synchronises its statistics over ``process_group`` (None: the default group).
+    result synchronises its statistics over ``process_group`` (None: the default group); a model that
+    holds a layer which cannot (``MyBatchRenorm``, ``MyGhostBN``) is refused, unchanged.
 
     As with ``nn.SyncBatchNorm.convert_sync_batchnorm``, the result is a new object only when
     ``module`` is itself a batch-norm layer.
     """
+    if sync:  # refused before any layer changes
+        top = type(module).__name__
+        refused = [f"{top}.{name} ({type(layer).__name__})" if name else f"{top}" for name, layer in
+                   module.named_modules() if isinstance(layer, MyBN) and not layer.supports_sync]  # fmt: skip
+        if refused:
+            raise ValueError(f"convert_to_mybn(sync=True): {', '.join(refused)} cannot synchronise their statistics")
     left: list[str] = []
     new = _convert(module, sync, process_group, {}, left, type(module).__name__)
     if left:

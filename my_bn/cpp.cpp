@@ -183,6 +183,27 @@ inline void merge(acc_t& mean, acc_t& m2, int64_t count, acc_t block_mean, acc_t
   m2 += block_m2 + delta * delta * acc_t(count) * share;
 }
 
+// Channel c's (mean, m2) over rows [r0, r1) by the two-pass algorithm, value by value in acc_t: for
+// the rare block whose sums in op_t overflowed (values near ±3e38, or a constant channel above about
+// 1e19, whose rounded mean leaves residuals that square to inf), which double holds. Returns false
+// where x itself holds an inf or NaN (then the fast path's result stands, as PyTorch's).
+template <typename scalar_t, typename acc_t>
+bool block_stats_exact(const scalar_t* x, const Split& s, int64_t r0, int64_t r1, int64_t c, acc_t& mean, acc_t& m2) {
+  const int64_t k = (r1 - r0) * s.l;
+  acc_t total = 0, sum = 0;
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t j = 0; j < s.l; ++j) total += acc_t(x[(r * s.c + c) * s.l + j]);
+  if (!std::isfinite(total)) return false;
+  mean = total / acc_t(k);
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t j = 0; j < s.l; ++j) {
+      const acc_t d = acc_t(x[(r * s.c + c) * s.l + j]) - mean;
+      sum += d * d;
+    }
+  m2 = sum;
+  return std::isfinite(m2);
+}
+
 // Per-channel mean and m2 = Σ(x - mean)² of x, in one pass over memory. Each block of rows is read
 // twice while it is in cache, by the reference's corrected two-pass algorithm: total = Σx first,
 // then the residuals xc = x - total/k, whose mean err corrects the mean and whose squares give m2.
@@ -211,7 +232,9 @@ void batch_stats(const scalar_t* x, const Split& s, acc_t* mean, acc_t* m2) {
       for (int64_t c = c0; c < c1; ++c) {
         acc_t err = acc_t(residual[c - c0]) / acc_t(k);  // mean(x - total/k): 0 in exact arithmetic
         if (!std::isfinite(err)) err = 0;  // an inf in x: no correction, the mean is total/k (inf, as PyTorch's)
-        const acc_t block_mean = acc_t(first[c]) + err, block_m2 = acc_t(square[c - c0]) - acc_t(k) * err * err;
+        acc_t block_mean = acc_t(first[c]) + err, block_m2 = acc_t(square[c - c0]) - acc_t(k) * err * err;
+        if (!std::isfinite(first[c]) || !std::isfinite(square[c - c0]))
+          block_stats_exact(x, s, r0, r1, c, block_mean, block_m2);  // in acc_t, where x is finite
         merge(group_mean[g * s.c + c], group_m2[g * s.c + c], count, block_mean, block_m2, k);
       }
       count += k;
@@ -358,7 +381,8 @@ Tensor as_tensor(const std::vector<T>& v, const at::TensorOptions& options) {
   return t;
 }
 
-// running <- (1 - factor)·running + factor·batch, as torch.lerp computes it, in the batch's dtype.
+// running <- (1 - factor)·running + factor·batch, as PyTorch writes it (an infinite estimate stays inf,
+// where torch.lerp's running + factor·(batch - running) is NaN), in the batch's dtype.
 // Written in place where running is contiguous; otherwise through copy_, which takes any strides
 // (and refuses, as lerp_ would, a tensor whose elements share memory).
 template <typename run_t, typename acc_t>
@@ -369,7 +393,7 @@ void update_running(Tensor& running, const acc_t* batch, double factor) {
   run_t* r = target.data_ptr<run_t>();
   const acc_t w = acc_t(factor);
   for (int64_t c = 0; c < target.numel(); ++c) {
-    r[c] = run_t(w < acc_t(0.5) ? old[c] + w * (batch[c] - old[c]) : batch[c] - (batch[c] - old[c]) * (acc_t(1) - w));
+    r[c] = run_t((acc_t(1) - w) * old[c] + w * batch[c]);
   }
   if (in_place) torch::autograd::impl::bump_version(running);  // an in-place update, as lerp_ would count it
   else running.copy_(target.view(running.sizes()));

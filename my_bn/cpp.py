@@ -12,7 +12,8 @@ is built with -march=native), and the PyTorch and Python it is built against, pa
 checkouts of the same source with the same PyTorch share one build; another source, PyTorch, venv
 or machine gets a folder of its own, so nothing is ever rebuilt over a build that another checkout
 still uses. A build happens only where its folder holds no finished build, and then one line on
-stderr says so. Builds are serialised by a lock that the operating system releases when its holder
+stderr says so; a finished build is loaded without taking the lock, so a cache that is read-only (shared,
+or a container's) serves it. Builds are serialised by a lock that the operating system releases when its holder
 ends, however it ends (``kill -9`` included): a build that was stopped leaves nothing that makes a
 later process wait, and a process waits at most ``BUILD_WAIT_S`` for another that is building.
 
@@ -41,6 +42,7 @@ import shutil
 import sys
 import sysconfig
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.autograd.forward_ad
@@ -100,17 +102,24 @@ def build_error(message: str) -> str:
     return lines[0] if lines else "the build failed"
 
 
-def load(wait_s: float | None = None):
+def load(wait_s: float | None = None) -> ModuleType:
     """The extension module: imported from its folder where it was built before, else built first
     (one line on stderr). Waits up to ``wait_s`` (default ``BUILD_WAIT_S``) for another process's
     build. Raises RuntimeError, with the reason, where it cannot be had."""
     wait_s = BUILD_WAIT_S if wait_s is None else wait_s
     if compiler() is None:
         raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'c++')} is not on PATH)")
-    from filelock import FileLock, Timeout
+    try:
+        from filelock import FileLock, Timeout
+    except ImportError:
+        raise RuntimeError("filelock is not installed: pip install 'my-bn[cpp]'") from None
 
     folder = build_directory()
     ext, built = folder.name, folder / "built"  # "built": written once a build has loaded
+    if built.exists():  # a finished build loads without the lock: a read-only cache (shared, a container's) works
+        module = _import(ext, folder)
+        if module is not None:
+            return module
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(folder / "build.lock")  # flock(2): released by the kernel when its holder ends
     try:
@@ -123,25 +132,36 @@ def load(wait_s: float | None = None):
             raise RuntimeError(f"another process has been building it in {folder} for over {wait_s:g} s") from None
     try:
         if built.exists():
-            try:
-                spec = importlib.util.spec_from_file_location(ext, folder / f"{ext}.so")
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
+            module = _import(ext, folder)
+            if module is not None:
                 return module
-            except (ImportError, OSError):  # a library gone or damaged since: built again, below
-                built.unlink()
+            built.unlink()  # a library gone or damaged since: built again, below
         print(f"MyBN: building the C++ backend once (my_bn/{SOURCE.name}, about a minute) in {folder}", file=sys.stderr)
         return _build(ext, folder, built)
     finally:
         lock.release()
 
 
-def _build(ext: str, folder: Path, built: Path):
+def _import(ext: str, folder: Path) -> ModuleType | None:
+    """The extension module built in ``folder``, or None where its library is gone or does not load."""
+    try:
+        spec = importlib.util.spec_from_file_location(ext, folder / f"{ext}.so")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    except (ImportError, OSError):
+        return None
+
+
+def _build(ext: str, folder: Path, built: Path) -> ModuleType:
     """Compile and import the extension in ``folder``; we hold its lock, so nobody else builds there."""
     from torch.utils import cpp_extension
 
     if shutil.which("ninja") is None:  # pip's ninja, in a virtual environment that is not activated
-        import ninja
+        try:
+            import ninja
+        except ImportError:
+            raise RuntimeError("ninja is not installed: pip install 'my-bn[cpp]'") from None
 
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     # What a stopped build left: cpp_extension's own lock file, which it would wait on forever, and a
@@ -173,7 +193,7 @@ def _loaded() -> tuple[object | None, str | None]:
     return module, None
 
 
-def extension():
+def extension() -> ModuleType | None:
     """The built extension module, or None (see ``unavailable_because``)."""
     return _loaded()[0]
 
@@ -211,7 +231,8 @@ def handles(x: torch.Tensor, *per_channel: torch.Tensor | None) -> bool:
     )
 
 
-def train(x, weight, bias, running_mean, running_var, factor: float, eps: float) -> torch.Tensor:
+def train(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, running_mean: torch.Tensor | None,
+          running_var: torch.Tensor | None, factor: float, eps: float) -> torch.Tensor:  # fmt: skip
     """Training-mode batch norm of ``x`` with the batch's statistics; the running estimates, where
     given, move towards them in place by ``factor``."""
     return extension().train(x, weight, bias, running_mean, running_var, factor, eps)

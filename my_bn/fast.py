@@ -125,7 +125,8 @@ def stats_blocked(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     dims = stat_dims(x)[0]
     m = values_per_channel(x)
     blocks = row_blocks(x)
-    pivot = x[blocks[0]].mean(dims).nan_to_num(0.0, 0.0, 0.0)  # (C,); finite: an inf or NaN in x reaches the sums
+    # (C,), in float64 (no overflow; a constant channel's exact value); finite: an inf or NaN in x reaches the sums
+    pivot = x[blocks[0]].mean(dims, dtype=torch.float64).to(x.dtype).nan_to_num(0.0, 0.0, 0.0)
     pivot_ = channels(pivot, x)
     scratch = torch.empty_like(x[blocks[0]])
     s1 = s2 = 0
@@ -134,7 +135,20 @@ def stats_blocked(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         s1 = s1 + channel_sums(d)
         s2 = s2 + channel_sums(d.square_())
     d_mean = s1 / m  # (C,)
-    return pivot, d_mean, s2 / m - d_mean * d_mean
+    var = s2 / m - d_mean * d_mean
+    if not bool(torch.isfinite(s2).all()):  # an inf or NaN in x, or sums that overflowed (values near ±3e38)
+        pivot, d_mean, var = stats_float64(x, pivot, d_mean, var)
+    return pivot, d_mean, var
+
+
+def stats_float64(x: Tensor, pivot: Tensor, d_mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``stats_blocked``'s result taken again in float64 for each channel where x is finite: float64 sums
+    cannot overflow. A variance beyond float32's range stays inf, as PyTorch's (the output is then β)."""
+    var64, mean64 = torch.var_mean(x.to(torch.float64), stat_dims(x)[0], correction=0)
+    finite = torch.isfinite(mean64)  # channels where x holds no inf or NaN
+    pivot = torch.where(finite, mean64.to(x.dtype), pivot)
+    d_mean = torch.where(finite, (mean64 - pivot.double()).to(x.dtype), d_mean)
+    return pivot, d_mean, torch.where(finite, var64.to(x.dtype), var)
 
 
 def scale_shift(invstd: Tensor, d_mean: Tensor, weight, bias) -> tuple[Tensor, Tensor]:

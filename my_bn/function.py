@@ -15,6 +15,7 @@ from torch import Tensor
 from torch._functorch.utils import unwrap_dead_wrappers
 
 from my_bn import fast, reference, settings
+from my_bn.hints import ProcessGroup
 from my_bn.reference import channels, flat, values_per_channel
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)  # accumulated in float32, as PyTorch does
@@ -159,7 +160,8 @@ class BatchNormFunction(torch.autograd.Function):
         return (*unfolded, total), (*out_dims, None)
 
 
-def batch_norm_train(x: Tensor, weight, bias, eps: float, *, process_group=None):
+def batch_norm_train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, *,
+                     process_group: ProcessGroup | None = None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """``BatchNormFunction`` applied: ``(y, mean, unbiased_var)`` of ``x`` (N, C, *), the statistics (C,),
     in float32 for half/bfloat16 input, and detached. ``process_group``: see ``MyBN``."""
     args = (x, weight, bias, eps, process_group)

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from my_bn import cpp, fast, settings
 from my_bn.function import LOW_PRECISION, accumulation_dtype, batch_norm_train, transformed
+from my_bn.hints import Device, ProcessGroup
 from my_bn.reference import channels, values_per_channel
 
 
-class MyBN(nn.Module):
+class MyBN(_BatchNorm):
     """Batch normalisation over a 2D or 3D input, written by hand; a drop-in for ``nn.BatchNorm1d``.
+
+    It is a ``torch.nn.modules.batchnorm._BatchNorm``, as PyTorch's batch-norm layers are, so that the
+    tools that find batch norm by that type find it (``nn.SyncBatchNorm.convert_sync_batchnorm``,
+    ``torch.func.replace_all_batch_norm_modules_``, Lightning's freezing); none of ``_BatchNorm``'s code
+    runs (its constructor, forward and state-dict loading are replaced here).
 
     It exists so that every step of batch norm can be read (``my_bn/reference.py``) and checked
     number for number against PyTorch's kernel, while behaving exactly like ``nn.BatchNorm1d``: same
@@ -65,46 +72,35 @@ class MyBN(nn.Module):
     _input_dims = (2, 3)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True,
-                 sync: bool = False, process_group=None, backend: str | None = None) -> None:  # fmt: skip
-        super().__init__()
+                 track_running_stats: bool = True, device: Device = None, dtype: torch.dtype | None = None, *,
+                 bias: bool = True, sync: bool = False, process_group: ProcessGroup | None = None,
+                 backend: str | None = None) -> None:  # fmt: skip
         backend = settings.BACKEND if backend is None else backend
         if backend not in settings.BACKENDS:
             raise ValueError(f"MyBN: backend must be one of {', '.join(map(repr, settings.BACKENDS))}, got {backend!r}")
+        # _BatchNorm's parameters and buffers, made as PyTorch makes them (not through its subclasses'
+        # constructors, which order their arguments differently)
+        _NormBase.__init__(self, num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         self.backend = backend
-        factory = {"device": device, "dtype": dtype}
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        self.sync, self.process_group = sync, process_group
-        self.weight = nn.Parameter(torch.empty(num_features, **factory)) if affine else None
-        self.bias = nn.Parameter(torch.empty(num_features, **factory)) if affine and bias else None
-        # Buffers, not plain attributes: state_dict(), load_state_dict() and .to() carry them.
-        track = track_running_stats
-        self.register_buffer("running_mean", torch.zeros(num_features, **factory) if track else None)
-        self.register_buffer("running_var", torch.ones(num_features, **factory) if track else None)
-        tracked = torch.tensor(0, dtype=torch.long, device=device) if track else None
-        self.register_buffer("num_batches_tracked", tracked)
-        self.reset_parameters()
+        self.sync, self.process_group = sync, process_group  # sync: a property, which a variant may refuse
 
-    def reset_running_stats(self) -> None:
-        """Running mean 0, running variance 1, no batches seen."""
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
+    supports_sync = True  # whether sync=True is implemented (Batch Renorm and ghost batch norm: not)
 
-    def reset_parameters(self) -> None:
-        """Reset the running statistics, gamma to 1 and beta to 0."""
-        self.reset_running_stats()
-        if self.affine:
-            nn.init.ones_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
+    @property
+    def sync(self) -> bool:
+        """Whether training normalises with the statistics of the batch spread over ``process_group``."""
+        state = self.__dict__
+        return state.get("_sync", state.get("sync", False))  # "sync": a layer pickled before it was a property
+
+    @sync.setter
+    def sync(self, value: bool) -> None:
+        if value and not self.supports_sync:
+            raise ValueError(f"{type(self).__name__} does not support sync=True: its statistics are per process")
+        self.__dict__["_sync"] = bool(value)
 
     def extra_repr(self) -> str:
         backend = "" if self.backend == "python" else f", backend={self.backend!r}"
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}{backend}")  # fmt: skip
+        return super().extra_repr() + backend
 
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace: one call_module node, as nn's layers are
@@ -172,11 +168,12 @@ class MyBN(nn.Module):
 
     @staticmethod
     def _update_running(running: Tensor, batch: Tensor, factor: float | Tensor) -> None:
-        """running <- (1 - factor) * running + factor * batch, accumulated in ``batch``'s dtype."""
+        """running <- (1 - factor) * running + factor * batch, accumulated in ``batch``'s dtype, as PyTorch
+        writes it: an infinite estimate stays inf (torch.lerp's running + factor * (batch - running) is NaN)."""
         if running.dtype == batch.dtype and not transformed(batch):
-            running.lerp_(batch, factor)  # the same update as one operation
+            running.mul_(1 - factor).add_(batch * factor)
         else:  # out of place, which vmap also has a batching rule for
-            running.copy_(torch.lerp(running.to(batch.dtype), batch, factor))
+            running.copy_(running.to(batch.dtype) * (1 - factor) + batch * factor)
 
     def _check_input(self, x: Tensor, per_channel: tuple, use_batch_stats: bool, synced: bool = False) -> None:
         """Raise the exception ``nn.BatchNorm1d`` raises for the same bad input, with a clearer message.
@@ -196,6 +193,8 @@ class MyBN(nn.Module):
         elif self.eps < 0:
             raise ValueError(f"batch_norm eps must be non-negative, but got {self.eps}")
         channels, dtype, name = x.shape[1], x.dtype, type(self).__name__
+        if self.training and self.track_running_stats:
+            self._check_writable()
         for t in per_channel:
             if t is not None and t.numel() != channels:
                 n, shape = self.num_features, tuple(x.shape)
@@ -205,6 +204,16 @@ class MyBN(nn.Module):
         for t in per_channel:
             if t is not None and t.dtype != dtype and not (dtype in LOW_PRECISION and t.dtype == torch.float32):
                 raise RuntimeError(f"{name}: input dtype {dtype} does not match parameter/buffer dtype {t.dtype}")
+
+    def _check_writable(self) -> None:
+        """The running estimates are updated in place: refuse, before any of them changes, one whose
+        elements share memory (an expanded tensor, stride 0), which no in-place update can write."""
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            t = getattr(self, key)
+            if t is not None and any(step == 0 and size > 1 for step, size in zip(t.stride(), t.shape, strict=True)):
+                raise RuntimeError(f"{type(self).__name__}: {key} has elements that share memory (stride 0, an "
+                                   f"expanded tensor) and cannot be updated in place: give it its own, e.g. "
+                                   f"layer.{key} = layer.{key}.clone()")  # fmt: skip
 
     def _check_buffers_transformed(self, x: Tensor, weight, bias) -> None:
         """Under a torch.func transform, the running estimates can be updated in place only where the
@@ -227,39 +236,32 @@ class MyBN(nn.Module):
         raise RuntimeError(f"{type(self).__name__} is not scriptable ({why}): use torch.compile, torch.export or "
                            "torch.jit.trace instead")  # fmt: skip
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args) -> None:
-        # Checkpoints older than version 2 have no num_batches_tracked: keep the layer's own count (0
-        # where it has none to keep, on the meta device), as PyTorch does.
-        version = local_metadata.get("version", None)
-        key = prefix + "num_batches_tracked"
-        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
-            tracked = self.num_batches_tracked
-            keep = tracked is not None and tracked.device.type != "meta"
-            state_dict[key] = tracked if keep else torch.tensor(0, dtype=torch.long)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
 
-
-class MyBN2d(MyBN):
-    """:class:`MyBN` over a 4D input (N, C, H, W), statistics over N, H and W; a drop-in for ``nn.BatchNorm2d``."""
+class MyBN2d(MyBN, nn.BatchNorm2d):
+    """:class:`MyBN` over a 4D input (N, C, H, W), statistics over N, H and W; a drop-in for ``nn.BatchNorm2d``,
+    and an ``nn.BatchNorm2d`` to ``isinstance`` (MyBN's methods come first), as tools that freeze or fuse 2D batch
+    norm look for it."""
 
     _input_dims = (4,)
 
 
-class MyBN3d(MyBN):
-    """:class:`MyBN` over a 5D input (N, C, D, H, W); a drop-in for ``nn.BatchNorm3d``."""
+class MyBN3d(MyBN, nn.BatchNorm3d):
+    """:class:`MyBN` over a 5D input (N, C, D, H, W); a drop-in for ``nn.BatchNorm3d``, and one to ``isinstance``."""
 
     _input_dims = (5,)
 
 
-class MySyncBN(MyBN):
-    """:class:`MyBN` with ``sync=True`` over any input (N, C, *); a drop-in for ``nn.SyncBatchNorm``,
+class MySyncBN(MyBN, nn.SyncBatchNorm):
+    """:class:`MyBN` with ``sync=True`` over any input (N, C, *); a drop-in for ``nn.SyncBatchNorm`` (and one to
+    ``isinstance``),
     same constructor, that runs on the CPU too. ``convert_to_mybn`` makes one of each
     ``nn.SyncBatchNorm``, whose input rank cannot be known before its first call."""
 
     _input_dims = None  # any rank from 2 up
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, process_group=None, device=None, dtype=None, *,
-                 bias: bool = True, backend: str | None = None) -> None:  # fmt: skip
+                 track_running_stats: bool = True, process_group: ProcessGroup | None = None,
+                 device: Device = None, dtype: torch.dtype | None = None, *, bias: bool = True,
+                 backend: str | None = None) -> None:  # fmt: skip
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
                          sync=True, process_group=process_group, backend=backend)  # fmt: skip

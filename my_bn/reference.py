@@ -45,7 +45,8 @@ class Cache(NamedTuple):
     scale: Tensor  # gamma / sqrt(var + eps)        (C,)
 
 
-def batchnorm_forward(x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float):
+def batchnorm_forward(x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float
+                      ) -> tuple[Tensor, Tensor, Tensor, Cache]:  # fmt: skip
     """y = (x - mean) / sqrt(var + eps) · gamma + beta, per channel, with the statistics of the batch.
 
     Returns ``(y, mean, var, cache)``: the output, the batch mean and biased variance per channel
@@ -99,15 +100,17 @@ def centred_statistics(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     Why not var = E[x²] - E[x]²: it loses every digit when |mean| >> std. So the variance is taken of
     x - Σx/M, centred first. Σx/M is itself rounded; the mean of the residuals x - Σx/M (zero in
-    exact arithmetic) is its error, which corrects the mean and the centred input.
+    exact arithmetic) is its error, which corrects the mean and the centred input. Σx is summed in
+    float64, which cannot overflow for float32 values (near ±3e38 a float32 sum would) and gives the
+    exact mean of a constant channel, whose residuals are then exactly 0 (at 1e30 they would otherwise
+    square to inf). Σx/M is one number per channel, subtracted from every value of the channel alike.
     """
     dims, keep = stat_dims(x)
-    total = x.sum(dims, keepdim=keep)  # Σx
-    residual = torch.sub(x, total, alpha=1 / values_per_channel(x))  # x - Σx/M                  (N, C, *)
+    first = (x.sum(dims, keepdim=keep, dtype=torch.float64) / values_per_channel(x)).to(x.dtype)  # Σx/M
+    residual = x - first  # x - Σx/M                                                         (N, C, *)
     var, err = torch.var_mean(residual, dims, correction=0, keepdim=keep)  # err = mean(x - Σx/M)
     err = err.nan_to_num(0.0, 0.0, 0.0)  # an inf in x makes err NaN: no correction, mean = Σx/M (inf, as PyTorch's)
-    mean = torch.add(err, total, alpha=1 / values_per_channel(x))  # Σx/M + err
-    return mean, residual - err, var
+    return first + err, residual - err, var
 
 
 # Shapes. Each of these saves an operator call for (N, C) input, where a call costs more than the

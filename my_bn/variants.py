@@ -26,17 +26,20 @@ by 25,000 (``warmup``).
 Ghost batch norm (Hoffer, Hubara & Soudry 2017, "Train longer, generalize better", §4): in training,
 the batch is cut into "ghost" batches of ``ghost_batch_size`` along dim 0, each normalised with its own
 statistics, exactly as ``MyBN`` run on each in turn: the running estimates take one update per ghost
-batch, in order. Eval mode is ``MyBN``'s.
+batch, in order; a last ghost batch of one value per channel joins the one before it. Eval mode is ``MyBN``'s.
 """
 
 from __future__ import annotations
 
+import numbers
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from my_bn.function import accumulation_dtype
+from my_bn.hints import Device
 from my_bn.layer import MyBN
-from my_bn.reference import stat_dims
+from my_bn.reference import stat_dims, values_per_channel
 
 
 class MyBatchRenorm(MyBN):
@@ -52,21 +55,24 @@ class MyBatchRenorm(MyBN):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True,
-                 r_max: float = 3.0, d_max: float = 5.0, warmup: tuple[int, int, int] = (0, 0, 0),
+                 track_running_stats: bool = True, device: Device = None, dtype: torch.dtype | None = None, *,
+                 bias: bool = True, r_max: float = 3.0, d_max: float = 5.0, warmup: tuple[int, int, int] = (0, 0, 0),
                  backend: str | None = None) -> None:  # fmt: skip
         if not track_running_stats:
             raise ValueError(f"{type(self).__name__} corrects towards the running estimates: it needs "
                              "track_running_stats=True")  # fmt: skip
-        if not (r_max >= 1 and d_max >= 0):
-            raise ValueError(f"{type(self).__name__}: r_max must be at least 1 and d_max at least 0, got {r_max}, "
-                             f"{d_max}")  # fmt: skip
-        if len(warmup) != 3 or not all(isinstance(s, int) and s >= 0 for s in warmup):
+        if not (_is_real(r_max) and _is_real(d_max) and r_max >= 1 and d_max >= 0):
+            raise ValueError(f"{type(self).__name__}: r_max must be a number at least 1 and d_max a number at least "
+                             f"0, got {r_max!r}, {d_max!r}")  # fmt: skip
+        warmup = tuple(warmup) if isinstance(warmup, (tuple, list)) else (warmup,)
+        if not (len(warmup) == 3 and all(_is_count(s) for s in warmup) and min(warmup[1:]) >= warmup[0]):
             raise ValueError(f"{type(self).__name__}: warmup must be three steps (hold, r_end, d_end), integers "
-                             f"from 0, got {warmup!r}")  # fmt: skip
+                             f"from 0 with the ramps ending no earlier than the hold, got {warmup!r}")  # fmt: skip
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
                          backend=backend)  # fmt: skip
-        self.r_max, self.d_max, self.warmup = r_max, d_max, tuple(warmup)
+        self.r_max, self.d_max, self.warmup = r_max, d_max, warmup
+
+    supports_sync = False  # r and d from the local batch would not match the global statistics
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}, warmup={self.warmup}"
@@ -101,6 +107,8 @@ class MyBatchRenorm(MyBN):
             return super().forward(x)  # eval: MyBN's, on the running estimates
         weight, bias = self.weight, self.bias
         self._check_input(x, (weight, bias, self.running_mean, self.running_var), True)  # before the statistics below
+        if x.numel() == 0:  # no statistics to correct: MyBN's empty batch (zero gradients), where r and d are NaN
+            return self._forward(x, weight, bias)
         r, d = self.correction(x)
         dtype = x.dtype if weight is None else weight.dtype
         r, d = r.to(dtype), d.to(dtype)
@@ -109,7 +117,7 @@ class MyBatchRenorm(MyBN):
         return self._forward(x, gamma, shift if bias is None else bias + shift)
 
 
-class MyBatchRenorm2d(MyBatchRenorm):
+class MyBatchRenorm2d(MyBatchRenorm, nn.BatchNorm2d):
     """:class:`MyBatchRenorm` over a 4D input (N, C, H, W); loads into and from ``nn.BatchNorm2d``."""
 
     _input_dims = (4,)
@@ -118,17 +126,19 @@ class MyBatchRenorm2d(MyBatchRenorm):
 class MyGhostBN(MyBN):
     """Ghost batch norm over a 2D or 3D input (see the module docstring); loads into and from
     ``nn.BatchNorm1d``. ``MyBN``'s arguments, less ``sync``, and ``ghost_batch_size``: the size of the
-    ghost batches each training batch is cut into along dim 0 (the last may be smaller)."""
+    ghost batches each training batch is cut into along dim 0 (the last may be smaller; see ``ghost_sizes``)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True,
-                 ghost_batch_size: int, backend: str | None = None) -> None:  # fmt: skip
-        if not (isinstance(ghost_batch_size, int) and ghost_batch_size >= 1):
+                 track_running_stats: bool = True, device: Device = None, dtype: torch.dtype | None = None, *,
+                 bias: bool = True, ghost_batch_size: int, backend: str | None = None) -> None:  # fmt: skip
+        if not (_is_count(ghost_batch_size) and ghost_batch_size >= 1):
             raise ValueError(f"{type(self).__name__}: ghost_batch_size must be a positive integer, got "
                              f"{ghost_batch_size!r}")  # fmt: skip
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
                          backend=backend)  # fmt: skip
         self.ghost_batch_size = ghost_batch_size
+
+    supports_sync = False  # one collective per ghost batch: processes with unequal shares would fall out of step
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
@@ -136,10 +146,29 @@ class MyGhostBN(MyBN):
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(x, torch.fx.Proxy) or not self.training or x.dim() < 1 or x.size(0) <= self.ghost_batch_size:
             return super().forward(x)
-        return torch.cat([MyBN.forward(self, ghost) for ghost in x.split(self.ghost_batch_size)])
+        return torch.cat([MyBN.forward(self, ghost) for ghost in x.split(self.ghost_sizes(x))])
+
+    def ghost_sizes(self, x: Tensor) -> list[int]:
+        """The sizes of the ghost batches along dim 0: ``ghost_batch_size`` each, the last one the rest; a rest
+        of one value per channel (one row of a 2D input), which has no variance, joins the ghost batch before it."""
+        whole, rest = divmod(x.size(0), self.ghost_batch_size)
+        sizes = [self.ghost_batch_size] * whole + ([rest] if rest else [])
+        if rest and values_per_channel(x[:rest]) == 1:
+            sizes[-2:] = [sizes[-2] + rest]
+        return sizes
 
 
-class MyGhostBN2d(MyGhostBN):
+def _is_count(value) -> bool:
+    """An integer, not a bool (True is an int to Python, and would be taken as 1)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    """A real number, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+class MyGhostBN2d(MyGhostBN, nn.BatchNorm2d):
     """:class:`MyGhostBN` over a 4D input (N, C, H, W); loads into and from ``nn.BatchNorm2d``."""
 
     _input_dims = (4,)

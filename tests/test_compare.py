@@ -209,6 +209,10 @@ BAD_RESULTS = {  # what an earlier version, or a hand edit, may leave in results
     "a negative epoch count": lambda res: res["config"].update(epochs=-2),
     "an unknown setting": lambda res: res["config"].update(colour="red"),
     "a boolean where a number goes": lambda res: res["runs"][0]["train_loss"].__setitem__(0, True),
+    "a seed given twice": lambda res: res["config"].update(seeds=[res["config"]["seeds"][0]] * 2),
+    "a run recorded twice": lambda res: res["runs"].append(json.loads(json.dumps(res["runs"][0]))),
+    "more epochs than the curves hold": lambda res: res["config"].update(epochs=res["config"]["epochs"] + 4),
+    "a negative test MSE": lambda res: res["runs"][0]["test_mse"].__setitem__(1, -5.0),
 }
 FORMAT_MESSAGES = {  # what the one line must say, beside the file's name
     "an earlier format": "written by an earlier version",
@@ -221,6 +225,10 @@ FORMAT_MESSAGES = {  # what the one line must say, beside the file's name
     "a negative epoch count": "config: 'epochs': expected a positive integer, got '-2'",
     "an unknown setting": "config: unknown setting 'colour'",
     "a boolean where a number goes": "runs[0].train_loss[0]: expected a number, got True",
+    "a seed given twice": "config: 'seeds' names a seed twice",
+    "a run recorded twice": "is runs[0] again: a run recorded twice",
+    "more epochs than the curves hold": "epochs give",
+    "a negative test MSE": "runs[0].test_mse: -5.0 is not a possible value",
 }
 
 
@@ -256,3 +264,16 @@ def test_compare_refuses_bad_results_in_one_line(name, tiny_results, tmp_path, c
     assert FORMAT_MESSAGES.get(name, "") in err and ("rerun train.py" in err or name != "an earlier format"), err
     assert name == "--pictures is a file" or str(path) in err, err
     assert readme.read_text() == before and [p.name for p in pictures.iterdir()] == ["old.png"]
+
+
+def test_an_experiments_folder_is_not_taken_for_the_main_results(tiny_results, tmp_path, capsys):
+    """--results OUT/ics held the ics file where main's goes: it was drawn as the main experiment, into
+    OUT/ics/picture/. Now refused in one line, nothing written; and the tables cite the file they read."""
+    results = tmp_path / "results"
+    shutil.copytree(tiny_results, results)
+    with pytest.raises(SystemExit):
+        compare.main(["--results", str(results / "ics")])
+    assert "holds the ics experiment's results, not the main experiment's" in capsys.readouterr().err
+    assert not (results / "ics" / "picture").exists() and not (results / "ics" / "tables.md").exists()
+    assert compare.main(["--results", str(results)]) == 0
+    assert f"`{(results / 'ics' / 'results.json').as_posix()}`" in (results / "tables.md").read_text()

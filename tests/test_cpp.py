@@ -424,3 +424,17 @@ def test_the_networks_and_train_py_pass_the_backend_on():
         norms = [m for m in net.modules() if isinstance(m, MyBN)]
         assert norms and all(m.backend == "cpp" for m in norms)
     assert not any(isinstance(m, MyBN) for m in TanhMLP("torch_bn", mybn_backend="cpp").modules())
+
+
+def test_a_finished_build_loads_from_a_read_only_cache(monkeypatch, cpp_backend):
+    """A cache where nothing can be written (a shared or a container's cache holding a finished build):
+    the build is loaded without its lock, which could not be opened for writing there. (It fell back to
+    Python.) The tests run as root here, whom no file mode stops, so the lock's file is what refuses."""
+    import filelock
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(30, "Read-only file system", str(my_bn_cpp.build_directory() / "build.lock"))
+
+    monkeypatch.setattr(filelock, "FileLock", read_only)
+    assert (my_bn_cpp.build_directory() / "built").exists()
+    assert hasattr(my_bn_cpp.load(), "train")

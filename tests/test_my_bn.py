@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from conftest import CONFIGS, OTHER_RANKS, assert_same_buffers, check_parity, make_pair, step
-from my_bn import MyBN, batch_norm_train
+from my_bn import MyBN, MyBN2d, batch_norm_train
 
 MOMENTA = [0.1, 0.5, 0.0, 1.0, None]
 # The parity tests run on CUDA too where a GPU is present: there the reference is cuDNN's kernel
@@ -328,3 +328,90 @@ def test_property_random_shapes_and_configs(n, c, length, momentum, config, eps,
     )
     shape = (n, c) if length is None else (n, c, length)
     check_parity(ref, mine, shape, torch.float64, steps=3, seed=seed)
+
+
+def float64_batch_norm(x: torch.Tensor) -> torch.Tensor:
+    """Training-mode batch norm of x in float64, γ = 1 and β = 0: the answer float32 is held to."""
+    x = x.double()
+    dims = [0, *range(2, x.dim())]
+    return (x - x.mean(dims, keepdim=True)) / torch.sqrt(x.var(dims, correction=0, keepdim=True) + 1e-5)
+
+
+@pytest.mark.usefixtures("every_path")
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (8, 3, 5), (256, 3)])
+def test_large_mean_small_std_of_any_rank(shape):
+    """Mean 1e4, std 1e-2 on 2D, 3D and 4D inputs: within 1e-5 of float64, as the layer's page says. Σx/M
+    is one number per channel, subtracted from every value alike (x - Σx·(1/M) in one operation rounded
+    differently in the vectorised body and in the tail: 1.7e-2 off on (4, 3, 5, 5))."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=gen) * 1e-2 + 1e4
+    layer = (MyBN2d if len(shape) == 4 else MyBN)(3)
+    torch.testing.assert_close(layer(x).double(), float64_batch_norm(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.usefixtures("every_path")
+@pytest.mark.parametrize("value", [1e5, 1e10, 1e30])
+@pytest.mark.parametrize("shape", [(8, 3), (8, 3, 5), (8, 3, 2, 2)])
+def test_a_constant_channel_at_any_magnitude(value, shape):
+    """A constant channel has variance 0 whatever its value: output β, dx = γ/sqrt(eps)·(dy - mean dy), the
+    running variance (1 - momentum)·1, as in float64. (It was 0.37 off β at 1e5, running_var 52 at 1e10,
+    and at 1e30 the residuals squared to inf: dx = 0.)"""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(shape, generator=gen)
+    x[:, 1] = value
+    x.requires_grad_()
+    layer = (MyBN2d if len(shape) == 4 else MyBN)(3)
+    y = layer(x)
+    dy = torch.randn(shape, generator=gen)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    assert torch.equal(y[:, 1], torch.zeros_like(y[:, 1]))
+    expected = (dy[:, 1] - dy[:, 1].mean()) / 1e-5**0.5
+    torch.testing.assert_close(dx[:, 1], expected, rtol=1e-5, atol=1e-4)
+    assert layer.running_var[1].item() == pytest.approx(0.9)
+    assert layer.running_mean[1].item() == pytest.approx(0.1 * value, rel=1e-6)
+
+
+@pytest.mark.usefixtures("every_path")
+@pytest.mark.parametrize("shape", [(16, 3), (16, 3, 4), (4096, 3, 4)])
+def test_values_near_the_float32_limit(shape):
+    """Values in [2.3e38, 3.3e38]: a float32 Σx overflows. The running mean is then the finite mean (as
+    nn's on 3D input; nn's 2D kernel gives inf), the variance (about 1e75) is beyond float32, inf as in
+    nn, and the output finite: β where the variance is inf (as nn), the float64 answer where the C++
+    backend keeps it in double. No NaN anywhere."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(shape, generator=gen) * 1e38 + 2.3e38
+    layer = MyBN(3)
+    y = layer(x)
+    assert torch.isfinite(y).all()
+    assert torch.isfinite(layer.running_mean).all() and layer.running_var.isinf().all()
+    dims = [0, *range(2, x.dim())]
+    torch.testing.assert_close(layer.running_mean.double(), 0.1 * x.double().mean(dims), rtol=1e-6, atol=0)
+    if layer.backend == "python":
+        assert torch.equal(y, torch.zeros_like(y))
+    else:
+        torch.testing.assert_close(y.double(), float64_batch_norm(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.usefixtures("every_path")
+def test_an_infinite_variance_stays_inf_as_in_pytorch():
+    """x·1e20 has a variance beyond float32: the running variance is inf after every step, as nn keeps it
+    ((1 - m)·inf + m·inf), not NaN (torch.lerp's inf + m·(inf - inf)); eval then outputs β, as nn."""
+    gen = torch.Generator().manual_seed(4)
+    ref, mine = make_pair(nn.BatchNorm1d, MyBN, 3, torch.float32)
+    for _ in range(3):
+        x = torch.randn(16, 3, 5, generator=gen) * 1e20
+        ref(x), mine(x)
+    assert mine.running_var.isinf().all() and ref.running_var.isinf().all()
+    x = torch.randn(4, 3, 5, generator=gen)
+    torch.testing.assert_close(mine.eval()(x), ref.eval()(x))
+
+
+def test_expanded_running_estimates_are_refused_before_any_update():
+    """A running estimate whose elements share memory (stride 0) cannot be updated in place: one line that
+    names the layer, and nothing counted or changed."""
+    layer = MyBN(3)
+    layer.running_mean = torch.zeros(1).expand(3)
+    with pytest.raises(RuntimeError, match=r"^MyBN: running_mean has elements that share memory"):
+        layer(torch.randn(4, 3))
+    assert layer.num_batches_tracked.item() == 0 and torch.equal(layer.running_var, torch.ones(3))
+    layer.eval()(torch.randn(4, 3))  # eval only reads them

@@ -40,8 +40,10 @@ def test_only_the_layer_is_installed(installed):
     assert top == {"my_bn"}, top
     assert not SCAFFOLDING & {p.stem for p in installed.iterdir()}
     shipped = {p.name for p in (installed / "my_bn").iterdir() if p.suffix in (".py", ".cpp")}
-    modules = ("__init__", "convert", "cpp", "fast", "function", "layer", "reference", "settings", "variants")
+    modules = ("__init__", "convert", "cpp", "fast", "function", "fusion", "hints", "layer", "reference", "settings",
+               "variants")  # fmt: skip
     assert shipped == {f"{m}.py" for m in modules} | {"cpp.cpp"}
+    assert (installed / "my_bn" / "py.typed").exists()  # PEP 561: type checkers read the annotations
     assert (installed / "my_bn" / "cpp.cpp").read_bytes() == my_bn_cpp.SOURCE.read_bytes()
 
 
@@ -50,8 +52,10 @@ def test_metadata_states_version_python_and_licence(installed):
     meta = email.message_from_string((info / "METADATA").read_text(encoding="utf-8"))
     assert meta["Name"] == "my-bn" and meta["Version"] == my_bn.__version__
     assert meta["Requires-Python"] == ">=3.11" and meta["License-Expression"] == "MIT"
-    requires = " ".join(meta.get_all("Requires-Dist"))
-    assert "torch" in requires and "ninja" in requires and "filelock" in requires
+    requires = meta.get_all("Requires-Dist")
+    assert requires[0] == "torch>=2.13" and meta.get_all("Provides-Extra") == ["cpp"]
+    assert sorted(requires[1:]) == ['filelock>=3.13; extra == "cpp"', 'ninja>=1.11; extra == "cpp"']
+    assert "Typing :: Typed" in meta.get_all("Classifier")
     assert (info / "licenses" / "LICENSE").read_text() == (ROOT / "LICENSE").read_text()
 
 
@@ -86,3 +90,38 @@ def test_the_readme_example_runs_from_the_installed_package(installed, tmp_path)
     assert "MyBN2d(8, eps=1e-05" in done.stdout
     if my_bn_cpp.compiler() is not None:  # the installed copy built (or found) its C++ backend
         assert done.stdout.strip().endswith("cpp True"), done.stderr
+
+
+def public_api() -> list[str]:
+    """What a user of the package calls: each public name, with the signature of each public callable
+    (a class's constructor) and the public methods and properties of each class."""
+    import inspect
+
+    lines = []
+    for name in sorted(my_bn.__all__):
+        obj = getattr(my_bn, name)
+        if inspect.isclass(obj):
+            lines.append(f"{name}{inspect.signature(obj.__init__)}")
+            lines += [f"{name}.{k}" for k in sorted(vars(obj)) if not k.startswith("_")]
+        elif callable(obj):
+            lines.append(f"{name}{inspect.signature(obj)}")
+        else:
+            lines.append(name)
+    return lines
+
+
+# The public API of each version, by hash: change the API, and the version must change with it (a new
+# entry here, and its section in CHANGELOG.md).
+API_OF_VERSION = {"1.1.0": "9e192676"}
+
+
+def test_the_version_changes_with_the_public_api():
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(public_api()).encode()).hexdigest()[:8]
+    assert API_OF_VERSION.get(my_bn.__version__) == digest, (
+        f"the public API is not the one version {my_bn.__version__} had ({digest}): raise __version__ "
+        "(and CITATION.cff's), say what changed in CHANGELOG.md, and add the new hash to API_OF_VERSION"
+    )
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.search(rf"^## {re.escape(my_bn.__version__)} \(\d{{4}}-\d\d-\d\d\)$", changelog, re.M)

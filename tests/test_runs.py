@@ -242,3 +242,15 @@ def test_a_config_records_where_it_was_written(tmp_path):
     assert train.main([*ONE_RUN, "--out", str(tmp_path)]) == 0
     assert load_results(tmp_path / "results.json")["config"]["out"] == str(tmp_path)
     assert Config().out is None  # chosen by train.py: results/ for a preset, runs/ otherwise
+
+
+def test_a_second_train_py_writing_the_same_results_is_refused(tmp_path, capsys):
+    """Two runs with one --out both printed "wrote ..." and one result was lost: now the second is refused
+    before it trains, while the first holds its results file (the lock of another process, or of this one)."""
+    argv = [*ONE_RUN, "--out", str(tmp_path)]
+    configs, _ = train.parse_args(argv)
+    with train.writing_alone(configs), pytest.raises(SystemExit) as refused:
+        train.main(argv)
+    assert "another train.py is writing" in str(refused.value) and not any(tmp_path.iterdir())
+    assert train.main(argv) == 0  # once the first has ended
+    assert train.main([*ONE_RUN, "--out", str(tmp_path / "other")]) == 0  # another --out: never in the way

@@ -138,11 +138,18 @@ def test_ghost_output_is_the_chunks_outputs():
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda: MyBatchRenorm(3, r_max=0.5), "r_max must be at least 1"),
-    (lambda: MyBatchRenorm(3, d_max=-1.0), "d_max at least 0"),
+    (lambda: MyBatchRenorm(3, r_max=0.5), "r_max must be a number at least 1"),
+    (lambda: MyBatchRenorm(3, r_max=True), "r_max must be a number at least 1"),
+    (lambda: MyBatchRenorm(3, d_max=-1.0), "d_max a number at least 0"),
     (lambda: MyBatchRenorm(3, track_running_stats=False), "needs track_running_stats=True"),
     (lambda: MyBatchRenorm(3, warmup=(5, -1, 0)), "warmup must be three steps"),
+    (lambda: MyBatchRenorm(3, warmup=(True, 2, 3)), "warmup must be three steps"),
+    (lambda: MyBatchRenorm(3, warmup=(5, 2, 1)), "ramps ending no earlier than the hold"),
+    (lambda: MyBatchRenorm(3, warmup=5), "warmup must be three steps"),
     (lambda: MyGhostBN(3, ghost_batch_size=0), "ghost_batch_size must be a positive integer"),
+    (lambda: MyGhostBN2d(3, ghost_batch_size=True), "ghost_batch_size must be a positive integer"),
+    (lambda: setattr(MyBatchRenorm(3), "sync", True), "MyBatchRenorm does not support sync=True"),
+    (lambda: setattr(MyGhostBN(3, ghost_batch_size=2), "sync", True), "MyGhostBN does not support sync=True"),
 ])  # fmt: skip
 def test_bad_settings_are_refused_in_one_line(make, message):
     with pytest.raises(ValueError, match=message):
@@ -165,3 +172,32 @@ def test_renorm_runs_in_a_vmap_ensemble():
         net(x[i]).square().mean().backward()
         torch.testing.assert_close(grads["0.weight"][i], net[0].weight.grad)
         torch.testing.assert_close(buffers["1.running_var"][i], net[1].running_var)
+
+
+@pytest.mark.parametrize(("n", "sizes"), [(9, [4, 5]), (33, [8, 8, 8, 9]), (10, [4, 4, 2]), (5, [5])])
+def test_a_short_last_ghost_batch(n, sizes):
+    """A batch that ghost batches do not divide: the rest is the last ghost batch, and a rest of one row
+    (no variance) joins the one before it, where nn.BatchNorm1d takes the batch (it raised after two updates)."""
+    gen = torch.Generator().manual_seed(6)
+    g = 4 if n < 30 else 8
+    x = torch.randn(n, 3, generator=gen)
+    ghost, alone = MyGhostBN(3, ghost_batch_size=g), MyBN(3)
+    assert ghost.ghost_sizes(x) == sizes
+    assert torch.equal(ghost(x), torch.cat([alone(c) for c in x.split(sizes)]))
+    assert all(torch.equal(a, b) for a, b in zip(ghost.state_dict().values(), alone.state_dict().values(), strict=True))
+    assert MyGhostBN(3, ghost_batch_size=4).ghost_sizes(torch.randn(9, 3, 2)) == [4, 4, 1]  # one row: 2 values
+
+
+def test_renorm_on_an_empty_batch_is_batch_norms():
+    """An empty batch has no statistics to correct with (r and d would be NaN): zero gradients and γ, β
+    unchanged by a step, as nn.BatchNorm2d, and the step counted as nn counts it."""
+    torch.manual_seed(7)
+    nets = [nn.Sequential(nn.Conv2d(3, 4, 3), norm(4)) for norm in (nn.BatchNorm2d, MyBatchRenorm2d)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    for net in nets:
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        net(torch.randn(0, 3, 8, 8)).sum().backward()
+        opt.step()
+    ref, ours = nets
+    assert torch.equal(ours[1].weight.grad, torch.zeros(4)) and torch.equal(ours[1].bias.grad, torch.zeros(4))
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), ours.state_dict().values(), strict=True))
