@@ -103,8 +103,9 @@ def source(results: dict) -> str:
     """Where a results file was read from, as the tables cite it; for results not read from a file, where
     train.py wrote them: `OUT/results.json` for the main experiment, `OUT/NAME/results.json` for the others
     (OUT as its config records it)."""
-    if READ_FROM in results:
-        return f"`{Path(results[READ_FROM]).as_posix()}`"
+    if READ_FROM in results:  # relative to the repository where it is inside it, whatever the working folder
+        path, root = Path(results[READ_FROM]), Path(__file__).resolve().parent
+        return f"`{(path.resolve().relative_to(root) if inside(path, root) else path).as_posix()}`"
     out, name = results["config"].get("out") or COMMITTED, results["experiment"]
     return f"`{out}/{RESULTS_FILE}`" if name == "main" else f"`{out}/{name}/{RESULTS_FILE}`"
 

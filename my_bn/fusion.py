@@ -10,8 +10,8 @@ subclass is not fused by default; its documented extension point is ``additional
 Each entry is PyTorch's own fuser method for the same pattern, run on the ``nn.BatchNorm`` layer that
 holds the ``MyBN`` layer's tensors (``pytorch_counterpart``): in eval mode the folded weights are
 exactly those of ``torch.nn.utils.fuse_conv_bn_eval``. Batch Renorm and ghost batch norm are batch
-norm in eval mode and fuse there too; for quantization-aware training (``fuse_modules_qat``), where
-the fused module trains as ``nn.BatchNorm``, they are refused in one line.
+norm in eval mode and fuse there; in training mode (``fuse_modules_qat``, or a batch norm followed by a
+ReLU), where the fused module would train as ``nn.BatchNorm``, they are refused in one line.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def _with_pytorch_layers(method: Callable) -> Callable:
     """PyTorch's fuser ``method`` run on the ``nn.BatchNorm`` counterparts of the ``MyBN`` layers it is given."""
 
     def fuse(is_qat: bool, *modules: nn.Module):
-        for m in modules:
-            if is_qat and isinstance(m, MyBN) and type(m) not in (MyBN, MyBN2d, MyBN3d):
-                raise ValueError(f"{type(m).__name__} cannot be fused for quantization-aware training: the fused "
-                                 "module would train as nn.BatchNorm; fuse it in eval mode (fuse_modules)")  # fmt: skip
+        for m in modules:  # a variant is batch norm in eval mode only
+            if isinstance(m, MyBN) and type(m) not in (MyBN, MyBN2d, MyBN3d) and (is_qat or m.training):
+                raise ValueError(f"{type(m).__name__} can be fused in eval mode only (fuse_modules on model.eval()): "
+                                 "fused, it would train as nn.BatchNorm")  # fmt: skip
         return method(is_qat, *(pytorch_counterpart(m) if isinstance(m, MyBN) else m for m in modules))
 
     return fuse

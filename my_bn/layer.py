@@ -121,6 +121,10 @@ class MyBN(_BatchNorm):
         self._check_input(x, per_channel, use_batch_stats, synced=group is not None)
 
         tracked = self.num_batches_tracked
+        strided = (running_mean is not None and not running_mean.is_contiguous()) or (
+            running_var is not None and not running_var.is_contiguous())  # fmt: skip
+        if update_running and strided:
+            self._check_writable()  # before num_batches_tracked moves
         if update_running and torch._C._functorch.maybe_current_level() is not None:  # inside a torch.func transform
             self._check_buffers_transformed(x, weight, bias)
         if update_running and tracked is not None:
@@ -171,7 +175,11 @@ class MyBN(_BatchNorm):
         """running <- (1 - factor) * running + factor * batch, accumulated in ``batch``'s dtype, as PyTorch
         writes it: an infinite estimate stays inf (torch.lerp's running + factor * (batch - running) is NaN)."""
         if running.dtype == batch.dtype and not transformed(batch):
-            running.mul_(1 - factor).add_(batch * factor)
+            running.mul_(1 - factor)
+            if isinstance(factor, Tensor):  # momentum=None: 1/num_batches_tracked, as a tensor
+                running.add_(batch * factor)
+            else:
+                running.add_(batch, alpha=factor)
         else:  # out of place, which vmap also has a batching rule for
             running.copy_(running.to(batch.dtype) * (1 - factor) + batch * factor)
 
@@ -193,8 +201,6 @@ class MyBN(_BatchNorm):
         elif self.eps < 0:
             raise ValueError(f"batch_norm eps must be non-negative, but got {self.eps}")
         channels, dtype, name = x.shape[1], x.dtype, type(self).__name__
-        if self.training and self.track_running_stats:
-            self._check_writable()
         for t in per_channel:
             if t is not None and t.numel() != channels:
                 n, shape = self.num_features, tuple(x.shape)
@@ -208,7 +214,7 @@ class MyBN(_BatchNorm):
     def _check_writable(self) -> None:
         """The running estimates are updated in place: refuse, before any of them changes, one whose
         elements share memory (an expanded tensor, stride 0), which no in-place update can write."""
-        for key in ("running_mean", "running_var", "num_batches_tracked"):
+        for key in ("running_mean", "running_var"):
             t = getattr(self, key)
             if t is not None and any(step == 0 and size > 1 for step, size in zip(t.stride(), t.shape, strict=True)):
                 raise RuntimeError(f"{type(self).__name__}: {key} has elements that share memory (stride 0, an "

@@ -106,7 +106,7 @@ def centred_statistics(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     square to inf). Σx/M is one number per channel, subtracted from every value of the channel alike.
     """
     dims, keep = stat_dims(x)
-    first = (x.sum(dims, keepdim=keep, dtype=torch.float64) / values_per_channel(x)).to(x.dtype)  # Σx/M
+    first = x.mean(dims, keepdim=keep, dtype=torch.float64).to(x.dtype)  # Σx/M, summed in float64
     residual = x - first  # x - Σx/M                                                         (N, C, *)
     var, err = torch.var_mean(residual, dims, correction=0, keepdim=keep)  # err = mean(x - Σx/M)
     err = err.nan_to_num(0.0, 0.0, 0.0)  # an inf in x makes err NaN: no correction, mean = Σx/M (inf, as PyTorch's)

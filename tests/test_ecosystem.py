@@ -99,15 +99,17 @@ def test_fuse_modules_folds_them_in_eval(conv, norm, shape, relu):
     torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_fuse_modules_qat_keeps_mybn_and_refuses_the_variants():
+def test_fuse_modules_qat_keeps_mybn_and_refuses_the_variants_in_training():
     mapping = {"additional_fuser_method_mapping": my_bn.FUSER_METHODS}
     model = nn.Sequential(nn.Conv2d(3, 4, 3), MyBN2d(4)).train()
     norm = model[1]
     fused = fuse_modules_qat(model, [["0", "1"]], inplace=True, fuse_custom_config_dict=mapping)
     assert type(fused[0]).__name__ == "ConvBn2d" and fused[0][1].running_var is norm.running_var
-    variant = nn.Sequential(nn.Conv2d(3, 4, 3), MyBatchRenorm2d(4)).train()
-    with pytest.raises(ValueError, match="MyBatchRenorm2d cannot be fused for quantization-aware training"):
+    variant = nn.Sequential(nn.Conv2d(3, 4, 3), MyBatchRenorm2d(4), nn.ReLU()).train()
+    with pytest.raises(ValueError, match="MyBatchRenorm2d can be fused in eval mode only"):
         fuse_modules_qat(variant, [["0", "1"]], fuse_custom_config_dict=mapping)
+    with pytest.raises(ValueError, match="MyBatchRenorm2d can be fused in eval mode only"):  # as BN + ReLU, training
+        fuse_modules(variant, [["1", "2"]], fuse_custom_config_dict=mapping)
 
 
 def test_pytorch_counterpart_computes_the_same_in_eval():
