@@ -18,8 +18,9 @@ class MyBN(_BatchNorm):
 
     It is a ``torch.nn.modules.batchnorm._BatchNorm``, as PyTorch's batch-norm layers are, so that the
     tools that find batch norm by that type find it (``nn.SyncBatchNorm.convert_sync_batchnorm``,
-    ``torch.func.replace_all_batch_norm_modules_``, Lightning's freezing); none of ``_BatchNorm``'s code
-    runs (its constructor, forward and state-dict loading are replaced here).
+    ``torch.func.replace_all_batch_norm_modules_``, Lightning's freezing). Its parameters and buffers are
+    made, reset and loaded from a state dict by PyTorch's own code (``_NormBase``); everything a
+    forward computes is here.
 
     It exists so that every step of batch norm can be read (``my_bn/reference.py``) and checked
     number for number against PyTorch's kernel, while behaving exactly like ``nn.BatchNorm1d``: same
