@@ -1,6 +1,6 @@
 """Which explanation of batch norm holds here? The README's verdict table, from the rows the experiments
 that test an explanation declare (their record's ``verdicts``: experiments/ics, noisy, landscape, lr,
-running_stats), in the registry's order.
+running_stats, mnist, conv, depth, scale and only_bn), in the registry's order.
 
 Each row: the explanation, what it predicts on this task, what was measured, the rule, and the verdict
 that rule gives on those numbers. Every rule is decided on paired per-seed numbers and their 95%

@@ -12,7 +12,8 @@ without.
 
 The probes: ``diagnostics.Diagnostics`` (tanh inputs, saturation and gradient norms per block),
 ``experiments/ics.ICSProbe``, ``experiments/landscape.LandscapeProbe``,
-``experiments/running_stats.RunningStatsProbe`` and, on an ensemble, ``experiments/mnist.MnistProbe``.
+``experiments/running_stats.RunningStatsProbe``, ``experiments/scale.NormProbe`` and, on an ensemble,
+``experiments/mnist.MnistProbe``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@ training or measurement, its figures, its tables, its verdicts) and ends by decl
 ``record.Experiment``, named ``EXPERIMENT``. train.py, compare.py and the verdict table read the
 records below and nothing else of the modules.
 
-Adding an experiment means adding its module and one line to ``EXPERIMENTS`` (the order is that of
-``train.py all``, of its list in ``train.py --help``, and of the verdict table's rows).
+Adding an experiment means adding its module, and two lines here: its import and its entry in
+``EXPERIMENTS`` (whose order is that of ``train.py all``, of its list in ``train.py --help``, and of the
+verdict table's rows).
 
 Only a run of an experiment's preset is part of the committed record (``results/``, ``picture/``,
 ``docs/`` and the README's tables); ``Experiment.off_preset`` says how another run differs from it.

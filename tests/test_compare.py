@@ -157,14 +157,14 @@ EXPERIMENT = Experiment(
 '''
 
 
-def test_adding_an_experiment_is_one_module_and_one_registry_line(monkeypatch, tmp_path, capsys):
+def test_adding_an_experiment_is_one_module_and_its_registry_entry(monkeypatch, tmp_path, capsys):
     """A new experiment: its module, and its record in the registry. train.py lists it, shows its help,
     runs it with its own preset and training, and prints its summary; compare.py draws its figure and
     makes its page with its table."""
     (tmp_path / "toy.py").write_text(TOY)
     monkeypatch.syspath_prepend(str(tmp_path))
     toy = importlib.import_module("toy")
-    monkeypatch.setitem(EXPERIMENTS, "toy", toy.EXPERIMENT)  # the one registry line
+    monkeypatch.setitem(EXPERIMENTS, "toy", toy.EXPERIMENT)  # its entry (experiments/__init__.py: and its import)
     with pytest.raises(SystemExit):
         train.main(["--help"])
     assert "  toy " in capsys.readouterr().out
