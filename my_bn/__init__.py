@@ -6,7 +6,8 @@ Read it in this order:
 1. ``my_bn/reference.py``: batch norm in training mode as the math, one line per line of the formulas:
    ``batchnorm_forward``, ``batchnorm_backward`` and ``batchnorm_jvp`` (the forward-mode derivative).
 2. ``my_bn/layer.py``: the module ``MyBN`` (and ``MyBN2d``, ``MyBN3d``, ``MySyncBN``), with PyTorch's
-   parameters, buffers, running estimates, eval mode and input checks.
+   parameters, buffers and input checks; ``my_bn/functional.py``: ``batch_norm``, what its forward
+   computes (eval mode, the running estimates), and which code computes it.
 3. ``my_bn/function.py``: ``BatchNormFunction``, the ``torch.autograd.Function`` that runs the
    reference (under ``torch.func``, ``torch.compile`` and ``torch.export`` too), and hands large
    inputs and batches spread over processes to ``my_bn/fast.py``, faster versions of the same math.

@@ -7,10 +7,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
-from my_bn import cpp, fast, settings
-from my_bn.function import LOW_PRECISION, accumulation_dtype, batch_norm_train, transformed
+from my_bn import fast, functional, settings
+from my_bn.function import LOW_PRECISION
 from my_bn.hints import Device, ProcessGroup
-from my_bn.reference import channels, values_per_channel
+from my_bn.reference import values_per_channel
 
 
 class MyBN(_BatchNorm):
@@ -112,77 +112,33 @@ class MyBN(_BatchNorm):
         """The forward with ``weight`` and ``bias`` as gamma and beta in training (a variant may pass its
         own, as ``my_bn.variants.MyBatchRenorm`` does); eval mode uses the layer's own."""
         # Each module attribute is read once: on a small input, every lookup shows in the time.
-        running_mean, running_var = self.running_mean, self.running_var
-        training = self.training
+        running_mean, running_var, training = self.running_mean, self.running_var, self.training
         # Batch statistics in training, and in eval when there are no running estimates to use.
         use_batch_stats = training or (running_mean is None and running_var is None)
         update_running = training and self.track_running_stats
         group = fast.sync_group(self.process_group) if self.sync and training else None
         per_channel = (weight, bias, running_mean, running_var) if update_running or not training else (weight, bias)
         self._check_input(x, per_channel, use_batch_stats, synced=group is not None)
+        if update_running:
+            self._count_step(x, weight, bias)
+        running = (running_mean, running_var) if update_running or not training else (None, None)
+        return functional.batch_norm(x, *running, weight, bias, training, self.momentum, self.eps,
+                                     num_batches_tracked=self.num_batches_tracked, backend=self.backend,
+                                     process_group=group)  # fmt: skip
 
-        tracked = self.num_batches_tracked
+    def _count_step(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> None:
+        """A training step that updates the running estimates: refuse what cannot be updated in place, before
+        anything moves, then count the step in ``num_batches_tracked``."""
+        running_mean, running_var = self.running_mean, self.running_var
         strided = (running_mean is not None and not running_mean.is_contiguous()) or (
             running_var is not None and not running_var.is_contiguous())  # fmt: skip
-        if update_running and strided:
-            self._check_writable()  # before num_batches_tracked moves
-        if update_running and torch._C._functorch.maybe_current_level() is not None:  # inside a torch.func transform
+        if strided:
+            self._check_writable()
+        if torch._C._functorch.maybe_current_level() is not None:  # inside a torch.func transform
             self._check_buffers_transformed(x, weight, bias)
-        if update_running and tracked is not None:
-            tracked.add_(1)
-
-        if x.numel() == 0 and group is None:  # nothing to normalise; weight and bias get zero gradients
-            x = x.clone() if weight is None else x * channels(weight, x)
-            return x if bias is None else x + channels(bias, x)
-        if not use_batch_stats:
-            return self._eval_forward(x)
-
-        running = (running_mean, running_var) if update_running else (None, None)
-        use_cpp = self.backend == "cpp" and group is None and not settings.REFERENCE_ONLY
-        in_cpp = use_cpp and cpp.handles(x, weight, bias, *running)
-        # float64 for C++, which takes a double (1/n exactly, as nn.BatchNorm1d's); else the statistics' dtype
-        factor = self._momentum_factor(torch.float64 if in_cpp else accumulation_dtype(x)) if update_running else 0.0
-        if in_cpp:
-            return cpp.train(x, weight, bias, *running, float(factor), self.eps)  # one call
-        y, mean, var = batch_norm_train(x, weight, bias, self.eps, process_group=group)
-        if running_mean is not None and update_running:
-            # mean and var come out of the graph (non-differentiable): no graph grows through the buffers
-            self._update_running(running_mean, mean, factor)
-            self._update_running(running_var, var, factor)  # the unbiased variance
-        return y
-
-    def _momentum_factor(self, dtype: torch.dtype) -> float | Tensor:
-        """The weight of this batch in the running estimates: ``momentum``, or 1/num_batches_tracked for a
-        cumulative average (``momentum=None``), as a tensor of ``dtype``, so that torch.compile compiles it once."""
         tracked = self.num_batches_tracked
-        if self.momentum is not None:
-            return self.momentum
-        return 0.0 if tracked is None else tracked.to(dtype).reciprocal()
-
-    def _eval_forward(self, x: Tensor) -> Tensor:
-        """y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta."""
-        acc = accumulation_dtype(x)
-        xa = x.to(acc)
-        scale = torch.rsqrt(self.running_var.to(acc) + self.eps)  # (C,)
-        if self.weight is not None:
-            scale = scale * self.weight.to(acc)
-        xc = xa - channels(self.running_mean.to(acc), xa)  # (N, C, *)
-        if self.bias is None:
-            return (xc * channels(scale, xa)).to(x.dtype)
-        return torch.addcmul(channels(self.bias.to(acc), xa), xc, channels(scale, xa)).to(x.dtype)
-
-    @staticmethod
-    def _update_running(running: Tensor, batch: Tensor, factor: float | Tensor) -> None:
-        """running <- (1 - factor) * running + factor * batch, accumulated in ``batch``'s dtype, as PyTorch
-        writes it: an infinite estimate stays inf (torch.lerp's running + factor * (batch - running) is NaN)."""
-        if running.dtype == batch.dtype and not transformed(batch):
-            running.mul_(1 - factor)
-            if isinstance(factor, Tensor):  # momentum=None: 1/num_batches_tracked, as a tensor
-                running.add_(batch * factor)
-            else:
-                running.add_(batch, alpha=factor)
-        else:  # out of place, which vmap also has a batching rule for
-            running.copy_(running.to(batch.dtype) * (1 - factor) + batch * factor)
+        if tracked is not None:
+            tracked.add_(1)
 
     def _check_input(self, x: Tensor, per_channel: tuple, use_batch_stats: bool, synced: bool = False) -> None:
         """Raise the exception ``nn.BatchNorm1d`` raises for the same bad input, with a clearer message.

@@ -40,8 +40,8 @@ def test_only_the_layer_is_installed(installed):
     assert top == {"my_bn"}, top
     assert not SCAFFOLDING & {p.stem for p in installed.iterdir()}
     shipped = {p.name for p in (installed / "my_bn").iterdir() if p.suffix in (".py", ".cpp")}
-    modules = ("__init__", "convert", "cpp", "fast", "function", "fusion", "hints", "layer", "reference", "settings",
-               "variants")  # fmt: skip
+    modules = ("__init__", "convert", "cpp", "fast", "function", "functional", "fusion", "hints", "layer", "reference",
+               "settings", "variants")  # fmt: skip
     assert shipped == {f"{m}.py" for m in modules} | {"cpp.cpp"}
     assert (installed / "my_bn" / "py.typed").exists()  # PEP 561: type checkers read the annotations
     assert (installed / "my_bn" / "cpp.cpp").read_bytes() == my_bn_cpp.SOURCE.read_bytes()
