@@ -219,15 +219,17 @@ def check_consistent(results: dict) -> None:
     if isinstance(seeds, list) and len(set(map(str, seeds))) != len(seeds):
         raise ValueError(f"config: 'seeds' names a seed twice: {seeds}")
     for i, run in enumerate(runs if isinstance(runs, list) else []):
+        if not isinstance(run, dict):  # the experiment's own format check names it
+            continue
         key = json.dumps(run, sort_keys=True, default=str)
         if key in seen:
             raise ValueError(f"runs[{i}] is runs[{seen[key]}] again: a run recorded twice")
-        seen[key], curve = i, run.get("test_mse") if isinstance(run, dict) else None
+        seen[key], curve = i, run.get("test_mse")
         if isinstance(epochs, int) and isinstance(curve, list) and len(curve) != epochs + 1:
             raise ValueError(f"runs[{i}].test_mse: {len(curve)} values, where {epochs} epochs give {epochs + 1} "
                              "(one before training, one after each epoch)")  # fmt: skip
         for field, high in (("test_mse", math.inf), ("train_loss", math.inf), ("loss", math.inf), ("test_acc", 1),
-                            ("train_acc", 1), ("train_mode_acc", 1)) if isinstance(run, dict) else ():  # fmt: skip
+                            ("train_acc", 1), ("train_mode_acc", 1)):  # fmt: skip
             values = run.get(field) if isinstance(run.get(field), list) else [run.get(field)]
             bad = [v for v in values if _number(v) and not math.isnan(v) and not 0 <= v <= high]  # NaN: diverged
             if bad:

@@ -94,16 +94,22 @@ def _converted_layer(old: nn.Module, sync: bool, group) -> MyBN | None:
         return None
     if new_type is MySyncBN:
         sync, group = True, group if group is not None else old.process_group
+    new = holding_tensors_of(old, new_type)
+    new.sync, new.process_group = sync, group
+    for name, value in vars(old).items():  # the hook tables, and which buffers are not saved
+        if "hook" in name or name == "_non_persistent_buffers_set":
+            setattr(new, name, value)
+    return new
+
+
+def holding_tensors_of(old: _BatchNorm, new_type: type[_BatchNorm]) -> _BatchNorm:
+    """A ``new_type`` layer with ``old``'s settings, holding ``old``'s parameters and buffers (the same
+    tensors) and in its train/eval mode: how a layer of one type takes over from one of another."""
     new = new_type(
         old.num_features, old.eps, old.momentum, old.affine, old.track_running_stats,
         device="meta",  # placeholders only; the real tensors are moved over below
         bias=old.bias is not None,
     )  # fmt: skip
-    new.sync, new.process_group = sync, group
     for name, tensor in [*old.named_parameters(recurse=False), *old.named_buffers(recurse=False)]:
         setattr(new, name, tensor)
-    for name, value in vars(old).items():  # the hook tables, and which buffers are not saved
-        if "hook" in name or name == "_non_persistent_buffers_set":
-            setattr(new, name, value)
-    new.train(old.training)
-    return new
+    return new.train(old.training)

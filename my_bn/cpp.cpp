@@ -185,23 +185,25 @@ inline void merge(acc_t& mean, acc_t& m2, int64_t count, acc_t block_mean, acc_t
 
 // Channel c's (mean, m2) over rows [r0, r1) by the two-pass algorithm, value by value in acc_t: for
 // the rare block whose sums in op_t overflowed (values near ±3e38, or a constant channel above about
-// 1e19, whose rounded mean leaves residuals that square to inf), which double holds. Returns false
-// where x itself holds an inf or NaN (then the fast path's result stands, as PyTorch's).
+// 1e19, whose rounded mean leaves residuals that square to inf), which double holds. Leaves mean and m2
+// as they were where these are not finite either (an inf or NaN in x: the fast path's result stands, as
+// PyTorch's).
 template <typename scalar_t, typename acc_t>
-bool block_stats_exact(const scalar_t* x, const Split& s, int64_t r0, int64_t r1, int64_t c, acc_t& mean, acc_t& m2) {
+void block_stats_exact(const scalar_t* x, const Split& s, int64_t r0, int64_t r1, int64_t c, acc_t& mean, acc_t& m2) {
   const int64_t k = (r1 - r0) * s.l;
   acc_t total = 0, sum = 0;
   for (int64_t r = r0; r < r1; ++r)
     for (int64_t j = 0; j < s.l; ++j) total += acc_t(x[(r * s.c + c) * s.l + j]);
-  if (!std::isfinite(total)) return false;
-  mean = total / acc_t(k);
+  if (!std::isfinite(total)) return;
+  const acc_t exact_mean = total / acc_t(k);
   for (int64_t r = r0; r < r1; ++r)
     for (int64_t j = 0; j < s.l; ++j) {
-      const acc_t d = acc_t(x[(r * s.c + c) * s.l + j]) - mean;
+      const acc_t d = acc_t(x[(r * s.c + c) * s.l + j]) - exact_mean;
       sum += d * d;
     }
+  if (!std::isfinite(sum)) return;
+  mean = exact_mean;
   m2 = sum;
-  return std::isfinite(m2);
 }
 
 // Per-channel mean and m2 = Σ(x - mean)² of x, in one pass over memory. Each block of rows is read

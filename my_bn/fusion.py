@@ -21,6 +21,7 @@ from collections.abc import Callable
 from torch import nn
 from torch.ao.quantization.fuser_method_mappings import _DEFAULT_OP_LIST_TO_FUSER_METHOD
 
+from my_bn.convert import holding_tensors_of
 from my_bn.layer import MyBN, MyBN2d, MyBN3d
 from my_bn.variants import MyBatchRenorm, MyBatchRenorm2d, MyGhostBN, MyGhostBN2d
 
@@ -37,11 +38,7 @@ def pytorch_counterpart(layer: MyBN) -> nn.modules.batchnorm._BatchNorm:
     base = next((t for t in reversed(OURS) if isinstance(layer, OURS[t])), None)
     if base is None:
         raise ValueError(f"{type(layer).__name__} has no nn.BatchNorm1d/2d/3d counterpart")
-    new = base(layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats,
-               device="meta", bias=layer.bias is not None)  # fmt: skip
-    for name, tensor in [*layer.named_parameters(recurse=False), *layer.named_buffers(recurse=False)]:
-        setattr(new, name, tensor)
-    return new.train(layer.training)
+    return holding_tensors_of(layer, base)
 
 
 def _with_pytorch_layers(method: Callable) -> Callable:

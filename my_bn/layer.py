@@ -120,16 +120,16 @@ class MyBN(_BatchNorm):
         per_channel = (weight, bias, running_mean, running_var) if update_running or not training else (weight, bias)
         self._check_input(x, per_channel, use_batch_stats, synced=group is not None)
         if update_running:
-            self._count_step(x, weight, bias)
+            self._count_step(x, weight, bias, running_mean, running_var)
         running = (running_mean, running_var) if update_running or not training else (None, None)
         return functional.batch_norm(x, *running, weight, bias, training, self.momentum, self.eps,
                                      num_batches_tracked=self.num_batches_tracked, backend=self.backend,
                                      process_group=group)  # fmt: skip
 
-    def _count_step(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> None:
+    def _count_step(self, x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
+                    running_var: Tensor | None) -> None:  # fmt: skip
         """A training step that updates the running estimates: refuse what cannot be updated in place, before
         anything moves, then count the step in ``num_batches_tracked``."""
-        running_mean, running_var = self.running_mean, self.running_var
         strided = (running_mean is not None and not running_mean.is_contiguous()) or (
             running_var is not None and not running_var.is_contiguous())  # fmt: skip
         if strided:
