@@ -19,7 +19,7 @@ bandwidth measured in the same process: read x and write y for the forward; that
 and write dx for forward and backward.
 
 The kernels race at their best: this process leaves PyTorch's choice of CPU kernels as it is (it does
-not apply numerics.py's portable policy, which the experiments compute under). The README's main
+not apply lab/numerics.py's portable policy, which the experiments compute under). The README's main
 command, timed end to end, runs as the README runs it: train.py and compare.py each apply the policy
 (or not, with BN_NUMERICS=native).
 """
@@ -42,12 +42,12 @@ from torch import nn
 from torch.utils import benchmark
 
 import my_bn
-import numerics
-from bench_loop import format_train_table, train_loop_rows
-from compare import replace_between_markers
-from config import build_parser, flag, positive_float, resolve_device
+from lab import numerics
+from lab.benchmarks import format_train_table, train_loop_rows
+from lab.pages import replace_between_markers
+from lab.results import atomic_write
+from lab.settings import build_parser, flag, positive_float, resolve_device
 from my_bn import MyBN, MyBN2d
-from results import atomic_write
 
 ALLOCATORS = {
     "default": None,

@@ -19,21 +19,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import multiprocessing as mp
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import explanations
-import numerics
-from bn_pytorch import VARIANTS
-from config import COMMITTED, TRIALS, build_parser, flag
-from experiments import EXPERIMENTS
-from plotting import Figures, pyplot
-from results import inside, load_results, staged, unwritable, unwritable_file
-from training import process_pool, stop_signals_as_interrupt
+from experiments import EXPERIMENTS, figures, load_experiments, result_paths, tables
+from lab import numerics
+from lab.pages import replace_between_markers, write_pictures
+from lab.plotting import Figures
+from lab.results import inside, staged, unwritable, unwritable_file
+from lab.settings import COMMITTED, TRIALS, build_parser, flag
+from lab.workers import stop_signals_as_interrupt
 
 ROOT = Path(__file__).resolve().parent
 PICTURES, README, DOCS = "picture", "README.md", "docs"  # the committed figures, README and pages: presets only
@@ -55,76 +52,6 @@ class CompareConfig:
                                   f"(made where missing) (default: {DOCS}/ for {COMMITTED}/ with the default README; "
                                   "none otherwise)")  # fmt: skip
 
-
-
-def result_paths(root: Path) -> dict[str, Path]:
-    return {name: e.results_path(root) for name, e in EXPERIMENTS.items()}
-
-
-def load(name: str, path: Path) -> dict:
-    """Experiment ``name``'s results at ``path``, checked by its record: their format, then what its figures need."""
-    results = load_results(path, EXPERIMENTS[name].results_format, {"models": tuple(VARIANTS)}, experiment=name)
-    try:
-        EXPERIMENTS[name].check(results)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    return results
-
-
-def load_experiments(root: Path, need_main: bool = True, notes: bool = True) -> dict[str, dict]:
-    """The results of every experiment under ``root``, each checked by its record (its format, then
-    what its figures need); the main one must be there if ``need_main``. ``notes``: one line on stderr
-    for each experiment whose results are missing."""
-    paths = result_paths(root)
-    if not need_main and not any(path.exists() for path in paths.values()):
-        raise ValueError(f"no results in {root}/ (train.py writes them there with --out {root})")
-    experiments = {}
-    for name, path in paths.items():
-        if path.exists() or (name == "main" and need_main):
-            experiments[name] = load(name, path)
-        elif notes:
-            print(f"note: no {path}: skipping its figures and tables (python train.py {name})", file=sys.stderr)
-    for name in experiments if notes else ():
-        missing = [n for n in EXPERIMENTS[name].needs if n not in experiments]
-        if missing:
-            print(f"note: the {name} figures and tables need the {missing[0]} results too: skipping them",
-                  file=sys.stderr)
-    return experiments
-
-
-def figures(experiments: dict[str, dict]) -> dict[str, Figures]:
-    """Experiment name -> its figures (file name -> function that draws it), for every experiment
-    present with those it needs."""
-    return {e.name: e.figures(*inputs) for e in EXPERIMENTS.values() if (inputs := e.inputs(experiments))}
-
-
-def verdict_rows(experiments: dict[str, dict]) -> list[explanations.Verdict] | None:
-    """The rows of the verdict table, in the registry's order; None unless every experiment that
-    declares rows is there (with those it needs)."""
-    deciding = [(e, e.inputs(experiments)) for e in EXPERIMENTS.values() if e.verdicts is not None]
-    if not deciding or any(inputs is None for _, inputs in deciding):
-        return None
-    return [row for e, inputs in deciding for row in e.verdicts(*inputs)]
-
-
-def tables(experiments: dict[str, dict]) -> dict[str, dict[str, str]]:
-    """Experiment name -> its tables (marker name -> generated body), for every experiment present;
-    and under "verdicts", the verdict table, once every experiment with verdicts is there."""
-    bodies = {e.name: e.tables(*inputs) for e in EXPERIMENTS.values() if (inputs := e.inputs(experiments))}
-    rows = verdict_rows(experiments)
-    if rows:
-        bodies["verdicts"] = {"verdict-table": explanations.verdict_table(rows)}
-    return bodies
-
-
-def replace_between_markers(text: str, name: str, body: str, where: str = "the README") -> str:
-    """Put ``body`` between <!-- name:start --> and <!-- name:end --> in ``text`` (the text of ``where``)."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
-        raise ValueError(f"{where} needs exactly one '{start}' followed by one '{end}'")
-    head, rest = text.split(start)
-    _, tail = rest.split(end)
-    return f"{head}{start}\n{body}\n{end}{tail}"
 
 
 def new_page(name: str, bodies: dict[str, str], figures_: list[str], pictures: Path, docs: Path) -> str:
@@ -169,49 +96,6 @@ def texts(bodies: dict[str, dict[str, str]], readme: Path | None, docs: Path | N
         page = docs / f"{name}.md"
         fill(page, tables_, None if page.exists() else new_page(name, tables_, list(drawn[name]), pictures, docs))
     return out
-
-
-_TODO: Figures = {}  # what forked drawing processes draw, by name
-DRAWING = ".drawing-"  # the temporary folder inside the pictures' folder that figures are drawn into
-
-
-def _draw(name: str, folder: str) -> None:
-    try:
-        _TODO[name](Path(folder) / name)
-    except OSError as exc:  # a full disk: the error names no file (a write's does not)
-        raise OSError(exc.errno, exc.strerror, name) from exc
-
-
-def write_pictures(todo: Figures, pictures: Path) -> list[Path]:
-    """Draw every figure into a temporary folder inside ``pictures`` first, then move them all into
-    ``pictures`` (its parent need not be writable).
-
-    Figures are drawn side by side in processes forked from this one, one per core (where the
-    platform forks). An interruption or a failure (a full disk) while drawing leaves ``pictures``
-    exactly as it was.
-    """
-    pictures.mkdir(parents=True, exist_ok=True)
-    _TODO.clear()
-    _TODO.update(todo)
-    with tempfile.TemporaryDirectory(dir=pictures, prefix=DRAWING) as tmp:
-        workers = min(len(todo), len(os.sched_getaffinity(0)))
-        try:
-            if workers > 1 and "fork" in mp.get_all_start_methods():
-                pyplot()  # imported once here, not in every worker
-                with process_pool(workers) as pool_map:
-                    list(pool_map(_draw, todo, [tmp] * len(todo)))
-            else:
-                for name in todo:
-                    _draw(name, tmp)
-        except OSError as exc:
-            if exc.filename not in todo:  # not a figure's: as it came
-                raise
-            raise OSError(exc.errno, exc.strerror, str(pictures / exc.filename)) from exc
-        written = []
-        for name in todo:
-            os.replace(Path(tmp) / name, pictures / name)  # a rename, in one folder's subfolder
-            written.append(pictures / name)
-    return written
 
 
 def trials_table_file(folder: Path, bodies: dict[str, dict[str, str]]) -> str:

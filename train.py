@@ -37,24 +37,19 @@ import torch
 import torch.distributed as dist
 from filelock import FileLock, Timeout
 
-import numerics
-import progress
-from bn_pytorch import VARIANTS
-from config import COMMITTED, DTYPES, TRIALS, Config, as_flag, as_text, build_parser, resolve_device
-from data import N_TRAIN, overflow_problem
 from experiments import EXPERIMENTS
 from experiments.record import same_device
+from lab import numerics, progress
+from lab.data import N_TRAIN, overflow_problem
+from lab.loop import BatchOrder
+from lab.nets import VARIANTS
+from lab.regression import noise_std_of
+from lab.results import from_json, inside, save_results, to_json, unwritable
+from lab.settings import COMMITTED, DTYPES, TRIALS, Config, as_flag, as_text, build_parser, resolve_device
+from lab.workers import leave_stopping_to_the_parent, process_rank, stop_signals_as_interrupt
 from my_bn import cpp as my_bn_cpp
-from results import from_json, inside, save_results, to_json, unwritable
-from training import (
-    BatchOrder,
-    leave_stopping_to_the_parent,
-    noise_std_of,
-    process_rank,
-    stop_signals_as_interrupt,
-)
 
-CHOICES = {"models": tuple(VARIANTS)}  # the nets bn_pytorch defines, which --models may name
+CHOICES = {"models": tuple(VARIANTS)}  # the nets lab/nets.py defines, which --models may name
 
 def experiments_epilog() -> str:
     width = max(map(len, EXPERIMENTS))

@@ -8,7 +8,7 @@ the committed one.
 
 Other seeds: each experiment keeps its own preset but for the seeds. Other rounding (``--rounding``):
 each experiment's own preset, committed seeds included, under the other CPU numerics than the committed
-record's (numerics.py: ``BN_NUMERICS=native``, the machine's fastest kernels, against the portable policy
+record's (lab/numerics.py: ``BN_NUMERICS=native``, the machine's fastest kernels, against the portable policy
 the record is made under), a fair sample of what another machine's rounding does to the same runs. A part
 of a verdict may move to or from "not decided"; one that moves between "holds" and "does not hold" is a
 finding, and this script says so. The committed results, figures and README are not touched (the
@@ -24,13 +24,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import compare
-import numerics
-import stats
-from config import COMMITTED, TRIALS, build_parser, flag, seed_int
-from experiments import EXPERIMENTS
-from explanations import Verdict
-from results import inside, load_results, staged
+from experiments import EXPERIMENTS, load_experiments, verdict_rows
+from lab import numerics, stats
+from lab.results import inside, load_results, staged
+from lab.settings import COMMITTED, TRIALS, build_parser, flag, seed_int
+from lab.verdicts import Verdict
 
 ROOT = Path(__file__).resolve().parent
 SEEDS = (51, 52, 53, 54, 55)  # other seeds, where none are named
@@ -42,7 +40,7 @@ class VerdictsConfig:
 
     seeds: list[int] | None = flag(None, "the seeds to rerun the verdicts' experiments on", type=seed_int, nargs="+",
                                    metavar="SEED")  # fmt: skip
-    rounding: bool = flag(False, "rerun under the other CPU numerics than the committed record's (numerics.py)",
+    rounding: bool = flag(False, "rerun under the other CPU numerics than the committed record's (lab/numerics.py)",
                           action=argparse.BooleanOptionalAction)  # fmt: skip
     out: str | None = flag(None, "the scratch folder their results (and verdicts.md) go to")
     train: bool = flag(True, "train first (--no-train: compare what --out already holds)",
@@ -56,11 +54,11 @@ def deciding() -> list[str]:
 
 def rows(folder: Path) -> list[Verdict]:
     """The verdict rows the results in ``folder`` give."""
-    experiments = compare.load_experiments(folder, need_main=False, notes=False)
-    missing = [name for name in deciding() if name not in experiments]
+    found = load_experiments(folder, need_main=False, notes=False)
+    missing = [name for name in deciding() if name not in found]
     if missing:
         raise ValueError(f"no {missing[0]} results in {folder}/: run verdicts.py without --no-train")
-    return compare.verdict_rows(experiments)
+    return verdict_rows(found)
 
 
 def answers(text: str) -> list[str]:
@@ -77,7 +75,7 @@ def flipped(committed: str, rerun: str) -> bool:
 
 
 def what_ran(folder: Path) -> tuple[str, str]:
-    """The numerics policy (portable, native, mixed; results from before numerics.py: native) and the seeds of
+    """The numerics policy (portable, native, mixed; results from before lab/numerics.py: native) and the seeds of
     the deciding experiments' results in ``folder``, as those results record them."""
     records = [load_results(p, check=lambda _: None) for name in deciding()
                if (p := EXPERIMENTS[name].results_path(folder)).exists()]  # fmt: skip

@@ -13,6 +13,9 @@ Only a run of an experiment's preset is part of the committed record (``results/
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from experiments import (
     controls,
     conv,
@@ -31,6 +34,10 @@ from experiments import (
     sweep,
 )
 from experiments.record import Experiment
+from lab.nets import VARIANTS
+from lab.plotting import Figures
+from lab.results import load_results
+from lab.verdicts import Verdict, verdict_table
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
@@ -53,3 +60,66 @@ EXPERIMENTS: dict[str, Experiment] = {
     )
 }
 
+
+# ----------------------------------------------------------------------------------------------
+# Their results, read back: each checked by its record, then its figures, tables and verdict rows
+
+
+def result_paths(root: Path) -> dict[str, Path]:
+    return {name: e.results_path(root) for name, e in EXPERIMENTS.items()}
+
+
+def load(name: str, path: Path) -> dict:
+    """Experiment ``name``'s results at ``path``, checked by its record: their format, then what its figures need."""
+    results = load_results(path, EXPERIMENTS[name].results_format, {"models": tuple(VARIANTS)}, experiment=name)
+    try:
+        EXPERIMENTS[name].check(results)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return results
+
+
+def load_experiments(root: Path, need_main: bool = True, notes: bool = True) -> dict[str, dict]:
+    """The results of every experiment under ``root``, each checked by its record (its format, then
+    what its figures need); the main one must be there if ``need_main``. ``notes``: one line on stderr
+    for each experiment whose results are missing."""
+    paths = result_paths(root)
+    if not need_main and not any(path.exists() for path in paths.values()):
+        raise ValueError(f"no results in {root}/ (train.py writes them there with --out {root})")
+    experiments = {}
+    for name, path in paths.items():
+        if path.exists() or (name == "main" and need_main):
+            experiments[name] = load(name, path)
+        elif notes:
+            print(f"note: no {path}: skipping its figures and tables (python train.py {name})", file=sys.stderr)
+    for name in experiments if notes else ():
+        missing = [n for n in EXPERIMENTS[name].needs if n not in experiments]
+        if missing:
+            print(f"note: the {name} figures and tables need the {missing[0]} results too: skipping them",
+                  file=sys.stderr)
+    return experiments
+
+
+def figures(experiments: dict[str, dict]) -> dict[str, Figures]:
+    """Experiment name -> its figures (file name -> function that draws it), for every experiment
+    present with those it needs."""
+    return {e.name: e.figures(*inputs) for e in EXPERIMENTS.values() if (inputs := e.inputs(experiments))}
+
+
+def verdict_rows(experiments: dict[str, dict]) -> list[Verdict] | None:
+    """The rows of the verdict table, in the registry's order; None unless every experiment that
+    declares rows is there (with those it needs)."""
+    deciding = [(e, e.inputs(experiments)) for e in EXPERIMENTS.values() if e.verdicts is not None]
+    if not deciding or any(inputs is None for _, inputs in deciding):
+        return None
+    return [row for e, inputs in deciding for row in e.verdicts(*inputs)]
+
+
+def tables(experiments: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """Experiment name -> its tables (marker name -> generated body), for every experiment present;
+    and under "verdicts", the verdict table, once every experiment with verdicts is there."""
+    bodies = {e.name: e.tables(*inputs) for e in EXPERIMENTS.values() if (inputs := e.inputs(experiments))}
+    rows = verdict_rows(experiments)
+    if rows:
+        bodies["verdicts"] = {"verdict-table": verdict_table(rows)}
+    return bodies

@@ -6,13 +6,13 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from bn_pytorch import CONTROLS, MODELS
-from diagnostics import start_end
 from experiments.record import Experiment, runs_with
-from explanations import versus
-from plotting import label, mse_panel, range_text, saturation_panel, save, subplots
-from results import fit_spread, models_of, ranges_of, runs_of, source, summarize
-from training import run_experiment
+from lab.diagnostics import start_end
+from lab.nets import CONTROLS, MODELS
+from lab.plotting import label, mse_panel, range_text, saturation_panel, save, subplots
+from lab.regression import fit_spread, models_of, ranges_of, run_experiment, runs_of, summarize
+from lab.results import source
+from lab.verdicts import versus
 
 
 def plot_controls(results: dict, outfile: Path) -> None:

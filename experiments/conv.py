@@ -1,7 +1,7 @@
 """conv: where batch norm lives: on a conv net of real digits, does it need the batch, and what do the
 layers that replace it buy?
 
-``bn_pytorch.ConvNet`` (three 3×3 convolutions of 16 channels, each followed by the norm under test
+``lab.nets.ConvNet`` (three 3×3 convolutions of 16 channels, each followed by the norm under test
 and ReLU; global average pooling; a linear classifier; He-initialised, the same weights for every norm
 at a seed) on scikit-learn's 8×8 digits (``data.digits_split``: 1,297 to train on, 50 of each digit
 to test on; pixels standardised by the training set's mean and std), with each norm of ``NORMS``:
@@ -27,15 +27,16 @@ from pathlib import Path
 
 import torch
 
-import stats
-from bn_pytorch import ConvNet
-from config import DTYPES
-from data import digits_standardised
 from experiments.record import Experiment, checked_runs, not_regression
-from explanations import Verdict, bold, paired
-from plotting import COLOURS, interval_bars, save, subplots
-from results import rounded, source
-from training import cosine, environment, fit_members, member_accuracy, run_pool, steps_per_epoch
+from lab import stats
+from lab.data import digits_standardised
+from lab.loop import cosine, fit_members, member_accuracy, steps_per_epoch
+from lab.nets import ConvNet
+from lab.plotting import COLOURS, interval_bars, save, subplots
+from lab.results import rounded, source
+from lab.settings import DTYPES
+from lab.verdicts import Verdict, bold, paired
+from lab.workers import environment, run_pool
 
 NORMS = ("plain", "my_bn", "group_norm", "layer_norm", "renorm")  # trained at every batch size
 BATCH_STATS = ("my_bn", "renorm", "ghost")  # the norms whose training mode normalises with the batch's statistics

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 
 from experiments.record import Experiment
-from plotting import COLOURS, label, range_text, save, subplots
-from results import mean_std, models_of, ranges_of, relative_gap, runs_of, source
-from training import run_experiment
+from lab.plotting import COLOURS, label, range_text, save, subplots
+from lab.regression import models_of, ranges_of, relative_gap, run_experiment, runs_of
+from lab.results import source
+from lab.stats import mean_std
 
 SINGLE_PROCESS_TWIN = {"my_bn_local": "my_bn"}  # in one process, per-process statistics are the batch's
 

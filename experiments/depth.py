@@ -13,7 +13,7 @@ Two results about deep fully connected nets at initialisation pull in opposite d
   cannot be eliminated by tuning the initial weight variances or by adjusting the nonlinear activation
   function. Indeed, batch normalization itself is the cause of gradient explosion."
 
-``bn_pytorch.DeepMLP`` (``DEPTH`` blocks of Linear(width, width) -> norm -> ReLU or identity, He or
+``lab.nets.DeepMLP`` (``DEPTH`` blocks of Linear(width, width) -> norm -> ReLU or identity, He or
 unit-gain Gaussian weights, the same for both norms at a seed), plain and with ``MyBN``, in float64, on
 a batch of Gaussian inputs N(0, I) of the width's dimension with random labels over 10 classes; one
 forward and one backward of the cross-entropy, no training. For each width of ``WIDTHS``, batch size
@@ -38,13 +38,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import stats
-from bn_pytorch import DeepMLP
 from experiments.record import Experiment, checked_runs, not_regression
-from explanations import Verdict, bold, paired
-from plotting import COLOURS, save, subplots
-from results import rounded, source
-from training import environment, run_pool
+from lab import stats
+from lab.nets import DeepMLP
+from lab.plotting import COLOURS, save, subplots
+from lab.results import rounded, source
+from lab.verdicts import Verdict, bold, paired
+from lab.workers import environment, run_pool
 
 DEPTH = 50
 WIDTHS = (32, 128)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from bn_pytorch import BN_PAIR
 from experiments.record import Experiment
-from plotting import range_text, save, subplots
-from results import mean_std, models_of, ranges_of, relative_gap, runs_of
-from training import run_experiment
+from lab.nets import BN_PAIR
+from lab.plotting import range_text, save, subplots
+from lab.regression import models_of, ranges_of, relative_gap, run_experiment, runs_of
+from lab.stats import mean_std
 
 DTYPE_COLOURS = {"float32": "#D62728", "float64": "#1F77B4"}
 

@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import stats
 from experiments.record import Experiment, runs_with
-from explanations import EASY, HARD, Verdict, bold, ratio
-from plotting import band, label, range_text, save, stacked, subplots
-from probe import Probe, Step, every, preserved
-from results import models_of, ranges_of, rounded, runs_of, source
-from training import run_experiment
-from training import steps_per_epoch as training_steps
+from lab import stats
+from lab.loop import steps_per_epoch as training_steps
+from lab.plotting import band, label, range_text, save, stacked, subplots
+from lab.probe import Probe, Step, every, preserved
+from lab.regression import models_of, ranges_of, run_experiment, runs_of
+from lab.results import rounded, source
+from lab.verdicts import EASY, HARD, Verdict, bold, ratio
 
 EVERY = 2  # steps between measurements
 MEASURES = {  # key -> what the figures and tables call it

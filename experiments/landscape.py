@@ -43,14 +43,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import stats
-from config import Config
 from experiments.record import Experiment, runs_with
-from explanations import EASY, HARD, Verdict, bold, ratio
-from plotting import band, label, range_text, save, stacked, subplots
-from probe import Probe, Step, every, preserved
-from results import models_of, ranges_of, rounded, runs_of, source
-from training import dataset_entry, environment, run_pool, steps_per_epoch, train_run
+from lab import stats
+from lab.loop import steps_per_epoch
+from lab.plotting import band, label, range_text, save, stacked, subplots
+from lab.probe import Probe, Step, every, preserved
+from lab.regression import dataset_entry, models_of, ranges_of, runs_of, train_run
+from lab.results import rounded, source
+from lab.settings import Config
+from lab.verdicts import EASY, HARD, Verdict, bold, ratio
+from lab.workers import environment, run_pool
 
 LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
 FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the base step

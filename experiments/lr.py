@@ -25,16 +25,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import stats
-from bn_pytorch import TanhMLP
-from config import DTYPES
-from ensemble import Ensemble
 from experiments.record import Experiment
-from explanations import EASY, HARD, Verdict, bold, paired
-from plotting import COLOURS, label, range_text, save, subplots
-from probe import preserved
-from results import dataset_of, models_of, ranges_of, rounded, runs_of, source
-from training import BatchOrder, dataset_entry, dataset_for, environment, run_pool
+from lab import stats
+from lab.ensemble import Ensemble
+from lab.loop import BatchOrder
+from lab.nets import TanhMLP
+from lab.plotting import COLOURS, label, range_text, save, subplots
+from lab.probe import preserved
+from lab.regression import dataset_entry, dataset_for, dataset_of, models_of, ranges_of, runs_of
+from lab.results import rounded, source
+from lab.settings import DTYPES
+from lab.verdicts import EASY, HARD, Verdict, bold, paired
+from lab.workers import environment, run_pool
 
 GRIDS = {  # optimizer -> learning rates, half a decade apart, from slow to failing for every net
     "adam": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import torch
 
-from bn_pytorch import BN_PAIR
-from data import make_dataset, target
-from diagnostics import SATURATED, start_end
 from experiments.record import Experiment
-from explanations import versus
-from plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, range_text, save, stacked, subplots
-from results import dataset_of, fit_spread, mean_std, models_of, ranges_of, runs_of, source, summarize
-from training import run_experiment
+from lab.data import make_dataset, target
+from lab.diagnostics import SATURATED, start_end
+from lab.nets import BN_PAIR
+from lab.plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, range_text, save, stacked, subplots
+from lab.regression import dataset_of, fit_spread, models_of, ranges_of, run_experiment, runs_of, summarize
+from lab.results import source
+from lab.stats import mean_std
+from lab.verdicts import versus
 
 
 def plot_data(results: dict, r: float, outfile: Path) -> None:

@@ -1,6 +1,6 @@
 """mnist: Figure 1 of the batch-norm paper (Ioffe & Szegedy 2015, §4.1), on real MNIST digits.
 
-The paper's network (``bn_pytorch.SigmoidMLP``: 784-100-100-100-10, sigmoid, batch norm before each
+The paper's network (``lab.nets.SigmoidMLP``: 784-100-100-100-10, sigmoid, batch norm before each
 sigmoid) trains plain and with ``MyBN`` (``--models`` adds ``nn.BatchNorm1d``: torch_bn), from
 identical initial weights and on identical batches of 60, with plain SGD, 5 seeds at each of three
 learning rates. Each net's 15 (learning rate, seed) runs train side by side as one
@@ -31,17 +31,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import stats
-from bn_pytorch import SigmoidMLP
-from config import DTYPES
-from diagnostics import QUANTILES, SIGMOID_Z_SATURATED, UNIT
-from ensemble import Ensemble
 from experiments.record import Experiment, checked_runs, not_regression
-from explanations import Verdict, bold, paired
-from plotting import COLOURS, label, save, subplots
-from probe import Probe, Step
-from results import rounded, source
-from training import BatchOrder, environment, run_pool
+from lab import stats
+from lab.diagnostics import QUANTILES, SIGMOID_Z_SATURATED, UNIT
+from lab.ensemble import Ensemble
+from lab.loop import BatchOrder
+from lab.nets import SigmoidMLP
+from lab.plotting import COLOURS, label, save, subplots
+from lab.probe import Probe, Step
+from lab.results import rounded, source
+from lab.settings import DTYPES
+from lab.verdicts import Verdict, bold, paired
+from lab.workers import environment, run_pool
 
 EVERY = 100  # steps between measurements
 LR_FACTORS = (0.1, 1.0, 10.0)  # the chosen learning rate, and ten times lower and higher
@@ -54,7 +55,7 @@ PAPER = {"plain": (0.70, 0.97), "bn": (0.95, 0.98)}  # Figure 1(a), read off: ea
 
 @functools.cache
 def split() -> tuple[torch.Tensor, ...]:
-    from data import mnist_split
+    from lab.data import mnist_split
 
     return mnist_split(0)
 

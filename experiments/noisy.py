@@ -1,7 +1,7 @@
 """noisy: Santurkar et al.'s (2018) test of the covariate-shift explanation. If batch norm worked by
 keeping each layer's input distribution steady, a net whose distributions are made to move on
 purpose should lose its benefit. Their Algorithm 1 adds noise whose mean and scale change every step
-(``bn_pytorch.NonStationaryNoise``) after each batch-norm layer; the plain net gets the same noise
+(``lab.nets.NonStationaryNoise``) after each batch-norm layer; the plain net gets the same noise
 after each Linear, so that the noise itself is controlled for.
 
 Where the noise goes: after γ/β, on the layer's output, just before the tanh. That is the input
@@ -16,14 +16,14 @@ import math
 from functools import partial
 from pathlib import Path
 
-import stats
-from diagnostics import SATURATED, start_end
 from experiments import ics
 from experiments.record import Experiment, runs_with
-from explanations import HARD, Verdict, bold, paired, per_seed, versus
-from plotting import label, mse_panel, range_text, saturation_panel, save, subplots
-from results import final_mse, models_of, ranges_of, runs_of, source, summarize
-from training import run_experiment
+from lab import stats
+from lab.diagnostics import SATURATED, start_end
+from lab.plotting import label, mse_panel, range_text, saturation_panel, save, subplots
+from lab.regression import final_mse, models_of, ranges_of, run_experiment, runs_of, summarize
+from lab.results import source
+from lab.verdicts import HARD, Verdict, bold, paired, per_seed, versus
 
 
 def plot_noisy(results: dict, outfile: Path) -> None:

@@ -27,16 +27,17 @@ from pathlib import Path
 
 import torch
 
-import stats
-from bn_pytorch import ConvNet
-from config import DTYPES
-from data import digits_standardised
 from experiments.conv import MOMENTUM
 from experiments.record import Experiment, checked_runs, not_regression
-from explanations import Verdict, bold, paired
-from plotting import COLOURS, interval_bars, save, subplots
-from results import rounded, source
-from training import cosine, environment, fit_members, member_accuracy, run_pool, steps_per_epoch
+from lab import stats
+from lab.data import digits_standardised
+from lab.loop import cosine, fit_members, member_accuracy, steps_per_epoch
+from lab.nets import ConvNet
+from lab.plotting import COLOURS, interval_bars, save, subplots
+from lab.results import rounded, source
+from lab.settings import DTYPES
+from lab.verdicts import Verdict, bold, paired
+from lab.workers import environment, run_pool
 
 SETS = {"all": "every parameter", "bn": "γ and β only", "bn_head": "γ, β and the classifier",
         "random": "as many random other weights"}  # fmt: skip

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from config import RESULTS_FILE, Config, as_flag, resolve_device
-from explanations import Verdict
-from plotting import Figures
-from results import check_results, format_table, summarize
+from lab.plotting import Figures
+from lab.regression import format_table, summarize
+from lab.results import check_results
+from lab.settings import RESULTS_FILE, Config, as_flag, resolve_device
+from lab.verdicts import Verdict
 
 Log = Callable[[str], None]
 

@@ -30,15 +30,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import stats
-from data import Dataset, target
 from experiments.record import Experiment, runs_with
-from explanations import HARD, Verdict, bold, paired
+from lab import stats
+from lab.data import Dataset, target
+from lab.plotting import COLOURS, label, range_text, save, subplots
+from lab.probe import Probe
+from lab.regression import Scaling, models_of, ranges_of, run_experiment, runs_of
+from lab.results import rounded, source
+from lab.stats import mean_std
+from lab.verdicts import HARD, Verdict, bold, paired
 from my_bn import MyBN
-from plotting import COLOURS, label, range_text, save, subplots
-from probe import Probe
-from results import mean_std, models_of, ranges_of, rounded, runs_of, source
-from training import Scaling, run_experiment
 
 MODES = {"running": "moving averages", "precise": "precise statistics", "train_mode": "test-batch statistics"}
 STYLES = {"running": "-", "precise": "--", "train_mode": ":"}
@@ -61,7 +62,7 @@ class RunningStatsProbe(Probe):
     name = "running_stats"
 
     def __init__(self, net: nn.Module, data, config=None):
-        from bn_pytorch import VARIANTS
+        from lab.nets import VARIANTS
 
         self.net, self.data = net, data
         self.off_grid = off_grid(data, *((config.a, config.b) if config is not None else ()))

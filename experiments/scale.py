@@ -30,16 +30,17 @@ from pathlib import Path
 
 import torch
 
-import stats
-from bn_pytorch import ConvNet
-from config import DTYPES
-from data import digits_standardised
 from experiments.record import Experiment, checked_runs, not_regression
-from explanations import Verdict, bold, paired
-from plotting import COLOURS, save, subplots
-from probe import Probe, Step
-from results import rounded, source
-from training import environment, fit_members, member_accuracy, run_pool
+from lab import stats
+from lab.data import digits_standardised
+from lab.loop import fit_members, member_accuracy
+from lab.nets import ConvNet
+from lab.plotting import COLOURS, save, subplots
+from lab.probe import Probe, Step
+from lab.results import rounded, source
+from lab.settings import DTYPES
+from lab.verdicts import Verdict, bold, paired
+from lab.workers import environment, run_pool
 
 WD = 0.01  # the weight decay λ of the runs with it
 

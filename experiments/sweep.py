@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 
 from experiments.record import Experiment
-from explanations import versus
-from plotting import band, label, save, subplots
-from results import dataset_of, mean_std, models_of, ranges_of, runs_of, source
-from training import run_experiment
+from lab.plotting import band, label, save, subplots
+from lab.regression import dataset_of, models_of, ranges_of, run_experiment, runs_of
+from lab.results import source
+from lab.stats import mean_std
+from lab.verdicts import versus
 
 
 def sweep_curves(results: dict, model: str) -> tuple[list[float], torch.Tensor, torch.Tensor]:

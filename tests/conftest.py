@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import my_bn
-import numerics
+from lab import numerics
 from my_bn import MyBN2d, MyBN3d, MySyncBN
 from my_bn import cpp as my_bn_cpp
 from my_bn import fast as my_bn_fast

@@ -10,10 +10,10 @@ import pytest
 
 import compare
 import train
-from config import Config
 from conftest import PNG_MAGIC, ROOT, broken_links
 from experiments import EXPERIMENTS
 from experiments.record import Experiment
+from lab.settings import Config
 
 # ---------------------------------------------------------------------------------------------- compare.py
 
@@ -134,7 +134,7 @@ TOY = '''"""toy: a new experiment, the usual nets on one range, and one number o
 from functools import partial
 
 from experiments.record import Experiment
-from training import run_experiment
+from lab.regression import run_experiment
 
 
 def run(config, log):  # its own measurement: the usual runs, and one number of its own on top

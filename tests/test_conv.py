@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from bn_pytorch import ConvNet
-from config import Config
-from data import digits_split
 from experiments import conv
-from stats import FAILS
-from training import BatchOrder, member_accuracy
+from lab.data import digits_split
+from lab.loop import BatchOrder, member_accuracy
+from lab.nets import ConvNet
+from lab.settings import Config
+from lab.stats import FAILS
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from bn_pytorch import ConvNet
-from data import DIGITS_TEST_PER_CLASS, digits_split
+from lab.data import DIGITS_TEST_PER_CLASS, digits_split
+from lab.nets import ConvNet
 
 
 def test_the_digits_split_is_stratified_disjoint_and_fixed_by_seed():

@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-import training
-from bn_pytorch import TanhMLP
 from conftest import make_pair, step
-from data import make_dataset
+from lab import loop, regression
+from lab.data import make_dataset
+from lab.nets import TanhMLP
 from my_bn import MyBN, MyBN2d, MyBN3d
 from my_bn import cpp as my_bn_cpp
 
@@ -397,7 +397,7 @@ def test_the_backends_agree_per_step_and_drift_apart_over_a_run():
     test MSE depends on which backend ran (and so, with backend="cpp" as a default, on whether the
     machine had a compiler)."""
     data = make_dataset(5.0, 0)
-    order = training.BatchOrder(len(data.x_train), 64, 10, 0)
+    order = loop.BatchOrder(len(data.x_train), 64, 10, 0)
     xb = data.x_train[order[0][0]]
     step = []
     for backend in ("python", "cpp"):
@@ -408,7 +408,7 @@ def test_the_backends_agree_per_step_and_drift_apart_over_a_run():
     for ours, theirs in zip(*step, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)  # float32 sums, added in other orders
     final = [
-        training.train_one(TanhMLP("my_bn", 0, mybn_backend=b), data, order, 0.02)["test_mse"][-1]
+        regression.train_one(TanhMLP("my_bn", 0, mybn_backend=b), data, order, 0.02)["test_mse"][-1]
         for b in ("python", "cpp")
     ]
     assert abs(final[0] - final[1]) > 1e-3 * final[0]
@@ -416,8 +416,8 @@ def test_the_backends_agree_per_step_and_drift_apart_over_a_run():
 
 def test_the_networks_and_train_py_pass_the_backend_on():
     """--mybn-backend reaches every MyBN layer of both networks, and nothing else."""
-    from bn_pytorch import SigmoidMLP
-    from config import Config, build_parser
+    from lab.nets import SigmoidMLP
+    from lab.settings import Config, build_parser
 
     config = Config(**vars(build_parser(Config, None).parse_args(["--mybn-backend", "cpp"])))
     for net in (TanhMLP("my_bn", mybn_backend=config.mybn_backend), SigmoidMLP("my_bn", mybn_backend="cpp")):

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from bn_pytorch import DeepMLP
-from config import Config
 from experiments import depth
+from lab.nets import DeepMLP
+from lab.settings import Config
 
 
 def test_the_effective_rank_on_known_matrices():

@@ -1,4 +1,4 @@
-"""Diagnostics, control variants and the range sweep (train.py, bn_pytorch.py, data.py)."""
+"""Diagnostics, control variants and the range sweep (train.py, lab/nets.py, lab/data.py)."""
 
 import json
 
@@ -7,11 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-import diagnostics
 import train
-import training
-from bn_pytorch import CONTROLS, VARIANTS, TanhMLP
-from data import make_dataset, spread_noise_std
+from lab import diagnostics, loop, regression
+from lab.data import make_dataset, spread_noise_std
+from lab.nets import CONTROLS, VARIANTS, TanhMLP
 from my_bn import MyBN
 
 
@@ -58,10 +57,10 @@ def test_diagnostics_hooks_are_removed_and_ignore_eval():
 @pytest.mark.parametrize("model", ["plain", "my_bn", "plain_std_xy"])
 def test_diagnostics_do_not_change_training(model):
     data = make_dataset(5, seed=2)
-    order = training.BatchOrder(1000, 64, epochs=2, seed=2)
+    order = loop.BatchOrder(1000, 64, epochs=2, seed=2)
     net = TanhMLP(model, 2)
-    with_diag = training.train_one(net, data, order, lr=0.02, probes=[diagnostics.Diagnostics(net)])
-    without = training.train_one(TanhMLP(model, 2), data, order, lr=0.02)
+    with_diag = regression.train_one(net, data, order, lr=0.02, probes=[diagnostics.Diagnostics(net)])
+    without = regression.train_one(TanhMLP(model, 2), data, order, lr=0.02)
     assert "diagnostics" in with_diag and "diagnostics" not in without
     for key in ("train_loss", "test_mse", "predictions"):
         assert with_diag[key] == without[key], key  # exactly the same floats
@@ -88,14 +87,14 @@ def test_control_variants_are_built_as_described():
 
 def test_scaling_applies_and_undoes_standardisation():
     data = make_dataset(5, seed=0, dtype=torch.float64)
-    s = training.Scaling.for_variant(VARIANTS["plain_std_xy"], data)
+    s = regression.Scaling.for_variant(VARIANTS["plain_std_xy"], data)
     x, y = s.x(data.x_train), s.y(data.y_train)
     assert x.mean().item() == pytest.approx(0, abs=1e-12) and x.std().item() == pytest.approx(1)
     assert y.mean().item() == pytest.approx(0, abs=1e-12) and y.std().item() == pytest.approx(1)
     torch.testing.assert_close(s.y_back(y), data.y_train)
-    assert training.Scaling.for_variant(VARIANTS["plain_std_x"], data).y_std == 1.0
-    assert training.Scaling.for_variant(VARIANTS["plain"], data) == training.Scaling()
-    centred, scaled = (training.Scaling.for_variant(VARIANTS[v], data) for v in ("plain_center_y", "plain_scale_y"))
+    assert regression.Scaling.for_variant(VARIANTS["plain_std_x"], data).y_std == 1.0
+    assert regression.Scaling.for_variant(VARIANTS["plain"], data) == regression.Scaling()
+    centred, scaled = (regression.Scaling.for_variant(VARIANTS[v], data) for v in ("plain_center_y", "plain_scale_y"))
     assert (centred.y_mean, centred.y_std) == (s.y_mean, 1.0) and (scaled.y_mean, scaled.y_std) == (0.0, s.y_std)
     assert centred.x_std == scaled.x_std == 1.0
 
@@ -104,18 +103,18 @@ def test_scaling_applies_and_undoes_standardisation():
         def forward(self, x):
             return torch.zeros_like(x)
 
-    mse, pred = training.evaluate(Zero(), data.x_test, data.y_test, s)
+    mse, pred = regression.evaluate(Zero(), data.x_test, data.y_test, s)
     torch.testing.assert_close(pred, torch.full_like(pred, data.y_train.mean().item()))
     torch.testing.assert_close(mse, ((data.y_test - data.y_train.mean()) ** 2).mean())
 
 
 def test_standardised_targets_report_losses_in_units_of_y():
     data = make_dataset(5, seed=0)
-    order = training.BatchOrder(1000, 1000, epochs=1, seed=0)  # one full batch: the loss is easy to recompute
+    order = loop.BatchOrder(1000, 1000, epochs=1, seed=0)  # one full batch: the loss is easy to recompute
     net = TanhMLP("plain_std_y", seed=0)
     start = TanhMLP("plain_std_y", seed=0)
-    result = training.train_one(net, data, order, lr=0.02)
-    s = training.Scaling.for_variant(VARIANTS["plain_std_y"], data)
+    result = regression.train_one(net, data, order, lr=0.02)
+    s = regression.Scaling.for_variant(VARIANTS["plain_std_y"], data)
     with torch.no_grad():
         expected = nn.functional.mse_loss(s.y_back(start(data.x_train[order[0][0]])), data.y_train[order[0][0]])
     assert result["train_loss"][0] == pytest.approx(expected.item(), rel=1e-5)

@@ -1,10 +1,10 @@
-"""ensemble.py: members trained side by side are the nets trained alone; ``updated`` takes no step."""
+"""lab/ensemble.py: members trained side by side are the nets trained alone; ``updated`` takes no step."""
 
 import pytest
 import torch
 from torch import nn
 
-from ensemble import Ensemble
+from lab.ensemble import Ensemble
 
 
 def nets(k: int) -> list[nn.Module]:

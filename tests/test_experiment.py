@@ -1,4 +1,4 @@
-"""data.py, bn_pytorch.py, train.py and compare.py, each through the path a user takes."""
+"""lab/data.py, lab/nets.py, train.py and compare.py, each through the path a user takes."""
 
 import dataclasses
 import json
@@ -10,14 +10,13 @@ import sys
 import pytest
 import torch
 
-import results
 import train
-import training
-from bn_pytorch import MODELS, TanhMLP
-from config import Config
 from conftest import ROOT, TINY
-from data import default_noise_std, make_dataset, target
-from results import FORMAT
+from lab import loop, results
+from lab.data import default_noise_std, make_dataset, target
+from lab.nets import MODELS, TanhMLP
+from lab.results import FORMAT
+from lab.settings import Config
 
 # ---------------------------------------------------------------------------------------------- data
 
@@ -88,21 +87,21 @@ def test_network_shape_and_parameter_counts():
 
 
 def test_batch_order_covers_every_sample_and_merges_a_last_single():
-    order = training.BatchOrder(1000, 64, epochs=3, seed=0)
+    order = loop.BatchOrder(1000, 64, epochs=3, seed=0)
     assert len(order) == 3
     for epoch in order:
         assert torch.equal(torch.cat(epoch).sort().values, torch.arange(1000))
     assert not torch.equal(torch.cat(order[0]), torch.cat(order[1]))  # reshuffled each epoch
-    single = training.BatchOrder(1000, 999, epochs=1, seed=0)[0]
+    single = loop.BatchOrder(1000, 999, epochs=1, seed=0)[0]
     assert [len(b) for b in single] == [1000]
-    assert [len(b) for b in training.BatchOrder(10, 3, 1, 0)[0]] == [3, 3, 4]
+    assert [len(b) for b in loop.BatchOrder(10, 3, 1, 0)[0]] == [3, 3, 4]
 
 
 def test_batch_order_is_drawn_epoch_by_epoch_with_the_same_numbers():
     """Memory does not grow with --epochs, and the orders are those drawn all at once before."""
     gen = torch.Generator().manual_seed(7)
     eager = [list(torch.randperm(1000, generator=gen).split(64)) for _ in range(3)]  # the former way
-    huge = training.BatchOrder(1000, 64, epochs=2_000_000, seed=7)
+    huge = loop.BatchOrder(1000, 64, epochs=2_000_000, seed=7)
     assert len(huge) == 2_000_000
     for epoch, (ours, theirs) in enumerate(zip(huge, eager, strict=False)):  # the first three epochs
         assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True)), epoch

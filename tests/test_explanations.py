@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from bn_pytorch import NonStationaryNoise, TanhMLP
-from config import Config
-from data import make_dataset
-from diagnostics import Diagnostics
 from experiments import ics, landscape, lr, running_stats
-from probe import preserved
-from training import BatchOrder, Scaling, train_one, train_run
+from lab.data import make_dataset
+from lab.diagnostics import Diagnostics
+from lab.loop import BatchOrder
+from lab.nets import NonStationaryNoise, TanhMLP
+from lab.probe import preserved
+from lab.regression import Scaling, train_one, train_run
+from lab.settings import Config
 
 SMALL = Config(ranges=[5.0], seeds=[0], epochs=2, diagnostics=False)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("my_bn", "experiments")
+PACKAGES = ("my_bn", "lab", "experiments")
+ENTRY_POINTS = ("train", "compare", "verdicts", "bench")  # the scripts at the top; everything else sits in a package
 
 
 def project_files() -> dict[str, Path]:
@@ -88,15 +89,25 @@ def test_the_model_code_imports_nothing_of_the_experiments():
     layer = {name for name in graph if name == "my_bn" or name.startswith("my_bn.")}
     for name in layer:
         assert graph[name] <= layer, (name, graph[name] - layer)
-    for name in ("bn_pytorch", "data"):
-        assert graph[name] <= layer, (name, graph[name] - layer)
+    for name in ("lab.nets", "lab.data"):
+        assert graph[name] - {"lab"} <= layer, (name, graph[name] - layer)
 
 
-@pytest.mark.parametrize("name", ["config", "results"])
+@pytest.mark.parametrize("name", ["lab.settings", "lab.results"])
 def test_settings_and_the_results_format_sit_at_the_bottom(name):
-    """config.py and results.py import nothing of the project but each other's lower floor (results -> config)."""
-    allowed = {"results": {"config"}, "config": set()}[name]
+    """lab/settings.py and lab/results.py import nothing of the project but each other's lower floor
+    (results -> settings)."""
+    allowed = {"lab.results": {"lab", "lab.settings"}, "lab.settings": set()}[name]
     assert import_graph()[name] <= allowed
+
+
+def test_the_root_holds_the_entry_points_only_and_none_imports_another():
+    """Library code lives in the packages (my_bn, lab, experiments); the scripts at the top import
+    them and never each other (nor does the library import a script)."""
+    graph = import_graph()
+    assert sorted(p.stem for p in ROOT.glob("*.py")) == sorted(ENTRY_POINTS)
+    for name, found in graph.items():
+        assert not found & set(ENTRY_POINTS), (name, found & set(ENTRY_POINTS))
 
 
 def test_no_file_is_too_long():

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-import compare
+import experiments
 import train
-from bn_pytorch import SigmoidMLP
-from data import MNIST_TRAIN_PER_CLASS, mnist_split
 from experiments import mnist
-from results import FORMAT
+from lab.data import MNIST_TRAIN_PER_CLASS, mnist_split
+from lab.nets import SigmoidMLP
+from lab.results import FORMAT
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +64,23 @@ def test_one_short_run_trains_end_to_end(tmp_path, monkeypatch):
     at = {(r["model"], r["lr"], r["seed"]): r["test_acc"][-1] for r in results["runs"]}
     for seed in (0, 1):
         assert at["my_bn", 0.5, seed] > 0.5 and abs(at["my_bn", 0.5, seed] - at["torch_bn", 0.5, seed]) < 0.02
-    experiments = {"mnist": compare.load("mnist", out / "mnist" / "results.json")}
-    mnist.plot_mnist(experiments["mnist"], tmp_path / "mnist.png")
+    loaded = {"mnist": experiments.load("mnist", out / "mnist" / "results.json")}
+    mnist.plot_mnist(loaded["mnist"], tmp_path / "mnist.png")
     assert (tmp_path / "mnist.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| 0.5 | MyBN |" in mnist.diagnostics_table(experiments["mnist"])
-    table = mnist.mnist_table(experiments["mnist"])
+    assert "| 0.5 | MyBN |" in mnist.diagnostics_table(loaded["mnist"])
+    table = mnist.mnist_table(loaded["mnist"])
     assert "| 0.5 (chosen) | MyBN |" in table and "| after 100 steps | after 201 steps |" in table
     assert "| 0.5 (chosen) | *MyBN − plain* |" in table
-    (verdict,) = mnist.EXPERIMENT.verdicts(experiments["mnist"])
+    (verdict,) = mnist.EXPERIMENT.verdicts(loaded["mnist"])
     assert verdict.verdict.count("faster") == 3 and "2 seeds" in verdict.rule
 
 
 def test_the_ensemble_measures_what_one_net_would(digits):
     """The probe's numbers for one member of the ensemble are those of the same net trained alone, with
     torch.optim and autograd (float64, a few steps; ICS by ``ics.ics_of`` on the lone net)."""
-    from config import Config
     from experiments import ics
-    from training import BatchOrder, make_optimizer
+    from lab.loop import BatchOrder, make_optimizer
+    from lab.settings import Config
 
     config = Config(**{**mnist.EXPERIMENT.preset, "epochs": 2, "seeds": [3], "dtype": "float64"})
     x_train, y_train, x_test, y_test = (t.double() if t.is_floating_point() else t for t in digits)
@@ -113,4 +113,4 @@ def test_mnist_results_are_checked(tmp_path):
     bad = {"format": FORMAT, "experiment": "mnist", "config": {}, "datasets": [], "runs": [{"model": "resnet"}]}
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="runs\\[0\\]"):
-        compare.load("mnist", path)
+        experiments.load("mnist", path)

@@ -1,4 +1,4 @@
-"""numerics.py: one CPU numerics policy for everything that makes the record. It is in force in this
+"""lab/numerics.py: one CPU numerics policy for everything that makes the record. It is in force in this
 session, it overrides the knobs that pick kernels by the CPU, it is refused where it comes too late, and
 a results file records it instead of the CPU."""
 
@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-import numerics
+from lab import numerics
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # A small conv net and linear layer, forward and backward, and a float32 Adam step: every kind of kernel
 # the experiments' runs go through (oneDNN or NNPACK convolutions, MKL products, ATen's vectorised ops).
 WORKLOAD = """
-import hashlib, sys, numerics, torch
+import hashlib, sys, torch
+from lab import numerics
 numerics.apply()
 gen = torch.Generator().manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3), torch.nn.ReLU(), torch.nn.Flatten(),
@@ -75,7 +76,8 @@ def test_the_policy_overrides_the_knobs_that_pick_kernels_by_the_cpu():
 def test_too_late_is_refused_in_one_line():
     """Once torch has computed, its kernels and MKL's code path are fixed: the portable policy cannot be had, and
     says so, where the native one goes on."""
-    late = "import torch; torch.randn(64, 64) @ torch.randn(64, 64)\nimport numerics; numerics.apply(); print('ran')"
+    late = ("import torch; torch.randn(64, 64) @ torch.randn(64, 64)\n"
+            "from lab import numerics; numerics.apply(); print('ran')")
     refused = run(late)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and "the portable numerics cannot be had here" in refused.stderr
@@ -85,8 +87,10 @@ def test_too_late_is_refused_in_one_line():
 def test_importing_the_lab_computes_nothing():
     """Every module of the lab imports without computing (a tensor made at import would fix the kernels before
     an entry point applies the policy)."""
-    modules = [p.stem for p in ROOT.glob("*.py")] + [f"experiments.{p.stem}" for p in ROOT.glob("experiments/*.py")]
-    code = f"import importlib, numerics\nfor m in {sorted(modules)!r}: importlib.import_module(m)\nnumerics.apply()"
+    modules = [p.stem for p in ROOT.glob("*.py")] + [f"{p.parent.name}.{p.stem}" for d in ("lab", "experiments")
+                                                     for p in ROOT.glob(f"{d}/*.py")]
+    code = "import importlib\nfrom lab import numerics\n"
+    code += f"for m in {sorted(modules)!r}: importlib.import_module(m)\nnumerics.apply()"
     code += "\nprint('ok')"
     done = run(code)
     assert done.stdout == "ok\n", done.stderr

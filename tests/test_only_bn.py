@@ -4,10 +4,10 @@ control's random choice, and the experiment on a tiny configuration."""
 import pytest
 import torch
 
-from config import Config
-from data import digits_split
 from experiments import only_bn
-from training import fit_members
+from lab.data import digits_split
+from lab.loop import fit_members
+from lab.settings import Config
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 
 import bench
-from bn_pytorch import BN_PAIR
 from experiments import ddp, float64, sweep
-from plotting import Z_SATURATED
-from results import dataset_of, fit_spread, load_results, models_of, ranges_of, runs_of
-from stats import decide
+from lab.nets import BN_PAIR
+from lab.plotting import Z_SATURATED
+from lab.regression import dataset_of, fit_spread, models_of, ranges_of, runs_of
+from lab.results import load_results
+from lab.stats import decide
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -338,9 +339,9 @@ EXPLAINED = {name: ROOT / "results" / name / "results.json"
 
 def test_every_verdict_rests_on_five_seeds():
     """The prose above the verdict table: every experiment behind a row ran 5 seeds."""
-    import compare
+    from experiments import EXPERIMENTS
 
-    assert {name for name, record in compare.EXPERIMENTS.items() if record.verdicts} == EXPLAINED.keys()
+    assert {name for name, record in EXPERIMENTS.items() if record.verdicts} == EXPLAINED.keys()
     assert all(len(json.loads(path.read_text())["config"]["seeds"]) == 5 for path in EXPLAINED.values())
     assert "every\nexperiment behind a row ran 5 seeds" in README
 
@@ -349,7 +350,7 @@ def test_claims_about_the_noise():
     """The noisy page: the ics experiment's noisy runs are the noisy experiment's, seed for seed; the noise
     raises both readings of ICS in both windows; MyBN keeps more than half of its gain under it."""
     from experiments import noisy
-    from stats import HOLDS
+    from lab.stats import HOLDS
 
     shift, injected = load_results(EXPLAINED["ics"]), load_results(EXPLAINED["noisy"])
     for r in ranges_of(injected):
@@ -368,7 +369,7 @@ def test_claims_about_running_statistics():
     interval of their ratio within 5% of 1); off the grid precise statistics beat the moving averages at
     momentum 0.1, not shown at 0.5; test-batch statistics not shown worse than precise."""
     from experiments import running_stats as rs
-    from stats import HOLDS
+    from lab.stats import HOLDS
 
     results = load_results(EXPLAINED["running_stats"])
     for r in ranges_of(results):
@@ -392,9 +393,9 @@ def test_claims_about_the_explanations():
     smoother with it on (-5, 5) at both rates, rougher in the Adam recipe (on (-1, 1) by its gradient
     change) and at a tenth of the rate on (-1, 1); the landscape's learning rates are the largest of the
     SGD grid at which both nets train within 100 epochs."""
-    import compare
+    import experiments
     from experiments import ics, landscape, lr
-    from stats import FAILS, HOLDS, decide
+    from lab.stats import FAILS, HOLDS, decide
 
     grid, hard = load_results(EXPLAINED["lr"]), 5.0
     budgets = lr.budgets(grid)
@@ -408,7 +409,7 @@ def test_claims_about_the_explanations():
     first = ics.readings(shift, hard, ics.steps_per_epoch(shift))
     assert decide(first["santurkar"], 0.0, "below") == FAILS and decide(first["ioffe"], 0.0, "below") == HOLDS
     assert "by their Definition 2.1 MyBN's is *higher* than the plain net's in the first epoch on (-5, 5)" in README
-    shape = compare.load("landscape", EXPLAINED["landscape"])
+    shape = experiments.load("landscape", EXPLAINED["landscape"])
     for setting in ("SGD at the edge", f"SGD at {landscape.TENTH:g}×"):
         assert all(answer == HOLDS for _, answer in landscape.smoother(shape, hard, setting).values())
     assert all(answer == FAILS for _, answer in landscape.smoother(shape, hard, "Adam recipe").values())
@@ -433,7 +434,7 @@ def test_claims_about_mnist():
     first layer's sigmoids end saturated; MyBN's ICS by Definition 2.1 is larger at the two smaller
     rates, in both layers, seed by seed, and not shown smaller at the largest."""
     from experiments import mnist
-    from stats import HOLDS, decide
+    from lab.stats import HOLDS, decide
 
     results = load_results(ROOT / "results" / "mnist" / "results.json", mnist.check_format)
     page = " ".join(DOCS["mnist"].split())  # its prose, lines joined
@@ -473,7 +474,7 @@ def test_claims_about_conv():
     MyBN2d up to 3 in most seeds and never below 1; at 128 the nets without batch statistics end between
     0.2 and 0.55. Each claim in a form that another CPU's rounding leaves true (``verdicts.py --rounding``)."""
     from experiments import conv
-    from stats import FAILS, HOLDS
+    from lab.stats import FAILS, HOLDS
 
     results = load_results(EXPLAINED["conv"], conv.check_format)
     page = " ".join(DOCS["conv"].split())
@@ -549,7 +550,7 @@ def test_claims_about_scale():
     Li & Arora's pair within a point on average and not shown to train differently, logits apart by a few
     tenths at most (0.058 on the previous record, 0.12 since the layer's mean moved in its last bits)."""
     from experiments import scale
-    from stats import FAILS
+    from lab.stats import FAILS
 
     results = load_results(EXPLAINED["scale"], scale.check_format)
     page = " ".join(DOCS["scale"].split())

@@ -14,11 +14,12 @@ import pytest
 
 import bench
 import compare
-import progress
 import train
-from config import Config
 from experiments import EXPERIMENTS
-from results import format_table, load_results, summarize
+from lab import progress
+from lab.regression import format_table, summarize
+from lab.results import load_results
+from lab.settings import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_RUN = ["--ranges", "1", "--models", "plain", "--seeds", "0", "--epochs", "1"]

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from bn_pytorch import ConvNet
-from config import Config
-from data import digits_split
 from experiments import scale
+from lab.data import digits_split
+from lab.loop import fit_members
+from lab.nets import ConvNet
+from lab.settings import Config
 from my_bn import MyBN
-from training import fit_members
 
 
 def scaled_pair(norm: nn.Module, c: float):

@@ -1,4 +1,4 @@
-"""The verdicts' arithmetic (stats.py) on cases with a known answer, and each rule's three answers on
+"""The verdicts' arithmetic (lab/stats.py) on cases with a known answer, and each rule's three answers on
 synthetic per-seed numbers: all on one side of the margin, all on the other, and across it."""
 
 import importlib
@@ -7,7 +7,7 @@ import math
 import pytest
 
 from experiments import EXPERIMENTS
-from stats import FAILS, HOLDS, UNDECIDED, Interval, decide, paired_difference, paired_log_ratio, t_interval
+from lab.stats import FAILS, HOLDS, UNDECIDED, Interval, decide, paired_difference, paired_log_ratio, t_interval
 
 
 def test_t_interval_known_answer():

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+import experiments
 import verdicts
 
 
@@ -31,7 +32,7 @@ def test_the_comparison_of_tiny_runs(tiny_results, tmp_path, capsys):
     committed = verdicts.what_ran(verdicts.ROOT / "results")[1]
     assert table.startswith(f"Verdicts committed ({committed}) and rerun (seeds 0 1, ") and table.strip() in printed
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == len(verdicts.compare.verdict_rows(verdicts.compare.load_experiments(out, notes=False)))
+    assert len(rows) == len(experiments.verdict_rows(experiments.load_experiments(out, notes=False)))
 
 
 def test_without_results_it_says_so_in_one_line(tmp_path, capsys):

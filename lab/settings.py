@@ -61,7 +61,7 @@ class Config:
     """Every setting of a run: the single source of the defaults and of train.py's flags."""
 
     ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float, metavar="R")
-    models: list[str] = flag(  # which names exist is bn_pytorch.VARIANTS's to say: see build_parser's choices
+    models: list[str] = flag(  # which names exist is lab.nets.VARIANTS's to say: see build_parser's choices
         ["plain", "torch_bn", "my_bn"], "nets to train", metavar="MODEL"
     )
     seeds: list[int] = flag(
@@ -181,7 +181,7 @@ def build_parser(
 
     With ``suppress_defaults`` only the flags actually given appear in the parsed namespace. ``shown``
     replaces the help's "(default: ...)" of the named fields (an experiment's preset, say). ``choices``:
-    the values a field may take where the caller knows them (the nets, say, which bn_pytorch defines:
+    the values a field may take where the caller knows them (the nets, say, which lab/nets.py defines:
     the settings know nothing of the model code), shown in its help.
     """
     parser = _Parser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)

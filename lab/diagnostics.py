@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from bn_pytorch import TanhMLP
-from probe import Probe, Step
-from results import mean_std, rounded
+from lab.nets import TanhMLP
+from lab.probe import Probe, Step
+from lab.results import rounded
+from lab.stats import mean_std
 
 # A unit is saturated when its output is within 0.01 of its activation's bound: |tanh(z)| > 0.99, i.e.
 # |z| > 2.65; for a sigmoid, output below 0.01 or above 0.99, i.e. |z| > logit(0.99) = 4.595.

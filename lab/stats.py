@@ -22,6 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
@@ -108,3 +109,9 @@ class Rule:
 
     def decide(self, interval: Interval) -> str:
         return decide(interval, self.margin, self.claim)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return t.mean().item(), (t.std().item() if len(values) > 1 else 0.0)

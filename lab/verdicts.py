@@ -4,7 +4,7 @@ running_stats, mnist, conv, depth, scale and only_bn), in the registry's order.
 
 Each row: the explanation, what it predicts on this task, what was measured, the rule, and the verdict
 that rule gives on those numbers. Every rule is decided on paired per-seed numbers and their 95%
-interval (``stats.py``) and has three answers: holds, does not hold, not decided. Nothing in the table
+interval (``lab/stats.py``) and has three answers: holds, does not hold, not decided. Nothing in the table
 is typed by hand.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import stats
-from results import final_mse, runs_of
+from lab import stats
+from lab.regression import final_mse, runs_of
 
 
 @dataclass(frozen=True)

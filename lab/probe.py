@@ -97,7 +97,7 @@ def every(n: int, step: Step) -> bool:
 @contextlib.contextmanager
 def preserved(net: nn.Module, opt: torch.optim.Optimizer | None = None):
     """Put back, on leaving, every parameter, gradient and buffer of ``net``, the optimiser's state, the
-    state of the random generators its modules own (``bn_pytorch.NonStationaryNoise``'s), bit for bit,
+    state of the random generators its modules own (``lab.nets.NonStationaryNoise``'s), bit for bit,
     and the train/eval mode: what a probe does in between leaves no trace on training.
 
     Yields the parameters' values as they were (copies, in ``net.parameters()`` order; read them, do

@@ -14,11 +14,11 @@ import time
 import torch
 from torch import nn
 
-import training
-from bn_pytorch import VARIANTS as NETS
-from bn_pytorch import TanhMLP
-from config import Config
-from data import make_dataset
+from lab import loop, regression
+from lab.data import make_dataset
+from lab.nets import VARIANTS as NETS
+from lab.nets import TanhMLP
+from lab.settings import Config
 from my_bn import cpp as my_bn_cpp
 
 
@@ -34,8 +34,8 @@ def dataloader_run(model: str, r: float, seed: int, config: Config, backend: str
         generator=torch.Generator().manual_seed(seed),
     )
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-    scaling = training.Scaling()
-    test_mse = [training.evaluate(net, data.x_test, data.y_test, scaling)[0].item()]
+    scaling = regression.Scaling()
+    test_mse = [regression.evaluate(net, data.x_test, data.y_test, scaling)[0].item()]
     for _ in range(config.epochs):
         net.train()
         for xb, yb in loader:
@@ -43,7 +43,7 @@ def dataloader_run(model: str, r: float, seed: int, config: Config, backend: str
             opt.zero_grad()
             loss.backward()
             opt.step()
-        test_mse.append(training.evaluate(net, data.x_test, data.y_test, scaling)[0].item())
+        test_mse.append(regression.evaluate(net, data.x_test, data.y_test, scaling)[0].item())
 
 
 def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
@@ -54,7 +54,7 @@ def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
     config = Config()
     torch.set_num_threads(config.threads)
     data = make_dataset(5.0, 0)
-    order = training.BatchOrder(len(data.x_train), config.batch_size, config.epochs, 0)
+    order = loop.BatchOrder(len(data.x_train), config.batch_size, config.epochs, 0)
 
     def median_seconds(fn) -> float:
         seconds = []
@@ -71,7 +71,7 @@ def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
         nets["my_bn_cpp"] = ("my_bn", "cpp")
     ours = {
         name: median_seconds(
-            lambda m=model, b=backend: training.train_one(
+            lambda m=model, b=backend: regression.train_one(
                 TanhMLP(m, 0, bn_momentum=config.bn_momentum, mybn_backend=b), data, order, config.lr
             )
         )

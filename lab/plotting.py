@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from bn_pytorch import VARIANTS
-from diagnostics import SATURATED
-from results import mean_std, runs_of
+from lab.diagnostics import SATURATED
+from lab.nets import VARIANTS
+from lab.regression import runs_of
+from lab.stats import mean_std
 
 COLOURS = {  # model -> colour, line style
     "plain": ("#E4572E", "-"),

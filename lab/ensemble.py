@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from probe import Probe, loop
+from lab.probe import Probe, loop
 
 Params = dict[str, torch.Tensor]
 

@@ -1,5 +1,5 @@
-"""The results format: one ``results.json`` per experiment, written atomically, read back with checks,
-and the queries that tables and figures ask of it.
+"""The results format: one ``results.json`` per experiment, written atomically and read back with checks
+(the regression task's queries are lab/regression.py's).
 
 A results file holds its ``format`` (``FORMAT``), ``experiment``, the ``config`` that produced it
 (the settings the experiment read, and the value of those it fixes), the ``environment``, the test
@@ -22,9 +22,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from config import COMMITTED, RESULTS_FILE, Config, check_values
+from lab.settings import COMMITTED, RESULTS_FILE, Config, check_values
 
 # The version of that layout. Raise it whenever what compare.py reads changes, so that an older
 # file is named as such instead of failing somewhere inside a figure. Files without it are 1.
@@ -104,7 +102,7 @@ def source(results: dict) -> str:
     train.py wrote them: `OUT/results.json` for the main experiment, `OUT/NAME/results.json` for the others
     (OUT as its config records it)."""
     if READ_FROM in results:  # relative to the repository where it is inside it, whatever the working folder
-        path, root = Path(results[READ_FROM]), Path(__file__).resolve().parent
+        path, root = Path(results[READ_FROM]), Path(__file__).resolve().parent.parent  # lab/ is in the root
         return f"`{(path.resolve().relative_to(root) if inside(path, root) else path).as_posix()}`"
     out, name = results["config"].get("out") or COMMITTED, results["experiment"]
     return f"`{out}/{RESULTS_FILE}`" if name == "main" else f"`{out}/{name}/{RESULTS_FILE}`"
@@ -372,77 +370,3 @@ def _check_diagnostics(diag, where: str) -> None:
     if not (_numbers(diag.get("quantiles")) and isinstance(diag.get("unit"), int)):
         raise ValueError(f"{where}: needs 'quantiles' and 'unit'")
 
-
-# ----------------------------------------------------------------------------------------------
-# Queries
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    return t.mean().item(), (t.std().item() if len(values) > 1 else 0.0)
-
-
-def ranges_of(results: dict) -> list[float]:
-    return list(dict.fromkeys(run["range"][1] for run in results["runs"]))
-
-
-def models_of(results: dict) -> list[str]:
-    return list(dict.fromkeys(run["model"] for run in results["runs"]))
-
-
-def runs_of(results: dict, r: float, model: str) -> list[dict]:
-    return [run for run in results["runs"] if run["range"][1] == r and run["model"] == model]
-
-
-def dataset_of(results: dict, r: float, seed: int) -> dict:
-    return next(d for d in results["datasets"] if d["range"][1] == r and d["seed"] == seed)
-
-
-def fit_spread(results: dict, run: dict) -> float:
-    """std of a net's predictions over the test inputs ÷ std of the test targets: 0 is a constant fit."""
-    data = dataset_of(results, run["range"][1], run["seed"])
-    return (torch.tensor(run["predictions"]).std() / torch.tensor(data["y_test"]).std()).item()
-
-
-def relative_gap(values: list[float], reference: list[float]) -> torch.Tensor:
-    """|values − reference| / reference, element by element, in float64."""
-    if len(values) != len(reference):
-        raise ValueError(f"runs to compare differ in length ({len(values)} and {len(reference)} values)")
-    ref = torch.tensor(reference, dtype=torch.float64)
-    return (torch.tensor(values, dtype=torch.float64) - ref).abs() / ref
-
-
-def final_mse(run: dict) -> float:
-    """A run's final test MSE."""
-    return run["test_mse"][-1]
-
-
-def summarize(results: dict) -> list[dict]:
-    """One row per (range, model): final test MSE mean ± std over seeds, and the noise floor."""
-    floors = {}
-    for d in results["datasets"]:
-        floors.setdefault(d["range"][1], []).append(d["noise_std"] ** 2)
-    finals: dict[tuple[float, str], list[float]] = {}
-    for run in results["runs"]:
-        finals.setdefault((run["range"][1], run["model"]), []).append(run["test_mse"][-1])
-    rows = []
-    for (r, model), values in finals.items():
-        mean, std = mean_std(values)
-        kept = [v for v in values if math.isfinite(v)]
-        rows.append({"range": r, "model": model, "seeds": len(values), "mean": mean, "std": std,
-                     "diverged": len(values) - len(kept), "finite": mean_std(kept) if kept else None,
-                     "noise_floor": sum(floors[r]) / len(floors[r])})  # fmt: skip
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """The summary as aligned text for the terminal; seeds whose test MSE is not finite are counted
-    apart (the mean ± std is over the others), not averaged into a NaN."""
-    lines = [f"{'range':<10} {'model':<12} {'seeds':>5}  {'final test MSE':>22}  {'noise floor':>11}"]
-    for row in rows:
-        rng = f"(-{row['range']:g}, {row['range']:g})"
-        mse = "diverged" if row["finite"] is None else "{:.4g} ± {:.2g}".format(*row["finite"])
-        gone = f"  ({row['diverged']} of {row['seeds']} diverged)" if row["diverged"] and row["finite"] else ""
-        lines.append(f"{rng:<10} {row['model']:<12} {row['seeds']:>5}  {mse:>22}  {row['noise_floor']:>11.4g}{gone}")
-    return "\n".join(lines)

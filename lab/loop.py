@@ -1,0 +1,122 @@
+"""The training loop the experiments share: batches in a seeded order, the optimiser, the steps (of one
+net, or of a ``ConvNet``'s members at once), a cosine schedule and each member's accuracy.
+
+Every run is deterministic: its data, initial weights and batch order come from its seed, and the
+thread count is fixed, so which process trains it changes nothing in the results.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from lab.data import N_TRAIN
+from lab.nets import ConvNet
+from lab.probe import Probe, loop
+
+
+class BatchOrder(Sequence):
+    """Index batches for every epoch, reshuffled each epoch, shared by all nets of one seed.
+
+    Each epoch's order is drawn when the epoch starts, so memory does not grow with the number of
+    epochs; iterating again replays the same orders from the seed. A final batch of a single sample
+    is merged into the one before it: batch norm cannot take statistics over one value per channel.
+    """
+
+    def __init__(self, n: int, batch_size: int, epochs: int, seed: int):
+        self.n, self.batch_size, self.epochs, self.seed = n, batch_size, epochs, seed
+
+    def __len__(self) -> int:
+        return self.epochs
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.epochs):
+            batches = list(torch.randperm(self.n, generator=gen).split(self.batch_size))
+            if len(batches) > 1 and len(batches[-1]) == 1:
+                batches[-2:] = [torch.cat(batches[-2:])]
+            yield batches
+
+    def __getitem__(self, epoch: int) -> list[torch.Tensor]:
+        """Epoch ``epoch``'s batches (drawn again through the epochs before it)."""
+        if not -self.epochs <= epoch < self.epochs:
+            raise IndexError(f"epoch {epoch} of {self.epochs}")
+        return next(itertools.islice(self, epoch % self.epochs, None))
+
+
+def steps_per_epoch(batch_size: int, n: int = N_TRAIN) -> int:
+    """The optimiser steps of one epoch of ``n`` training inputs in batches of ``batch_size`` (``BatchOrder``'s)."""
+    return len(BatchOrder(n, batch_size, 1, 0)[0])
+
+
+def make_optimizer(name: str, net: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam (the experiments' default), or plain SGD: no momentum, the step is exactly -lr·gradient."""
+    if name == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=lr, foreach=True)
+    return torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # one kernel per step, not ~10 per tensor
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # loss to differentiate, loss to record, x, y
+
+
+def fit(net: nn.Module, opt: torch.optim.Optimizer, order: Iterable[list[torch.Tensor]],
+        batch_loss: Callable[[torch.Tensor], Batch], probes: Sequence[Probe] = (),
+        after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:  # fmt: skip
+    """The training loop (``probe.loop``) of one net: for each epoch's batches (index tensors),
+    ``batch_loss(idx)`` gives the loss to differentiate, the batch's loss to record, and the batch (x, y);
+    backward, the probes that want this step (``probe.Probe``), the optimiser's step. After each epoch
+    ``after_epoch(epoch)`` (1 for the first), then the probes'. Returns each step's recorded loss
+    (tensors: no host sync)."""
+
+    def prepare(idx: torch.Tensor):
+        loss, recorded, x, y = batch_loss(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return x, y, opt, opt.step, recorded.detach()
+
+    return loop(order, prepare, probes, after_epoch, before_epoch=net.train)
+
+
+def fit_members(net: ConvNet, opt: torch.optim.Optimizer, x_train: torch.Tensor, y_train: torch.Tensor,
+                batch_size: int, epochs: int, lr: Callable[[int], float] | None = None, probes: Sequence[Probe] = (),
+                after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:  # fmt: skip
+    """``fit`` for a ``ConvNet`` of K members side by side (one seed each): each step member k trains on
+    its own batch, drawn by the ``BatchOrder`` of its seed (the members share no parameter, so the sum of
+    their losses gives each its own gradient). ``lr(t)``: the rate of step t (from 0), set before it;
+    None: the optimiser's own. Returns each step's losses, (K,) per step."""
+    orders = [BatchOrder(len(x_train), batch_size, epochs, s) for s in net.seeds]
+    per_epoch = ([torch.stack(b) for b in zip(*epoch, strict=True)] for epoch in zip(*orders, strict=True))
+    counter = itertools.count()
+
+    def batch_loss(idx: torch.Tensor):  # idx (K, B): each member's batch
+        t = next(counter)
+        for group in opt.param_groups if lr is not None else ():
+            group["lr"] = lr(t)
+        x, y = x_train[idx].transpose(0, 1), y_train[idx].T  # (B, K, C, H, W), (B, K)
+        losses = ConvNet.member_losses(net(x), y)  # (K,)
+        return losses.sum(), losses, x, y
+
+    return fit(net, opt, per_epoch, batch_loss, probes, after_epoch)
+
+
+def cosine(lr: float, steps: int) -> Callable[[int], float]:
+    """The cosine schedule from ``lr`` at step 0 towards 0 at step ``steps``."""
+    return lambda t: lr * (1 + math.cos(math.pi * t / steps)) / 2
+
+
+@torch.no_grad()
+def member_accuracy(net: ConvNet, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Each member's accuracy on (x, y), the same inputs for all: in eval mode, or with ``batch_size`` in
+    training mode in batches of that size (the last takes what is left), on a copy of ``net`` so that
+    its running estimates stay as they are. (K,)"""
+    model = copy.deepcopy(net).train() if batch_size else net.eval()
+    chunks = x.split(batch_size or len(x))
+    logits = torch.cat([model(c.unsqueeze(1).expand(-1, net.k, *c.shape[1:])) for c in chunks])  # (N, K, 10)
+    net.train()
+    return (logits.argmax(-1) == y.unsqueeze(1)).double().mean(0)
+
