@@ -38,57 +38,58 @@ import torch.distributed as dist
 from filelock import FileLock, Timeout
 
 from experiments import EXPERIMENTS
-from experiments.record import same_device
 from lab import numerics, progress
-from lab.data import N_TRAIN, overflow_problem
-from lab.loop import BatchOrder
-from lab.nets import VARIANTS
-from lab.regression import noise_std_of
 from lab.results import from_json, inside, save_results, to_json, unwritable
-from lab.settings import COMMITTED, DTYPES, TRIALS, Config, as_flag, as_text, build_parser, resolve_device
+from lab.settings import (
+    COMMITTED,
+    TRIALS,
+    Settings,
+    as_text,
+    build_parser,
+    check_values,
+    resolve_device,
+    same_device,
+)
 from lab.workers import leave_stopping_to_the_parent, process_rank, stop_signals_as_interrupt
 from my_bn import cpp as my_bn_cpp
 
-CHOICES = {"models": tuple(VARIANTS)}  # the nets lab/nets.py defines, which --models may name
 
 def experiments_epilog() -> str:
     width = max(map(len, EXPERIMENTS))
     lines = [textwrap.fill(EXPERIMENTS[name].first_sentence(), 100, initial_indent=f"  {name:<{width}}  ",
                            subsequent_indent=" " * (width + 4)) for name in EXPERIMENTS]  # fmt: skip
-    return "experiments (`train.py NAME --help` shows one's preset):\n" + "\n".join(lines)
+    return ("experiments (`train.py NAME --help` shows one's settings, its own flags among them):\n"
+            + "\n".join(lines))
 
 
 def experiment_help(name: str) -> tuple[str, dict[str, str]]:
-    """``train.py NAME --help``: the experiment's docstring and its preset, and each flag's value
-    in that preset (or why it is fixed or unused there)."""
+    """``train.py NAME --help``: the experiment's docstring, and each flag's value in its preset (or the
+    one value it runs with)."""
     experiment = EXPERIMENTS[name]
-    preset = dataclasses.asdict(experiment.preset_config())
-    flags = " ".join(as_flag(k, v) for k, v in experiment.preset.items())
+    cls = experiment.settings
     head = (f"python train.py {name} [flags]: the {name} experiment (experiments/{name}.py).\n\n"
             f"{textwrap.dedent(experiment.doc).strip()}\n\n"
-            f"Its preset, on top of the defaults: {flags or 'the defaults'}. Flags given override it; the "
-            f"results of any other configuration than the preset go to {TRIALS}/.")  # fmt: skip
-    shown = {}
-    for field, value in preset.items():
-        shown[field] = f"{name}: {as_text(value)}"
-    for field, (value, why) in experiment.fixed.items():
-        shown[field] = f"{name}: {value} only, {why}"
-    for field, why in experiment.unused.items():
-        shown[field] = f"not used by {name}: {why}"
+            f"Its settings ({cls.__name__}) are its own flags, below; their defaults are its preset. Flags given "
+            f"override it; the results of any other configuration than the preset go to {TRIALS}/.")  # fmt: skip
+    shown = {field: f"{name}: {as_text(value)}" for field, value in dataclasses.asdict(cls()).items()}
+    for field, (value, why) in cls.ONLY.items():
+        shown[field] = f"{name}: {as_text(value)} only, {why}"
     shown["out"] = f"{COMMITTED}/{'' if name == 'main' else name + '/'} for the preset, {TRIALS}/ otherwise"
     return head, shown
 
 
 def make_parser(experiment: str | None = None) -> argparse.ArgumentParser:
-    """train.py's command line: an optional experiment name, then the Config flags; its help shows
-    ``experiment``'s preset where one is named."""
+    """train.py's command line: an optional experiment name, then the settings' flags. Named, an
+    experiment's help shows its own settings; unnamed, the main experiment's, and the parser takes
+    every experiment's flags (``all`` passes each to the experiments that read it)."""
     if experiment in EXPERIMENTS:
         description, shown = experiment_help(experiment)
-        parser = build_parser(Config, description, suppress_defaults=True, shown=shown, choices=CHOICES)
+        parser = build_parser(EXPERIMENTS[experiment].settings, description, suppress_defaults=True, shown=shown)
     else:
         shown = {"out": f"default: {COMMITTED}/ for an experiment's own preset, {TRIALS}/ for any other configuration"}
-        parser = build_parser(Config, __doc__, suppress_defaults=True, shown=shown, epilog=experiments_epilog(),
-                              choices=CHOICES)
+        others = tuple(e.settings for e in EXPERIMENTS.values())
+        parser = build_parser(EXPERIMENTS["main"].settings, __doc__, suppress_defaults=True, shown=shown,
+                              epilog=experiments_epilog(), also=others)  # fmt: skip
     parser.add_argument(
         "experiment", nargs="?", default="main", choices=[*EXPERIMENTS, "all"], help="which preset (default: main)"
     )
@@ -96,57 +97,47 @@ def make_parser(experiment: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(argv: list[str] | None = None) -> dict[str, Config]:
-    """The experiments to run, each with its config, as ``parse_args`` reads them."""
+def parse_config(argv: list[str] | None = None) -> dict[str, Settings]:
+    """The experiments to run, each with its settings, as ``parse_args`` reads them."""
     return parse_args(argv)[0]
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Config], bool]:
+def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Settings], bool]:
     """Parse and check the command line; any bad value exits with status 2 and one line.
 
-    Returns the experiments to run, each with its config (the preset with the given flags on top),
+    Returns the experiments to run, each with its settings (its preset with the given flags on top),
     and whether to be quiet.
     """
     words = sys.argv[1:] if argv is None else argv
     named = next((w for w in words if w in EXPERIMENTS), None) if {"-h", "--help"} & set(words) else None
-    parser = make_parser(named)  # the help of the experiment named, if any
+    parser = make_parser(named)  # the help of the experiment named, if any; else every experiment's flags
     args = vars(parser.parse_args(argv))
     experiment, quiet = args.pop("experiment"), args.pop("quiet")
-    for name in ("ranges", "models", "seeds"):
-        if name in args:
-            args[name] = list(dict.fromkeys(args[name]))  # drop repeats, keep order
+    args = {k: list(dict.fromkeys(v)) if isinstance(v, list) else v for k, v in args.items()}  # no repeats, in order
     experiments = list(EXPERIMENTS) if experiment == "all" else [experiment]
     try:
         resolve_device(args.get("device", "auto"))
     except ValueError as exc:
         parser.error(f"argument --device: {exc}")
+    configs = {}
     for name in experiments:  # a flag the experiment does not read: refused, or with `all` left aside there
-        problem = unused_flag(name, args)
-        if problem and experiment != "all":
-            parser.error(problem)
-        if problem:
-            print(f"note: {problem.removeprefix('argument ')}; `all` leaves it aside there, and the {name} results "
+        cls, unread = EXPERIMENTS[name].settings, unused_flags(name, args)
+        if unread and experiment != "all":
+            parser.error(f"argument {'; '.join(unread.values())}")
+        if unread:
+            print(f"note: {'; '.join(unread.values())}; `all` leaves it aside there, and the {name} results "
                   "record what ran", file=sys.stderr)  # fmt: skip
-    configs = {name: Config(**{**EXPERIMENTS[name].preset, **args, **EXPERIMENTS[name].fixed_values()})
-               for name in experiments}  # fmt: skip
-    for name, c in configs.items():
-        problem = EXPERIMENTS[name].config_problem(c)
+        given = {k: v for k, v in args.items() if k not in unread}
+        for setting, value in given.items():
+            try:
+                check_values(cls, {setting: value})
+            except ValueError as exc:
+                parser.error(f"argument --{setting.replace('_', '-')}: the {name} experiment's "
+                             f"{str(exc).removeprefix('config: ')}")
+        configs[name] = cls(**given)
+        problem = configs[name].problem()
         if problem:
             parser.error(problem)
-    for c in (c for c in configs.values() if c.nproc > 1):
-        smallest = min(len(b) for b in BatchOrder(N_TRAIN, c.batch_size, 1, 0)[0]) // c.nproc
-        local_bn = [m for m in c.models if VARIANTS[m].norm is not None and not VARIANTS[m].sync]
-        if smallest < (2 if local_bn else 1):
-            why = f"the per-process batch norm of {local_bn[0]}" if local_bn else "a process to train on"
-            parser.error(
-                f"argument --nproc: with --batch-size {c.batch_size}, a batch split over {c.nproc} processes leaves "
-                f"{smallest} sample(s) to some process, too few for {why}"
-            )
-    for c in configs.values():
-        for r in c.ranges:
-            problem = overflow_problem(r, c.a, c.b, noise_std_of(c, r), DTYPES[c.dtype])
-            if problem:
-                parser.error(f"arguments --ranges/--a/--b/--noise-std/--dtype: {problem}")
     configs = {name: dataclasses.replace(c, out=output_folder(parser, name, c)) for name, c in configs.items()}
     for out in dict.fromkeys(c.out for c in configs.values()):
         problem = unwritable(Path(out))
@@ -155,7 +146,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Config], bool]:
     return configs, quiet
 
 
-def output_folder(parser: argparse.ArgumentParser, name: str, config: Config) -> str:
+def output_folder(parser: argparse.ArgumentParser, name: str, config: Settings) -> str:
     """Where experiment ``name``'s results go: ``--out`` where given, else results/ for a run of its own
     preset (the committed record, which compare.py draws into picture/ and the README) and runs/
     (ignored by git) for any other configuration. Refuses to put anything but a preset's run inside
@@ -173,36 +164,38 @@ def output_folder(parser: argparse.ArgumentParser, name: str, config: Config) ->
     return config.out
 
 
-def unused_flag(experiment: str, given: dict) -> str | None:
-    """The error for the flags in ``given`` that ``experiment`` does not read: its ``unused`` settings,
-    and its ``fixed`` ones with another value than the one it runs with."""
-    record, problems = EXPERIMENTS[experiment], []
+def unused_flags(experiment: str, given: dict) -> dict[str, str]:
+    """The flags of ``given`` that ``experiment`` does not read, each with the one line that refuses it:
+    settings its class does not hold (with why, where a preset dropped a setting of the regression task),
+    and those it runs with one value alone (its ``ONLY``) given another."""
+    cls, problems = EXPERIMENTS[experiment].settings, {}
+    own = {f.name for f in dataclasses.fields(cls)}
     for name, value in given.items():
         flag = "--" + name.replace("_", "-")
-        if name in record.unused:
-            problems.append(f"{flag}: the {experiment} experiment does not use it ({record.unused[name]})")
-        fixed, why = record.fixed.get(name, (value, ""))
-        if value != fixed and not (name == "device" and same_device(value, fixed)):
-            problems.append(f"{flag}: the {experiment} experiment runs with {fixed} only ({why})")
-    return f"argument {'; '.join(problems)}" if problems else None
+        if name not in own:
+            why = getattr(cls, "DROPPED", {}).get(name, f"`train.py {experiment} --help` lists its settings")
+            problems[name] = f"{flag}: the {experiment} experiment does not use it ({why})"
+        elif name in cls.ONLY:
+            only, why = cls.ONLY[name]
+            if value != only and not (name == "device" and same_device(value, only)):
+                problems[name] = f"{flag}: the {experiment} experiment runs with {as_text(only)} only ({why})"
+    return problems
 
 
 # ----------------------------------------------------------------------------------------------
 # Running an experiment, in this process or in a group of them
 
 
-def run_here(experiment: str, config: Config) -> dict:
+def run_here(experiment: str, config: Settings) -> dict:
     """Run one experiment in this process (alone, or as one of a group); the first process logs. The
     results' config holds the settings the experiment read, not those it does not use."""
     torch.set_num_threads(config.threads)
     record = EXPERIMENTS[experiment]
     log = progress.current().write if process_rank()[0] == 0 and not progress.current().quiet else lambda _: None
-    results = {"experiment": experiment, **record.run(config, log=log)}
-    results["config"] = {k: v for k, v in results["config"].items() if k not in record.unused}
-    return results
+    return {"experiment": experiment, **record.run(config, log=log)}
 
 
-def available_backend(configs: dict[str, Config]) -> tuple[dict[str, Config], str | None]:
+def available_backend(configs: dict[str, Settings]) -> tuple[dict[str, Settings], str | None]:
     """``configs`` with the MyBN backend that will really run, and a note for the results where that
     is not the one asked for (``--mybn-backend cpp`` where the C++ backend cannot be built)."""
     if not any(c.mybn_backend == "cpp" for c in configs.values()) or my_bn_cpp.available():
@@ -212,7 +205,7 @@ def available_backend(configs: dict[str, Config]) -> tuple[dict[str, Config], st
     return {name: dataclasses.replace(c, mybn_backend="python") for name, c in configs.items()}, note
 
 
-def save(experiment: str, config: Config, results: dict, fallback: str | None = None) -> Path:
+def save(experiment: str, config: Settings, results: dict, fallback: str | None = None) -> Path:
     if fallback:
         results["environment"]["fallback"] = fallback
     path = save_results(results, EXPERIMENTS[experiment].results_path(config.out).parent)
@@ -222,7 +215,7 @@ def save(experiment: str, config: Config, results: dict, fallback: str | None = 
 
 
 @contextlib.contextmanager
-def writing_alone(configs: dict[str, Config]):
+def writing_alone(configs: dict[str, Settings]):
     """Hold a lock on each results file this run will write, for the whole run: a second train.py that
     would write one of them is refused in one line before it trains, where one of the two results was
     lost. The locks live in the temporary folder, one per file path, and end with their process."""
@@ -243,7 +236,7 @@ class GroupFailed(Exception):
     """A process of a ``--nproc`` group ended before the experiment did."""
 
 
-def _group_process(rank: int, experiment: str, config: Config, port: int, handover: str) -> None:
+def _group_process(rank: int, experiment: str, config: Settings, port: int, handover: str) -> None:
     """One of the ``config.nproc`` processes started by ``run_distributed``; the first leaves the
     results in ``handover`` for the parent, which saves them once every process has finished."""
     leave_stopping_to_the_parent()
@@ -279,7 +272,7 @@ def wait_for_group(group: list, experiment: str) -> None:
             raise GroupFailed(f"process {rank} of the {experiment} group {how}")
 
 
-def run_distributed(experiment: str, config: Config) -> dict:
+def run_distributed(experiment: str, config: Settings) -> dict:
     """Run the experiment in ``config.nproc`` processes on this machine, one group; return its results.
 
     Stopped here (SIGINT, SIGTERM) or by the death of one of them, the group is ended at once, and

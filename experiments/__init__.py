@@ -34,7 +34,6 @@ from experiments import (
     sweep,
 )
 from experiments.record import Experiment
-from lab.nets import VARIANTS
 from lab.plotting import Figures
 from lab.results import load_results
 from lab.verdicts import Verdict, verdict_table
@@ -71,7 +70,8 @@ def result_paths(root: Path) -> dict[str, Path]:
 
 def load(name: str, path: Path) -> dict:
     """Experiment ``name``'s results at ``path``, checked by its record: their format, then what its figures need."""
-    results = load_results(path, EXPERIMENTS[name].results_format, {"models": tuple(VARIANTS)}, experiment=name)
+    record = EXPERIMENTS[name]
+    results = load_results(path, record.results_format, experiment=name, settings=record.settings)
     try:
         EXPERIMENTS[name].check(results)
     except ValueError as exc:

@@ -10,7 +10,7 @@ from experiments.record import Experiment, runs_with
 from lab.diagnostics import start_end
 from lab.nets import CONTROLS, MODELS
 from lab.plotting import label, mse_panel, range_text, saturation_panel, save, subplots
-from lab.regression import fit_spread, models_of, ranges_of, run_experiment, runs_of, summarize
+from lab.regression import Regression, fit_spread, models_of, ranges_of, run_experiment, runs_of, summarize
 from lab.results import source
 from lab.verdicts import versus
 
@@ -53,10 +53,13 @@ def controls_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+ControlsSettings = Regression.preset("ControlsSettings", __name__, ranges=[5.0], models=[*MODELS, *CONTROLS])
+
+
 EXPERIMENT = Experiment(
     name="controls",
     doc=__doc__,
-    preset={"ranges": [5.0], "models": [*MODELS, *CONTROLS]},
+    settings=ControlsSettings,
     run=run_experiment,
     figures=lambda results: {"controls.png": partial(plot_controls, results)},
     tables=lambda results: {"controls-table": controls_table(results)},

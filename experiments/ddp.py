@@ -11,7 +11,7 @@ import torch
 
 from experiments.record import Experiment
 from lab.plotting import COLOURS, label, range_text, save, subplots
-from lab.regression import models_of, ranges_of, relative_gap, run_experiment, runs_of
+from lab.regression import Regression, models_of, ranges_of, relative_gap, run_experiment, runs_of
 from lab.results import source
 from lab.stats import mean_std
 
@@ -78,11 +78,15 @@ def ddp_table(ddp: dict, single: dict) -> str:
     return "\n".join(lines)
 
 
+# two seeds: a check of arithmetic, not a claim over seeds
+DdpSettings = Regression.preset("DdpSettings", __name__, nproc=2, dtype="float64", seeds=[0, 1], ranges=[5.0],
+                                models=["torch_bn", "my_bn", "my_bn_local"], diagnostics=False)
+
+
 EXPERIMENT = Experiment(
     name="ddp",
     doc=__doc__,
-    preset={"nproc": 2, "dtype": "float64", "models": ["torch_bn", "my_bn", "my_bn_local"], "seeds": [0, 1],
-            "ranges": [5.0], "diagnostics": False},  # fmt: skip  # a check of arithmetic, not a claim over seeds
+    settings=DdpSettings,
     run=run_experiment,
     figures=lambda ddp, float64: {"ddp.png": partial(plot_ddp, ddp, float64)},
     tables=lambda ddp, float64: {"ddp-table": ddp_table(ddp, float64)},

@@ -13,11 +13,11 @@ Two results about deep fully connected nets at initialisation pull in opposite d
   cannot be eliminated by tuning the initial weight variances or by adjusting the nonlinear activation
   function. Indeed, batch normalization itself is the cause of gradient explosion."
 
-``lab.nets.DeepMLP`` (``DEPTH`` blocks of Linear(width, width) -> norm -> ReLU or identity, He or
+``lab.nets.DeepMLP`` (``depth`` blocks of Linear(width, width) -> norm -> ReLU or identity, He or
 unit-gain Gaussian weights, the same for both norms at a seed), plain and with ``MyBN``, in float64, on
 a batch of Gaussian inputs N(0, I) of the width's dimension with random labels over 10 classes; one
-forward and one backward of the cross-entropy, no training. For each width of ``WIDTHS``, batch size
-of ``BATCHES``, activation and seed: the effective rank of every block's output (``effective_rank``)
+forward and one backward of the cross-entropy, no training. For each width of ``widths``, batch size
+of ``batch_sizes``, activation and seed: the effective rank of every block's output (``effective_rank``)
 and the squared norm of every block's weight gradient, whose growth per layer towards the input is
 fitted over the middle layers (``growth_rate``).
 
@@ -33,25 +33,52 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from experiments.record import Experiment, checked_runs, not_regression
+from experiments.record import Experiment, checked_runs
 from lab import stats
 from lab.nets import DeepMLP
 from lab.plotting import COLOURS, save, subplots
 from lab.results import rounded, source
+from lab.settings import Settings, batch_int, flag, positive_int
 from lab.verdicts import Verdict, bold, paired
 from lab.workers import environment, run_pool
 
-DEPTH = 50
-WIDTHS = (32, 128)
-BATCHES = (8, 64)
-ACTIVATIONS = ("relu", "linear")
 RELU_RATE = math.pi / (math.pi - 1)  # the squared gradient norm's growth per layer, ReLU with batch norm, B -> ∞
-FIT = (5, DEPTH - 5)  # the layers (0-based, from the input) the growth rate is fitted over
+SKIP = 5  # the growth rate is fitted over the layers (0-based, from the input) SKIP to depth − SKIP
+
+
+@dataclass
+class DepthSettings(Settings):
+    """The depth experiment's settings: the nets and batches it looks at, its preset as the defaults."""
+
+    depth: int = flag(50, f"blocks of each net (at least {2 * SKIP + 2}: the growth rate is fitted away from both "
+                      "ends)", type=positive_int)
+    widths: list[int] = flag([32, 128], "widths of the blocks", type=positive_int, metavar="WIDTH")
+    batch_sizes: list[int] = flag([8, 64], "batch sizes", type=batch_int, metavar="B")
+    activations: list[str] = flag(["relu", "linear"], "activations", metavar="ACTIVATION", choices=("relu", "linear"))
+    dtype: str = flag("float64", "float64 only")
+    device: str = flag("cpu", "cpu only")
+
+    ONLY: ClassVar[dict[str, tuple[object, str]]] = {
+        "device": ("cpu", "it runs on the CPU"), "nproc": (1, "each measurement runs in one process"),
+        "dtype": ("float64", "it measures ranks and gradients over 50 layers, in float64"),
+        "mybn_backend": ("python", "its MyBN layers run the Python backend")}
+
+    def problem(self) -> str | None:
+        if self.depth < 2 * SKIP + 2:
+            return (f"argument --depth: at least {2 * SKIP + 2} (the growth rate is fitted over blocks {SKIP + 1} to "
+                    f"depth − {SKIP})")
+        return super().problem()
+
+
+def grid(results: dict) -> DepthSettings:
+    return DepthSettings.from_record(results["config"])
 LABELS = {"plain": "plain (no norm)", "my_bn": "MyBN"}
 
 
@@ -66,8 +93,8 @@ def effective_rank(h: torch.Tensor) -> float:
 
 def growth_rate(grad_sq: list[float], fit: tuple[int, int] | None = None) -> float:
     """How many times the squared weight-gradient norm grows per layer towards the input: exp of minus
-    the least-squares slope of log ‖∇W_l‖² against the layer l over ``fit`` (default: ``FIT``)."""
-    fit = FIT if fit is None else fit
+    the least-squares slope of log ‖∇W_l‖² against the layer l over ``fit`` (default: ``SKIP`` to depth − ``SKIP``)."""
+    fit = (SKIP, len(grad_sq) - SKIP) if fit is None else fit
     layers = torch.arange(*fit, dtype=torch.float64)
     y = torch.tensor(grad_sq[fit[0]:fit[1]], dtype=torch.float64).log()
     slope = ((layers - layers.mean()) * (y - y.mean())).sum() / ((layers - layers.mean()) ** 2).sum()
@@ -83,7 +110,7 @@ def measure(config, job: tuple[str, str, int, int]) -> list[dict]:
         gen = torch.Generator().manual_seed(10_000 + seed)  # the inputs and labels: the same for both norms
         x = torch.randn(batch, width, generator=gen, dtype=torch.float64)
         y = torch.randint(10, (batch,), generator=gen)
-        net = DeepMLP(norm, seed, depth=DEPTH, width=width, activation=activation, dtype=torch.float64)
+        net = DeepMLP(norm, seed, depth=config.depth, width=width, activation=activation, dtype=torch.float64)
         outputs, logits = net(x)
         nn.functional.cross_entropy(logits, y).backward()
         out.append({"model": norm, "activation": activation, "width": width, "batch_size": batch, "seed": seed,
@@ -92,19 +119,20 @@ def measure(config, job: tuple[str, str, int, int]) -> list[dict]:
     return out
 
 
-def jobs() -> list[tuple[str, str, int, int]]:
-    return [(n, a, w, b) for n in DeepMLP.NORMS for a in ACTIVATIONS for w in WIDTHS for b in BATCHES]
+def jobs(config: DepthSettings) -> list[tuple[str, str, int, int]]:
+    return [(n, a, w, b) for n in DeepMLP.NORMS for a in config.activations for w in config.widths
+            for b in config.batch_sizes]
 
 
 def run(config, log=print) -> dict:
-    todo, runs = jobs(), []
+    todo, runs = jobs(config), []
     with run_pool(config, len(todo)) as pool_map:
         for job, measured in zip(todo, pool_map(functools.partial(measure, config), todo), strict=True):
             runs += measured
             rank = sum(r["erank"][-1] for r in measured) / len(measured)
             log(f"depth: {job[0]:<6} {job[1]:<6} width {job[2]:>3} batch {job[3]:>2}: effective rank at depth "
-                f"{DEPTH} {rank:.2f}")  # fmt: skip
-    return {"config": dataclasses.asdict(config), "environment": environment(config), "depth": DEPTH,
+                f"{config.depth} {rank:.2f}")  # fmt: skip
+    return {"config": dataclasses.asdict(config), "environment": environment(config), "depth": config.depth,
             "datasets": [], "runs": runs}  # fmt: skip
 
 
@@ -157,13 +185,13 @@ def exp_text(ci: stats.Interval) -> str:
 def plot_depth(results: dict, outfile: Path) -> None:
     """Per activation: the effective rank of each block's output against depth (top), and the squared
     weight-gradient norm per block (bottom, ReLU and linear); the widest net, each batch size."""
-    width, n = max(WIDTHS), len(results["config"]["seeds"])
+    width, n, styles = max(grid(results).widths), len(results["config"]["seeds"]), (":", "-", "--", "-.") * 4
     fig, axes = subplots(2, 2, figsize=(13, 9))
     layers = list(range(1, results["depth"] + 1))
-    for col, activation in enumerate(ACTIVATIONS):
+    for col, activation in enumerate(grid(results).activations):
         for model in DeepMLP.NORMS:
             colour, _ = COLOURS[model]
-            for batch, ls in zip(BATCHES, (":", "-"), strict=True):
+            for batch, ls in zip(grid(results).batch_sizes, styles, strict=False):
                 runs = [r for r in results["runs"] if (r["model"], r["activation"], r["width"], r["batch_size"])
                         == (model, activation, width, batch)]  # fmt: skip
                 for key, ax in (("erank", axes[0][col]), ("grad_sq", axes[1][col])):
@@ -184,7 +212,8 @@ def depth_table(results: dict) -> str:
     lines = [
         f"At initialisation, {results['depth']} blocks, {n} seeds ({source(results)}): the effective rank of the "
         f"last block's output (mean; at most min(batch, width)), MyBN / plain of it seed by seed, and the growth "
-        f"per layer of the squared weight-gradient norm towards the input, fitted over blocks {FIT[0] + 1}-{FIT[1]} "
+        "per layer of the squared weight-gradient norm towards the input, fitted over blocks "
+        f"{SKIP + 1}-{results['depth'] - SKIP} "
         f"(geometric mean and 95% interval; mean-field theory for ReLU with batch norm, batch -> ∞: π/(π − 1) = "
         f"{RELU_RATE:.3f}; plain with He weights: 1).",
         "",
@@ -192,9 +221,9 @@ def depth_table(results: dict) -> str:
         "growth per layer, MyBN |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for activation in ACTIVATIONS:
-        for width in WIDTHS:
-            for batch in BATCHES:
+    for activation in grid(results).activations:
+        for width in grid(results).widths:
+            for batch in grid(results).batch_sizes:
                 ranks = [stats.t_interval(list(per_seed(results, m, activation, width, batch, last_rank).values()))
                          for m in DeepMLP.NORMS]  # fmt: skip
                 rates = [exp_text(rate(results, m, width, batch, activation)) for m in DeepMLP.NORMS]
@@ -213,19 +242,19 @@ PAGE = "[depth](docs/depth.md)"
 
 
 def rank_verdict(results: dict) -> Verdict:
-    width, batch = max(WIDTHS), max(BATCHES)
-    cis = {a: rank_ratio(results, a, width, batch) for a in ACTIVATIONS}
-    rule = (f"per seed, log(MyBN's effective rank / the plain net's) of block {DEPTH}'s output, width {width}, batch "
+    width, batch, depth = max(grid(results).widths), max(grid(results).batch_sizes), results["depth"]
+    cis = {a: rank_ratio(results, a, width, batch) for a in grid(results).activations}
+    rule = (f"per seed, log(MyBN's effective rank / the plain net's) of block {depth}'s output, width {width}, batch "
             f"{batch}; holds where the interval lies above 0, does not hold where it lies below, else not decided; "
             "each activation on its own")
     return Verdict("Batch norm keeps a deep net's rank at initialisation (Daneshmand et al. 2020)",
-                   f"after {DEPTH} random blocks the plain net's representations of a batch are close to rank one, "
+                   f"after {depth} random blocks the plain net's representations of a batch are close to rank one, "
                    "MyBN's are not", "MyBN / plain: " + "; ".join(f"{a} {ci.ratio_text()}" for a, ci in cis.items()),
                    rule, "; ".join(f"{a}: {bold(KEEPS_RANK.decide(ci))}" for a, ci in cis.items()), PAGE)
 
 
 def explosion_verdict(results: dict) -> Verdict:
-    width, batch = max(WIDTHS), max(BATCHES)
+    width, batch = max(grid(results).widths), max(grid(results).batch_sizes)
     own, gap = rate(results, "my_bn", width, batch), rate_gap(results, width, batch)
     rule = (f"per seed, the log of MyBN's fitted growth per layer of the squared weight-gradient norm (explodes: "
             f"holds above 0), and minus the plain net's (more than plain: holds above 0); ReLU, width {width}, batch "
@@ -240,17 +269,11 @@ def explosion_verdict(results: dict) -> Verdict:
 EXPERIMENT = Experiment(
     name="depth",
     doc=__doc__,
-    preset={"seeds": [0, 1, 2, 3, 4], "dtype": "float64"},
+    settings=DepthSettings,
     run=run,
     figures=lambda results: {"depth.png": functools.partial(plot_depth, results)},
     tables=lambda results: {"depth-table": depth_table(results)},
     results_format=check_format,
     summary=depth_table,
-    fixed={"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each measurement runs in one process"),
-           "dtype": ("float64", "it measures ranks and gradients over 50 layers, in float64")},
     verdicts=lambda results: [rank_verdict(results), explosion_verdict(results)],
-    unused={**not_regression("it trains nothing"),
-            **dict.fromkeys(("epochs", "batch_size", "lr", "optimizer", "bn_momentum", "diagnostics"),
-                            "it looks at nets at initialisation (its batch sizes are BATCHES)"),
-            "models": "its nets are plain and MyBN", "mybn_backend": "its MyBN layers run the Python backend"},
 )

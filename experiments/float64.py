@@ -14,7 +14,7 @@ import torch
 from experiments.record import Experiment
 from lab.nets import BN_PAIR
 from lab.plotting import range_text, save, subplots
-from lab.regression import models_of, ranges_of, relative_gap, run_experiment, runs_of
+from lab.regression import Regression, models_of, ranges_of, relative_gap, run_experiment, runs_of
 from lab.stats import mean_std
 
 DTYPE_COLOURS = {"float32": "#D62728", "float64": "#1F77B4"}
@@ -78,10 +78,14 @@ def parity_table(pair: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+Float64Settings = Regression.preset("Float64Settings", __name__, dtype="float64", models=["torch_bn", "my_bn"],
+                                    diagnostics=False)
+
+
 EXPERIMENT = Experiment(
     name="float64",
     doc=__doc__,
-    preset={"dtype": "float64", "models": ["torch_bn", "my_bn"], "diagnostics": False},
+    settings=Float64Settings,
     run=run_experiment,
     figures=lambda float64, main: {"parity.png": partial(plot_parity, by_dtype(float64, main))},
     tables=lambda float64, main: {"parity-table": parity_table(by_dtype(float64, main))},

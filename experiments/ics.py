@@ -31,7 +31,7 @@ from lab import stats
 from lab.loop import steps_per_epoch as training_steps
 from lab.plotting import band, label, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
-from lab.regression import models_of, ranges_of, run_experiment, runs_of
+from lab.regression import Regression, models_of, ranges_of, run_experiment, runs_of
 from lab.results import rounded, source
 from lab.verdicts import EASY, HARD, Verdict, bold, ratio
 
@@ -212,10 +212,13 @@ def ics_verdict(results: dict) -> Verdict:
                    "[ics](docs/ics.md)")  # fmt: skip
 
 
+IcsSettings = Regression.preset("IcsSettings", __name__, models=["plain", "my_bn", "my_bn_noisy"], diagnostics=False)
+
+
 EXPERIMENT = Experiment(
     name="ics",
     doc=__doc__,
-    preset={"models": ["plain", "my_bn", "my_bn_noisy"], "diagnostics": False},
+    settings=IcsSettings,
     run=partial(run_experiment, probe=ICSProbe),
     figures=lambda results: {"ics.png": partial(plot_ics, results)},
     tables=lambda results: {"ics-table": ics_table(results)},

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -48,9 +49,8 @@ from lab import stats
 from lab.loop import steps_per_epoch
 from lab.plotting import band, label, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
-from lab.regression import dataset_entry, models_of, ranges_of, runs_of, train_run
+from lab.regression import Regression, dataset_entry, models_of, ranges_of, runs_of, train_run
 from lab.results import rounded, source
-from lab.settings import Config
 from lab.verdicts import EASY, HARD, Verdict, bold, ratio
 from lab.workers import environment, run_pool
 
@@ -59,7 +59,7 @@ FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the bas
 PROBES = 24  # about this many probes a run (every steps // PROBES steps from the first: 25 to 27 here)
 EVERY = 33  # steps between probes of a probe made without a schedule: 24 in 50 epochs of 16 steps
 TENTH = 0.1  # the second SGD setting's rate, as a fraction of LR
-RECIPE = (Config().lr, Config().epochs)  # the main experiment's Adam recipe: learning rate and epochs
+RECIPE = (Regression().lr, Regression().epochs)  # the main experiment's Adam recipe: learning rate and epochs
 SETTINGS = {  # name -> which runs: the SGD runs at each rate (by "factor"), and the recipe's
     "SGD at the edge": lambda results: [r for r in results["runs"] if r["factor"] == 1.0],
     f"SGD at {TENTH:g}×": lambda results: [r for r in results["runs"] if r["factor"] == TENTH],
@@ -124,23 +124,16 @@ def landscape_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, etas: li
             "gdiff_max": max(diffs), "beta": max(betas)}  # fmt: skip
 
 
-def config_problem(config) -> str | None:
-    """Why train.py cannot run this config (a range with no learning rate), or None."""
-    missing = [r for r in config.ranges if config.lr is None and r not in LR]
-    if missing:
-        return f"argument --lr: landscape has no learning rate of its own for R = {missing[0]:g} (only {sorted(LR)})"
-    return None
-
-
 def landscape_run(config, job: tuple[float, float, str, int]) -> dict:
     """One run: ``job`` is (factor, range, net, seed), the factor of the range's SGD rate (0: the Adam recipe)."""
     factor, r, model, seed = job
     edge = LR[r] if config.lr is None else config.lr
     if factor:
-        run_config = dataclasses.replace(config, optimizer="sgd", lr=factor * edge)
+        run_config = Regression(**{**dataclasses.asdict(config), "optimizer": "sgd", "lr": factor * edge})
     else:
         lr, epochs = RECIPE
-        run_config = dataclasses.replace(config, optimizer="adam", lr=lr, epochs=min(epochs, config.epochs))
+        run_config = Regression(**{**dataclasses.asdict(config), "optimizer": "adam", "lr": lr,
+                                   "epochs": min(epochs, config.epochs)})
     steps = run_config.epochs * steps_per_epoch(config.batch_size)
     probe = partial(LandscapeProbe, base=run_config.lr if factor else edge, steps=max(1, steps // PROBES))
     run_ = train_run(run_config, (r, model, seed), probe=probe)
@@ -306,18 +299,30 @@ def check_runs(results: dict) -> None:
                          "`python train.py landscape`")  # fmt: skip
 
 
+_Landscape = Regression.preset("_Landscape", __name__, models=["plain", "my_bn"], epochs=50, diagnostics=False,
+                               lr=None, drop={"optimizer": "each setting has its own (SETTINGS)"})  # None: LR's rates
+
+
+@dataclass
+class LandscapeSettings(_Landscape):
+    def problem(self) -> str | None:
+        """A range with no learning rate of its own in ``LR`` and none given; then the regression task's checks."""
+        missing = [r for r in self.ranges if self.lr is None and r not in LR]
+        if missing:
+            return (f"argument --lr: landscape has no learning rate of its own for R = {missing[0]:g} (only "
+                    f"{sorted(LR)})")
+        return super().problem()
+
+
 EXPERIMENT = Experiment(
     name="landscape",
     doc=__doc__,
-    preset={"models": ["plain", "my_bn"], "epochs": 50, "diagnostics": False,
-            "lr": None},  # fmt: skip  # None: each range's rate from LR
+    settings=LandscapeSettings,
     run=run,
     figures=lambda results: {"landscape.png": partial(plot_landscape, results),
                              "landscape_settings.png": partial(plot_settings, results)},  # fmt: skip
     tables=lambda results: {"landscape-table": landscape_table(results)},
     summary=landscape_table,  # what train.py prints when the runs are done
     check=check_runs,
-    unused={"optimizer": "each setting has its own (SETTINGS)"},
-    config_problem=config_problem,
     verdicts=lambda results: [landscape_verdict(results)],
 )

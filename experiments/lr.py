@@ -32,7 +32,7 @@ from lab.loop import BatchOrder
 from lab.nets import TanhMLP
 from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.probe import preserved
-from lab.regression import dataset_entry, dataset_for, dataset_of, models_of, ranges_of, runs_of
+from lab.regression import Regression, dataset_entry, dataset_for, dataset_of, models_of, ranges_of, runs_of
 from lab.results import rounded, source
 from lab.settings import DTYPES
 from lab.verdicts import EASY, HARD, Verdict, bold, paired
@@ -305,21 +305,23 @@ def objection_verdict(results: dict) -> Verdict:
                    "[lr](docs/lr.md)")  # fmt: skip
 
 
+LrSettings = Regression.preset(
+    "LrSettings", __name__, models=["plain", "my_bn"], epochs=100, device="cpu",
+    drop={"lr": "it trains on a grid of learning rates (GRIDS)", "optimizer": "it trains with both, Adam and SGD",
+          "diagnostics": "it records no diagnostics"},
+    only={"mybn_backend": ("python", "its nets train under torch.func.vmap, where MyBN runs its Python backend"),
+          "device": ("cpu", "it runs on the CPU"), "nproc": (1, "each ensemble trains in one process")},
+)
+
+
 EXPERIMENT = Experiment(
     name="lr",
     doc=__doc__,
-    preset={"models": ["plain", "my_bn"], "epochs": 100, "diagnostics": False},
+    settings=LrSettings,
     run=run,
     figures=lambda results: {"lr.png": partial(plot_lr, results)},
     tables=lambda results: {"lr-table": lr_table(results)},
     check=check_grid,
     summary=summary_table,
-    fixed={
-        "mybn_backend": ("python", "its nets train under torch.func.vmap, where MyBN runs its Python backend"),
-        "device": ("cpu", "it runs on the CPU"),
-        "nproc": (1, "each ensemble trains in one process"),
-    },
-    unused={"lr": "it trains on a grid of learning rates (GRIDS)", "optimizer": "it trains with both, Adam and SGD",
-            "diagnostics": "it records no diagnostics"},  # fmt: skip
     verdicts=lambda results: [lr_verdict(results), objection_verdict(results)],
 )

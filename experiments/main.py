@@ -16,7 +16,7 @@ from lab.data import make_dataset, target
 from lab.diagnostics import SATURATED, start_end
 from lab.nets import BN_PAIR
 from lab.plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, range_text, save, stacked, subplots
-from lab.regression import dataset_of, fit_spread, models_of, ranges_of, run_experiment, runs_of, summarize
+from lab.regression import Regression, dataset_of, fit_spread, models_of, ranges_of, run_experiment, runs_of, summarize
 from lab.results import source
 from lab.stats import mean_std
 from lab.verdicts import versus
@@ -182,7 +182,7 @@ def tables(main: dict) -> dict[str, str]:
 EXPERIMENT = Experiment(
     name="main",
     doc=__doc__,
-    preset={},  # the defaults of config.Config
+    settings=Regression,  # the regression task's settings, whose defaults are its preset
     run=run_experiment,
     figures=figures,
     tables=tables,

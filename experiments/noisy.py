@@ -21,7 +21,7 @@ from experiments.record import Experiment, runs_with
 from lab import stats
 from lab.diagnostics import SATURATED, start_end
 from lab.plotting import label, mse_panel, range_text, saturation_panel, save, subplots
-from lab.regression import final_mse, models_of, ranges_of, run_experiment, runs_of, summarize
+from lab.regression import Regression, final_mse, models_of, ranges_of, run_experiment, runs_of, summarize
 from lab.results import source
 from lab.verdicts import HARD, Verdict, bold, paired, per_seed, versus
 
@@ -103,10 +103,13 @@ def noisy_verdict(results: dict, shift: dict) -> Verdict:
                    "net", measured, rule, text, "[noisy](docs/noisy.md)")  # fmt: skip
 
 
+NoisySettings = Regression.preset("NoisySettings", __name__, models=["my_bn", "my_bn_noisy", "plain", "plain_noisy"])
+
+
 EXPERIMENT = Experiment(
     name="noisy",
     doc=__doc__,
-    preset={"models": ["my_bn", "my_bn_noisy", "plain", "plain_noisy"]},
+    settings=NoisySettings,
     run=run_experiment,
     needs=("ics",),  # the manipulation check: the ics experiment measures the noisy net's ICS
     figures=lambda results, shift: {"noisy.png": partial(plot_noisy, results)},

@@ -23,19 +23,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from experiments.conv import MOMENTUM
-from experiments.record import Experiment, checked_runs, not_regression
+from experiments.record import Experiment, checked_runs
 from lab import stats
 from lab.data import digits_standardised
 from lab.loop import cosine, fit_members, member_accuracy, steps_per_epoch
 from lab.nets import ConvNet
 from lab.plotting import COLOURS, interval_bars, save, subplots
 from lab.results import rounded, source
-from lab.settings import DTYPES
+from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
 from lab.verdicts import Verdict, bold, paired
 from lab.workers import environment, run_pool
 
@@ -44,6 +45,22 @@ SETS = {"all": "every parameter", "bn": "γ and β only", "bn_head": "γ, β and
 OFF = 0.1  # a channel whose |γ| ends below this is turned off
 CHANCE = 0.1
 TRAINS = 0.5  # as in the conv experiment: five times chance
+
+
+@dataclass
+class OnlyBnSettings(Settings):
+    """The only_bn experiment's settings: the conv experiment's net and recipe, its preset as the defaults."""
+
+    epochs: int = flag(8, "training epochs", type=positive_int)
+    lr: float = flag(0.1, "learning rate (SGD with momentum on a cosine schedule)", type=positive_float)
+    momentum: float = flag(0.9, "SGD momentum", type=unit_float)
+    batch_size: int = flag(32, "mini-batch size", type=batch_int)
+    bn_momentum: float = flag(0.1, "momentum of the batch-norm layers' running estimates", type=unit_float)
+    width: int = flag(16, "channels of each of the three convolutions", type=positive_int)
+    device: str = flag("cpu", "cpu only")
+
+    ONLY: ClassVar[dict[str, tuple[object, str]]] = {"device": ("cpu", "it runs on the CPU"),
+                                                     "nproc": (1, "each way trains in one process")}
 
 
 def masks(net: ConvNet, seeds: list[int]) -> dict[str, torch.Tensor]:
@@ -68,8 +85,8 @@ def build(config, which: str) -> tuple[ConvNet, list[torch.nn.Parameter]]:
     """The grouped net of one way of ``SETS`` and the parameters it trains; the others are frozen (and in
     the control, every number of a trained tensor but the chosen ones gets no gradient)."""
     seeds = list(config.seeds)
-    net = ConvNet("my_bn", seeds, bn_momentum=config.bn_momentum, mybn_backend=config.mybn_backend,
-                  dtype=DTYPES[config.dtype])  # fmt: skip
+    net = ConvNet("my_bn", seeds, width=config.width, bn_momentum=config.bn_momentum, mybn_backend=config.mybn_backend,
+                  dtype=DTYPES[config.dtype])
     named = dict(net.named_parameters())
     if which == "random":
         for name, mask in masks(net, seeds).items():
@@ -88,7 +105,7 @@ def train_set(config, which: str) -> list[dict]:
     seeds = list(config.seeds)
     net, params = build(config, which)
     steps = config.epochs * steps_per_epoch(config.batch_size, len(x_train))
-    opt = torch.optim.SGD(params, lr=config.lr, momentum=MOMENTUM)
+    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
     fit_members(net, opt, x_train, y_train, config.batch_size, config.epochs, cosine(config.lr, steps))
     acc = member_accuracy(net, x_test, y_test)
     gamma = torch.cat([n.weight.detach().view(net.k, -1) for n in net.norms], 1).abs()  # (K, channels)
@@ -145,10 +162,10 @@ def plot_only_bn(results: dict, outfile: Path) -> None:
 
 
 def only_bn_table(results: dict) -> str:
-    config = results["config"]
+    config, momentum = results["config"], OnlyBnSettings.from_record(results["config"]).momentum
     lines = [
         f"The conv net with MyBN2d, {config['epochs']} epochs of batches of {config['batch_size']}, SGD with momentum "
-        f"{MOMENTUM} at {config['lr']:g} on a cosine schedule, {len(config['seeds'])} seeds ({source(results)}): the "
+        f"{momentum} at {config['lr']:g} on a cosine schedule, {len(config['seeds'])} seeds ({source(results)}): the "
         f"test accuracy (mean and 95% interval), and the fraction of channels whose |γ| ends below {OFF:g}. Below, "
         "seed by seed: γ and β only minus as many random other weights.",
         "",
@@ -186,16 +203,11 @@ def only_bn_verdict(results: dict) -> Verdict:
 EXPERIMENT = Experiment(
     name="only_bn",
     doc=__doc__,
-    preset={"seeds": [0, 1, 2, 3, 4], "epochs": 8, "lr": 0.1, "batch_size": 32, "bn_momentum": 0.1},
+    settings=OnlyBnSettings,
     run=run,
     figures=lambda results: {"only_bn.png": functools.partial(plot_only_bn, results)},
     tables=lambda results: {"only-bn-table": only_bn_table(results)},
     results_format=check_format,
     summary=only_bn_table,
-    fixed={"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each way trains in one process")},
     verdicts=lambda results: [only_bn_verdict(results)],
-    unused={**not_regression("it trains on 8×8 digits, not y = a·x² + b"),
-            "models": "its net is the conv net with MyBN2d, trained as SETS says",
-            "optimizer": "it trains with SGD and momentum 0.9, as the conv experiment does",
-            "diagnostics": "it records its own measurements, always"},  # fmt: skip
 )

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab.plotting import Figures
 from lab.regression import format_table, summarize
 from lab.results import check_results
-from lab.settings import RESULTS_FILE, Config, as_flag, resolve_device
+from lab.settings import RESULTS_FILE, Settings, as_flag, same_device
 from lab.verdicts import Verdict
 
 Log = Callable[[str], None]
@@ -27,22 +27,9 @@ def no_check(results: dict) -> None:
     """Results in the experiment's format are all its figures and tables need."""
 
 
-def no_problem(config: Config) -> str | None:
-    """Every config the flags accept runs."""
-    return None
-
-
 def summary_of_runs(results: dict) -> str:
     """The final test MSE per range and net, mean ± std over seeds: the regression task's summary."""
     return format_table(summarize(results))
-
-
-REGRESSION = ("ranges", "a", "b", "noise_std", "noise_scaled")  # the settings of the regression task's data
-
-
-def not_regression(why: str) -> dict[str, str]:
-    """An experiment's ``unused`` for the regression task's data settings, which it does not read (``why``)."""
-    return dict.fromkeys(REGRESSION, why)
 
 
 def checked_runs(results: dict, models: tuple[str, ...]) -> list[dict]:
@@ -79,30 +66,23 @@ class Experiment:
 
     name: str
     doc: str  # the module's docstring: the first sentence lists it in `train.py --help`, the whole in `NAME --help`
-    preset: dict  # the config.Config values it changes
-    run: Callable[[Config, Log], dict]  # trains and measures; returns the results (training.run_experiment, mostly)
+    settings: type[Settings]  # its settings: its hyperparameters as flags, its preset as their defaults
+    run: Callable[[Settings, Log], dict]  # trains and measures; returns the results (regression.run_experiment, mostly)
     figures: Callable[..., Figures]  # file name -> what draws it into the path it is given
     tables: Callable[..., dict[str, str]]  # marker name -> the generated table, written into its page
     needs: tuple[str, ...] = ()  # the other experiments whose results its figures, tables and verdicts read
     check: Callable[[dict], None] = no_check  # a ValueError for what its figures need beyond the format
     results_format: Callable[[dict], None] = check_results  # a ValueError for what its results file lacks
     summary: Callable[[dict], str] = summary_of_runs  # what train.py prints when it is done
-    fixed: dict[str, tuple[object, str]] = field(default_factory=dict)  # setting -> (the value it runs with, why)
-    unused: dict[str, str] = field(default_factory=dict)  # setting -> why it means nothing here (not recorded)
-    config_problem: Callable[[Config], str | None] = no_problem  # why a config cannot run, or None
     verdicts: Callable[..., list[Verdict]] | None = None  # its rows of the verdict table
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
             raise ValueError(f"an experiment's name is lower case, digits and _, got {self.name!r}")
 
-    def fixed_values(self) -> dict:
-        """The settings it runs with whatever the flags say, by name."""
-        return {setting: value for setting, (value, _why) in self.fixed.items()}
-
-    def preset_config(self) -> Config:
-        """The config of its own preset: what ``train.py NAME`` runs."""
-        return Config(**{**self.preset, **self.fixed_values()})
+    def preset_config(self) -> Settings:
+        """The settings of its own preset: what ``train.py NAME`` runs."""
+        return self.settings()
 
     def results_path(self, root: str | Path) -> Path:
         """Where its results are under ``root``: ROOT/results.json for main, ROOT/NAME/results.json for the others."""
@@ -119,29 +99,18 @@ class Experiment:
         return tuple(experiments[n] for n in names) if all(n in experiments for n in names) else None
 
     def off_preset(self, config: dict) -> list[str]:
-        """The settings of ``config`` (a ``Config`` as a dict, or the config a results file records) where it
+        """The settings of ``config`` (its settings as a dict, or the config a results file records) where it
         differs from its preset, as flags with their values (``--epochs 2``): empty for a run of the preset
         itself. Where results are written and the worker count do not count (``NOT_RESULTS``)."""
         preset = dataclasses.asdict(self.preset_config())
         differ = []
         for setting, value in config.items():
-            if setting in NOT_RESULTS or setting in self.unused or setting not in preset:
+            if setting in NOT_RESULTS or setting not in preset:
                 continue
             same = same_device(value, preset[setting]) if setting == "device" else value == preset[setting]
             if not same:
                 differ.append(as_flag(setting, value))
         return differ
-
-
-
-def same_device(a: str, b: str) -> bool:
-    """Whether two device names are one device here (auto and cpu on a machine without CUDA)."""
-    if a == b:
-        return True
-    try:
-        return resolve_device(a) == resolve_device(b)
-    except ValueError:  # a device this machine does not have: only the same name is the same
-        return False
 
 
 # Settings that change nothing in the results: where they are written, and how many processes share

@@ -35,7 +35,7 @@ from lab import stats
 from lab.data import Dataset, target
 from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.probe import Probe
-from lab.regression import Scaling, models_of, ranges_of, run_experiment, runs_of
+from lab.regression import Regression, Scaling, models_of, ranges_of, run_experiment, runs_of
 from lab.results import rounded, source
 from lab.stats import mean_std
 from lab.verdicts import HARD, Verdict, bold, paired
@@ -217,10 +217,14 @@ def running_stats_verdict(results: dict) -> Verdict:
                    "; ".join(answers) + note, "[running_stats](docs/running_stats.md)")  # fmt: skip
 
 
+RunningStatsSettings = Regression.preset("RunningStatsSettings", __name__, models=["my_bn", "my_bn_m01"],
+                                         diagnostics=False)
+
+
 EXPERIMENT = Experiment(
     name="running_stats",
     doc=__doc__,
-    preset={"models": ["my_bn", "my_bn_m01"], "diagnostics": False},
+    settings=RunningStatsSettings,
     run=partial(run_experiment, probe=RunningStatsProbe),
     figures=lambda results: {"running_stats.png": partial(plot_running_stats, results)},
     tables=lambda results: {"running-stats-table": running_stats_table(results)},

@@ -27,10 +27,11 @@ import dataclasses
 import functools
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
-from experiments.record import Experiment, checked_runs, not_regression
+from experiments.record import Experiment, checked_runs
 from lab import stats
 from lab.data import digits_standardised
 from lab.loop import fit_members, member_accuracy
@@ -38,7 +39,7 @@ from lab.nets import ConvNet
 from lab.plotting import COLOURS, save, subplots
 from lab.probe import Probe, Step
 from lab.results import rounded, source
-from lab.settings import DTYPES
+from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
 from lab.verdicts import Verdict, bold, paired
 from lab.workers import environment, run_pool
 
@@ -62,6 +63,20 @@ RUNS = {
     "invariant_exp": Setting("scale invariant, exponential rate", invariant=True, exponential=True),
 }
 PAIR = ("invariant_wd", "invariant_exp")  # Li & Arora's theorem: the same training
+
+
+@dataclasses.dataclass
+class ScaleSettings(Settings):
+    """The scale experiment's settings: the conv net with MyBN2d under plain SGD, its preset as the defaults."""
+
+    epochs: int = flag(8, "training epochs", type=positive_int)
+    lr: float = flag(0.1, "learning rate η (plain SGD, constant; the lr10 run trains at 10 η)", type=positive_float)
+    batch_size: int = flag(32, "mini-batch size", type=batch_int)
+    bn_momentum: float = flag(0.1, "momentum of the batch-norm layers' running estimates", type=unit_float)
+    device: str = flag("cpu", "cpu only")
+
+    ONLY: ClassVar[dict[str, tuple[object, str]]] = {"device": ("cpu", "it runs on the CPU"),
+                                                     "nproc": (1, "each setting trains in one process")}
 
 
 class NormProbe(Probe):
@@ -297,16 +312,11 @@ def scale_verdict(results: dict) -> Verdict:
 EXPERIMENT = Experiment(
     name="scale",
     doc=__doc__,
-    preset={"seeds": [0, 1, 2, 3, 4], "epochs": 8, "lr": 0.1, "batch_size": 32, "bn_momentum": 0.1},
+    settings=ScaleSettings,
     run=run,
     figures=lambda results: {"scale.png": functools.partial(plot_scale, results)},
     tables=lambda results: {"scale-table": scale_table(results)},
     results_format=check_format,
     summary=scale_table,
-    fixed={"device": ("cpu", "it runs on the CPU"), "nproc": (1, "each setting trains in one process")},
     verdicts=lambda results: [scale_verdict(results)],
-    unused={**not_regression("it trains on 8×8 digits, not y = a·x² + b"),
-            "models": "its nets are the conv net with MyBN2d, as RUNS says",
-            "optimizer": "it trains with plain SGD, the setting of the theory",
-            "diagnostics": "it records its own measurements, always"},  # fmt: skip
 )

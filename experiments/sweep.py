@@ -10,7 +10,7 @@ import torch
 
 from experiments.record import Experiment
 from lab.plotting import band, label, save, subplots
-from lab.regression import dataset_of, models_of, ranges_of, run_experiment, runs_of
+from lab.regression import Regression, dataset_of, models_of, ranges_of, run_experiment, runs_of
 from lab.results import source
 from lab.stats import mean_std
 from lab.verdicts import versus
@@ -83,10 +83,14 @@ def check_scaled(results: dict) -> None:
         raise ValueError("the sweep's figure and table need runs with --noise-scaled: rerun `python train.py sweep`")
 
 
+SweepSettings = Regression.preset("SweepSettings", __name__, ranges=[0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0],
+                                  noise_scaled=0.1, diagnostics=False)
+
+
 EXPERIMENT = Experiment(
     name="sweep",
     doc=__doc__,
-    preset={"ranges": [0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0], "noise_scaled": 0.1, "diagnostics": False},
+    settings=SweepSettings,
     run=run_experiment,
     figures=lambda results: {"sweep.png": partial(plot_sweep, results)},
     tables=lambda results: {"sweep-table": sweep_table(results)},

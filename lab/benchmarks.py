@@ -18,11 +18,11 @@ from lab import loop, regression
 from lab.data import make_dataset
 from lab.nets import VARIANTS as NETS
 from lab.nets import TanhMLP
-from lab.settings import Config
+from lab.regression import Regression
 from my_bn import cpp as my_bn_cpp
 
 
-def dataloader_run(model: str, r: float, seed: int, config: Config, backend: str = "python") -> None:
+def dataloader_run(model: str, r: float, seed: int, config: Regression, backend: str = "python") -> None:
     """The original write-up's loop: a DataLoader with two worker processes, same work as train_one."""
     data = make_dataset(r, seed)
     net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, mybn_backend=backend)
@@ -51,7 +51,7 @@ def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
     (diagnostics off: both loops do the same work), the MyBN net also with ``backend="cpp"`` (with
     ``cpp``), and the README's main command end to end, less the install: every experiment
     (``train.py all``), then every figure and table (``compare.py``)."""
-    config = Config()
+    config = Regression()
     torch.set_num_threads(config.threads)
     data = make_dataset(5.0, 0)
     order = loop.BatchOrder(len(data.x_train), config.batch_size, config.epochs, 0)

@@ -7,6 +7,7 @@ thread count is fixed, so which process trains it changes nothing in the results
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
@@ -19,14 +20,78 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lab.data import Dataset, make_dataset, spread_noise_std
+from lab.data import N_TRAIN, Dataset, make_dataset, overflow_problem, spread_noise_std
 from lab.diagnostics import Diagnostics
 from lab.loop import BatchOrder, fit, make_optimizer
 from lab.nets import VARIANTS, TanhMLP, Variant
 from lab.probe import Probe
-from lab.settings import DTYPES, Config, resolve_device
+from lab.settings import (
+    DTYPES,
+    Settings,
+    batch_int,
+    finite_float,
+    flag,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    resolve_device,
+    unit_float,
+)
 from lab.stats import mean_std
 from lab.workers import environment, process_rank, run_pool
+
+
+@dataclass
+class Regression(Settings):
+    """The regression task's settings, the main experiment's preset as their defaults: the data
+    (y = a·x² + b + noise on each range), the nets, and how they train. The experiments on this task
+    take these, each with its preset (``Regression.preset``)."""
+
+    ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float, metavar="R")
+    models: list[str] = flag(["plain", "torch_bn", "my_bn"], "nets to train", metavar="MODEL", choices=tuple(VARIANTS))
+    epochs: int = flag(10, "training epochs", type=positive_int)
+    batch_size: int = flag(64, "mini-batch size", type=batch_int)
+    lr: float | None = flag(
+        0.02, "learning rate, of every range (an experiment's preset may choose one per range instead)",
+        type=positive_float,
+    )
+    optimizer: str = flag("adam", "adam, or sgd (plain: no momentum)", choices=("adam", "sgd"))
+    bn_momentum: float = flag(0.5, "momentum of the batch-norm layers, as in the original", type=unit_float)
+    a: float = flag(1.0, "y = a·x² + b + noise: a", type=finite_float)
+    b: float = flag(0.0, "y = a·x² + b + noise: b", type=finite_float)
+    noise_std: float | None = flag(
+        None, "noise std (default: 0.1 for R=1, 1.0 for R=5, 0.1·R^1.43 for other R)", type=non_negative_float
+    )
+    noise_scaled: float | None = flag(
+        None,
+        "noise std K·|a|·R², the same signal-to-noise ratio for every R (overrides --noise-std)",
+        type=non_negative_float,
+        metavar="K",
+    )
+    diagnostics: bool = flag(
+        True,
+        "record tanh-input percentiles, saturation and gradient norms per layer",
+        action=argparse.BooleanOptionalAction,
+    )
+
+    def problem(self) -> str | None:
+        """``Settings.problem``, then: a batch split over ``nproc`` processes too thin for per-process batch
+        norm, and data the dtype cannot hold."""
+        found = Settings.problem(self)  # not super(): preset classes without some fields share this function
+        if found:
+            return found
+        if self.nproc > 1:
+            smallest = min(len(b) for b in BatchOrder(N_TRAIN, self.batch_size, 1, 0)[0]) // self.nproc
+            local_bn = [m for m in self.models if VARIANTS[m].norm is not None and not VARIANTS[m].sync]
+            if smallest < (2 if local_bn else 1):
+                why = f"the per-process batch norm of {local_bn[0]}" if local_bn else "a process to train on"
+                return (f"argument --nproc: with --batch-size {self.batch_size}, a batch split over {self.nproc} "
+                        f"processes leaves {smallest} sample(s) to some process, too few for {why}")  # fmt: skip
+        for r in self.ranges:
+            found = overflow_problem(r, self.a, self.b, noise_std_of(self, r), DTYPES[self.dtype])
+            if found:
+                return f"arguments --ranges/--a/--b/--noise-std/--dtype: {found}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -115,18 +180,18 @@ def train_one(
     }
 
 
-def noise_std_of(config: Config, r: float) -> float | None:
+def noise_std_of(config: Regression, r: float) -> float | None:
     """The noise std for range R: --noise-scaled, else --noise-std, else the data's default (None)."""
     if config.noise_scaled is not None:
         return spread_noise_std(r, config.noise_scaled, config.a)
     return config.noise_std
 
 
-def dataset_for(config: Config, r: float, seed: int) -> Dataset:
+def dataset_for(config: Regression, r: float, seed: int) -> Dataset:
     return make_dataset(r, seed, a=config.a, b=config.b, noise_std=noise_std_of(config, r), dtype=DTYPES[config.dtype])
 
 
-def train_run(config: Config, job: tuple[float, str, int], probe: Callable[..., Probe] | None = None) -> dict:
+def train_run(config: Regression, job: tuple[float, str, int], probe: Callable[..., Probe] | None = None) -> dict:
     """One (range, model, seed), from nothing but the config: a worker process can run it alone.
 
     The run carries the ``Diagnostics`` probe unless ``config.diagnostics`` is off, and the probe
@@ -145,7 +210,7 @@ def train_run(config: Config, job: tuple[float, str, int], probe: Callable[..., 
 
 
 def run_experiment(
-    config: Config, log: Callable[[str], None] = print, probe: Callable[..., Probe] | None = None
+    config: Regression, log: Callable[[str], None] = print, probe: Callable[..., Probe] | None = None
 ) -> dict:
     """Train every (range, model, seed) of ``config``, each watched by ``probe`` if given (see
     ``train_run``); return the results as a JSON-able dict."""
@@ -169,7 +234,7 @@ def run_experiment(
     return {"config": config_dict, "environment": environment(config), "datasets": datasets, "runs": runs}
 
 
-def dataset_entry(config: Config, r: float, seed: int) -> dict:
+def dataset_entry(config: Regression, r: float, seed: int) -> dict:
     """What a results file keeps of a dataset: its range, seed, noise and test set."""
     d = dataset_for(config, r, seed)
     return {"range": [-r, r], "seed": seed, "noise_std": d.noise_std,

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.settings import COMMITTED, RESULTS_FILE, Config, check_values
+from lab.settings import COMMITTED, RESULTS_FILE, check_values
 
 # The version of that layout. Raise it whenever what compare.py reads changes, so that an older
 # file is named as such instead of failing somewhere inside a figure. Files without it are 1.
@@ -166,12 +166,13 @@ def save_results(results: dict, out_dir: str | Path) -> Path:
     return path
 
 
-def load_results(path: str | Path, check: Callable[[dict], None] | None = None, choices: dict | None = None,
-                 experiment: str | None = None) -> dict:  # fmt: skip
+def load_results(path: str | Path, check: Callable[[dict], None] | None = None, experiment: str | None = None,
+                 settings: type | None = None) -> dict:
     """Read a results.json; a clear ValueError if it is missing or not one. ``check``: what the
     experiment's records need (its record's ``results_format``; ``check_results``, the regression
-    task's, by default); ``choices``: the values some settings may take (``{"models": ...}``);
-    ``experiment``: the experiment whose results the file must hold. The results remember the path
+    task's, by default); ``experiment``: the experiment whose results the file must hold; ``settings``:
+    its settings class, which the recorded config must fit as the command line would take it, and
+    ``choices`` the values some settings may take (``{"models": ...}``). The results remember the path
     they were read from (``source``)."""
     path = Path(path)
     if path.is_dir():
@@ -195,7 +196,8 @@ def load_results(path: str | Path, check: Callable[[dict], None] | None = None, 
         if experiment is not None and results.get("experiment", "main") != experiment:
             raise ValueError(f"it holds the {results.get('experiment')} experiment's results, not the {experiment} "
                              f"experiment's (OUT/results.json is main's, OUT/NAME/results.json NAME's)")  # fmt: skip
-        check_values(Config, results["config"], choices)
+        if settings is not None:
+            check_values(settings, results["config"])
         check_records(results)
         check_consistent(results)
         (check or check_results)(results)

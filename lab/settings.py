@@ -1,8 +1,9 @@
-"""Every setting of a training run, in one typed dataclass whose fields generate train.py's flags.
+"""Settings as typed dataclasses whose fields generate the command line's flags.
 
-``Config`` holds the defaults (those of the main experiment); each experiment's preset changes some of
-them. ``flag`` and ``build_parser`` turn any such dataclass into an argparse command line, for
-compare.py and bench.py too.
+``Settings`` holds what every experiment takes; each experiment's own class adds its hyperparameters,
+its preset as their defaults (``lab/regression.py``'s ``Regression`` is the regression task's, the
+main experiment's). ``flag`` and ``build_parser`` turn any such dataclass into an argparse command
+line, for compare.py, verdicts.py and bench.py too.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
+
+from my_bn.settings import BACKENDS
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 RESULTS_FILE = "results.json"  # what train.py writes into OUT (or OUT/NAME), and compare.py reads
@@ -50,52 +54,35 @@ batch_int = _number(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs tw
 
 
 def flag(default, help: str, **argparse_kwargs):
-    """A Config field that carries its own argparse settings (``help_hidden=True``: not in --help)."""
+    """A settings field that carries its own argparse settings (``help_hidden=True``: not in --help)."""
+    return _field(default, {"help": help, **argparse_kwargs})
+
+
+def _field(default, metadata) -> dataclasses.Field:
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **argparse_kwargs})
-    return field(default=default, metadata={"help": help, **argparse_kwargs})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
-class Config:
-    """Every setting of a run: the single source of the defaults and of train.py's flags."""
+class Settings:
+    """What every experiment takes: its seeds, the numerics and device it computes on, the processes it
+    runs in, and where its results go.
 
-    ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float, metavar="R")
-    models: list[str] = flag(  # which names exist is lab.nets.VARIANTS's to say: see build_parser's choices
-        ["plain", "torch_bn", "my_bn"], "nets to train", metavar="MODEL"
-    )
+    An experiment's settings are a dataclass of its own on top of this one, its hyperparameters (grids
+    included) as fields, each a ``flag``, its preset as their defaults: ``train.py NAME`` runs
+    ``Settings()`` of NAME's class, and the flags given beside it replace fields. ``ONLY`` names the
+    settings it runs with one value alone, and ``problem`` says why a value cannot run.
+    """
+
     seeds: list[int] = flag(
         [0, 1, 2, 3, 4], "seeds: data noise, initial weights, batch order", type=seed_int, metavar="SEED"
     )
-    epochs: int = flag(10, "training epochs", type=positive_int)
-    batch_size: int = flag(64, "mini-batch size", type=batch_int)
-    lr: float | None = flag(
-        0.02, "learning rate, of every range (an experiment's preset may choose one per range instead)",
-        type=positive_float,
-    )
-    optimizer: str = flag("adam", "adam, or sgd (plain: no momentum)", choices=("adam", "sgd"))
-    bn_momentum: float = flag(0.5, "momentum of the batch-norm layers, as in the original", type=unit_float)
     mybn_backend: str = flag(
         "python",
         "MyBN's backend: python (the my_bn package), or cpp (hand-written C++ loops, built on first use; needs "
         "a compiler)",
-        choices=("python", "cpp"),
-    )
-    a: float = flag(1.0, "y = a·x² + b + noise: a", type=finite_float)
-    b: float = flag(0.0, "y = a·x² + b + noise: b", type=finite_float)
-    noise_std: float | None = flag(
-        None, "noise std (default: 0.1 for R=1, 1.0 for R=5, 0.1·R^1.43 for other R)", type=non_negative_float
-    )
-    noise_scaled: float | None = flag(
-        None,
-        "noise std K·|a|·R², the same signal-to-noise ratio for every R (overrides --noise-std)",
-        type=non_negative_float,
-        metavar="K",
-    )
-    diagnostics: bool = flag(
-        True,
-        "record tanh-input percentiles, saturation and gradient norms per layer",
-        action=argparse.BooleanOptionalAction,
+        choices=BACKENDS,
     )
     dtype: str = flag("float32", "floating-point type of data and nets", choices=tuple(DTYPES))
     device: str = flag("auto", "cpu, cuda, cuda:N, or auto (CUDA when present)")
@@ -112,6 +99,52 @@ class Config:
     out: str | None = flag(  # None: COMMITTED for a run of an experiment's preset, TRIALS for any other (train.py)
         None, f"output directory: OUT/{RESULTS_FILE}, or OUT/NAME/{RESULTS_FILE} for experiment NAME"
     )
+
+    ONLY: ClassVar[dict[str, tuple[object, str]]] = {}  # setting -> (the one value it runs with, why)
+
+    def problem(self) -> str | None:
+        """Why these settings cannot run, as argparse names a flag (``argument --nproc: ...``); None where
+        they can. Here: a setting of ``ONLY`` with another value."""
+        for name, (value, why) in self.ONLY.items():
+            given = getattr(self, name)
+            if given != value and not (name == "device" and same_device(given, value)):
+                return f"argument --{name.replace('_', '-')}: {as_text(value)} only ({why})"
+        return None
+
+    @classmethod
+    def preset(cls, name: str, module: str, drop: dict[str, str] | None = None,
+               only: dict[str, tuple[object, str]] | None = None, **defaults) -> type[Settings]:  # fmt: skip
+        """These settings as another experiment's class ``name`` (defined in ``module``, for pickling): other
+        defaults (its preset), without the settings of ``drop`` (setting -> why it reads none), and with
+        ``only`` on top of ``ONLY``."""
+        drop = drop or {}
+        specs = []
+        for f in dataclasses.fields(cls):
+            if f.name not in drop:
+                default = defaults.pop(f.name, _default(f))
+                specs.append((f.name, f.type, _field(default, f.metadata)))
+        if defaults:
+            raise TypeError(f"{cls.__name__} has no setting {next(iter(defaults))!r}")
+        namespace = {"problem": cls.problem, "ONLY": {**cls.ONLY, **(only or {})}, "DROPPED": drop}
+        made = dataclasses.make_dataclass(name, specs, bases=(Settings,) if drop else (cls,), namespace=namespace)
+        made.__module__, made.__qualname__ = module, name
+        return made
+
+    @classmethod
+    def from_record(cls, config: dict) -> Settings:
+        """The settings a results file records (``config``), with this class's defaults for any it lacks."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names})
+
+
+def same_device(a: str, b: str) -> bool:
+    """Whether two device names are one device here (auto and cpu on a machine without CUDA)."""
+    if a == b:
+        return True
+    try:
+        return resolve_device(a) == resolve_device(b)
+    except ValueError:  # a device this machine does not have: only the same name is the same
+        return False
 
 
 def as_text(value) -> str:
@@ -131,13 +164,11 @@ def _default(f: dataclasses.Field):
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def check_values(config_cls: type, values: dict, choices: dict[str, tuple] | None = None) -> None:
+def check_values(config_cls: type, values: dict) -> None:
     """Raise ValueError naming the first entry of ``values`` (a config as a results file records it)
     that the command line would refuse: an unknown name, a value its flag's type or choices reject
-    (a seed past 2**64, a negative epoch count), or a type of value the flag cannot give. ``choices``:
-    as ``build_parser``'s."""
+    (a seed past 2**64, a negative epoch count), or a type of value the flag cannot give."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    choices = choices or {}
     for name, value in values.items():
         if name not in fields:
             raise ValueError(f"config: unknown setting {name!r}")
@@ -157,9 +188,10 @@ def check_values(config_cls: type, values: dict, choices: dict[str, tuple] | Non
                     raise ValueError(f"config: {name!r}: {exc}") from None
             else:
                 ok = isinstance(item, str)
-            allowed = choices.get(name, meta.get("choices"))
+            allowed = meta.get("choices")
             if not ok or (allowed is not None and item not in allowed):
-                raise ValueError(f"config: {name!r} cannot be {item!r}")
+                any_of = f" (any of: {', '.join(allowed)})" if allowed is not None else ""
+                raise ValueError(f"config: {name!r} cannot be {item!r}{any_of}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,29 +207,33 @@ def build_parser(
     suppress_defaults: bool = False,
     shown: dict[str, str] | None = None,
     epilog: str | None = None,
-    choices: dict[str, tuple] | None = None,
+    also: tuple[type, ...] = (),
 ) -> argparse.ArgumentParser:
-    """argparse flags generated from a config dataclass: --batch-size for batch_size, and so on.
+    """argparse flags generated from a settings dataclass: --batch-size for batch_size, and so on.
 
     With ``suppress_defaults`` only the flags actually given appear in the parsed namespace. ``shown``
-    replaces the help's "(default: ...)" of the named fields (an experiment's preset, say). ``choices``:
-    the values a field may take where the caller knows them (the nets, say, which lab/nets.py defines:
-    the settings know nothing of the model code), shown in its help.
+    replaces the help's "(default: ...)" of the named fields (an experiment's preset, say). ``also``:
+    other settings classes whose fields the command line takes too, left out of the help (each
+    experiment's own flags, which ``train.py all`` passes on to the experiments that read them).
     """
     parser = _Parser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(config_cls):
-        meta, default = dict(f.metadata), _default(f)
-        note = (shown or {}).get(f.name, f"default: {as_text(default)}")
-        text, hidden = meta.pop("help"), meta.pop("help_hidden", False)  # hidden: an internal flag
-        if f.name in (choices or {}):
-            meta["choices"] = tuple(choices[f.name])
-            text = f"{text}, any of: {' '.join(meta['choices'])}"
-        kwargs = {"help": argparse.SUPPRESS if hidden else f"{text} ({note})", "default": default, **meta}
-        if isinstance(default, list):
-            kwargs["nargs"] = "+"
-        if suppress_defaults:
-            kwargs["default"] = argparse.SUPPRESS
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    seen, common = set(), {f.name for f in dataclasses.fields(Settings)}
+    for cls in (config_cls, *also):
+        for f in sorted(dataclasses.fields(cls), key=lambda f: f.name in common):  # its own settings first
+            if f.name in seen:
+                continue
+            seen.add(f.name)
+            meta, default = dict(f.metadata), _default(f)
+            note = (shown or {}).get(f.name, f"default: {as_text(default)}")
+            text, hidden = meta.pop("help"), meta.pop("help_hidden", False) or cls is not config_cls
+            if isinstance(default, list) and "choices" in meta:
+                text = f"{text}, any of: {' '.join(meta['choices'])}"
+            kwargs = {"help": argparse.SUPPRESS if hidden else f"{text} ({note})", "default": default, **meta}
+            if isinstance(default, list):
+                kwargs["nargs"] = "+"
+            if suppress_defaults:
+                kwargs["default"] = argparse.SUPPRESS
+            parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     return parser
 
 

@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 import my_bn
 from lab import numerics, progress
-from lab.settings import Config, resolve_device
+from lab.settings import Settings, resolve_device
 
 
 def process_rank() -> tuple[int, int]:
@@ -73,7 +73,7 @@ def process_pool(workers: int, threads: int = 1):
 
 
 @contextlib.contextmanager
-def run_pool(config: Config, jobs: int):
+def run_pool(config: Settings, jobs: int):
     """``map`` over worker processes, one per core, each with ``config.threads`` threads.
 
     Every run is deterministic on its own, so which process trains it changes nothing in the
@@ -98,7 +98,7 @@ def run_pool(config: Config, jobs: int):
         yield progress.counted(pool_map)
 
 
-def environment(config: Config) -> dict:
+def environment(config: Settings) -> dict:
     """Where results were produced: versions (of this package too), device, the CPU numerics (``numerics.describe``:
     the policy that decides the rounding, and under the native policy the CPU whose kernels did), threads and
     processes."""

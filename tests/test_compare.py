@@ -1,7 +1,6 @@
 """compare.py: every figure and table drawn from saved results, pages made and filled, bad results
 refused in one line; and the registry of experiments, which it reads (one record per experiment)."""
 
-import dataclasses
 import importlib
 import json
 import shutil
@@ -13,7 +12,7 @@ import train
 from conftest import PNG_MAGIC, ROOT, broken_links
 from experiments import EXPERIMENTS
 from experiments.record import Experiment
-from lab.settings import Config
+from lab.settings import Settings
 
 # ---------------------------------------------------------------------------------------------- compare.py
 
@@ -124,7 +123,7 @@ def test_replace_between_markers_needs_its_markers():
 def test_every_experiment_is_one_record_named_as_its_module():
     for name, experiment in EXPERIMENTS.items():
         assert isinstance(experiment, Experiment) and experiment.name == name, name
-        assert set(experiment.preset) <= {f.name for f in dataclasses.fields(Config)}, name
+        assert issubclass(experiment.settings, Settings) and experiment.settings().problem() is None, name
         assert set(experiment.needs) < set(EXPERIMENTS), name
         assert (ROOT / "experiments" / f"{name}.py").exists() and experiment.doc.strip(), name
 
@@ -134,7 +133,7 @@ TOY = '''"""toy: a new experiment, the usual nets on one range, and one number o
 from functools import partial
 
 from experiments.record import Experiment
-from lab.regression import run_experiment
+from lab.regression import Regression, run_experiment
 
 
 def run(config, log):  # its own measurement: the usual runs, and one number of its own on top
@@ -149,7 +148,7 @@ def draw(results, out):
 EXPERIMENT = Experiment(
     name="toy",
     doc=__doc__,
-    preset={"ranges": [2.0], "models": ["plain"], "diagnostics": False},
+    settings=Regression.preset("ToySettings", __name__, ranges=[2.0], models=["plain"], diagnostics=False),
     run=run,
     figures=lambda results: {"toy.png": partial(draw, results)},
     tables=lambda results: {"toy-table": f"largest: {results['largest_final_mse']:.3g}"},

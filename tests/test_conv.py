@@ -12,7 +12,6 @@ from experiments import conv
 from lab.data import digits_split
 from lab.loop import BatchOrder, member_accuracy
 from lab.nets import ConvNet
-from lab.settings import Config
 from lab.stats import FAILS
 
 
@@ -22,10 +21,9 @@ def tiny(monkeypatch):
     x_train, y_train, x_test, y_test = digits_split(0)
     small = (x_train[:40].double(), y_train[:40], x_test[:20].double(), y_test[:20])
     monkeypatch.setattr(conv, "digits_standardised", lambda dtype: small)
-    for name, value in {"NORMS": ("plain", "my_bn", "group_norm", "renorm"), "BATCH_SIZES": (2, 8), "BASE_BATCH": 8,
-                        "GHOST_BATCH": 2, "GHOST_AT": (8,), "LR_FACTORS": (1.0, 10.0)}.items():  # fmt: skip
-        monkeypatch.setattr(conv, name, value)
-    config = Config(**{**conv.EXPERIMENT.preset, "seeds": [0, 1, 2], "epochs": 2, "dtype": "float64", "workers": 1})
+    config = conv.ConvSettings(norms=["plain", "my_bn", "group_norm", "renorm"], batch_sizes=[2, 8], base_batch=8,
+                               ghost_batch=2, ghost_at=[8], lr_factors=[1.0, 10.0], seeds=[0, 1, 2], epochs=2,
+                               dtype="float64", workers=1)
     return config, small
 
 
@@ -34,9 +32,9 @@ def alone(config, small, norm: str, batch_size: int, lr: float, seed: int) -> di
     schedule, its seed's batches; the same measurements."""
     x_train, y_train, x_test, y_test = small
     steps = config.epochs * len(BatchOrder(len(x_train), batch_size, 1, 0)[0])
-    net = ConvNet(norm, seed, bn_momentum=config.bn_momentum, ghost_batch_size=conv.GHOST_BATCH, dtype=torch.float64,
-                  renorm=(conv.R_MAX, conv.D_MAX, conv.renorm_warmup(steps)))  # fmt: skip
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=conv.MOMENTUM)
+    net = ConvNet(norm, seed, bn_momentum=config.bn_momentum, ghost_batch_size=config.ghost_batch, dtype=torch.float64,
+                  renorm=(config.r_max, config.d_max, conv.renorm_warmup(steps)))
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for epoch in BatchOrder(len(x_train), batch_size, config.epochs, seed):
         for idx in epoch:
@@ -91,7 +89,8 @@ def test_the_renorm_warm_up_is_the_papers_at_80000_steps():
     """Ioffe 2017: r_max = 1, d_max = 0 for 5,000 steps, d_max reaches 5 by 25,000 and r_max 3 by 40,000;
     here 40,000 is half the run."""
     assert conv.renorm_warmup(80_000) == (5_000, 40_000, 25_000)
-    assert conv.scaled_lr(0.1, 2) == pytest.approx(0.1 / 16) and conv.scaled_lr(0.1, 128) == pytest.approx(0.4)
+    preset = conv.ConvSettings()
+    assert conv.scaled_lr(preset, 2) == pytest.approx(0.1 / 16) and conv.scaled_lr(preset, 128) == pytest.approx(0.4)
 
 
 def synthetic(acc: dict[tuple, float], seeds=(0, 1, 2, 3, 4), lr: float = 0.1, gap=None, mode=None) -> dict:
@@ -102,9 +101,10 @@ def synthetic(acc: dict[tuple, float], seeds=(0, 1, 2, 3, 4), lr: float = 0.1, g
     for (model, bs, *rate), value in acc.items():
         for s in seeds:
             test = value + 0.001 * s
-            runs.append({"model": model, "batch_size": bs, "lr": rate[0] if rate else conv.scaled_lr(lr, bs),
-                         "seed": s, "test_acc": test, "train_acc": test + (gap or {}).get((model, bs), 0.0),
-                         "train_mode_acc": test + (mode or {}).get((model, bs), 0.0) * (1 + 0.1 * s)})  # fmt: skip
+            scaled = conv.scaled_lr(conv.ConvSettings(lr=lr), bs)
+            runs.append({"model": model, "batch_size": bs, "lr": rate[0] if rate else scaled, "seed": s,
+                         "test_acc": test, "train_acc": test + (gap or {}).get((model, bs), 0.0),
+                         "train_mode_acc": test + (mode or {}).get((model, bs), 0.0) * (1 + 0.1 * s)})
     return {"config": {"seeds": list(seeds), "lr": lr, "epochs": 4}, "runs": runs}
 
 
@@ -131,13 +131,13 @@ def test_larger_rates_on_known_cases():
     rates = (0.1, 0.3, 1.0, 3.0, 10.0)
     plain = dict(zip(rates, (0.9, 0.8, 0.1, 0.1, 0.1), strict=True))
     bn = dict(zip(rates, (0.98, 0.98, 0.97, 0.8, 0.1), strict=True))
-    acc = {(m, conv.BASE_BATCH, lr): v[lr] for m, v in (("plain", plain), ("my_bn", bn)) for lr in rates}
+    acc = {(m, 32, lr): v[lr] for m, v in (("plain", plain), ("my_bn", bn)) for lr in rates}
     results = synthetic(acc)
     assert conv.sweep_rates(results) == list(rates)
     assert conv.largest_rate(results, "plain") == dict.fromkeys(range(5), 0.3)
     ci = conv.wider_rates(results)
     assert math.isclose(ci.mean, 1.0) and conv.larger_rates(results).verdict == "**holds**"
-    same = synthetic({(m, conv.BASE_BATCH, lr): plain[lr] for m in ("plain", "my_bn") for lr in rates})
+    same = synthetic({(m, 32, lr): plain[lr] for m in ("plain", "my_bn") for lr in rates})
     assert conv.larger_rates(same).verdict == "not decided (a tie in every seed)"
-    fewer = synthetic({(m, conv.BASE_BATCH, lr): v[lr] for m, v in (("plain", bn), ("my_bn", plain)) for lr in rates})
+    fewer = synthetic({(m, 32, lr): v[lr] for m, v in (("plain", bn), ("my_bn", plain)) for lr in rates})
     assert conv.WIDER.decide(conv.wider_rates(fewer)) == FAILS

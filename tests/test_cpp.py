@@ -417,9 +417,10 @@ def test_the_backends_agree_per_step_and_drift_apart_over_a_run():
 def test_the_networks_and_train_py_pass_the_backend_on():
     """--mybn-backend reaches every MyBN layer of both networks, and nothing else."""
     from lab.nets import SigmoidMLP
-    from lab.settings import Config, build_parser
+    from lab.regression import Regression
+    from lab.settings import build_parser
 
-    config = Config(**vars(build_parser(Config, None).parse_args(["--mybn-backend", "cpp"])))
+    config = Regression(**vars(build_parser(Regression, None).parse_args(["--mybn-backend", "cpp"])))
     for net in (TanhMLP("my_bn", mybn_backend=config.mybn_backend), SigmoidMLP("my_bn", mybn_backend="cpp")):
         norms = [m for m in net.modules() if isinstance(m, MyBN)]
         assert norms and all(m.backend == "cpp" for m in norms)

@@ -8,7 +8,6 @@ import torch
 
 from experiments import depth
 from lab.nets import DeepMLP
-from lab.settings import Config
 
 
 def test_the_effective_rank_on_known_matrices():
@@ -24,7 +23,7 @@ def test_the_effective_rank_on_known_matrices():
 def test_the_growth_rate_of_a_geometric_sequence():
     """‖∇W_l‖² = c · r^(L − l): the fit gives r, whatever c, and 1 for a constant."""
     for r in (1.0, 1.3, math.pi / (math.pi - 1), 0.8):
-        grads = [7.0 * r ** (depth.DEPTH - layer) for layer in range(depth.DEPTH)]
+        grads = [7.0 * r ** (50 - layer) for layer in range(50)]
         assert depth.growth_rate(grads) == pytest.approx(r, rel=1e-9)
 
 
@@ -50,14 +49,12 @@ def test_the_deep_net_starts_from_the_same_weights_with_either_norm():
         DeepMLP("my_bn", activation="tanh")
 
 
-def test_the_experiment_on_a_tiny_configuration(monkeypatch, tmp_path):
-    for name, value in {"DEPTH": 12, "FIT": (2, 10), "WIDTHS": (16,), "BATCHES": (8, 16)}.items():
-        monkeypatch.setattr(depth, name, value)
-    config = Config(**{**depth.EXPERIMENT.preset, "seeds": [0, 1, 2], "workers": 1})
+def test_the_experiment_on_a_tiny_configuration(tmp_path):
+    config = depth.DepthSettings(depth=12, widths=[16], batch_sizes=[8, 16], seeds=[0, 1, 2], workers=1)
     results = {"experiment": "depth", **depth.run(config, log=lambda _: None)}
     depth.check_format(results)
     assert len(results["runs"]) == 2 * 2 * 1 * 2 * 3
-    assert all(math.isfinite(depth.rank_ratio(results, a, 16, 16).mean) for a in depth.ACTIVATIONS)
+    assert all(math.isfinite(depth.rank_ratio(results, a, 16, 16).mean) for a in config.activations)
     assert depth.EXPERIMENT.tables(results)["depth-table"].count("\n| ") == 1 + 2 * 1 * 2  # header, rows
     rows = depth.EXPERIMENT.verdicts(results)
     assert [v.explanation.split(" (")[0] for v in rows] == [

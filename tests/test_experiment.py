@@ -16,7 +16,6 @@ from lab import loop, results
 from lab.data import default_noise_std, make_dataset, target
 from lab.nets import MODELS, TanhMLP
 from lab.results import FORMAT
-from lab.settings import Config
 
 # ---------------------------------------------------------------------------------------------- data
 
@@ -291,7 +290,7 @@ def test_mnist_runs_what_its_flags_say_and_records_only_that(tmp_path):
     regression task are not in its results; device and processes are the ones it ran on."""
     from experiments import mnist
 
-    base = Config(**{**mnist.EXPERIMENT.preset, "epochs": 1, "seeds": [0]})
+    base = mnist.MnistSettings(epochs=1, seeds=[0])
     measured = {}  # a unit's sigmoid-input percentiles at the end (6 digits): float64 moves them too
     for change in ({}, {"optimizer": "adam"}, {"dtype": "float64"}):
         run_ = mnist.mnist_members(dataclasses.replace(base, **change), "my_bn")[0]  # lr 0.05, seed 0

@@ -14,10 +14,9 @@ from lab.diagnostics import Diagnostics
 from lab.loop import BatchOrder
 from lab.nets import NonStationaryNoise, TanhMLP
 from lab.probe import preserved
-from lab.regression import Scaling, train_one, train_run
-from lab.settings import Config
+from lab.regression import Regression, Scaling, train_one, train_run
 
-SMALL = Config(ranges=[5.0], seeds=[0], epochs=2, diagnostics=False)
+SMALL = Regression(ranges=[5.0], seeds=[0], epochs=2, diagnostics=False)
 
 
 def step_state(model: str = "my_bn", optimizer: str = "adam", lr_: float = 0.02, dtype=torch.float32):

@@ -80,9 +80,8 @@ def test_the_ensemble_measures_what_one_net_would(digits):
     torch.optim and autograd (float64, a few steps; ICS by ``ics.ics_of`` on the lone net)."""
     from experiments import ics
     from lab.loop import BatchOrder, make_optimizer
-    from lab.settings import Config
 
-    config = Config(**{**mnist.EXPERIMENT.preset, "epochs": 2, "seeds": [3], "dtype": "float64"})
+    config = mnist.MnistSettings(epochs=2, seeds=[3], dtype="float64")
     x_train, y_train, x_test, y_test = (t.double() if t.is_floating_point() else t for t in digits)
     members = mnist.mnist_members(config, "my_bn")
     run_ = next(r for r in members if r["lr"] == 0.5)

@@ -7,7 +7,6 @@ import torch
 from experiments import only_bn
 from lab.data import digits_split
 from lab.loop import fit_members
-from lab.settings import Config
 
 
 @pytest.fixture
@@ -15,8 +14,7 @@ def small(monkeypatch):
     x_train, y_train, x_test, y_test = digits_split(0)
     data = (x_train[:64].double(), y_train[:64], x_test[:30].double(), y_test[:30])
     monkeypatch.setattr(only_bn, "digits_standardised", lambda dtype: data)
-    return Config(**{**only_bn.EXPERIMENT.preset, "seeds": [0, 1], "epochs": 1, "batch_size": 16, "dtype": "float64",
-                     "workers": 1}), data  # fmt: skip
+    return only_bn.OnlyBnSettings(seeds=[0, 1], epochs=1, batch_size=16, dtype="float64", workers=1), data
 
 
 def test_the_control_picks_as_many_weights_as_gamma_and_beta_per_member(small):

@@ -490,7 +490,8 @@ def test_claims_about_conv():
     assert "`MyBN2d` at batch 2 is more than ten points below its own eval mode" in page
     assert "loses about three points" in page
     assert "batch norm loses a few points from batch 8 to 2 and GroupNorm gains a few" in page
-    assert all(abs(conv.mode_gap(results, "renorm", b).mean) < 0.015 for b in conv.BATCH_SIZES)  # "about a point"
+    sizes = conv.settings_of(results).batch_sizes
+    assert all(abs(conv.mode_gap(results, "renorm", b).mean) < 0.015 for b in sizes)  # "about a point"
     assert conv.HIGHER.decide(conv.difference(results, ("renorm", 2), ("my_bn", 2))) != HOLDS
     assert all(conv.HIGHER.decide(conv.difference(results, ("renorm", b), ("my_bn", b))) == FAILS for b in (32, 128))
     assert conv.difference(results, ("renorm", 128), ("my_bn", 128)).mean < -0.10
@@ -498,7 +499,7 @@ def test_claims_about_conv():
     assert "these seeds do not show it testing better" in " ".join(README.split()) + page
     assert all(abs(conv.interval(results, m, b, "gap").mean) < 0.02 for m in conv.models(results)
                for b in conv.sizes(results, m))  # fmt: skip
-    ghost = {b: conv.difference(results, ("ghost", b), ("my_bn", b)) for b in conv.GHOST_AT}
+    ghost = {b: conv.difference(results, ("ghost", b), ("my_bn", b)) for b in conv.settings_of(results).ghost_at}
     assert conv.HIGHER.decide(ghost[32]) != HOLDS and conv.HIGHER.decide(ghost[128]) == FAILS
     assert 1 <= -100 * ghost[128].mean <= 3  # "about two points"
     gap32 = conv.difference(results, ("ghost", 32), ("my_bn", 32), "gap")
@@ -518,26 +519,27 @@ def test_claims_about_depth():
     from experiments import depth
 
     results = load_results(EXPLAINED["depth"], depth.check_format)
+    grid = depth.grid(results)
     page = " ".join(DOCS["depth"].split())
     ranks = {(a, m): [r["erank"] for r in results["runs"] if (r["model"], r["activation"], r["width"],
                                                                 r["batch_size"]) == (m, a, 128, 64)]
-             for a in depth.ACTIVATIONS for m in ("plain", "my_bn")}  # fmt: skip
+             for a in grid.activations for m in ("plain", "my_bn")}  # fmt: skip
     mean = lambda runs, i: sum(r[i] for r in runs) / len(runs)  # noqa: E731
     assert [round(mean(ranks["relu", "plain"], i), 1) for i in (0, -1)] == [52.8, 4.4]
     assert round(mean(ranks["relu", "my_bn"], -1)) == 49
     assert round(math.exp(depth.rank_ratio(results, "relu", 128, 64).mean)) == 12  # "twelve times"
     assert [round(mean(ranks["linear", m], -1), 1) for m in ("my_bn", "plain")] == [20.4, 8.6]
     assert "(an effective rank of 4.4, from 53 after the first block)" in page and "(20 against 8.6" in page
-    assert all(depth.rank_ratio(results, a, w, b).low > 0 for a in depth.ACTIVATIONS for w in depth.WIDTHS
-               for b in depth.BATCHES)  # fmt: skip
-    assert all(abs(math.exp(depth.rate(results, "plain", w, b, a).mean) - 1) < 0.03 for a in depth.ACTIVATIONS
-               for w in depth.WIDTHS for b in depth.BATCHES)  # fmt: skip
+    assert all(depth.rank_ratio(results, a, w, b).low > 0 for a in grid.activations for w in grid.widths
+               for b in grid.batch_sizes)  # fmt: skip
+    assert all(abs(math.exp(depth.rate(results, "plain", w, b, a).mean) - 1) < 0.03 for a in grid.activations
+               for w in grid.widths for b in grid.batch_sizes)  # fmt: skip
     assert "is 1 within 3% at every width, batch and activation" in page
     bn = sorted(round(depth.growth_rate(r["grad_sq"]), 3) for r in results["runs"] if (r["model"], r["activation"],
                 r["width"], r["batch_size"]) == ("my_bn", "relu", 128, 64))  # fmt: skip
     assert (bn[0], bn[-1]) == (1.468, 1.502) and "in every seed between 1.468 and 1.502" in page
     assert f"{math.exp(depth.rate(results, 'my_bn', 128, 64).mean):.3f}" == "1.489"
-    small = [round(math.exp(depth.rate(results, "my_bn", w, 8).mean), 2) for w in depth.WIDTHS]
+    small = [round(math.exp(depth.rate(results, "my_bn", w, 8).mean), 2) for w in grid.widths]
     assert small == [1.66, 1.75] and "1.66 to 1.75 per block" in page
     text = " ".join(README.split())
     assert ("keeps its representations' rank where the plain net's collapse, and its gradients explode with depth, "

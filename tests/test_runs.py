@@ -19,7 +19,7 @@ from experiments import EXPERIMENTS
 from lab import progress
 from lab.regression import format_table, summarize
 from lab.results import load_results
-from lab.settings import Config
+from lab.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_RUN = ["--ranges", "1", "--models", "plain", "--seeds", "0", "--epochs", "1"]
@@ -34,8 +34,8 @@ def test_a_preset_is_a_preset_and_a_changed_setting_is_named(name):
     preset = dataclasses.asdict(experiment.preset_config())
     assert experiment.off_preset(preset) == []
     assert experiment.off_preset({**preset, "workers": 7, "out": "elsewhere"}) == []  # they change no result
-    more = experiment.off_preset({**preset, "epochs": preset["epochs"] + 1})
-    assert more == ([] if "epochs" in experiment.unused else [f"--epochs {preset['epochs'] + 1}"])  # unused: depth
+    if "epochs" in preset:  # not depth's, which trains nothing
+        assert experiment.off_preset({**preset, "epochs": preset["epochs"] + 1}) == [f"--epochs {preset['epochs'] + 1}"]
     assert experiment.off_preset({**preset, "seeds": [7, 8]}) == ["--seeds 7 8"]
     assert experiment.off_preset({**preset, "device": "cpu"}) == [] or preset["device"] == "auto"  # auto: the CPU here
 
@@ -68,7 +68,7 @@ def test_a_trial_goes_to_runs_and_is_drawn_there(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert train.main(ONE_RUN) == 0
     err = capsys.readouterr().err
-    assert "note: main with --ranges 1.0, --models plain, --seeds 0, --epochs 1 is not its preset" in err
+    assert "note: main with --seeds 0, --ranges 1.0, --models plain, --epochs 1 is not its preset" in err
     assert (tmp_path / "runs" / "results.json").exists() and not (tmp_path / "results").exists()
     assert compare.main(["--results", "runs"]) == 0
     assert (tmp_path / "runs" / "picture" / "loss_fit_r1.png").exists()
@@ -88,7 +88,7 @@ def test_compare_draws_only_presets_into_the_committed_figures_and_readme(tmp_pa
             compare.main(["--results", str(out), *target])
         error = capsys.readouterr().err.splitlines()[-1]  # after a note per experiment not there
         assert exc.value.code == 2 and error.startswith("__main__.py: error: ") or error.startswith("compare.py")
-        assert f"{out}/results.json is not the main preset's run (--ranges 1.0" in error
+        assert f"{out}/results.json is not the main preset's run (--seeds 0, --ranges 1.0" in error
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "picture").iterdir()} == before
 
 
@@ -125,10 +125,9 @@ def test_an_experiments_help_shows_its_preset(name, capsys):
     assert f"the {name} experiment (experiments/{name}.py)" in shown
     preset = EXPERIMENTS[name].preset_config()
     seeds = " ".join(map(str, preset.seeds))
-    if "seeds" not in EXPERIMENTS[name].unused:
-        assert f"({name}: {seeds})" in " ".join(shown.split())
-    for setting in EXPERIMENTS[name].unused:
-        assert f"not used by {name}" in " ".join(shown.split()), setting
+    assert f"({name}: {seeds})" in " ".join(shown.split())
+    for setting, (value, why) in EXPERIMENTS[name].settings.ONLY.items():
+        assert f"({name}: {value} only, {why})" in " ".join(shown.split()), setting
     assert " ".join(EXPERIMENTS[name].doc.split()[:6]) in " ".join(shown.split())
 
 
@@ -136,7 +135,7 @@ def test_the_general_help_lists_every_experiment_and_hides_internal_flags(capsys
     with pytest.raises(SystemExit):
         train.main(["--help"])
     shown = capsys.readouterr().out
-    listed = shown.split("experiments (`train.py NAME --help` shows one's preset):")[1]
+    listed = shown.split("experiments (`train.py NAME --help` shows one's settings, its own flags among them):")[1]
     assert [line.split()[0] for line in listed.splitlines() if line.startswith("  ") and line[2] != " "] == list(
         EXPERIMENTS
     )
@@ -242,7 +241,7 @@ def test_train_shows_progress_and_quiet_leaves_the_summary(tmp_path, capsys):
 def test_a_config_records_where_it_was_written(tmp_path):
     assert train.main([*ONE_RUN, "--out", str(tmp_path)]) == 0
     assert load_results(tmp_path / "results.json")["config"]["out"] == str(tmp_path)
-    assert Config().out is None  # chosen by train.py: results/ for a preset, runs/ otherwise
+    assert Settings().out is None  # chosen by train.py: results/ for a preset, runs/ otherwise
 
 
 def test_a_second_train_py_writing_the_same_results_is_refused(tmp_path, capsys):

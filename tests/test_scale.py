@@ -12,7 +12,6 @@ from experiments import scale
 from lab.data import digits_split
 from lab.loop import fit_members
 from lab.nets import ConvNet
-from lab.settings import Config
 from my_bn import MyBN
 
 
@@ -87,8 +86,7 @@ def test_the_experiment_on_a_tiny_configuration(monkeypatch, tmp_path):
     x_train, y_train, x_test, y_test = digits_split(0)
     small = (x_train[:64].double(), y_train[:64], x_test[:30].double(), y_test[:30])
     monkeypatch.setattr(scale, "digits_standardised", lambda dtype: small)
-    config = Config(**{**scale.EXPERIMENT.preset, "seeds": [0, 1, 2], "epochs": 2, "batch_size": 16,
-                       "dtype": "float64", "workers": 1})  # fmt: skip
+    config = scale.ScaleSettings(seeds=[0, 1, 2], epochs=2, batch_size=16, dtype="float64", workers=1)
     results = {"experiment": "scale", **scale.run(config, log=lambda _: None)}
     scale.check_format(results)
     assert [r["model"] for r in results["runs"]] == [name for name in scale.RUNS for _ in range(3)]
