@@ -143,7 +143,7 @@ def spread(rounds: list[benchmark.Measurement], native: list[benchmark.Measureme
         "ratio_to_native": ms / (statistics.median(n.median for n in native) * 1e3),
         "ratio_range": [min(ratios), max(ratios)], "warnings": timer_warnings(pooled),
         "noisy": not (pooled.meets_confidence(NOISY) and pooled_native.meets_confidence(NOISY)),
-    }  # fmt: skip
+    }
 
 
 class _MulAdd(torch.autograd.Function):
@@ -241,10 +241,10 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
                 "device": str(device), "allocator": allocator, "shape": list(shape), "variant": variant,
                 "pass": name, **cell, "bound_ms": bound, "fraction_of_bound": bound / cell["median_ms"],
                 "copy_bandwidth_GBs": bandwidth / 1e9,
-            })  # fmt: skip
+            })
             for warning in cell["warnings"]:
                 print(f"  {LABELS.get(variant, variant)} {text} {name} ({allocator} allocator): {warning}",
-                      file=sys.stderr)  # fmt: skip
+                      file=sys.stderr)
         print(f"  measured {text} ({allocator} allocator)", file=sys.stderr)
     return rows
 
@@ -311,21 +311,21 @@ def format_table(rows: list[dict]) -> str:
                   "the variants take turns. Ratios: of the medians, with the lowest and highest of the rounds' own "
                   f"ratios in brackets. ⚠: an interquartile range of {NOISY:.0%} of the median or more, the cell's "
                   "or native's (torch.utils.benchmark's own warning threshold): too noisy to trust; "
-                  f"{noisy} cell(s) here."]  # fmt: skip
+                  f"{noisy} cell(s) here."]
     floors = [r for r in rows if r["variant"] == "floor" and r["pass"] == "fwd+bwd"]
     for r in floors:
         lines += ["", f"At {'×'.join(map(str, r['shape']))} ({r['allocator']} allocator), a custom autograd.Function "
                   f"that does nothing but one multiply-add, forward and backward, takes {r['median_ms']:.3g} ms: "
-                  f"{r['ratio_to_native']:.2f} × native batch norm."]  # fmt: skip
+                  f"{r['ratio_to_native']:.2f} × native batch norm."]
     references = [r for r in rows if r["variant"] == "mybn_reference"]
     if references:
         head = "| allocator | shape | pass | reference alone ms | MyBN ms | speed-up over the reference |"
         lines += ["", head, "|---" * 6 + "|"]
     for r in references:
         mine = next(m for m in rows if m["variant"] == "mybn" and (m["allocator"], m["shape"], m["pass"])
-                    == (r["allocator"], r["shape"], r["pass"]))  # fmt: skip
+                    == (r["allocator"], r["shape"], r["pass"]))
         lines.append(f"| {r['allocator']} | {'×'.join(map(str, r['shape']))} | {r['pass']} | {r['median_ms']:.3g} "
-                     f"| {mine['median_ms']:.3g} | {r['median_ms'] / mine['median_ms']:.2f}× |")  # fmt: skip
+                     f"| {mine['median_ms']:.3g} | {r['median_ms'] / mine['median_ms']:.2f}× |")
     return "\n".join(lines)
 
 
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         kernel_rows = run_children(config, _strip(argv))
         train_rows = train_loop_rows(cpp=config.cpp) if config.train_loop else []
         payload = {"format": FORMAT, "my_bn": my_bn.__version__, "machine": about, "kernels": kernel_rows,
-                   "training": train_rows}  # fmt: skip
+                   "training": train_rows}
         if config.json:
             atomic_write(Path(config.json), lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
         report = format_report(payload)

@@ -44,13 +44,13 @@ class CompareConfig:
         None, f"directory of train.py's results (its --out; default: {COMMITTED}/, then {TRIALS}/ if it has any)"
     )
     pictures: str | None = flag(None, f"directory the figures are written to (default: {PICTURES}/ for {COMMITTED}/, "
-                                      "RESULTS/picture/ for any other folder)")  # fmt: skip
+                                      "RESULTS/picture/ for any other folder)")
     readme: str | None = flag(None, f"README whose generated tables are rewritten: the verdict table, and with no "
                                     f"docs folder every table (default: {README} for {COMMITTED}/; for any other "
-                                    "folder RESULTS/tables.md, written whole; '' for none)")  # fmt: skip
+                                    "folder RESULTS/tables.md, written whole; '' for none)")
     docs: str | None = flag(None, f"folder of the experiments' pages, NAME.md, whose generated tables are rewritten "
                                   f"(made where missing) (default: {DOCS}/ for {COMMITTED}/ with the default README; "
-                                  "none otherwise)")  # fmt: skip
+                                  "none otherwise)")
 
 
 
@@ -74,7 +74,7 @@ def experiments_table(readme: Path, docs: Path) -> str:
 
 
 def texts(bodies: dict[str, dict[str, str]], readme: Path | None, docs: Path | None, pictures: Path,
-          drawn: dict[str, Figures]) -> dict[Path, str]:  # fmt: skip
+          drawn: dict[str, Figures]) -> dict[Path, str]:
     """The files the tables go into, with their new text: each experiment's tables into its page
     DOCS/NAME.md (made from ``new_page`` where it is missing) and the verdict table into the README, or
     with no ``docs``, every table into the README."""
@@ -102,7 +102,7 @@ def trials_table_file(folder: Path, bodies: dict[str, dict[str, str]]) -> str:
     """The text of FOLDER/tables.md: every generated table of a folder's results, under its name."""
     head = (f"# Tables of the results in {folder}/\n\nWritten by compare.py from {folder}/: a configuration of "
             f"your own, not the committed record ({COMMITTED}/, whose tables are in the README). The figures are "
-            "in picture/ beside this file.\n")  # fmt: skip
+            "in picture/ beside this file.\n")
     return head + "".join(f"\n## {name}\n\n{body}\n" for tables_ in bodies.values() for name, body in tables_.items())
 
 
@@ -119,13 +119,13 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
     try:
         experiments = load_experiments(results, need_main=committed)
         record = [inside(pictures, ROOT / PICTURES), readme is not None and inside(readme, ROOT / README),
-                  docs is not None and inside(docs, ROOT / DOCS)]  # fmt: skip
+                  docs is not None and inside(docs, ROOT / DOCS)]
         for name, r in experiments.items() if any(record) else ():
             differ = EXPERIMENTS[name].off_preset(r["config"])
             if differ:
                 raise ValueError(f"{result_paths(results)[name]} is not the {name} preset's run ({', '.join(differ)}): "
                                  f"only the presets' results reach {PICTURES}/, {DOCS}/ and {README} (draw it with "
-                                 f"--pictures, --docs and --readme elsewhere)")  # fmt: skip
+                                 f"--pictures, --docs and --readme elsewhere)")
         drawn = figures(experiments)
         todo = {file: draw_ for figures_ in drawn.values() for file, draw_ in figures_.items()}
         bodies = tables(experiments)  # made even without a README: they check what the figures will read

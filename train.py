@@ -57,7 +57,7 @@ from my_bn import cpp as my_bn_cpp
 def experiments_epilog() -> str:
     width = max(map(len, EXPERIMENTS))
     lines = [textwrap.fill(EXPERIMENTS[name].first_sentence(), 100, initial_indent=f"  {name:<{width}}  ",
-                           subsequent_indent=" " * (width + 4)) for name in EXPERIMENTS]  # fmt: skip
+                           subsequent_indent=" " * (width + 4)) for name in EXPERIMENTS]
     return ("experiments (`train.py NAME --help` shows one's settings, its own flags among them):\n"
             + "\n".join(lines))
 
@@ -70,7 +70,7 @@ def experiment_help(name: str) -> tuple[str, dict[str, str]]:
     head = (f"python train.py {name} [flags]: the {name} experiment (experiments/{name}.py).\n\n"
             f"{textwrap.dedent(experiment.doc).strip()}\n\n"
             f"Its settings ({cls.__name__}) are its own flags, below; their defaults are its preset. Flags given "
-            f"override it; the results of any other configuration than the preset go to {TRIALS}/.")  # fmt: skip
+            f"override it; the results of any other configuration than the preset go to {TRIALS}/.")
     shown = {field: f"{name}: {as_text(value)}" for field, value in dataclasses.asdict(cls()).items()}
     for field, (value, why) in cls.ONLY.items():
         shown[field] = f"{name}: {as_text(value)} only, {why}"
@@ -89,7 +89,7 @@ def make_parser(experiment: str | None = None) -> argparse.ArgumentParser:
         shown = {"out": f"default: {COMMITTED}/ for an experiment's own preset, {TRIALS}/ for any other configuration"}
         others = tuple(e.settings for e in EXPERIMENTS.values())
         parser = build_parser(EXPERIMENTS["main"].settings, __doc__, suppress_defaults=True, shown=shown,
-                              epilog=experiments_epilog(), also=others)  # fmt: skip
+                              epilog=experiments_epilog(), also=others)
     parser.add_argument(
         "experiment", nargs="?", default="main", choices=[*EXPERIMENTS, "all"], help="which preset (default: main)"
     )
@@ -126,7 +126,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[dict[str, Settings], bool
             parser.error(f"argument {'; '.join(unread.values())}")
         if unread:
             print(f"note: {'; '.join(unread.values())}; `all` leaves it aside there, and the {name} results "
-                  "record what ran", file=sys.stderr)  # fmt: skip
+                  "record what ran", file=sys.stderr)
         given = {k: v for k, v in args.items() if k not in unread}
         for setting, value in given.items():
             try:
@@ -155,12 +155,12 @@ def output_folder(parser: argparse.ArgumentParser, name: str, config: Settings) 
     if config.out is None:
         if differ:
             print(f"note: {name} with {', '.join(differ)} is not its preset, so not the committed record: results "
-                  f"go to {TRIALS}/, and compare.py draws them into {TRIALS}/picture/", file=sys.stderr)  # fmt: skip
+                  f"go to {TRIALS}/, and compare.py draws them into {TRIALS}/picture/", file=sys.stderr)
         return TRIALS if differ else COMMITTED
     if differ and inside(config.out, Path(__file__).parent / COMMITTED):
         parser.error(f"argument --out: {COMMITTED}/ holds the experiments' own presets only (the committed record), "
                      f"and this {name} run has {', '.join(differ)}: leave --out out (it goes to {TRIALS}/) or give "
-                     "a folder outside it")  # fmt: skip
+                     "a folder outside it")
     return config.out
 
 
@@ -201,7 +201,7 @@ def available_backend(configs: dict[str, Settings]) -> tuple[dict[str, Settings]
     if not any(c.mybn_backend == "cpp" for c in configs.values()) or my_bn_cpp.available():
         return configs, None
     note = (f"--mybn-backend cpp: the C++ backend was not available ({my_bn_cpp.unavailable_because()}); MyBN ran "
-            "its Python backend")  # fmt: skip
+            "its Python backend")
     return {name: dataclasses.replace(c, mybn_backend="python") for name, c in configs.items()}, note
 
 
@@ -228,7 +228,7 @@ def writing_alone(configs: dict[str, Settings]):
                 stack.enter_context(lock.acquire(timeout=0))
             except Timeout:
                 sys.exit(f"train.py: another train.py is writing {path} now: wait for it to end, or give another "
-                         "--out")  # fmt: skip
+                         "--out")
         yield
 
 
@@ -285,7 +285,7 @@ def run_distributed(experiment: str, config: Settings) -> dict:
     with tempfile.TemporaryDirectory(prefix="train-group-") as tmp:
         handover = Path(tmp) / "results.json"
         group = [ctx.Process(target=_group_process, args=(rank, experiment, config, port, str(handover)))
-                 for rank in range(config.nproc)]  # fmt: skip
+                 for rank in range(config.nproc)]
         try:
             for process in group:
                 process.start()

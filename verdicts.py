@@ -39,9 +39,9 @@ class VerdictsConfig:
     """What verdicts.py reruns, and where."""
 
     seeds: list[int] | None = flag(None, "the seeds to rerun the verdicts' experiments on", type=seed_int, nargs="+",
-                                   metavar="SEED")  # fmt: skip
+                                   metavar="SEED")
     rounding: bool = flag(False, "rerun under the other CPU numerics than the committed record's (lab/numerics.py)",
-                          action=argparse.BooleanOptionalAction)  # fmt: skip
+                          action=argparse.BooleanOptionalAction)
     out: str | None = flag(None, "the scratch folder their results (and verdicts.md) go to")
     train: bool = flag(True, "train first (--no-train: compare what --out already holds)",
                        action=argparse.BooleanOptionalAction)
@@ -78,7 +78,7 @@ def what_ran(folder: Path) -> tuple[str, str]:
     """The numerics policy (portable, native, mixed; results from before lab/numerics.py: native) and the seeds of
     the deciding experiments' results in ``folder``, as those results record them."""
     records = [load_results(p, check=lambda _: None) for name in deciding()
-               if (p := EXPERIMENTS[name].results_path(folder)).exists()]  # fmt: skip
+               if (p := EXPERIMENTS[name].results_path(folder)).exists()]
     policies = {r["environment"].get("numerics", {}).get("policy", "native") for r in records}
     seeds = sorted({tuple(r["config"]["seeds"]) for r in records})
     policy = policies.pop() if len(policies) == 1 else "mixed" if policies else "no"

@@ -34,6 +34,7 @@ from lab import stats
 from lab.data import digits_standardised
 from lab.loop import cosine, fit_members, member_accuracy, steps_per_epoch
 from lab.nets import ConvNet
+from lab.norms import NORMS
 from lab.plotting import COLOURS, interval_bars, save, subplots
 from lab.results import rounded, source
 from lab.settings import DTYPES, Settings, batch_int, flag, non_negative_float, positive_float, positive_int, unit_float
@@ -44,8 +45,6 @@ BATCH_STATS = ("my_bn", "renorm", "ghost")  # the norms whose training mode norm
 SWEEP = ("plain", "my_bn")  # the nets of the learning-rate sweep at the base batch size
 TRAINS = 0.5  # a run trains when it ends with at least this test accuracy (five times chance)
 SMALL, REFERENCE = 2, 8  # "batch norm needs the batch": its accuracy at SMALL against that at REFERENCE
-LABELS = {"plain": "no norm (He init)", "my_bn": "MyBN2d", "group_norm": "GroupNorm (4 groups)",
-          "layer_norm": "LayerNorm (C, H, W)", "renorm": "Batch Renorm"}
 
 
 @dataclass
@@ -58,7 +57,8 @@ class ConvSettings(Settings):
     momentum: float = flag(0.9, "SGD momentum", type=unit_float)
     bn_momentum: float = flag(0.1, "momentum of the batch-norm layers' running estimates", type=unit_float)
     norms: list[str] = flag(["plain", "my_bn", "group_norm", "layer_norm", "renorm"],
-                            "the norms trained at every batch size", metavar="NORM", choices=tuple(LABELS))
+                            "the norms trained at every batch size", metavar="NORM",
+                            choices=tuple(n for n in NORMS if n != "ghost"))
     batch_sizes: list[int] = flag([2, 8, 32, 128], "the batch sizes every norm trains at", type=batch_int, metavar="B")
     ghost_batch: int = flag(8, "ghost batch norm's ghost batch size G", type=batch_int)
     ghost_at: list[int] = flag([32, 128], "the batch sizes ghost batch norm trains at", type=batch_int, metavar="B")
@@ -74,7 +74,8 @@ class ConvSettings(Settings):
 
 def label(results: dict, model: str) -> str:
     """``model``'s name in the figures and tables (ghost BN's with its ghost batch size)."""
-    return f"ghost BN (G = {settings_of(results).ghost_batch})" if model == "ghost" else LABELS[model]
+    ghost = f" (G = {settings_of(results).ghost_batch})" if model == "ghost" else ""
+    return NORMS[model].label + ghost
 
 
 def settings_of(results: dict) -> ConvSettings:
@@ -121,7 +122,7 @@ def train_cell(config, cell: tuple[str, int, float]) -> list[dict]:
     measured = {"test_acc": member_accuracy(net, x_test, y_test), "train_acc": member_accuracy(net, x_train, y_train),
                 "train_mode_acc": member_accuracy(net, x_test[order], y_test[order], batch_size), "loss": last}
     return [{"model": norm, "batch_size": batch_size, "lr": lr, "seed": s,
-             **{k: rounded(v[j].item()) for k, v in measured.items()}} for j, s in enumerate(seeds)]  # fmt: skip
+             **{k: rounded(v[j].item()) for k, v in measured.items()}} for j, s in enumerate(seeds)]
 
 
 def run(config, log=print) -> dict:
@@ -129,11 +130,11 @@ def run(config, log=print) -> dict:
     todo, runs = cells(config), []
     with run_pool(config, len(todo)) as pool_map:
         for (norm, batch_size, lr), members in zip(todo, pool_map(functools.partial(train_cell, config), todo),
-                                                   strict=True):  # fmt: skip
+                                                   strict=True):
             runs += members
             mean = sum(m["test_acc"] for m in members) / len(members)
             log(f"conv: {norm:<10} batch {batch_size:>3}  lr {lr:<7g} test accuracy {mean:.3f} (mean of "
-                f"{len(members)} seeds)")  # fmt: skip
+                f"{len(members)} seeds)")
     x_train, _, x_test, _ = digits_standardised(DTYPES[config.dtype])
     return {"config": dataclasses.asdict(config), "environment": environment(config),
             "split": {"train": len(x_train), "test": len(x_test), "seed": 0,
@@ -143,7 +144,7 @@ def run(config, log=print) -> dict:
 
 def check_format(results: dict) -> None:
     """What the figures and tables read, named where it is missing (its record's ``results_format``)."""
-    for i, run_ in enumerate(checked_runs(results, ConvNet.NORMS)):
+    for i, run_ in enumerate(checked_runs(results, tuple(NORMS))):
         if not isinstance(run_.get("batch_size"), int) or not isinstance(run_.get("seed"), int):
             raise ValueError(f"runs[{i}]: needs an integer 'batch_size' and 'seed'")
         if not all(isinstance(run_.get(k), (int, float)) for k in ("lr", "test_acc", "train_acc", "train_mode_acc")):
@@ -154,12 +155,12 @@ def check_format(results: dict) -> None:
 
 
 def per_seed(results: dict, model: str, batch_size: int, lr: float | None = None, key: str = "test_acc"
-             ) -> dict[int, float]:  # fmt: skip
+             ) -> dict[int, float]:
     """``key`` of ``model``'s runs at ``batch_size`` (and learning rate ``lr``; default: the batch's
     linearly scaled one), by seed; train − test: ``key="gap"``."""
     lr = scaled_lr(settings_of(results), batch_size) if lr is None else lr
     runs = [r for r in results["runs"] if r["model"] == model and r["batch_size"] == batch_size
-            and math.isclose(r["lr"], lr)]  # fmt: skip
+            and math.isclose(r["lr"], lr)]
     value = (lambda r: r["train_acc"] - r["test_acc"]) if key == "gap" else (lambda r: r[key])
     return {r["seed"]: value(r) for r in runs}
 
@@ -167,7 +168,7 @@ def per_seed(results: dict, model: str, batch_size: int, lr: float | None = None
 def sizes(results: dict, model: str) -> list[int]:
     """The batch sizes ``model`` trained at with the linearly scaled rate."""
     return sorted({r["batch_size"] for r in results["runs"] if r["model"] == model
-                   and math.isclose(r["lr"], scaled_lr(settings_of(results), r["batch_size"]))})  # fmt: skip
+                   and math.isclose(r["lr"], scaled_lr(settings_of(results), r["batch_size"]))})
 
 
 def grid_sizes(results: dict) -> list[int]:
@@ -176,16 +177,16 @@ def grid_sizes(results: dict) -> list[int]:
 
 
 def models(results: dict) -> list[str]:
-    return [m for m in ConvNet.NORMS if any(r["model"] == m for r in results["runs"])]
+    return [m for m in NORMS if any(r["model"] == m for r in results["runs"])]
 
 
 def interval(results: dict, model: str, batch_size: int, key: str = "test_acc", lr: float | None = None
-             ) -> stats.Interval:  # fmt: skip
+             ) -> stats.Interval:
     return stats.t_interval(list(per_seed(results, model, batch_size, lr, key).values()))
 
 
 def difference(results: dict, a: tuple[str, int], b: tuple[str, int], key: str = "test_acc",
-               key_b: str | None = None) -> stats.Interval:  # fmt: skip
+               key_b: str | None = None) -> stats.Interval:
     """``key`` of (model, batch size) ``a`` minus ``key_b`` (default: ``key``) of ``b``, seed by seed: the
     mean and its 95% interval."""
     return stats.paired_difference(*paired(per_seed(results, *a, key=key), per_seed(results, *b, key=key_b or key)))
@@ -222,10 +223,10 @@ def wider_rates(results: dict) -> stats.Interval:
 # ---------------------------------------------------------------------------------------------- figures
 
 
-def at(results: dict, model: str, batch_size: int, reading, *args, fmt: str) -> str:
-    """A table cell: ``reading(results, *args)`` (an interval) as text where ``model`` trained at
-    ``batch_size``, else blank."""
-    return reading(results, *args).text(fmt) if batch_size in sizes(results, model) else ""
+def at(results: dict, nets: str | tuple[str, ...], batch_size: int, reading, *args, fmt: str) -> str:
+    """A table cell: ``reading(results, *args)`` as text where each of ``nets`` trained at ``batch_size``."""
+    trained = all(batch_size in sizes(results, m) for m in ((nets,) if isinstance(nets, str) else nets))
+    return reading(results, *args).text(fmt) if trained else ""
 
 
 def mode_gap(results: dict, model: str, batch_size: int) -> stats.Interval:
@@ -235,7 +236,7 @@ def mode_gap(results: dict, model: str, batch_size: int) -> stats.Interval:
 
 def bars(ax, xs: list[float], cis: list[stats.Interval], model: str, name: str, f=lambda v: v) -> None:
     """``model``'s means and 95% intervals, its points moved a little sideways so that each net's bars show."""
-    interval_bars(ax, [x * 1.04 ** (ConvNet.NORMS.index(model) - 3) for x in xs], cis, *COLOURS[model], name, f)
+    interval_bars(ax, [x * 1.04 ** (list(NORMS).index(model) - 3) for x in xs], cis, *COLOURS[model], name, f)
 
 
 def plot_conv(results: dict, outfile: Path) -> None:
@@ -260,14 +261,14 @@ def plot_conv(results: dict, outfile: Path) -> None:
     titles = {a: ("test error (%), eval mode", "(a) Test error against the batch size (lr ∝ batch)"),
               b: ("test accuracy, training mode − eval mode", "(b) The test batch's statistics against the running "
                   "estimates"),
-              c: ("accuracy, train − test (eval mode)", "(c) Over-fitting: train minus test accuracy")}  # fmt: skip
+              c: ("accuracy, train − test (eval mode)", "(c) Over-fitting: train minus test accuracy")}
     for ax, (ylabel, title) in titles.items():
         ax.set(xscale="log", xlabel="batch size", ylabel=ylabel, title=f"{title}\n{n} seeds, 95% intervals")
         ax.set_xticks(grid_sizes(results), [str(bs) for bs in grid_sizes(results)])
         ax.minorticks_off()
     a.set_yscale("log")
     d.set(xscale="log", ylim=(0, 1.02), xlabel="learning rate (SGD, momentum 0.9)", ylabel="test accuracy",
-          title=f"(d) Learning rates at batch {settings_of(results).base_batch}\n{n} seeds, 95% intervals")  # fmt: skip
+          title=f"(d) Learning rates at batch {settings_of(results).base_batch}\n{n} seeds, 95% intervals")
     for ax in (a, b, c, d):
         ax.legend(fontsize=8)
     save(fig, outfile)
@@ -294,12 +295,12 @@ def batch_table(results: dict) -> str:
         cells = [at(results, m, bs, interval, m, bs, fmt=".3f") for m in nets]
         lines.append(f"| {bs} | {scaled_lr(settings_of(results), bs):g} | " + " | ".join(cells) + " |")
     pairs = [("MyBN2d − GroupNorm", "my_bn", "group_norm"), ("Batch Renorm − MyBN2d", "renorm", "my_bn"),
-             ("ghost BN − MyBN2d", "ghost", "my_bn")]  # fmt: skip
+             ("ghost BN − MyBN2d", "ghost", "my_bn")]
     lines += ["", "| batch size | " + " | ".join(p[0] for p in pairs) + " | "
               + " | ".join(f"{label(results, m)}: training − eval mode" for m in BATCH_STATS) + " |",
-              "|---|" + "---|" * (len(pairs) + len(BATCH_STATS))]  # fmt: skip
+              "|---|" + "---|" * (len(pairs) + len(BATCH_STATS))]
     for bs in grid_sizes(results):
-        cells = [at(results, a, bs, difference, (a, bs), (b, bs), fmt="+.3f") for _, a, b in pairs]
+        cells = [at(results, (a, b), bs, difference, (a, bs), (b, bs), fmt="+.3f") for _, a, b in pairs]
         cells += [at(results, m, bs, mode_gap, m, bs, fmt="+.3f") for m in BATCH_STATS]
         lines.append(f"| {bs} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -318,7 +319,7 @@ def gap_table(results: dict) -> str:
     ]
     for bs in grid_sizes(results):
         cells = [at(results, m, bs, interval, m, bs, "gap", fmt="+.3f") for m in nets]
-        cells.append(at(results, "ghost", bs, difference, ("ghost", bs), ("my_bn", bs), "gap", fmt="+.3f"))
+        cells.append(at(results, ("ghost", "my_bn"), bs, difference, ("ghost", bs), ("my_bn", bs), "gap", fmt="+.3f"))
         lines.append(f"| {bs} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -367,7 +368,7 @@ def needs_the_batch(results: dict) -> Verdict:
                    f"test accuracy, batch {SMALL} − batch {REFERENCE}: MyBN2d {falls.text('+.3f')}; MyBN2d − "
                    f"GroupNorm of that {more.text('+.3f')}", rule,
                    f"falls: {bold(FALLS.decide(falls))}; more than GroupNorm's: {bold(FALLS.decide(more))}",
-                   PAGE)  # fmt: skip
+                   PAGE)
 
 
 def mismatch(results: dict, model: str, batch_size: int) -> dict[int, float]:
@@ -390,7 +391,7 @@ def renorm_fixes(results: dict) -> Verdict:
     return Verdict("Batch Renormalization fixes small batches (Ioffe 2017)",
                    f"at batch {SMALL}, Batch Renorm tests better than MyBN2d, and what it computes in training "
                    "matches what it computes in inference",
-                   "test accuracy, " + "; ".join(measured), rule, "; ".join(answers), PAGE)  # fmt: skip
+                   "test accuracy, " + "; ".join(measured), rule, "; ".join(answers), PAGE)
 
 
 def ghost_regularises(results: dict) -> Verdict:
@@ -399,7 +400,7 @@ def ghost_regularises(results: dict) -> Verdict:
         acc, gap = (difference(results, ("ghost", bs), ("my_bn", bs), key) for key in ("test_acc", "gap"))
         measured.append(f"batch {bs}: test accuracy {acc.text('+.3f')}, train − test {gap.text('+.3f')}")
         answers.append(f"batch {bs}: higher {bold(HIGHER.decide(acc))}, over-fits less "
-                       f"{bold(LESS_OVERFITTING.decide(gap))}")  # fmt: skip
+                       f"{bold(LESS_OVERFITTING.decide(gap))}")
     rule = (f"per seed, ghost BN (ghost batches of {ghost}) minus MyBN2d at the same batch: its test accuracy "
             "(holds above 0) and its train − test accuracy (holds below 0); the opposite side does not hold, else "
             "not decided")
@@ -442,7 +443,7 @@ EXPERIMENT = Experiment(
     run=run,
     figures=lambda results: {"conv.png": functools.partial(plot_conv, results)},
     tables=lambda results: {"conv-batch-table": batch_table(results), "conv-gap-table": gap_table(results),
-                            "conv-lr-table": lr_table(results)},  # fmt: skip
+                            "conv-lr-table": lr_table(results)},
     results_format=check_format,
     summary=batch_table,
     verdicts=verdicts,

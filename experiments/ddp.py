@@ -45,7 +45,7 @@ def plot_ddp(ddp: dict, single: dict, outfile: Path) -> None:
         ax.plot(range(1, len(gap) + 1), gap.clamp_min(1e-17), ls, color=colour, lw=0.9, alpha=0.7, label=text)
     processes = ddp["environment"]["processes"]
     ax.set(yscale="log", xlabel="training step", ylabel="relative gap in training loss",
-           title=f"{processes} processes vs 1, same batches ({ddp['config']['dtype']})")  # fmt: skip
+           title=f"{processes} processes vs 1, same batches ({ddp['config']['dtype']})")
     ax.legend(fontsize=8)
     save(fig, outfile)
 
@@ -68,7 +68,7 @@ def ddp_table(ddp: dict, single: dict) -> str:
         for model in models_of(ddp):
             seeds = ddp["config"]["seeds"]  # the single-process runs of the same seeds
             one = mean_std([run["test_mse"][-1] for run in runs_of(single, r, SINGLE_PROCESS_TWIN.get(model, model))
-                            if run["seed"] in seeds])  # fmt: skip
+                            if run["seed"] in seeds])
             many = mean_std([run["test_mse"][-1] for run in runs_of(ddp, r, model)])
             gaps = [g for (rr, m, _), g in loss_gaps.items() if (rr, m) == (r, model)]
             lines.append(

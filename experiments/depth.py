@@ -131,9 +131,9 @@ def run(config, log=print) -> dict:
             runs += measured
             rank = sum(r["erank"][-1] for r in measured) / len(measured)
             log(f"depth: {job[0]:<6} {job[1]:<6} width {job[2]:>3} batch {job[3]:>2}: effective rank at depth "
-                f"{config.depth} {rank:.2f}")  # fmt: skip
+                f"{config.depth} {rank:.2f}")
     return {"config": dataclasses.asdict(config), "environment": environment(config), "depth": config.depth,
-            "datasets": [], "runs": runs}  # fmt: skip
+            "datasets": [], "runs": runs}
 
 
 def check_format(results: dict) -> None:
@@ -193,7 +193,7 @@ def plot_depth(results: dict, outfile: Path) -> None:
             colour, _ = COLOURS[model]
             for batch, ls in zip(grid(results).batch_sizes, styles, strict=False):
                 runs = [r for r in results["runs"] if (r["model"], r["activation"], r["width"], r["batch_size"])
-                        == (model, activation, width, batch)]  # fmt: skip
+                        == (model, activation, width, batch)]
                 for key, ax in (("erank", axes[0][col]), ("grad_sq", axes[1][col])):
                     values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
                     centre = values.mean(0) if key == "erank" else values.log().mean(0).exp()
@@ -201,7 +201,7 @@ def plot_depth(results: dict, outfile: Path) -> None:
         axes[0][col].set(xlabel="block", ylabel="effective rank of its output", yscale="log",
                          title=f"{activation}: rank of the representations, width {width}\nmean over {n} seeds")
         axes[1][col].set(xlabel="block (1: next to the input)", ylabel="‖∇W‖², geometric mean", yscale="log",
-                         title=f"{activation}: squared weight-gradient norm per block, width {width}")  # fmt: skip
+                         title=f"{activation}: squared weight-gradient norm per block, width {width}")
     for ax in axes.flat:
         ax.legend(fontsize=8)
     save(fig, outfile)
@@ -225,11 +225,11 @@ def depth_table(results: dict) -> str:
         for width in grid(results).widths:
             for batch in grid(results).batch_sizes:
                 ranks = [stats.t_interval(list(per_seed(results, m, activation, width, batch, last_rank).values()))
-                         for m in DeepMLP.NORMS]  # fmt: skip
+                         for m in DeepMLP.NORMS]
                 rates = [exp_text(rate(results, m, width, batch, activation)) for m in DeepMLP.NORMS]
                 lines.append(f"| {activation} | {width} | {batch} | " + " | ".join(f"{r.mean:.2f}" for r in ranks)
                              + f" | {rank_ratio(results, activation, width, batch).ratio_text()} | "
-                             + " | ".join(rates) + " |")  # fmt: skip
+                             + " | ".join(rates) + " |")
     return "\n".join(lines)
 
 

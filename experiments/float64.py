@@ -54,7 +54,7 @@ def plot_parity(by_dtype: dict[str, dict], outfile: Path) -> None:
             steps = range(1, len(gap) + 1)
             ax.plot(steps, gap.clamp_min(1e-17), color=DTYPE_COLOURS[dtype], lw=0.7, alpha=0.5, label=text)
     ax.set(yscale="log", xlabel="training step", ylabel="|loss(MyBN) − loss(BatchNorm1d)| / loss(BatchNorm1d)",
-           title="Same weights, same batches: MyBN vs nn.BatchNorm1d")  # fmt: skip
+           title="Same weights, same batches: MyBN vs nn.BatchNorm1d")
     ax.legend(fontsize=8)
     save(fig, outfile)
 

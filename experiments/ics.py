@@ -64,7 +64,7 @@ class ICSProbe(Probe):
 
     def results(self) -> dict:
         return {"every": EVERY, "blocks": list(range(2, len(self.net.blocks) + 1)),
-                **{k: rounded(v) if k != "step" else v for k, v in self.records.items()}}  # fmt: skip
+                **{k: rounded(v) if k != "step" else v for k, v in self.records.items()}}
 
 
 def block_inputs(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -81,7 +81,7 @@ def block_inputs(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def ics_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
-           loss_fn=nn.functional.mse_loss) -> dict[str, list[float]]:  # fmt: skip
+           loss_fn=nn.functional.mse_loss) -> dict[str, list[float]]:
     """Per block 2..depth: ‖G − G'‖, ‖G‖, cos(G, G'), and the mean over units of |Δ mean| and |Δ std|
     of the block's input. ``net`` holds this step's gradients (of ``loss_fn`` on x, y); it, its buffers
     and ``opt`` are left exactly as they were."""
@@ -166,11 +166,11 @@ def reading(run_: dict, name: str, last_step: int | None = None) -> float:
 
 
 def readings(results: dict, r: float, last_step: int | None = None, model: str = "my_bn",
-             baseline: str = "plain") -> dict[str, stats.Interval]:  # fmt: skip
+             baseline: str = "plain") -> dict[str, stats.Interval]:
     """Per reading: the paired log-ratio ``model`` / ``baseline`` over the seeds, in the window up to
     ``last_step``."""
     return {name: ratio(results, r, model, baseline, functools.partial(reading, name=name, last_step=last_step))
-            for name in READINGS}  # fmt: skip
+            for name in READINGS}
 
 
 def ics_table(results: dict) -> str:
@@ -200,16 +200,16 @@ def ics_verdict(results: dict) -> Verdict:
         for window, last in windows.items():
             cis = readings(results, r, last)
             measured.append(f"{range_text(r)}, {window}: " + ", ".join(f"{READINGS[k]} {ci.ratio_text()}"
-                                                                       for k, ci in cis.items()))  # fmt: skip
+                                                                       for k, ci in cis.items()))
             parts = [f"{READINGS[k]} {bold(LOWER.decide(ci))}" for k, ci in cis.items()]
             answers.append(f"{range_text(r)}, {window}: " + ", ".join(parts))
     rule = ("per seed, log(MyBN / plain) of each reading (its median over the window, mean over blocks 2–4); "
             "holds where the interval lies below 0 (MyBN lower), does not hold where it lies above 0, else not "
-            "decided; each reading, range and window on its own")  # fmt: skip
+            "decided; each reading, range and window on its own")
     return Verdict("Internal covariate shift (Ioffe & Szegedy 2015)",
                    "BN nets have less ICS (Santurkar's Def. 2.1, and the shift of each block's input), most where BN "
                    "helps most", "MyBN / plain: " + "; ".join(measured), rule, "; ".join(answers),
-                   "[ics](docs/ics.md)")  # fmt: skip
+                   "[ics](docs/ics.md)")
 
 
 IcsSettings = Regression.preset("IcsSettings", __name__, models=["plain", "my_bn", "my_bn_noisy"], diagnostics=False)

@@ -81,7 +81,7 @@ class LandscapeProbe(Probe):
         """``base``: the step the factors multiply (default: the run's learning rate); ``steps``: between probes."""
         self.net, self.base, self.steps = net, config.lr if base is None else base, steps
         self.records: dict[str, list] = {k: [] for k in ("step", "loss", "loss_min", "loss_max", "gdiff_min",
-                                                         "gdiff_max", "beta", "weight_norm")}  # fmt: skip
+                                                         "gdiff_max", "beta", "weight_norm")}
 
     def wants(self, step: Step) -> bool:
         return every(self.steps, step)
@@ -94,7 +94,7 @@ class LandscapeProbe(Probe):
 
     def results(self) -> dict:
         return {"factors": FACTORS, "base": self.base, "every": self.steps,
-                **{k: rounded(v) if k != "step" else v for k, v in self.records.items()}}  # fmt: skip
+                **{k: rounded(v) if k != "step" else v for k, v in self.records.items()}}
 
 
 def flat_grad(net: nn.Module) -> torch.Tensor:
@@ -121,7 +121,7 @@ def landscape_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, etas: li
             diffs.append(diff)
             betas.append(diff / max(eta * g.norm().item(), 1e-300))
     return {"loss": loss0, "loss_min": min(losses), "loss_max": max(losses), "gdiff_min": min(diffs),
-            "gdiff_max": max(diffs), "beta": max(betas)}  # fmt: skip
+            "gdiff_max": max(diffs), "beta": max(betas)}
 
 
 def landscape_run(config, job: tuple[float, float, str, int]) -> dict:
@@ -143,7 +143,7 @@ def landscape_run(config, job: tuple[float, float, str, int]) -> dict:
 def run(config, log=print) -> dict:
     """Every (setting, range, net, seed) in the worker pool: the SGD runs at each rate, then the recipe's."""
     jobs = [(factor, r, model, s) for factor in (1.0, TENTH, 0.0) for r in config.ranges for model in config.models
-            for s in config.seeds]  # fmt: skip
+            for s in config.seeds]
     runs = []
     with run_pool(config, len(jobs)) as pool_map:
         for job, run_ in zip(jobs, pool_map(partial(landscape_run, config), jobs), strict=True):
@@ -152,7 +152,7 @@ def run(config, log=print) -> dict:
                 log(f"landscape: {run_['optimizer']} lr {run_['lr']:g}, range (-{job[1]:g}, {job[1]:g}), {job[2]}")
     datasets = [dataset_entry(config, r, s) for r in config.ranges for s in config.seeds]
     return {"config": dataclasses.asdict(config), "environment": environment(config), "datasets": datasets,
-            "runs": [r for r in runs if "factor" in r], "recipe": [r for r in runs if "factor" not in r]}  # fmt: skip
+            "runs": [r for r in runs if "factor" in r], "recipe": [r for r in runs if "factor" not in r]}
 
 
 def view(results: dict, setting: str) -> dict:
@@ -178,7 +178,7 @@ def plot_landscape(results: dict, outfile: Path) -> None:
                 runs = runs_of(edge, r, model)
                 band(ax, runs[0]["landscape"]["step"], stacked(runs, lambda run_, key=key: measure(run_, key)), model)
             ax.set(yscale="log", xlabel="training step",
-                   title=f"{title}\nx in {range_text(r)}, SGD lr {runs_of(edge, r, model)[0]['lr']:g}")  # fmt: skip
+                   title=f"{title}\nx in {range_text(r)}, SGD lr {runs_of(edge, r, model)[0]['lr']:g}")
         row[0].legend(fontsize=8)
     save(fig, outfile)
 
@@ -192,19 +192,19 @@ def plot_settings(results: dict, outfile: Path) -> None:
     """Per setting (columns) and range: β-smoothness along training, and the weight norms it depends on."""
     ranges = list(reversed(ranges_of(results)))
     fig, axes = subplots(2 * len(ranges), len(SETTINGS), figsize=(5 * len(SETTINGS), 3.4 * 2 * len(ranges)),
-                         squeeze=False)  # fmt: skip
+                         squeeze=False)
     for col, setting in enumerate(SETTINGS):
         part = view(results, setting)
         for i, r in enumerate(ranges):
             for row, (value, what) in enumerate(((lambda run_: measure(run_, "beta"), "effective β-smoothness"),
-                                                 (block_norm, "‖W‖, blocks 2–4 (mean)"))):  # fmt: skip
+                                                 (block_norm, "‖W‖, blocks 2–4 (mean)"))):
                 ax = axes[2 * i + row][col]
                 for model in models_of(part):
                     runs = runs_of(part, r, model)
                     band(ax, runs[0]["landscape"]["step"], stacked(runs, value), model)
                 lr = runs_of(part, r, models_of(part)[0])[0]["lr"]
                 ax.set(yscale="log", xlabel="training step",
-                       title=f"{what}\n{setting} (lr {lr:g}), x in {range_text(r)}")  # fmt: skip
+                       title=f"{what}\n{setting} (lr {lr:g}), x in {range_text(r)}")
                 ax.legend(fontsize=7)
     save(fig, outfile)
 
@@ -258,7 +258,7 @@ def landscape_table(results: dict) -> str:
                 cells = [f"{summary(part, r, model, key):.3g}" for key in MEASURES]
                 norms = [sum(block_norm(run_)[k] for run_ in runs) / len(runs) for k in (0, -1)]
                 lines.append(f"| {setting} | {range_text(r)} | {runs[0]['lr']:g} | {label(model)} | {final:.4g} | "
-                             + " | ".join(cells) + f" | {norms[0]:.3g} → {norms[1]:.3g} |")  # fmt: skip
+                             + " | ".join(cells) + f" | {norms[0]:.3g} → {norms[1]:.3g} |")
             per = smoother(results, r, setting)
             cells = [per[key][0].ratio_text() if key in per else "" for key in MEASURES]
             lines.append(f"| {setting} | {range_text(r)} | | *MyBN / plain* | | " + " | ".join(cells) + " | |")
@@ -272,9 +272,9 @@ def landscape_verdict(results: dict) -> Verdict:
             per = smoother(results, r, setting)
             where = f"{setting}, {range_text(r)}"
             measured.append(f"{where}: " + ", ".join(f"{VERDICT_MEASURES[k]} {ci.ratio_text()}"
-                                                     for k, (ci, _) in per.items()))  # fmt: skip
+                                                     for k, (ci, _) in per.items()))
             answers.append(f"{where}: " + ", ".join(f"{VERDICT_MEASURES[k]} {bold(answer)}"
-                                                    for k, (_, answer) in per.items()))  # fmt: skip
+                                                    for k, (_, answer) in per.items()))
     rule = (f"per seed, log(MyBN / plain) of each measure's median over training; holds where the interval lies "
             f"below log {MARGIN:g} (at least 10% lower with MyBN), does not hold where it lies above, else not "
             f"decided; each measure, setting and range on its own ({len(results['config']['seeds'])} seeds)")
@@ -282,7 +282,7 @@ def landscape_verdict(results: dict) -> Verdict:
                    "along the gradient, the loss and its gradient change less with BN (both nets in the same setting: "
                    "SGD at the plain net's edge of stability, at a tenth of that rate, and the Adam recipe)",
                    "MyBN / plain: " + "; ".join(measured), rule, "; ".join(answers),
-                   "[landscape](docs/landscape.md)")  # fmt: skip
+                   "[landscape](docs/landscape.md)")
 
 
 def check_runs(results: dict) -> None:
@@ -296,7 +296,7 @@ def check_runs(results: dict) -> None:
         raise ValueError("the landscape figures and table need the weight norms: rerun `python train.py landscape`")
     if any(run_.get("factor") not in (1.0, TENTH) for run_ in results["runs"]):
         raise ValueError(f"each of its SGD runs needs a 'factor' of its range's rate, 1 or {TENTH:g}: rerun "
-                         "`python train.py landscape`")  # fmt: skip
+                         "`python train.py landscape`")
 
 
 _Landscape = Regression.preset("_Landscape", __name__, models=["plain", "my_bn"], epochs=50, diagnostics=False,
@@ -320,7 +320,7 @@ EXPERIMENT = Experiment(
     settings=LandscapeSettings,
     run=run,
     figures=lambda results: {"landscape.png": partial(plot_landscape, results),
-                             "landscape_settings.png": partial(plot_settings, results)},  # fmt: skip
+                             "landscape_settings.png": partial(plot_settings, results)},
     tables=lambda results: {"landscape-table": landscape_table(results)},
     summary=landscape_table,  # what train.py prints when the runs are done
     check=check_runs,

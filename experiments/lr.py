@@ -57,10 +57,10 @@ def train_members(config, job: tuple[float, str]) -> list[dict]:
     dtype = DTYPES[config.dtype]
     data = {s: dataset_for(config, r, s) for s in config.seeds}
     nets = [TanhMLP(model, s, bn_momentum=config.bn_momentum, dtype=dtype, mybn_backend=config.mybn_backend)
-            for _, s in members]  # fmt: skip
+            for _, s in members]
     ensemble = Ensemble(nets, [lr for lr, _ in members], [optimizer for optimizer, _, _ in cells])
     x_train, y_train, x_test, y_test = (torch.stack([getattr(data[s], name) for _, s in members])
-                                        for name in ("x_train", "y_train", "x_test", "y_test"))  # fmt: skip
+                                        for name in ("x_train", "y_train", "x_test", "y_test"))
     orders = [BatchOrder(len(data[s].x_train), config.batch_size, config.epochs, s) for _, s in members]
 
     def test() -> tuple[torch.Tensor, torch.Tensor]:  # (K,) test MSE, (K, n_test, 1) predictions
@@ -77,7 +77,7 @@ def train_members(config, job: tuple[float, str]) -> list[dict]:
     tests, losses = torch.stack(tests, 1), torch.stack(losses, 1)  # (K, epochs + 1), (K, steps)
     runs = [{"range": [-r, r], "model": model, "seed": s, "optimizer": optimizer, "lr": lr,
              "test_mse": tests[j].tolist(), "train_loss": losses[j].tolist(), "predictions": pred[j, :, 0].tolist()}
-            for j, (optimizer, lr, s) in enumerate(cells)]  # fmt: skip
+            for j, (optimizer, lr, s) in enumerate(cells)]
     return [{**run_, "diverged": diverged(run_)} for run_ in runs]  # its non-finite numbers are null in the file
 
 
@@ -92,10 +92,10 @@ def run(config, log=print) -> dict:
             log(f"lr grid: range (-{r:g}, {r:g}), {model}: {len(cells)} runs")
     one_step = [{"range": [-r, r], "model": model, "seed": s, "alpha": ALPHAS,
                  "ratio": rounded(one_step_ratios(config, r, model, s))}
-                for r in config.ranges for model in config.models for s in config.seeds]  # fmt: skip
+                for r in config.ranges for model in config.models for s in config.seeds]
     datasets = [dataset_entry(config, r, s) for r in config.ranges for s in config.seeds]
     return {"config": dataclasses.asdict(config), "environment": environment(config), "datasets": datasets,
-            "runs": runs, "one_step": one_step}  # fmt: skip
+            "runs": runs, "one_step": one_step}
 
 
 def one_step_ratios(config, r: float, model: str, seed: int) -> list[float]:
@@ -104,7 +104,7 @@ def one_step_ratios(config, r: float, model: str, seed: int) -> list[float]:
     data = dataset_for(config, r, seed)
     idx = BatchOrder(len(data.x_train), config.batch_size, 1, seed)[0][0]
     net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype],
-                  mybn_backend=config.mybn_backend).train()  # fmt: skip
+                  mybn_backend=config.mybn_backend).train()
     x, y = data.x_train[idx], data.y_train[idx]
     loss = nn.functional.mse_loss(net(x), y)
     grads = torch.autograd.grad(loss, list(net.parameters()))
@@ -143,14 +143,14 @@ def final_mse(results: dict, r: float, model: str, optimizer: str, lr: float, ep
 def largest_training_lr(results: dict, r: float, model: str, optimizer: str, epochs: int) -> float | None:
     """The largest learning rate of the grid at which every seed trains within ``epochs``."""
     ok = [lr for lr in GRIDS[optimizer]
-          if all(trains(results, x, epochs) for x in cell(results, r, model, optimizer, lr))]  # fmt: skip
+          if all(trains(results, x, epochs) for x in cell(results, r, model, optimizer, lr))]
     return max(ok) if ok else None
 
 
 def best(results: dict, r: float, model: str, optimizer: str, epochs: int) -> tuple[float, float]:
     """(learning rate, median test MSE) of the grid's best cell within ``epochs``."""
     return min(((lr, final_mse(results, r, model, optimizer, lr, epochs)) for lr in GRIDS[optimizer]),
-               key=lambda t: t[1])  # fmt: skip
+               key=lambda t: t[1])
 
 
 def summary_table(results: dict) -> str:
@@ -159,18 +159,18 @@ def summary_table(results: dict) -> str:
     epochs, seeds = results["config"]["epochs"], len(results["config"]["seeds"])
     lines = [f"{epochs} epochs, {seeds} seed(s) per learning rate; grid {' '.join(f'{lr:g}' for lr in GRIDS['adam'])}",
              f"{'range':<10} {'model':<10} {'optimizer':<9} {'largest lr that trains':>22}  "
-             f"{'best: median test MSE (lr)':>28}  diverged"]  # fmt: skip
+             f"{'best: median test MSE (lr)':>28}  diverged"]
     for r in reversed(ranges_of(results)):
         for optimizer in GRIDS:
             for model in models_of(results):
                 largest = largest_training_lr(results, r, model, optimizer, epochs)
                 lr, mse = best(results, r, model, optimizer, epochs)
                 cells = [x for x in results["runs"] if x["range"][1] == r and x["model"] == model
-                         and x["optimizer"] == optimizer]  # fmt: skip
+                         and x["optimizer"] == optimizer]
                 gone = sum(bool(x["diverged"]) for x in cells)
                 shown = "none" if largest is None else f"{largest:g}"
                 lines.append(f"{range_text(r):<10} {model:<10} {optimizer:<9} {shown:>22}  "
-                             f"{f'{mse:.4g} (lr {lr:g})':>28}  {gone} of {len(cells)}")  # fmt: skip
+                             f"{f'{mse:.4g} (lr {lr:g})':>28}  {gone} of {len(cells)}")
     return "\n".join(lines)
 
 
@@ -190,10 +190,10 @@ def plot_lr(results: dict, outfile: Path) -> None:
                 for epochs, style in zip(budgets(results), (":", "-"), strict=False):  # one budget when short
                     mse = [final_mse(results, r, model, optimizer, lr, epochs) for lr in GRIDS[optimizer]]
                     ax.plot(GRIDS[optimizer], [min(v, 1e4 * y) for v in mse], style, marker="o", ms=4,
-                            color=COLOURS[model][0], lw=2, label=f"{label(model)}, {epochs} epochs")  # fmt: skip
+                            color=COLOURS[model][0], lw=2, label=f"{label(model)}, {epochs} epochs")
             ax.axhline(0.5 * y, color="0.5", ls="--", lw=1, label="trains below: Var(y) / 2")
             ax.set(xscale="log", yscale="log", xlabel=f"{optimizer} learning rate", ylabel="final test MSE (median)",
-                   title=f"{'Adam' if optimizer == 'adam' else 'plain SGD'}, x in {range_text(r)}")  # fmt: skip
+                   title=f"{'Adam' if optimizer == 'adam' else 'plain SGD'}, x in {range_text(r)}")
             ax.legend(fontsize=7)
         ax = row[2]
         for model in models_of(results):
@@ -202,7 +202,7 @@ def plot_lr(results: dict, outfile: Path) -> None:
             ax.plot(entries[0]["alpha"], ratios.median(0).values, color=COLOURS[model][0], lw=2, label=label(model))
         ax.axhline(1.0, color="0.5", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="step size α", ylabel="L(θ − α·g) / L(θ)",
-               title=f"One gradient step at initialisation, x in {range_text(r)}")  # fmt: skip
+               title=f"One gradient step at initialisation, x in {range_text(r)}")
         ax.legend(fontsize=8)
     save(fig, outfile)
 
@@ -270,7 +270,7 @@ def lr_verdict(results: dict) -> Verdict:
             f"below, else not decided; each range and optimiser on its own ({len(results['config']['seeds'])} seeds)")
     return Verdict("Larger learning rates (Bjorck et al. 2018)", "BN nets still train at larger learning rates",
                    "decades, MyBN − plain: " + "; ".join(measured), rule, "; ".join(answers),
-                   "[lr](docs/lr.md)")  # fmt: skip
+                   "[lr](docs/lr.md)")
 
 
 AS_WELL = 1.5  # "as well as MyBN": a final test MSE at most 1.5 times MyBN's
@@ -287,22 +287,22 @@ def objection_verdict(results: dict) -> Verdict:
     for opt in GRIDS:
         (plain_lr, _), (bn_lr, _) = (best(results, HARD, m, opt, long) for m in ("plain", "my_bn"))
         values = {m: {x["seed"]: x["test_mse"][long] for x in cell(results, HARD, m, opt, lr_)}
-                  for m, lr_ in (("plain", plain_lr), ("my_bn", bn_lr))}  # fmt: skip
+                  for m, lr_ in (("plain", plain_lr), ("my_bn", bn_lr))}
         ci = stats.paired_log_ratio(*paired(values["plain"], values["my_bn"]))
         answer = AS_WELL_RULE.decide(ci)
         quick = largest_training_lr(results, HARD, "plain", opt, short)
         measured.append(f"{opt}: best plain (lr {plain_lr:g}) / best MyBN (lr {bn_lr:g}) after {long} epochs "
                         f"{ci.ratio_text()}; plain within {short} epochs: "
-                        + (f"trains at lr {quick:g}" if quick else "no rate trains it"))  # fmt: skip
+                        + (f"trains at lr {quick:g}" if quick else "no rate trains it"))
         answers.append(f"{opt}: {bold(answer)} within {long} epochs; within {short}, "
-                       + ("**yes**" if quick else "**no**"))  # fmt: skip
+                       + ("**yes**" if quick else "**no**"))
     rule = (f"per seed, log(plain / MyBN) of the final test MSE in each net's best cell of the grid (lowest median); "
             f"holds where the interval lies below log {AS_WELL:g}, does not hold where it lies above; and whether "
-            f"some rate trains the plain net in every seed within {short} epochs")  # fmt: skip
+            f"some rate trains the plain net in every seed within {short} epochs")
     return Verdict("Objection: the plain net just needs another learning rate or more epochs",
                    "if so, some (lr, budget) of the grid trains the plain net as well as MyBN",
                    f"on {range_text(HARD)}: " + "; ".join(measured), rule, "; ".join(answers),
-                   "[lr](docs/lr.md)")  # fmt: skip
+                   "[lr](docs/lr.md)")
 
 
 LrSettings = Regression.preset(

@@ -30,7 +30,7 @@ def plot_data(results: dict, r: float, outfile: Path) -> None:
     data = make_dataset(r, seed, a=config["a"], b=config["b"], noise_std=noise_std)
     fig, ax = subplots(figsize=(5.5, 4))
     ax.scatter(data.x_train.squeeze(1), data.y_train.squeeze(1), s=6, alpha=0.35, color="#FF9359",
-               label=f"train data ({len(data.x_train)} points)")  # fmt: skip
+               label=f"train data ({len(data.x_train)} points)")
     x = data.x_test.double()
     ax.plot(x.squeeze(1), target(x, config["a"], config["b"]).squeeze(1), "k--", lw=1.5, label="a·x² + b")
     ax.set(xlabel="x", ylabel="y", title=f"Data, x in {range_text(r)}, noise std {noise_std:.3g}")
@@ -48,10 +48,10 @@ def plot_loss_and_fit(results: dict, r: float, outfile: Path) -> None:
         for i, run in enumerate(runs_of(results, r, model)):
             x_test = dataset_of(results, r, run["seed"])["x_test"]
             ax_fit.plot(x_test, run["predictions"], ls, color=colour, lw=1.2, alpha=0.6,
-                        label=label(model) if i == 0 else None)  # fmt: skip
+                        label=label(model) if i == 0 else None)
     data = dataset_of(results, r, config["seeds"][0])
     ax_fit.scatter(data["x_test"], data["y_test"], s=12, color="0.45", alpha=0.6,
-                   label=f"test points (seed {config['seeds'][0]})")  # fmt: skip
+                   label=f"test points (seed {config['seeds'][0]})")
     ax_fit.set(xlabel="x", ylabel="y", title=f"Fits after {config['epochs']} epochs, one line per seed")
     ax_fit.legend(fontsize=8, loc="upper center")
     save(fig, outfile)

@@ -112,7 +112,7 @@ class MnistProbe(Probe):
         self.inputs = SigmoidInputs(ensemble.base)
         self.weights = [f"blocks.{i}.linear.weight" for i in range(len(ensemble.base.blocks))]
         self.records: dict[str, list] = {"step": [], "test_acc": [], "unit_q": [], "saturation": [], "grad_norm": [],
-                                         "ics_rel": [], "ics_cos": []}  # fmt: skip
+                                         "ics_rel": [], "ics_cos": []}
         self.q = torch.tensor(QUANTILES, dtype=x_test.dtype)
         self.last = 0
         self.test(0)
@@ -147,7 +147,7 @@ class MnistProbe(Probe):
         self.records["test_acc"].append((logits.argmax(-1) == self.y_test).float().mean(1))
         self.records["unit_q"].append(torch.quantile(inputs[-1][..., UNIT], self.q, dim=1).T)  # (K, quantiles)
         self.records["saturation"].append(torch.stack([(z.abs() > SIGMOID_Z_SATURATED).float().mean((1, 2))
-                                                       for z in inputs], 1))  # fmt: skip
+                                                       for z in inputs], 1))
 
     def results(self) -> dict:
         """Per key, one list per member."""
@@ -155,7 +155,7 @@ class MnistProbe(Probe):
             self.test(self.last)
         k = self.ensemble.k
         out = {key: rounded(torch.stack(v, 1).tolist()) if v else [[] for _ in range(k)]
-               for key, v in self.records.items() if key != "step"}  # fmt: skip
+               for key, v in self.records.items() if key != "step"}
         return {"step": self.records["step"], **out}
 
 
@@ -167,7 +167,7 @@ def mnist_members(config, model: str) -> list[dict]:
     x_train, y_train, x_test, y_test = split()
     x_train, x_test = x_train.to(dtype), x_test.to(dtype)
     nets = [SigmoidMLP(model, seed, bn_momentum=config.bn_momentum, mybn_backend=config.mybn_backend).to(dtype)
-            for _, seed in members]  # fmt: skip
+            for _, seed in members]
     ensemble = Ensemble(nets, [lr for lr, _ in members], config.optimizer, nn.functional.cross_entropy)
     probe = MnistProbe(ensemble, x_test, y_test)
     orders = [BatchOrder(len(x_train), config.batch_size, config.epochs, seed) for _, seed in members]
@@ -175,7 +175,7 @@ def mnist_members(config, model: str) -> list[dict]:
     measured = probe.results()
     return [{"model": model, "seed": seed, "lr": lr, "step": measured["step"],
              **{k: v[j] for k, v in measured.items() if k != "step"}}
-            for j, (lr, seed) in enumerate(members)]  # fmt: skip
+            for j, (lr, seed) in enumerate(members)]
 
 
 def learning_rates(config) -> list[float]:
@@ -187,16 +187,16 @@ def run(config, log=print) -> dict:
     runs = []
     with run_pool(config, len(config.models)) as pool_map:
         for model, members in zip(config.models, pool_map(functools.partial(mnist_members, config), config.models),
-                                  strict=True):  # fmt: skip
+                                  strict=True):
             runs += members
             for lr in learning_rates(config):
                 final = [r["test_acc"][-1] for r in members if r["lr"] == lr]
                 log(f"mnist: {model:<9} lr {lr:g}  test accuracy {sum(final) / len(final):.3f} (mean of "
-                    f"{len(final)} seeds) after {members[0]['step'][-1]} steps")  # fmt: skip
+                    f"{len(final)} seeds) after {members[0]['step'][-1]} steps")
     x_train, _, x_test, _ = split()
     return {"config": dataclasses.asdict(config), "environment": environment(config),
             "split": {"train": len(x_train), "test": len(x_test), "seed": 0, "pixels": "divided by 255"},
-            "datasets": [], "runs": runs}  # fmt: skip
+            "datasets": [], "runs": runs}
 
 
 def check_format(results: dict) -> None:
@@ -269,7 +269,7 @@ def plot_mnist(results: dict, outfile: Path) -> None:
             fig.banded = len(runs)  # save() says what the bands are
         chosen = " (chosen)" if lr == chosen_rate(results) else ""
         ax.set(ylim=(0.0, 1.0), xlabel="training step", ylabel="test accuracy",
-               title=f"(a) test accuracy, SGD lr {lr:g}{chosen}\nband: lowest to highest of {seeds} seeds")  # fmt: skip
+               title=f"(a) test accuracy, SGD lr {lr:g}{chosen}\nband: lowest to highest of {seeds} seeds")
         ax.legend(fontsize=8, loc="lower right")
     for ax, model in zip(axes[1], nets, strict=False):
         run_ = next(
@@ -279,7 +279,7 @@ def plot_mnist(results: dict, outfile: Path) -> None:
         for j, (quantile, style) in enumerate(zip(QUANTILES, (":", "-", "--"), strict=True)):
             ax.plot(run_["step"], uq[:, j], style, color=COLOURS[model][0], lw=2, label=f"{quantile:.0%}")
         ax.set(xlabel="training step", ylabel=f"sigmoid input, unit {UNIT} of the last hidden layer",
-               title=f"{label(model)}: percentiles over the test set")  # fmt: skip
+               title=f"{label(model)}: percentiles over the test set")
         ax.legend(fontsize=8, title="percentile", title_fontsize=8)
     for ax in axes[1][len(nets):]:
         ax.axis("off")
@@ -309,7 +309,7 @@ def mnist_table(results: dict) -> str:
             runs = runs_at(results, model, lr)
             saturated = [sum(r["saturation"][-1][k] for r in runs) / len(runs) for k in range(3)]
             lines.append(f"| {lr:g}{chosen} | {label(model)} | " + " | ".join(cells) + f" | {early:.2f} / {end:.2f} | "
-                         + " / ".join(f"{v:.2f}" for v in saturated) + " |")  # fmt: skip
+                         + " / ".join(f"{v:.2f}" for v in saturated) + " |")
         if {"plain", "my_bn"} <= set(models(results)):
             cells = [gain(results, lr, step).text("+.3f") for step in steps]
             lines.append(f"| {lr:g}{chosen} | *MyBN − plain* | " + " | ".join(cells) + " | | |")
@@ -325,14 +325,14 @@ def mnist_verdict(results: dict) -> Verdict:
         early, end = gain(results, lr, EARLY), gain(results, lr, last)
         measured.append(f"lr {lr:g}: after {EARLY} steps {early.text('+.3f')}, after {last:,} {end.text('+.3f')}")
         answers.append(f"lr {lr:g}: faster {bold(HIGHER.decide(early))}, higher at the end "
-                       f"{bold(HIGHER.decide(end))}")  # fmt: skip
+                       f"{bold(HIGHER.decide(end))}")
     rule = (f"per seed, MyBN's test accuracy minus the plain net's, after {EARLY} steps (faster) and at the end "
             f"(higher at the end); holds where the interval lies above 0, does not hold where it lies below, else "
-            f"not decided; each learning rate on its own ({len(results['config']['seeds'])} seeds)")  # fmt: skip
+            f"not decided; each learning rate on its own ({len(results['config']['seeds'])} seeds)")
     return Verdict("Faster training, higher accuracy (Ioffe & Szegedy 2015, Figure 1)",
                    "on MNIST, the paper's sigmoid net reaches a higher test accuracy sooner with BN, and ends higher",
                    "test accuracy, MyBN − plain (plain SGD): " + "; ".join(measured), rule, "; ".join(answers),
-                   "[mnist](docs/mnist.md)")  # fmt: skip
+                   "[mnist](docs/mnist.md)")
 
 
 def median_per_seed(results: dict, model: str, lr: float, key: str) -> dict[int, torch.Tensor]:
@@ -345,7 +345,7 @@ def ics_ratio(results: dict, lr: float, layer: int, model: str = "my_bn") -> sta
     (0: layer 2, 1: layer 3)."""
     a, b = (median_per_seed(results, m, lr, "ics_rel") for m in (model, "plain"))
     return stats.paired_log_ratio(*paired({s: v[layer].item() for s, v in a.items()},
-                                          {s: v[layer].item() for s, v in b.items()}))  # fmt: skip
+                                          {s: v[layer].item() for s, v in b.items()}))
 
 
 def diagnostics_table(results: dict) -> str:
@@ -365,7 +365,7 @@ def diagnostics_table(results: dict) -> str:
         for model in models(results):
             cells = [" / ".join(f"{v:.3g}" for v in torch.stack(list(median_per_seed(results, model, lr, key)
                                                                      .values())).mean(0).tolist())
-                     for key in ("grad_norm", "ics_rel", "ics_cos")]  # fmt: skip
+                     for key in ("grad_norm", "ics_rel", "ics_cos")]
             lines.append(f"| {lr:g} | {label(model)} | " + " | ".join(cells) + " |")
         if {"plain", "my_bn"} <= set(models(results)):
             ratios = " / ".join(ics_ratio(results, lr, layer).ratio_text() for layer in (0, 1))

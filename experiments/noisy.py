@@ -86,21 +86,21 @@ def noisy_verdict(results: dict, shift: dict) -> Verdict:
     check = {window: {k: RAISES.decide(ci) for k, ci in cis.items()} for window, cis in raised.items()}
     text = {stats.HOLDS: "**holds**: the noise takes at least half of batch norm's gain",
             stats.FAILS: "**does not hold**: MyBN keeps more than half of its gain under the noise",
-            stats.UNDECIDED: "not decided by these seeds"}[answer]  # fmt: skip
+            stats.UNDECIDED: "not decided by these seeds"}[answer]
     text += "; the noise raises MyBN's ICS: " + "; ".join(
         f"{window}, " + ", ".join(f"{ics.READINGS[k]} {bold(a)}" for k, a in answers.items())
-        for window, answers in check.items())  # fmt: skip
+        for window, answers in check.items())
     measured = (f"final test MSE on {range_text(HARD)}: the noise costs MyBN {cost.ratio_text()}; batch norm gains "
                 f"{gain.ratio_text()} over the plain net (plain / MyBN); ICS, MyBN + noise / MyBN: "
                 + "; ".join(f"{window}, " + ", ".join(f"{ics.READINGS[k]} {ci.ratio_text()}" for k, ci in cis.items())
-                            for window, cis in raised.items()))  # fmt: skip
+                            for window, cis in raised.items()))
     rule = ("per seed, log(MyBN + noise / MyBN) − ½·log(plain / MyBN); holds (the noise costs at least half of batch "
             "norm's gain in log MSE) where the interval lies above 0, does not hold where it lies below 0; the "
             "manipulation check, per seed log(MyBN + noise / MyBN) of each ICS reading (as in the ics row), holds "
-            "where its interval lies above 0")  # fmt: skip
+            "where its interval lies above 0")
     return Verdict("ICS, tested by injecting it (Santurkar et al. 2018, Alg. 1)",
                    "if steady distributions are what helps, BN with non-stationary noise should train like the plain "
-                   "net", measured, rule, text, "[noisy](docs/noisy.md)")  # fmt: skip
+                   "net", measured, rule, text, "[noisy](docs/noisy.md)")
 
 
 NoisySettings = Regression.preset("NoisySettings", __name__, models=["my_bn", "my_bn_noisy", "plain", "plain_noisy"])

@@ -41,7 +41,7 @@ from lab.verdicts import Verdict, bold, paired
 from lab.workers import environment, run_pool
 
 SETS = {"all": "every parameter", "bn": "γ and β only", "bn_head": "γ, β and the classifier",
-        "random": "as many random other weights"}  # fmt: skip
+        "random": "as many random other weights"}
 OFF = 0.1  # a channel whose |γ| ends below this is turned off
 CHANCE = 0.1
 TRAINS = 0.5  # as in the conv experiment: five times chance
@@ -93,7 +93,7 @@ def build(config, which: str) -> tuple[ConvNet, list[torch.nn.Parameter]]:
             named[name].register_hook(lambda g, m=mask: g * m)  # the other numbers get no gradient: they stay
     trained = {"all": lambda n: True, "bn": lambda n: n.startswith("norms."),
                "bn_head": lambda n: n.startswith(("norms.", "head.")),
-               "random": lambda n: n.endswith("weight") and not n.startswith("norms.")}[which]  # fmt: skip
+               "random": lambda n: n.endswith("weight") and not n.startswith("norms.")}[which]
     for name, p in named.items():
         p.requires_grad_(trained(name))
     return net, [p for p in named.values() if p.requires_grad]
@@ -110,7 +110,7 @@ def train_set(config, which: str) -> list[dict]:
     acc = member_accuracy(net, x_test, y_test)
     gamma = torch.cat([n.weight.detach().view(net.k, -1) for n in net.norms], 1).abs()  # (K, channels)
     return [{"model": which, "seed": s, "test_acc": rounded(acc[j].item()),
-             "off": rounded((gamma[j] < OFF).double().mean().item())} for j, s in enumerate(seeds)]  # fmt: skip
+             "off": rounded((gamma[j] < OFF).double().mean().item())} for j, s in enumerate(seeds)]
 
 
 def run(config, log=print) -> dict:
@@ -120,7 +120,7 @@ def run(config, log=print) -> dict:
         for which, records in zip(SETS, pool_map(functools.partial(train_set, config), list(SETS)), strict=True):
             runs += records
             log(f"only_bn: {SETS[which]:<30} test accuracy {sum(r['test_acc'] for r in records) / len(records):.3f} "
-                f"(mean of {len(records)} seeds)")  # fmt: skip
+                f"(mean of {len(records)} seeds)")
     return {"config": dataclasses.asdict(config), "environment": environment(config), "datasets": [], "runs": runs}
 
 
@@ -154,7 +154,7 @@ def plot_only_bn(results: dict, outfile: Path) -> None:
     a.axhline(CHANCE, color="0.5", lw=1, ls=":", label="chance")
     a.set(ylim=(0, 1.02), ylabel="test accuracy", title=f"What is trained, {n} seeds, 95% intervals")
     b.set(ylim=(0, 1.02), ylabel=f"fraction of channels with |γ| < {OFF:g} at the end",
-          title="Features batch norm has turned off")  # fmt: skip
+          title="Features batch norm has turned off")
     for ax in (a, b):
         ax.set_xticks(range(len(SETS)), [textwrap.fill(t, 16) for t in SETS.values()], fontsize=8)
         ax.legend(fontsize=8)
@@ -177,7 +177,7 @@ def only_bn_table(results: dict) -> str:
     counts |= {"bn_head": counts["bn"] + sum(p.numel() for p in net.head.parameters()), "random": counts["bn"]}
     for which, text in SETS.items():
         lines.append(f"| {text} | {counts[which]:,} | {interval(results, which).text('.3f')} | "
-                     f"{interval(results, which, 'off').text('.2f')} |")  # fmt: skip
+                     f"{interval(results, which, 'off').text('.2f')} |")
     lines.append(f"| *γ and β only − random* | | {over_random(results).text('+.3f')} | |")
     return "\n".join(lines)
 
@@ -197,7 +197,7 @@ def only_bn_verdict(results: dict) -> Verdict:
                    "alone reaches far above chance, and far above as many random other weights",
                    f"test accuracy, γ and β only {alone.text('.3f')}; minus random weights {gap.text('+.3f')}", rule,
                    f"above {TRAINS:g}: {bold(ABOVE_TRAINS.decide(alone))}; above random weights: "
-                   f"{bold(ABOVE_RANDOM.decide(gap))}", "[only_bn](docs/only_bn.md)")  # fmt: skip
+                   f"{bold(ABOVE_RANDOM.decide(gap))}", "[only_bn](docs/only_bn.md)")
 
 
 EXPERIMENT = Experiment(

@@ -73,7 +73,7 @@ class RunningStatsProbe(Probe):
     def epoch(self, epoch: int) -> None:
         tests = [(self.data.x_test, self.data.y_test), self.off_grid]
         for prefix, values in zip(("", "off_grid_"), test_mse_by_mode(self.net, self.data, self.scaling, tests),
-                                  strict=True):  # fmt: skip
+                                  strict=True):
             for mode, value in values.items():
                 self.records[prefix + mode].append(value)
 
@@ -83,7 +83,7 @@ class RunningStatsProbe(Probe):
 
 @torch.no_grad()
 def test_mse_by_mode(net: nn.Module, data, scaling: Scaling, tests: list[tuple] | None = None
-                     ) -> list[dict[str, float]]:  # fmt: skip
+                     ) -> list[dict[str, float]]:
     """Per test set of ``tests`` ((x, y) pairs; default: the data's test set alone), the test MSE with
     moving averages, with precise statistics, and in training mode; ``net`` untouched."""
     device = next(net.parameters()).device
@@ -102,7 +102,7 @@ def test_mse_by_mode(net: nn.Module, data, scaling: Scaling, tests: list[tuple] 
     for x, y in tests or [(data.x_test, data.y_test)]:
         # train mode on a copy: its running statistics move, the net's must not
         out.append({"running": mse(net, False, x, y), "precise": mse(precise, False, x, y),
-                    "train_mode": mse(copy.deepcopy(net), True, x, y)})  # fmt: skip
+                    "train_mode": mse(copy.deepcopy(net), True, x, y)})
     net.train(training)
     return out
 
@@ -119,15 +119,15 @@ def plot_running_stats(results: dict, outfile: Path) -> None:
     ranges = list(reversed(ranges_of(results)))
     fig, axes = subplots(2, len(ranges), figsize=(6.5 * len(ranges), 9.2), squeeze=False)
     for row, (prefix, test) in zip(axes, (("", "the test set (grid)"), ("off_grid_", "off-grid test set")),
-                                   strict=True):  # fmt: skip
+                                   strict=True):
         for ax, r in zip(row, ranges, strict=True):
             for model in models_of(results):
                 for mode, text in MODES.items():
                     values = curves(results, r, model, prefix + mode)
                     ax.plot(range(values.shape[1]), values.mean(0), STYLES[mode], color=COLOURS[model][0], lw=2,
-                            marker="o", ms=3, label=f"{label(model)}: {text}")  # fmt: skip
+                            marker="o", ms=3, label=f"{label(model)}: {text}")
             ax.set(yscale="log", xlabel="epoch", ylabel="test MSE, mean over seeds",
-                   title=f"Test MSE by the statistics used, {test}, x in {range_text(r)}")  # fmt: skip
+                   title=f"Test MSE by the statistics used, {test}, x in {range_text(r)}")
             ax.legend(fontsize=7)
     save(fig, outfile)
 
@@ -168,7 +168,7 @@ def running_stats_table(results: dict) -> str:
     for r in reversed(ranges_of(results)):
         for model in models_of(results):
             finals = [mean_std(curves(results, r, model, prefix + mode)[:, -1].tolist())
-                      for prefix in ("", "off_grid_") for mode in MODES]  # fmt: skip
+                      for prefix in ("", "off_grid_") for mode in MODES]
             cells = [f"{m:.4g} ± {s:.2g}" for m, s in finals]
             cells += [f"{wobble(curves(results, r, model, mode)):.2f}" for mode in MODES]
             lines.append(f"| {range_text(r)} | {label(model)} | " + " | ".join(cells) + " |")
@@ -184,7 +184,7 @@ RULES = {"precise beats moving averages": PRECISE_BETTER, "test-batch worse than
 def final_ratio(results: dict, r: float, model: str, mode: str, baseline: str) -> stats.Interval:
     """The paired log-ratio of the final test MSE evaluated in ``mode`` over that in ``baseline``."""
     a, b = ({run_["seed"]: run_["running_stats"][m][-1] for run_ in runs_of(results, r, model)}
-            for m in (mode, baseline))  # fmt: skip
+            for m in (mode, baseline))
     return stats.paired_log_ratio(*paired(a, b))
 
 
@@ -214,7 +214,7 @@ def running_stats_verdict(results: dict) -> Verdict:
                    "in eval mode, statistics precise for the final weights beat the moving averages, and the test "
                    "batch's own statistics are worse than either",
                    f"final test MSE on {range_text(HARD)}, off-grid test set: " + "; ".join(measured), rule,
-                   "; ".join(answers) + note, "[running_stats](docs/running_stats.md)")  # fmt: skip
+                   "; ".join(answers) + note, "[running_stats](docs/running_stats.md)")
 
 
 RunningStatsSettings = Regression.preset("RunningStatsSettings", __name__, models=["my_bn", "my_bn_m01"],

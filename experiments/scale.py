@@ -109,7 +109,7 @@ class NormProbe(Probe):
         for conv, g in zip(self.convs, grads, strict=True):
             w = conv.weight.detach().double().view(self.k, -1)
             self.cos = max(self.cos, ((w * g).sum(1).abs() / (w.norm(dim=1) * g.norm(dim=1)).clamp_min(1e-300)).max()
-                           .item())  # fmt: skip
+                           .item())
 
     def stepped(self, step: Step) -> None:
         after = self.norms()
@@ -126,7 +126,7 @@ def train(config, name: str) -> tuple[ConvNet, NormProbe, list[torch.Tensor]]:
     setting = RUNS[name]
     x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
     net = ConvNet("my_bn", list(config.seeds), bn_momentum=config.bn_momentum, affine=not setting.invariant,
-                  mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])  # fmt: skip
+                  mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
     if setting.invariant:
         net.head.requires_grad_(False)
     lr = config.lr * setting.factor
@@ -149,7 +149,7 @@ def train_job(config, names: tuple[str, ...]) -> list[dict]:
                         "weight_decay": RUNS[name].weight_decay, "test_acc": rounded([a[j].item() for a in accs]),
                         "w_sq": rounded([w[j].tolist() for w in probe.w_sq]),
                         "growth": rounded(probe.growth[j].tolist()), "predicted": rounded(probe.predicted[j].tolist()),
-                        "cos_max": rounded(probe.cos), "logit_gap": math.nan})  # fmt: skip
+                        "cos_max": rounded(probe.cos), "logit_gap": math.nan})
     if names == PAIR:  # the largest difference of the two nets' logits on the test digits, training mode (null
         # in the other runs' records)
         x_test = digits_standardised(DTYPES[config.dtype])[2]
@@ -215,7 +215,7 @@ def pair_gap(results: dict) -> stats.Interval:
 # ---------------------------------------------------------------------------------------------- figure, table
 
 STYLES = {"no_wd": ("my_bn", "-"), "wd": ("torch_bn", "-"), "lr10": ("plain", "-"), "invariant_wd": ("torch_bn", "--"),
-          "invariant_exp": ("renorm", ":")}  # fmt: skip
+          "invariant_exp": ("renorm", ":")}
 
 
 def plot_scale(results: dict, outfile: Path) -> None:
@@ -234,17 +234,17 @@ def plot_scale(results: dict, outfile: Path) -> None:
             eff = (torch.tensor([r["lr"] for r in runs], dtype=torch.float64)[:, None, None] / w_sq).log().mean(2)
             b.plot(epochs, eff.mean(0).exp(), ls, color=colour, lw=2, label=setting.label)
         c.scatter([p for r in runs for p in r["predicted"]], [g for r in runs for g in r["growth"]], color=colour,
-                  s=14, label=setting.label)  # fmt: skip
+                  s=14, label=setting.label)
         d.plot(epochs, torch.tensor([r["test_acc"] for r in runs]).mean(0), ls, color=colour, lw=2,
-               label=setting.label)  # fmt: skip
+               label=setting.label)
     low, high = c.get_xlim()
     c.plot([low, high], [low, high], color="0.5", lw=1, label="growth = theory")
     a.set(xlabel="epoch", ylabel="Σ ‖W‖² over the convolutions", yscale="log",
-          title=f"(a) The weights' squared norm, mean over {n} seeds")  # fmt: skip
+          title=f"(a) The weights' squared norm, mean over {n} seeds")
     b.set(xlabel="epoch", ylabel="η / ‖W‖², geometric mean over convolutions", yscale="log",
           title="(b) The effective learning rate")
     c.set(xlabel="theory: Σ_t (1 − ηλ)²‖W‖² + η²‖∇W‖² − ‖W‖²", ylabel="measured growth of ‖W‖² over the run",
-          title="(c) Each seed's and convolution's ‖W‖² growth")  # fmt: skip
+          title="(c) Each seed's and convolution's ‖W‖² growth")
     d.set(xlabel="epoch", ylabel="test accuracy", title=f"(d) Test accuracy, mean over {n} seeds")
     for ax in axes.flat:
         ax.legend(fontsize=8)
@@ -272,11 +272,11 @@ def scale_table(results: dict) -> str:
         eff = "" if setting.exponential else f"{math.exp(sum(effective(r) for r in runs) / len(runs)):.3g}"
         lines.append(f"| {setting.label} | {acc.text('.3f')} | {start:.3g} → {end:.3g} | "
                      f"{growth_ratio(results, name).ratio_text('.4f')} | {eff} | "
-                     f"{max(r['cos_max'] for r in runs):.1e} |")  # fmt: skip
+                     f"{max(r['cos_max'] for r in runs):.1e} |")
     gaps = [r["logit_gap"] for r in results["runs"] if r["model"] == PAIR[0]]
     lines += ["", f"Li & Arora's pair, seed by seed: test accuracy, exponential rate − weight decay "
               f"{pair_gap(results).text('+.4f')}; the largest difference of their logits on the test digits "
-              f"(training mode), over the seeds: {max(gaps):.2g}."]  # fmt: skip
+              f"(training mode), over the seeds: {max(gaps):.2g}."]
     return "\n".join(lines)
 
 
@@ -287,12 +287,12 @@ KEPT_UP = stats.Rule(0.0, "above")  # log(effective rate with weight decay / wit
 SELF_TUNING = stats.Rule(math.log(10.0), "below")  # log(effective rate at 10 × η / at η)
 SAME_TRAINING = stats.Rule(0.01, "within")  # test accuracy, Li & Arora's schedule − weight decay
 RULES = {"‖W‖² grows as the theory says": AS_THEORY, "weight decay keeps the rate up": KEPT_UP,
-         "self-tuning": SELF_TUNING, "Li & Arora": SAME_TRAINING}  # fmt: skip
+         "self-tuning": SELF_TUNING, "Li & Arora": SAME_TRAINING}
 
 
 def scale_verdict(results: dict) -> Verdict:
     grows, kept, tuned, same = (growth_ratio(results), effective_ratio(results, "wd"),
-                                effective_ratio(results, "lr10"), pair_gap(results))  # fmt: skip
+                                effective_ratio(results, "lr10"), pair_gap(results))
     measured = (f"growth / theory of ‖W‖² without weight decay {grows.ratio_text('.4f')}; effective rate, with / "
                 f"without weight decay {kept.ratio_text()}, at 10 × η / at η {tuned.ratio_text()}; test accuracy, "
                 f"Li & Arora's schedule − weight decay {same.text('+.4f')}")
@@ -306,7 +306,7 @@ def scale_verdict(results: dict) -> Verdict:
                    "(van Laarhoven 2017; Arora et al. 2019; Li & Arora 2019)",
                    "without weight decay ‖W‖² grows by η²‖∇W‖² a step, so η/‖W‖² falls, less than η rises; weight "
                    "decay keeps it up; their exponential schedule trains as weight decay does",
-                   measured, rule, answers, "[scale](docs/scale.md)")  # fmt: skip
+                   measured, rule, answers, "[scale](docs/scale.md)")
 
 
 EXPERIMENT = Experiment(

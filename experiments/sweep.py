@@ -25,7 +25,7 @@ def sweep_curves(results: dict, model: str) -> tuple[list[float], torch.Tensor, 
         var_y = [torch.tensor(dataset_of(results, r, run["seed"])["y_test"]).var().item() for run in runs]
         ratios.append([run["test_mse"][-1] / v for run, v in zip(runs, var_y, strict=True)])
         floors.append(mean_std([dataset_of(results, r, run["seed"])["noise_std"] ** 2 / v
-                                for run, v in zip(runs, var_y, strict=True)])[0])  # fmt: skip
+                                for run, v in zip(runs, var_y, strict=True)])[0])
     return ranges, torch.tensor(ratios, dtype=torch.float64).T, torch.tensor(floors)
 
 
@@ -39,9 +39,9 @@ def plot_sweep(results: dict, outfile: Path) -> None:
     ax.axhline(1.0, color="0.6", lw=1, label="predicting the mean of y")
     config = results["config"]
     title = (f"Same signal-to-noise for every R (noise std {config['noise_scaled']:g}·R²), "
-             f"{config['epochs']} epochs, {len(config['seeds'])} seeds")  # fmt: skip
+             f"{config['epochs']} epochs, {len(config['seeds'])} seeds")
     ax.set(xscale="log", yscale="log", xlabel="input range R (inputs in (-R, R))",
-           ylabel="final test MSE / Var(y_test)", title=title)  # fmt: skip
+           ylabel="final test MSE / Var(y_test)", title=title)
     ax.set_xticks(ranges, [f"{r:g}" for r in ranges])
     ax.legend(fontsize=8)
     save(fig, outfile)

@@ -78,7 +78,7 @@ def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
         for name, (model, backend) in nets.items()
     }
     loader = {name: median_seconds(lambda m=model, b=backend: dataloader_run(m, 5.0, 0, config, b))
-              for name, (model, backend) in nets.items()}  # fmt: skip
+              for name, (model, backend) in nets.items()}
     rows = [{"what": name, "train_py_s": ours[name], "dataloader_s": loader[name]} for name in nets]
     if "my_bn_cpp" in nets:  # what the C++ backend would cost and save the main command
         with tempfile.TemporaryDirectory() as cache:
@@ -118,7 +118,7 @@ def format_train_table(rows: list[dict]) -> str:
     if main:
         lines += ["", f"`python train.py main` (2 ranges × 3 nets × 5 seeds × 10 epochs): {main['python']:.1f} s wall "
                   f"with MyBN's Python backend, {main['cpp']:.1f} s with `--mybn-backend cpp` (already built). "
-                  f"Building the C++ backend the first time: {build[0]:.1f} s."]  # fmt: skip
+                  f"Building the C++ backend the first time: {build[0]:.1f} s."]
     end_to_end = next(row for row in rows if row["what"] == "experiment")
     if end_to_end.get("command") == "all":
         what = "The README's main command without the install, `python train.py all` then `compare.py`"

@@ -43,7 +43,7 @@ def overflow_problem(input_range: float, a: float, b: float, noise_std: float | 
         return None
     name = str(dtype).removeprefix("torch.")
     return (f"with inputs in (-{input_range:g}, {input_range:g}), y = {a:g}·x² + {b:g} + noise reaches {largest:.3g}, "
-            f"whose square overflows {name} (values up to {limit:.3g} can be squared)")  # fmt: skip
+            f"whose square overflows {name} (values up to {limit:.3g} can be squared)")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ class Ensemble:
     ``optimizers`` ("sgd" or "adam": one for all, or one per member) on ``loss_fn(output, target)``."""
 
     def __init__(self, nets: Sequence[nn.Module], rates: Sequence[float], optimizers: str | Sequence[str],
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.mse_loss):  # fmt: skip
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.mse_loss):
         optimizers = [optimizers] * len(nets) if isinstance(optimizers, str) else list(optimizers)
         if not len(rates) == len(optimizers) == len(nets) or not set(optimizers) <= {"sgd", "adam"}:
             raise ValueError("one learning rate and one optimizer (sgd or adam) per net")
@@ -54,13 +54,13 @@ class Ensemble:
         return self.loss_fn(functional_call(self.base, (params, buffers), (x,)), y)
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor, params: Params | None = None,
-                  buffers: Params | None = None) -> tuple[Params, torch.Tensor]:  # fmt: skip
+                  buffers: Params | None = None) -> tuple[Params, torch.Tensor]:
         """Each member's gradient and loss on its batch (x, y: K batches stacked), at ``params`` (default:
         the members' own). Batch norm runs in training mode and updates ``buffers`` (default: the
         members' own running statistics; pass copies to leave those alone)."""
         self.base.train()
         return self._gradients(self.params if params is None else params,
-                               self.buffers if buffers is None else buffers, x, y)  # fmt: skip
+                               self.buffers if buffers is None else buffers, x, y)
 
     def _apply(self, params: Params, moments: dict, grads: Params, t: int) -> None:
         """The optimiser's step ``t`` (1 for the first), in place on ``params`` and ``moments``."""
@@ -91,7 +91,7 @@ class Ensemble:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, shared: bool = False, module: nn.Module | None = None,
-                 prefix: str = "") -> torch.Tensor:  # fmt: skip
+                 prefix: str = "") -> torch.Tensor:
         """Every member's output in eval mode (batch norm on its running statistics), on ``x``: one input
         per member (K first), or with ``shared`` one input for all. ``module``: a module to call in place
         of the net, one that holds it under the name ``prefix`` (its parameters are the net's)."""
@@ -100,18 +100,18 @@ class Ensemble:
         module.eval()
         try:
             return vmap(lambda p, b, x_: functional_call(module, (p, b), (x_,)),
-                        in_dims=(0, 0, None if shared else 0))(params, buffers, x)  # fmt: skip
+                        in_dims=(0, 0, None if shared else 0))(params, buffers, x)
         finally:
             module.train()
 
     def fit(self, orders: Sequence[Sequence[list[torch.Tensor]]],
             batch: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], probes: Sequence[Probe] = (),
-            after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:  # fmt: skip
+            after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:
         """``training.fit``'s loop for the ensemble: ``orders`` holds each member's batch order (index
         tensors per epoch, as ``training.BatchOrder`` gives them), ``batch(idx)`` the K batches (x, y) for
         the K members' indices ``idx`` (K, B). Returns each step's losses, (K,) per step."""
         epochs = ([torch.stack(indices) for indices in zip(*per_member, strict=True)]
-                  for per_member in zip(*orders, strict=True))  # fmt: skip
+                  for per_member in zip(*orders, strict=True))
 
         def prepare(idx: torch.Tensor):
             x, y = batch(idx)

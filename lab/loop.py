@@ -66,7 +66,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # loss to
 
 def fit(net: nn.Module, opt: torch.optim.Optimizer, order: Iterable[list[torch.Tensor]],
         batch_loss: Callable[[torch.Tensor], Batch], probes: Sequence[Probe] = (),
-        after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:  # fmt: skip
+        after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:
     """The training loop (``probe.loop``) of one net: for each epoch's batches (index tensors),
     ``batch_loss(idx)`` gives the loss to differentiate, the batch's loss to record, and the batch (x, y);
     backward, the probes that want this step (``probe.Probe``), the optimiser's step. After each epoch
@@ -84,7 +84,7 @@ def fit(net: nn.Module, opt: torch.optim.Optimizer, order: Iterable[list[torch.T
 
 def fit_members(net: ConvNet, opt: torch.optim.Optimizer, x_train: torch.Tensor, y_train: torch.Tensor,
                 batch_size: int, epochs: int, lr: Callable[[int], float] | None = None, probes: Sequence[Probe] = (),
-                after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:  # fmt: skip
+                after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:
     """``fit`` for a ``ConvNet`` of K members side by side (one seed each): each step member k trains on
     its own batch, drawn by the ``BatchOrder`` of its seed (the members share no parameter, so the sum of
     their losses gives each its own gradient). ``lr(t)``: the rate of step t (from 0), set before it;

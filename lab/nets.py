@@ -1,4 +1,6 @@
-"""The network of the experiment: one four-layer tanh MLP, built with or without batch norm."""
+"""The nets the experiments train: the regression task's four-layer tanh MLP (and the variants the
+experiments train of it), the batch-norm paper's MNIST sigmoid MLP, a deep MLP to look at at
+initialisation, and a small conv net. Each builds its norm layers from one registry, ``lab/norms.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
-from my_bn import MyBatchRenorm2d, MyBN, MyBN2d, MyGhostBN2d
+from lab.norms import NORMS, Site, build
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class Variant:
     """What one model name means: its norm layer, where it goes, and how the data is scaled."""
 
     label: str
-    norm: type[nn.Module] | None = None
+    norm: str | None = None  # its norm layer: a name of lab/norms.py's NORMS
     norm_blocks: int = 4  # the blocks before this one get the norm layer ...
     norm_from: int = 0  # ... from this one on
     standardize_x: bool = False  # train and test on (x - mean) / std of the training inputs
@@ -30,38 +32,34 @@ class Variant:
     noise: bool = False  # Santurkar et al.'s non-stationary noise after the norm layer (or the Linear)
 
     def make_norm(self, block: int, width: int, bn_momentum: float, seed: int = 0, backend: str | None = None,
-                  **factory) -> nn.Module:  # fmt: skip
+                  dtype: torch.dtype | None = None) -> nn.Module:
         if not self.norm_from <= block < self.norm_blocks or (self.norm is None and not self.noise):
             return nn.Identity()
-        if self.norm is nn.LayerNorm:  # normalises each sample over its units: no batch, no momentum
-            return nn.LayerNorm(width, **factory)
         momentum = bn_momentum if self.momentum is None else self.momentum
-        extra = {"sync": True} if self.sync else {}
-        if self.norm is not None and issubclass(self.norm, MyBN):
-            extra["backend"] = backend
-        norm = nn.Identity() if self.norm is None else self.norm(width, momentum=momentum, **extra, **factory)
+        site = Site(width, momentum=momentum, backend=backend, sync=self.sync, dtype=dtype)
+        norm = build(self.norm or "plain", site)
         return nn.Sequential(norm, NonStationaryNoise(width, seed * 1000 + block)) if self.noise else norm
 
 
 VARIANTS: dict[str, Variant] = {
     "plain": Variant("plain (no norm)"),
-    "torch_bn": Variant("nn.BatchNorm1d", nn.BatchNorm1d),
-    "my_bn": Variant("MyBN", MyBN, sync=True),
+    "torch_bn": Variant("nn.BatchNorm1d", "torch_bn"),
+    "my_bn": Variant("MyBN", "my_bn", sync=True),
     # with the batch split over processes (train.py --nproc): MyBN on each process's share alone
-    "my_bn_local": Variant("MyBN, statistics per process", MyBN),
+    "my_bn_local": Variant("MyBN, statistics per process", "my_bn"),
     # controls: the plain net with one thing changed
     "plain_std_x": Variant("plain, inputs standardised", standardize_x=True),
     "plain_std_y": Variant("plain, targets standardised", standardize_y=True),
     "plain_std_xy": Variant("plain, both standardised", standardize_x=True, standardize_y=True),
-    "bn_first": Variant("BN before the first tanh only", MyBN, norm_blocks=1, sync=True),
+    "bn_first": Variant("BN before the first tanh only", "my_bn", norm_blocks=1, sync=True),
     "plain_center_y": Variant("plain, targets centred only", center_y=True),
     "plain_scale_y": Variant("plain, targets scaled only", scale_y=True),
-    "bn_last": Variant("BN before the last tanh only", MyBN, norm_from=3, sync=True),
-    "layer_norm": Variant("LayerNorm in every block", nn.LayerNorm),
+    "bn_last": Variant("BN before the last tanh only", "my_bn", norm_from=3, sync=True),
+    "layer_norm": Variant("LayerNorm in every block", "layer_norm"),
     # which explanation of batch norm holds (experiments noisy and running_stats)
-    "my_bn_noisy": Variant("MyBN + non-stationary noise", MyBN, sync=True, noise=True),
+    "my_bn_noisy": Variant("MyBN + non-stationary noise", "my_bn", sync=True, noise=True),
     "plain_noisy": Variant("plain + non-stationary noise", noise=True),
-    "my_bn_m01": Variant("MyBN, momentum 0.1", MyBN, sync=True, momentum=0.1),
+    "my_bn_m01": Variant("MyBN, momentum 0.1", "my_bn", sync=True, momentum=0.1),
 }
 MODELS = ("plain", "torch_bn", "my_bn")  # the main comparison
 BN_PAIR = ("torch_bn", "my_bn")  # the two batch-norm nets: PyTorch's layer and ours
@@ -142,7 +140,7 @@ class TanhMLP(nn.Module):
         variant = VARIANTS[model]
         factory = {"dtype": dtype}  # built on the CPU, where the generator is; move it with .to()
         self.model = model
-        norms = [variant.make_norm(i, width, bn_momentum, seed, mybn_backend, **factory) for i in range(depth)]
+        norms = [variant.make_norm(i, width, bn_momentum, seed, mybn_backend, dtype) for i in range(depth)]
         self.blocks = nn.Sequential(*(Block(1 if i == 0 else width, width, norms[i], **factory) for i in range(depth)))
         self.head = skip_init(nn.Linear, width, 1, **factory)
         self.init_linear_(torch.Generator().manual_seed(seed))
@@ -171,22 +169,19 @@ class SigmoidMLP(nn.Module):
     ``TanhMLP``.
     """
 
-    NORMS = {"plain": None, "torch_bn": nn.BatchNorm1d, "my_bn": MyBN}
+    NORMS = ("plain", "torch_bn", "my_bn")
 
     def __init__(self, norm: str = "plain", seed: int = 0, *, init_std: float = 0.1, bn_momentum: float = 0.1,
-                 mybn_backend: str | None = None):  # fmt: skip
+                 mybn_backend: str | None = None):
         super().__init__()
         if norm not in self.NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(self.NORMS)}")
         self.model = norm
         widths = [784, 100, 100, 100]
-        norm_cls = self.NORMS[norm]
-        extra = {"backend": mybn_backend} if norm_cls is MyBN else {}
         self.blocks = nn.Sequential(*(
-            Block(d_in, d_out, nn.Identity() if norm_cls is None else norm_cls(d_out, momentum=bn_momentum, **extra),
-                  nn.Sigmoid())
+            Block(d_in, d_out, build(norm, Site(d_out, momentum=bn_momentum, backend=mybn_backend)), nn.Sigmoid())
             for d_in, d_out in zip(widths[:-1], widths[1:], strict=True)
-        ))  # fmt: skip
+        ))
         self.head = skip_init(nn.Linear, widths[-1], 10)
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -209,14 +204,14 @@ class DeepMLP(nn.Module):
     NORMS = ("plain", "my_bn")
 
     def __init__(self, norm: str = "plain", seed: int = 0, *, depth: int = 50, width: int = 128,
-                 activation: str = "relu", dtype: torch.dtype | None = None):  # fmt: skip
+                 activation: str = "relu", dtype: torch.dtype | None = None):
         super().__init__()
         if norm not in self.NORMS or activation not in ("relu", "linear"):
             raise ValueError(f"DeepMLP: norm one of {self.NORMS} and activation relu or linear, got {norm!r}, "
-                             f"{activation!r}")  # fmt: skip
+                             f"{activation!r}")
         act = nn.ReLU if activation == "relu" else nn.Identity
-        make = (lambda: MyBN(width, dtype=dtype)) if norm == "my_bn" else nn.Identity
-        self.blocks = nn.Sequential(*(Block(width, width, make(), act(), dtype=dtype) for _ in range(depth)))
+        self.blocks = nn.Sequential(*(Block(width, width, build(norm, Site(width, dtype=dtype)), act(), dtype=dtype)
+                                      for _ in range(depth)))
         self.head = skip_init(nn.Linear, width, 10, dtype=dtype)
         gen, gain = torch.Generator().manual_seed(seed), 2.0 if activation == "relu" else 1.0
         with torch.no_grad():
@@ -231,27 +226,6 @@ class DeepMLP(nn.Module):
             x = block(x)
             outputs.append(x)
         return outputs, self.head(x)
-
-
-def _conv_norm(norm: str, channels: int, members: int, momentum: float, backend: str | None, renorm: tuple,
-               ghost_batch_size: int, groups: int, dtype: torch.dtype | None, affine: bool) -> nn.Module:  # fmt: skip
-    """The layer ``norm`` (of ``ConvNet.NORMS``) after a convolution of ``channels`` channels, ``members``
-    nets' side by side: a per-channel layer is the members' own layers in one, and the groups of a
-    GroupNorm never cross from one member's channels into the next's."""
-    r_max, d_max, warmup = renorm
-    factory = {"dtype": dtype}
-    make = {
-        "plain": lambda: nn.Identity(),
-        "torch_bn": lambda: nn.BatchNorm2d(channels, momentum=momentum, affine=affine, **factory),
-        "my_bn": lambda: MyBN2d(channels, momentum=momentum, affine=affine, backend=backend, **factory),
-        "group_norm": lambda: nn.GroupNorm(groups * members, channels, **factory),
-        "layer_norm": lambda: nn.GroupNorm(members, channels, **factory),  # one group a member: all of (C, H, W)
-        "renorm": lambda: MyBatchRenorm2d(channels, momentum=momentum, backend=backend, r_max=r_max, d_max=d_max,
-                                          warmup=warmup, **factory),  # fmt: skip
-        "ghost": lambda: MyGhostBN2d(channels, momentum=momentum, backend=backend, ghost_batch_size=ghost_batch_size,
-                                     **factory),  # fmt: skip
-    }
-    return make[norm]()
 
 
 class ConvNet(nn.Module):
@@ -277,15 +251,15 @@ class ConvNet(nn.Module):
     MyBN's: its custom autograd.Function is traced once per member).
     """
 
-    NORMS = ("plain", "torch_bn", "my_bn", "group_norm", "layer_norm", "renorm", "ghost")
+    NORMS = NORMS  # every norm of lab/norms.py
 
     def __init__(self, norm: str = "plain", seed: int | Sequence[int] = 0, *, width: int = 16, depth: int = 3,
                  groups: int = 4, bn_momentum: float = 0.1, renorm: tuple = (3.0, 5.0, (0, 0, 0)),
                  ghost_batch_size: int = 8, mybn_backend: str | None = None, affine: bool = True,
-                 dtype: torch.dtype | None = None):  # fmt: skip
+                 dtype: torch.dtype | None = None):
         super().__init__()
-        if norm not in self.NORMS:
-            raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(self.NORMS)}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose from {', '.join(NORMS)}")
         self.model = norm
         self.seeds = (seed,) if isinstance(seed, int) else tuple(seed)
         self.grouped = not isinstance(seed, int)  # the input and output carry a member dimension
@@ -293,9 +267,10 @@ class ConvNet(nn.Module):
         if not k:
             raise ValueError("ConvNet needs at least one seed")
         self.convs = nn.ModuleList(nn.Conv2d(k * (1 if i == 0 else width), k * width, 3, padding=1, groups=k,
-                                             dtype=dtype) for i in range(depth))  # fmt: skip
-        self.norms = nn.ModuleList(_conv_norm(norm, k * width, k, bn_momentum, mybn_backend, renorm, ghost_batch_size,
-                                              groups, dtype, affine) for _ in range(depth))  # fmt: skip
+                                             dtype=dtype) for i in range(depth))
+        site = Site(k * width, image=True, members=k, momentum=bn_momentum, backend=mybn_backend, affine=affine,
+                    groups=groups, renorm=renorm, ghost_batch_size=ghost_batch_size, dtype=dtype)
+        self.norms = nn.ModuleList(build(norm, site) for _ in range(depth))
         self.head = nn.Conv2d(k * width, k * 10, 1, groups=k, dtype=dtype)  # a linear classifier per member
         with torch.no_grad():
             for member, s in enumerate(self.seeds):

@@ -51,7 +51,7 @@ ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_
 X86 = platform.machine().lower() in ("x86_64", "amd64")  # where the variables above choose the kernels
 USER_ENVIRONMENT = {k: os.environ.get(k) for k in ENVIRONMENT}  # as the user set them, before apply() (None: unset)
 MKL_BRANCHES = {1: "off", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
-                10: "AVX2", 12: "AVX512"}  # MKL's mkl_cbwr_get codes (mkl_service.h)  # fmt: skip
+                10: "AVX2", 12: "AVX512"}  # MKL's mkl_cbwr_get codes (mkl_service.h)
 
 
 def policy() -> str:
@@ -78,7 +78,7 @@ def portable() -> bool:
     """Whether this process computes under the portable policy (each of its four settings in force)."""
     return (not torch._C._get_nnpack_enabled() and all(os.environ.get(k) == v for k, v in ENVIRONMENT.items())
             and (not X86 or (torch.backends.cpu.get_cpu_capability() == "AVX2"
-                             and mkl_branch() in (ENVIRONMENT["MKL_CBWR"], None))))  # fmt: skip
+                             and mkl_branch() in (ENVIRONMENT["MKL_CBWR"], None))))
 
 
 def apply() -> str:
@@ -91,7 +91,7 @@ def apply() -> str:
         if not portable():
             why = "torch computed before" if not X86 or torch.cpu._is_avx2_supported() else "this CPU has no AVX2"
             sys.exit(f"numerics: the portable numerics cannot be had here ({why}); set {VARIABLE}=native, or apply "
-                     "them before torch computes")  # fmt: skip
+                     "them before torch computes")
     return chosen
 
 
@@ -108,7 +108,7 @@ def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
     cpuinfo = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []  # fmt: skip
+             if line.startswith("model name")] if cpuinfo.exists() else []
     return names[0] if names else platform.processor() or platform.machine()
 
 
@@ -118,7 +118,7 @@ def describe() -> dict:
     name and instruction set too, which then decide the last digits."""
     described = {"machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                  "mkl_cbwr": mkl_branch(), "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
-                 "mkldnn": torch.backends.mkldnn.enabled, "nnpack": torch._C._get_nnpack_enabled()}  # fmt: skip
+                 "mkldnn": torch.backends.mkldnn.enabled, "nnpack": torch._C._get_nnpack_enabled()}
     if portable():
         return {"policy": "portable", **described}
     return {"policy": "native", "cpu": cpu_name(), **described}

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
 from lab.diagnostics import SATURATED
 from lab.nets import VARIANTS
+from lab.norms import NORMS
 from lab.regression import runs_of
 from lab.stats import mean_std
 
-COLOURS = {  # model -> colour, line style
-    "plain": ("#E4572E", "-"),
-    "torch_bn": ("#1F77B4", "-"),
-    "my_bn": ("#2CA02C", "--"),
+VARIANT_COLOURS = {  # the MLP variants that are not a norm of their own: colour, line style
     "my_bn_local": ("#BCBD22", ":"),
     "plain_std_x": ("#9467BD", "-."),
     "plain_std_y": ("#8C564B", "-"),
@@ -31,14 +29,27 @@ COLOURS = {  # model -> colour, line style
     "plain_center_y": ("#AEC7E8", "--"),
     "plain_scale_y": ("#98DF8A", "-."),
     "bn_last": ("#C49C94", "-"),
-    "layer_norm": ("#F7B6D2", "-"),
     "my_bn_noisy": ("#17BECF", "-."),
     "plain_noisy": ("#FF7F0E", ":"),
     "my_bn_m01": ("#9467BD", "-"),
-    "group_norm": ("#D62728", "-."),
-    "renorm": ("#17BECF", "--"),
-    "ghost": ("#BCBD22", "-"),
 }
+
+
+class _Colours(Mapping):
+    """model -> (colour, line style): a norm's own (lab/norms.py, read at each lookup, so that a norm added
+    there is drawn in its colour), else the MLP variant's (``VARIANT_COLOURS``)."""
+
+    def __getitem__(self, model: str) -> tuple[str, str]:
+        return NORMS[model].colour if model in NORMS else VARIANT_COLOURS[model]
+
+    def __iter__(self):
+        return iter({**NORMS, **VARIANT_COLOURS})
+
+    def __len__(self) -> int:
+        return len({**NORMS, **VARIANT_COLOURS})
+
+
+COLOURS = _Colours()
 Z_SATURATED = math.atanh(SATURATED)  # |z| beyond which |tanh(z)| > 0.99
 
 Figures = dict[str, Callable[[Path], None]]  # file name -> function that draws it into the given path
@@ -88,7 +99,7 @@ def interval_bars(ax, xs: list[float], cis: list, colour: str, ls: str, text: st
     ys = [f(c.mean) for c in cis]
     bounds = [sorted((f(c.low), f(c.high))) for c in cis]
     err = [[y - lo for y, (lo, _) in zip(ys, bounds, strict=True)],
-           [hi - y for y, (_, hi) in zip(ys, bounds, strict=True)]]  # fmt: skip
+           [hi - y for y, (_, hi) in zip(ys, bounds, strict=True)]]
     ax.errorbar(xs, ys, yerr=err, fmt="o" + ls, color=colour, lw=2, ms=4, capsize=3, label=text)
 
 
@@ -115,7 +126,7 @@ def mse_panel(ax, results: dict, r: float, models: list[str]) -> None:
     ax.axhline(floor, color="0.3", ls=":", lw=1.5, label=f"noise floor σ² = {floor:.3g}")
     seeds = len(results["config"]["seeds"])
     ax.set(yscale="log", xlabel="epoch", ylabel="test MSE",
-           title=f"Test MSE, x in {range_text(r)}; mean, band: min–max over {seeds} seeds")  # fmt: skip
+           title=f"Test MSE, x in {range_text(r)}; mean, band: min–max over {seeds} seeds")
     ax.legend(fontsize=8)
 
 
@@ -126,4 +137,4 @@ def saturation_panel(ax, results: dict, r: float, models: list[str], title: str)
         sat = stacked(runs, lambda run: run["diagnostics"]["saturation"])  # (seeds, records, blocks)
         band(ax, runs[0]["diagnostics"]["step"], sat[:, :, -1], model)
     ax.set(xlabel="training step", ylabel=f"fraction of units with |tanh| > {SATURATED}", ylim=(-0.03, 1.03),
-           title=title)  # fmt: skip
+           title=title)

@@ -60,7 +60,7 @@ class Probe:
 
 def loop(epochs: Iterable[Sequence], prepare: Callable[[Any], tuple], probes: Sequence[Probe] = (),
          after_epoch: Callable[[int], None] | None = None,
-         before_epoch: Callable[[], None] | None = None) -> list:  # fmt: skip
+         before_epoch: Callable[[], None] | None = None) -> list:
     """The training loop: for each epoch's batches, ``prepare(batch)`` runs the batch's forward and
     backward and returns ``(x, y, holder, take, recorded)``: the batch, what a probe's ``measure`` is
     handed (the optimiser, or the ensemble), the optimiser's step still to take, and the loss to record.
@@ -111,7 +111,7 @@ def preserved(net: nn.Module, opt: torch.optim.Optimizer | None = None):
     state = None if opt is None else {p: {k: clone(v) for k, v in d.items()} for p, d in opt.state.items()}
     training = net.training
     generators = [(m.generator, m.generator.get_state()) for m in net.modules()
-                  if isinstance(getattr(m, "generator", None), torch.Generator)]  # fmt: skip
+                  if isinstance(getattr(m, "generator", None), torch.Generator)]
     try:
         yield saved[: len(params)]
     finally:

@@ -27,7 +27,7 @@ class Progress:
     """Runs done out of runs for one experiment, ``label``, on ``stream`` (stderr by default)."""
 
     def __init__(self, label: str, stream: TextIO | None = None, quiet: bool = False,
-                 terminal: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 terminal: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.label, self.quiet, self.clock = label, quiet, clock
         self.stream = sys.stderr if stream is None else stream
         self.terminal = _is_terminal(self.stream) if terminal is None else terminal

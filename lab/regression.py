@@ -86,7 +86,7 @@ class Regression(Settings):
             if smallest < (2 if local_bn else 1):
                 why = f"the per-process batch norm of {local_bn[0]}" if local_bn else "a process to train on"
                 return (f"argument --nproc: with --batch-size {self.batch_size}, a batch split over {self.nproc} "
-                        f"processes leaves {smallest} sample(s) to some process, too few for {why}")  # fmt: skip
+                        f"processes leaves {smallest} sample(s) to some process, too few for {why}")
         for r in self.ranges:
             found = overflow_problem(r, self.a, self.b, noise_std_of(self, r), DTYPES[self.dtype])
             if found:
@@ -201,7 +201,7 @@ def train_run(config: Regression, job: tuple[float, str, int], probe: Callable[.
     data = dataset_for(config, r, seed)
     order = BatchOrder(len(data.x_train), config.batch_size, config.epochs, seed)
     net = TanhMLP(model, seed, bn_momentum=config.bn_momentum, dtype=DTYPES[config.dtype],
-                  mybn_backend=config.mybn_backend)  # fmt: skip
+                  mybn_backend=config.mybn_backend)
     net = net.to(resolve_device(config.device))
     probes = [Diagnostics(net)] if config.diagnostics else []
     probes += [probe(net, data, config)] if probe else []
@@ -238,7 +238,7 @@ def dataset_entry(config: Regression, r: float, seed: int) -> dict:
     """What a results file keeps of a dataset: its range, seed, noise and test set."""
     d = dataset_for(config, r, seed)
     return {"range": [-r, r], "seed": seed, "noise_std": d.noise_std,
-            "x_test": d.x_test.squeeze(1).tolist(), "y_test": d.y_test.squeeze(1).tolist()}  # fmt: skip
+            "x_test": d.x_test.squeeze(1).tolist(), "y_test": d.y_test.squeeze(1).tolist()}
 
 
 def ranges_of(results: dict) -> list[float]:
@@ -290,7 +290,7 @@ def summarize(results: dict) -> list[dict]:
         kept = [v for v in values if math.isfinite(v)]
         rows.append({"range": r, "model": model, "seeds": len(values), "mean": mean, "std": std,
                      "diverged": len(values) - len(kept), "finite": mean_std(kept) if kept else None,
-                     "noise_floor": sum(floors[r]) / len(floors[r])})  # fmt: skip
+                     "noise_floor": sum(floors[r]) / len(floors[r])})
     return rows
 
 

@@ -195,7 +195,7 @@ def load_results(path: str | Path, check: Callable[[dict], None] | None = None, 
             raise ValueError("'config' must be an object")
         if experiment is not None and results.get("experiment", "main") != experiment:
             raise ValueError(f"it holds the {results.get('experiment')} experiment's results, not the {experiment} "
-                             f"experiment's (OUT/results.json is main's, OUT/NAME/results.json NAME's)")  # fmt: skip
+                             f"experiment's (OUT/results.json is main's, OUT/NAME/results.json NAME's)")
         if settings is not None:
             check_values(settings, results["config"])
         check_records(results)
@@ -227,9 +227,9 @@ def check_consistent(results: dict) -> None:
         seen[key], curve = i, run.get("test_mse")
         if isinstance(epochs, int) and isinstance(curve, list) and len(curve) != epochs + 1:
             raise ValueError(f"runs[{i}].test_mse: {len(curve)} values, where {epochs} epochs give {epochs + 1} "
-                             "(one before training, one after each epoch)")  # fmt: skip
+                             "(one before training, one after each epoch)")
         for field, high in (("test_mse", math.inf), ("train_loss", math.inf), ("loss", math.inf), ("test_acc", 1),
-                            ("train_acc", 1), ("train_mode_acc", 1)):  # fmt: skip
+                            ("train_acc", 1), ("train_mode_acc", 1)):
             values = run.get(field) if isinstance(run.get(field), list) else [run.get(field)]
             bad = [v for v in values if _number(v) and not math.isnan(v) and not 0 <= v <= high]  # NaN: diverged
             if bad:

@@ -113,7 +113,7 @@ class Settings:
 
     @classmethod
     def preset(cls, name: str, module: str, drop: dict[str, str] | None = None,
-               only: dict[str, tuple[object, str]] | None = None, **defaults) -> type[Settings]:  # fmt: skip
+               only: dict[str, tuple[object, str]] | None = None, **defaults) -> type[Settings]:
         """These settings as another experiment's class ``name`` (defined in ``module``, for pickling): other
         defaults (its preset), without the settings of ``drop`` (setting -> why it reads none), and with
         ``only`` on top of ``ONLY``."""

@@ -64,8 +64,8 @@ def bold(answer: str) -> str:
 
 def verdict_table(rows: list[Verdict]) -> str:
     columns = ("explanation", "what it predicts here", "what was measured (95% interval over seeds)", "rule", "verdict",
-               "evidence")  # fmt: skip
+               "evidence")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join((v.explanation, v.predicts, v.measured, v.rule, v.verdict, v.evidence)) + " |"
-              for v in rows]  # fmt: skip
+              for v in rows]
     return "\n".join(lines)

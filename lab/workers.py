@@ -61,7 +61,7 @@ def process_pool(workers: int, threads: int = 1):
     leave stopping to this process: stopped (KeyboardInterrupt), or with a worker dead, the others
     are ended at once, not after their jobs."""
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init,
-                               initargs=(threads,))  # fmt: skip
+                               initargs=(threads,))
     try:
         yield pool.map
     except BaseException:

@@ -51,7 +51,7 @@ def convert_to_mybn(module: nn.Module, *, sync: bool = False, process_group: Pro
     if sync:  # refused before any layer changes
         top = type(module).__name__
         refused = [f"{top}.{name} ({type(layer).__name__})" if name else f"{top}" for name, layer in
-                   module.named_modules() if isinstance(layer, MyBN) and not layer.supports_sync]  # fmt: skip
+                   module.named_modules() if isinstance(layer, MyBN) and not layer.supports_sync]
         if refused:
             raise ValueError(f"convert_to_mybn(sync=True): {', '.join(refused)} cannot synchronise their statistics")
     left: list[str] = []
@@ -109,7 +109,7 @@ def holding_tensors_of(old: _BatchNorm, new_type: type[_BatchNorm]) -> _BatchNor
         old.num_features, old.eps, old.momentum, old.affine, old.track_running_stats,
         device="meta",  # placeholders only; the real tensors are moved over below
         bias=old.bias is not None,
-    )  # fmt: skip
+    )
     for name, tensor in [*old.named_parameters(recurse=False), *old.named_buffers(recurse=False)]:
         setattr(new, name, tensor)
     return new.train(old.training)

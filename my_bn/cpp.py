@@ -69,7 +69,7 @@ def build_key() -> str:
     cpu = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), platform.processor())
     parts = [SOURCE.read_bytes(), *map(str.encode, [*FLAGS, "|", *LDFLAGS, str(compiler()), cpu, platform.machine(),
              torch.__version__, str(torch.version.git_version), str(Path(torch.__file__).parent),
-             sys.implementation.cache_tag, sysconfig.get_paths()["include"]])]  # fmt: skip
+             sys.implementation.cache_tag, sysconfig.get_paths()["include"]])]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
@@ -172,7 +172,7 @@ def _build(ext: str, folder: Path, built: Path) -> ModuleType:
     shutil.copyfile(SOURCE, source)
     try:
         module = cpp_extension.load(ext, [str(source)], extra_cflags=list(FLAGS), extra_ldflags=list(LDFLAGS),
-                                    build_directory=str(folder))  # fmt: skip  # copies: load() appends to them
+                                    build_directory=str(folder))  # copies: load() appends to them
     except Exception as exc:
         raise RuntimeError(build_error(str(exc))) from exc
     built.write_text(f"{ext}: built by PyTorch {torch.__version__} from {SOURCE}\n")
@@ -232,7 +232,7 @@ def handles(x: torch.Tensor, *per_channel: torch.Tensor | None) -> bool:
 
 
 def train(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, running_mean: torch.Tensor | None,
-          running_var: torch.Tensor | None, factor: float, eps: float) -> torch.Tensor:  # fmt: skip
+          running_var: torch.Tensor | None, factor: float, eps: float) -> torch.Tensor:
     """Training-mode batch norm of ``x`` with the batch's statistics; the running estimates, where
     given, move towards them in place by ``factor``."""
     return extension().train(x, weight, bias, running_mean, running_var, factor, eps)

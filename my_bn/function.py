@@ -155,13 +155,13 @@ class BatchNormFunction(torch.autograd.Function):
         # back to one batch norm per member: (B·C,) -> (B, C) and (N, B·C, *) -> (N, B, C, *)
         *tensors, total = outputs
         unfolded = [t if t is None else t.view(b, c) if t.dim() == 1 else t.view(t.size(0), b, c, *t.shape[2:])
-                    for t in tensors]  # fmt: skip
+                    for t in tensors]
         out_dims = [None if t is None else 0 if t.dim() == 2 else 1 for t in unfolded]
         return (*unfolded, total), (*out_dims, None)
 
 
 def batch_norm_train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, *,
-                     process_group: ProcessGroup | None = None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+                     process_group: ProcessGroup | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """``BatchNormFunction`` applied: ``(y, mean, unbiased_var)`` of ``x`` (N, C, *), the statistics (C,),
     in float32 for half/bfloat16 input, and detached. ``process_group``: see ``MyBN``."""
     args = (x, weight, bias, eps, process_group)

@@ -28,7 +28,7 @@ from my_bn.reference import channels
 def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None,
                bias: Tensor | None, training: bool, momentum: float | None, eps: float, *,
                num_batches_tracked: Tensor | None = None, backend: str = "python",
-               process_group: ProcessGroup | None = None) -> Tensor:  # fmt: skip
+               process_group: ProcessGroup | None = None) -> Tensor:
     """Batch norm of ``x`` (N, C, *). In training, or where ``running_mean`` and ``running_var`` are None,
     with the batch's statistics, and the running estimates, where given, move towards them in place by
     ``momentum`` (None: 1/``num_batches_tracked``, a cumulative average, counting this step); else with
@@ -42,7 +42,7 @@ def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | Non
     update = training and not (running_mean is None and running_var is None)
     running = (running_mean, running_var) if update else (None, None)
     in_cpp = backend == "cpp" and process_group is None and not settings.REFERENCE_ONLY and cpp.handles(
-        x, weight, bias, *running)  # fmt: skip
+        x, weight, bias, *running)
     # float64 for C++, which takes a double (1/n exactly, as nn.BatchNorm1d's); else the statistics' dtype
     dtype = torch.float64 if in_cpp else accumulation_dtype(x)
     factor = momentum_factor(momentum, num_batches_tracked, dtype) if update else 0.0
@@ -65,7 +65,7 @@ def momentum_factor(momentum: float | None, num_batches_tracked: Tensor | None, 
 
 
 def eval_forward(x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
-                 bias: Tensor | None, eps: float) -> Tensor:  # fmt: skip
+                 bias: Tensor | None, eps: float) -> Tensor:
     """y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta."""
     acc = accumulation_dtype(x)
     xa = x.to(acc)

@@ -28,7 +28,7 @@ from my_bn.variants import MyBatchRenorm, MyBatchRenorm2d, MyGhostBN, MyGhostBN2
 __all__ = ["FUSER_METHODS", "pytorch_counterpart"]
 
 OURS = {nn.BatchNorm1d: (MyBN, MyBatchRenorm, MyGhostBN), nn.BatchNorm2d: (MyBN2d, MyBatchRenorm2d, MyGhostBN2d),
-        nn.BatchNorm3d: (MyBN3d,)}  # fmt: skip
+        nn.BatchNorm3d: (MyBN3d,)}
 
 
 def pytorch_counterpart(layer: MyBN) -> nn.modules.batchnorm._BatchNorm:
@@ -48,7 +48,7 @@ def _with_pytorch_layers(method: Callable) -> Callable:
         for m in modules:  # a variant is batch norm in eval mode only
             if isinstance(m, MyBN) and type(m) not in (MyBN, MyBN2d, MyBN3d) and (is_qat or m.training):
                 raise ValueError(f"{type(m).__name__} can be fused in eval mode only (fuse_modules on model.eval()): "
-                                 "fused, it would train as nn.BatchNorm")  # fmt: skip
+                                 "fused, it would train as nn.BatchNorm")
         return method(is_qat, *(pytorch_counterpart(m) if isinstance(m, MyBN) else m for m in modules))
 
     return fuse

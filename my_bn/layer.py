@@ -75,7 +75,7 @@ class MyBN(_BatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device: Device = None, dtype: torch.dtype | None = None, *,
                  bias: bool = True, sync: bool = False, process_group: ProcessGroup | None = None,
-                 backend: str | None = None) -> None:  # fmt: skip
+                 backend: str | None = None) -> None:
         backend = settings.BACKEND if backend is None else backend
         if backend not in settings.BACKENDS:
             raise ValueError(f"MyBN: backend must be one of {', '.join(map(repr, settings.BACKENDS))}, got {backend!r}")
@@ -124,14 +124,14 @@ class MyBN(_BatchNorm):
         running = (running_mean, running_var) if update_running or not training else (None, None)
         return functional.batch_norm(x, *running, weight, bias, training, self.momentum, self.eps,
                                      num_batches_tracked=self.num_batches_tracked, backend=self.backend,
-                                     process_group=group)  # fmt: skip
+                                     process_group=group)
 
     def _count_step(self, x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
-                    running_var: Tensor | None) -> None:  # fmt: skip
+                    running_var: Tensor | None) -> None:
         """A training step that updates the running estimates: refuse what cannot be updated in place, before
         anything moves, then count the step in ``num_batches_tracked``."""
         strided = (running_mean is not None and not running_mean.is_contiguous()) or (
-            running_var is not None and not running_var.is_contiguous())  # fmt: skip
+            running_var is not None and not running_var.is_contiguous())
         if strided:
             self._check_writable()
         if torch._C._functorch.maybe_current_level() is not None:  # inside a torch.func transform
@@ -176,7 +176,7 @@ class MyBN(_BatchNorm):
             if t is not None and any(step == 0 and size > 1 for step, size in zip(t.stride(), t.shape, strict=True)):
                 raise RuntimeError(f"{type(self).__name__}: {key} has elements that share memory (stride 0, an "
                                    f"expanded tensor) and cannot be updated in place: give it its own, e.g. "
-                                   f"layer.{key} = layer.{key}.clone()")  # fmt: skip
+                                   f"layer.{key} = layer.{key}.clone()")
 
     def _check_buffers_transformed(self, x: Tensor, weight, bias) -> None:
         """Under a torch.func transform, the running estimates can be updated in place only where the
@@ -197,7 +197,7 @@ class MyBN(_BatchNorm):
         # torch.jit.script calls this first: one clear error instead of TorchScript's, the same every time
         why = "TorchScript cannot compile its autograd.Function"
         raise RuntimeError(f"{type(self).__name__} is not scriptable ({why}): use torch.compile, torch.export or "
-                           "torch.jit.trace instead")  # fmt: skip
+                           "torch.jit.trace instead")
 
 
 class MyBN2d(MyBN, nn.BatchNorm2d):
@@ -225,6 +225,6 @@ class MySyncBN(MyBN, nn.SyncBatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, process_group: ProcessGroup | None = None,
                  device: Device = None, dtype: torch.dtype | None = None, *, bias: bool = True,
-                 backend: str | None = None) -> None:  # fmt: skip
+                 backend: str | None = None) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
-                         sync=True, process_group=process_group, backend=backend)  # fmt: skip
+                         sync=True, process_group=process_group, backend=backend)

@@ -46,7 +46,7 @@ class Cache(NamedTuple):
 
 
 def batchnorm_forward(x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float
-                      ) -> tuple[Tensor, Tensor, Tensor, Cache]:  # fmt: skip
+                      ) -> tuple[Tensor, Tensor, Tensor, Cache]:
     """y = (x - mean) / sqrt(var + eps) · gamma + beta, per channel, with the statistics of the batch.
 
     Returns ``(y, mean, var, cache)``: the output, the batch mean and biased variance per channel

@@ -57,19 +57,19 @@ class MyBatchRenorm(MyBN):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device: Device = None, dtype: torch.dtype | None = None, *,
                  bias: bool = True, r_max: float = 3.0, d_max: float = 5.0, warmup: tuple[int, int, int] = (0, 0, 0),
-                 backend: str | None = None) -> None:  # fmt: skip
+                 backend: str | None = None) -> None:
         if not track_running_stats:
             raise ValueError(f"{type(self).__name__} corrects towards the running estimates: it needs "
-                             "track_running_stats=True")  # fmt: skip
+                             "track_running_stats=True")
         if not (_is_real(r_max) and _is_real(d_max) and r_max >= 1 and d_max >= 0):
             raise ValueError(f"{type(self).__name__}: r_max must be a number at least 1 and d_max a number at least "
-                             f"0, got {r_max!r}, {d_max!r}")  # fmt: skip
+                             f"0, got {r_max!r}, {d_max!r}")
         warmup = tuple(warmup) if isinstance(warmup, (tuple, list)) else (warmup,)
         if not (len(warmup) == 3 and all(_is_count(s) for s in warmup) and min(warmup[1:]) >= warmup[0]):
             raise ValueError(f"{type(self).__name__}: warmup must be three steps (hold, r_end, d_end), integers "
-                             f"from 0 with the ramps ending no earlier than the hold, got {warmup!r}")  # fmt: skip
+                             f"from 0 with the ramps ending no earlier than the hold, got {warmup!r}")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
-                         backend=backend)  # fmt: skip
+                         backend=backend)
         self.r_max, self.d_max, self.warmup = r_max, d_max, warmup
 
     supports_sync = False  # r and d from the local batch would not match the global statistics
@@ -130,12 +130,12 @@ class MyGhostBN(MyBN):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device: Device = None, dtype: torch.dtype | None = None, *,
-                 bias: bool = True, ghost_batch_size: int, backend: str | None = None) -> None:  # fmt: skip
+                 bias: bool = True, ghost_batch_size: int, backend: str | None = None) -> None:
         if not (_is_count(ghost_batch_size) and ghost_batch_size >= 1):
             raise ValueError(f"{type(self).__name__}: ghost_batch_size must be a positive integer, got "
-                             f"{ghost_batch_size!r}")  # fmt: skip
+                             f"{ghost_batch_size!r}")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
-                         backend=backend)  # fmt: skip
+                         backend=backend)
         self.ghost_batch_size = ghost_batch_size
 
     supports_sync = False  # one collective per ghost batch: processes with unequal shares would fall out of step

@@ -34,7 +34,7 @@ def measured(tmp_path_factory):
     tests below: (its JSON file, what it printed). The spread and the ratios are not asserted."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     argv = ["--shapes", "16x3", "4x3x5", "--no-train-loop", "--allocator", "both", "--reference",
-            "--min-run-time", "0.01", "--json", str(out)]  # fmt: skip
+            "--min-run-time", "0.01", "--json", str(out)]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert bench.main(argv) == 0
@@ -50,7 +50,7 @@ def test_smoke_run_prints_the_table_and_writes_json(measured):
     assert keys == {
         (a, s, v, p) for a in ("default", "tuned") for s in ((16, 3), (4, 3, 5)) for v in variants
         for p in ("fwd", "fwd+bwd")
-    } | {(a, (16, 3), "floor", p) for a in ("default", "tuned") for p in ("fwd", "fwd+bwd")}  # fmt: skip
+    } | {(a, (16, 3), "floor", p) for a in ("default", "tuned") for p in ("fwd", "fwd+bwd")}
     for row in rows:
         assert row["median_ms"] > 0 and row["bound_ms"] > 0 and row["copy_bandwidth_GBs"] > 0
         assert row["fraction_of_bound"] == pytest.approx(row["bound_ms"] / row["median_ms"])
@@ -89,11 +89,11 @@ def test_report_prints_a_saved_run_and_checks_the_file(measured, tmp_path, capsy
 
 def test_a_noisy_cell_is_marked_and_an_older_run_still_reports():
     row = {"device": "cpu", "allocator": "default", "shape": [64, 10], "pass": "fwd", "bound_ms": 1e-4,
-           "fraction_of_bound": 0.01, "copy_bandwidth_GBs": 20.0, "warnings": [], "round_ms": [1.0] * 5}  # fmt: skip
+           "fraction_of_bound": 0.01, "copy_bandwidth_GBs": 20.0, "warnings": [], "round_ms": [1.0] * 5}
     rows = [{**row, "variant": "native", "median_ms": 1.0, "iqr_ms": 0.02, "ratio_to_native": 1.0,
              "ratio_range": [1.0, 1.0], "noisy": False},
             {**row, "variant": "mybn", "median_ms": 2.0, "iqr_ms": 0.5, "ratio_to_native": 2.0,
-             "ratio_range": [1.5, 2.5], "noisy": True}]  # fmt: skip
+             "ratio_range": [1.5, 2.5], "noisy": True}]
     table = bench.format_table(rows)
     assert "| default | 64×10 | fwd | 1 ±0.01 | 2 ±0.25 | 2.00 (1.50–2.50) ⚠ |" in table
     assert "1 cell(s) here" in table

@@ -47,7 +47,7 @@ def alone(config, small, norm: str, batch_size: int, lr: float, seed: int) -> di
         test, train = (net.eval()(x).argmax(1) for x in (x_test, x_train))
         in_train_mode = torch.cat([net.train()(c) for c in x_test[order].split(batch_size)])  # its buffers move: last
     return {"test_acc": (test == y_test).double().mean().item(), "train_acc": (train == y_train).double().mean().item(),
-            "train_mode_acc": (in_train_mode.argmax(1) == y_test[order]).double().mean().item()}  # fmt: skip
+            "train_mode_acc": (in_train_mode.argmax(1) == y_test[order]).double().mean().item()}
 
 
 def test_the_batch_size_loop_on_a_tiny_configuration(tiny, tmp_path):
@@ -61,9 +61,9 @@ def test_the_batch_size_loop_on_a_tiny_configuration(tiny, tmp_path):
     assert len(results["runs"]) == 3 * len(cells)
     assert conv.cells(config)[0] == ("renorm", 2, 0.025)  # the slowest first; lr 0.1 · 2 / 8
     for norm, batch_size, lr, seed in (("my_bn", 2, 0.025, 1), ("renorm", 8, 0.1, 2), ("ghost", 8, 0.1, 0),
-                                       ("plain", 8, 1.0, 0)):  # fmt: skip
+                                       ("plain", 8, 1.0, 0)):
         (run,) = [r for r in results["runs"] if (r["model"], r["batch_size"], r["lr"], r["seed"])
-                  == (norm, batch_size, lr, seed)]  # fmt: skip
+                  == (norm, batch_size, lr, seed)]
         expected = alone(config, small, norm, batch_size, lr, seed)
         assert {k: run[k] for k in expected} == pytest.approx(expected, abs=1e-5), (norm, batch_size)
     tables = conv.EXPERIMENT.tables(results)
@@ -117,10 +117,10 @@ def test_batch_norm_needs_the_batch_on_known_cases():
 
 def test_renorm_and_ghost_verdicts_on_known_cases():
     results = synthetic({("my_bn", 2): 0.95, ("renorm", 2): 0.97, ("my_bn", 8): 0.98, ("renorm", 8): 0.98},
-                        mode={("my_bn", 2): -0.15, ("renorm", 2): 0.01})  # fmt: skip
+                        mode={("my_bn", 2): -0.15, ("renorm", 2): 0.01})
     verdict = conv.renorm_fixes(results).verdict
     assert verdict == ("higher at batch 2: **holds**; higher at batch 8: not decided; training matches inference at "
-                       "batch 2: **holds**")  # fmt: skip
+                       "batch 2: **holds**")
     ghost = synthetic({("my_bn", 32): 0.98, ("ghost", 32): 0.96}, gap={("my_bn", 32): 0.01, ("ghost", 32): 0.03})
     answer = "batch 32: higher **does not hold**, over-fits less **does not hold**"
     assert conv.ghost_regularises(ghost).verdict == answer

@@ -92,7 +92,7 @@ def test_a_convnet_of_k_seeds_is_those_k_nets_side_by_side(norm):
                 continue
             rows = len(tensor)
             torch.testing.assert_close(whole[k * rows:(k + 1) * rows], tensor.view_as(whole[k * rows:(k + 1) * rows]),
-                                       rtol=1e-12, atol=1e-14, msg=name)  # fmt: skip
+                                       rtol=1e-12, atol=1e-14, msg=name)
     x = x_train[:9].double()
     out = group.eval()(x.unsqueeze(1).expand(-1, len(seeds), -1, -1, -1))  # (9, K, 10)
     for k, net in enumerate(alone):

@@ -93,9 +93,9 @@ LAYOUTS = {
     "every other column": lambda t: torch.cat([t, t], dim=1)[:, ::2],  # not dense: copied first
 }
 SHAPES = {"transposed NC": (500, 7), "channels last": (6, 5, 9, 11), "channels last 3d": (3, 4, 5, 6, 7),
-          "every other column": (64, 6, 10)}  # fmt: skip
+          "every other column": (64, 6, 10)}
 LAYERS = {2: (nn.BatchNorm1d, MyBN), 3: (nn.BatchNorm1d, MyBN), 4: (nn.BatchNorm2d, MyBN2d),
-          5: (nn.BatchNorm3d, MyBN3d)}  # fmt: skip
+          5: (nn.BatchNorm3d, MyBN3d)}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -269,7 +269,7 @@ def stand_in(tmp_path, monkeypatch):
 
 def run_python(code: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+                          timeout=timeout)
 
 
 def test_a_failed_build_says_that_it_builds_and_why_it_failed(stand_in):
@@ -280,7 +280,7 @@ def test_a_failed_build_says_that_it_builds_and_why_it_failed(stand_in):
     building, failed = done.stderr.strip().splitlines()
     assert building.startswith("MyBN: building the C++ backend once") and str(my_bn_cpp.build_directory()) in building
     assert failed == ("MyBN: the C++ backend is not available here (my_bn/cpp.cpp:7:3: error: this is a stand-in "
-                      "compiler); using the Python backend")  # fmt: skip
+                      "compiler); using the Python backend")
 
 
 def test_a_library_that_no_longer_loads_is_built_again(stand_in):
@@ -319,7 +319,7 @@ def test_a_build_killed_midway_leaves_nothing_that_waits(stand_in):
     build failed."""
     hanging = {**stand_in, "STAND_IN_HANGS": "1"}
     first = subprocess.Popen([sys.executable, "-c", USE_CPP], cwd=ROOT, env=hanging, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)  # fmt: skip
+                             text=True, start_new_session=True)
     try:
         assert "building the C++ backend" in first.stderr.readline()
         stale = my_bn_cpp.build_directory() / "lock"
@@ -372,15 +372,15 @@ def test_another_checkout_loads_this_build_and_another_source_builds_its_own(tmp
     shutil.copytree(ROOT / "my_bn", other / "my_bn", ignore=shutil.ignore_patterns("__pycache__"))
     code = ("import torch; from my_bn import MyBN, cpp\n"
             "print(cpp.build_directory())\n"
-            "print(MyBN(3, backend='cpp')(torch.randn(8, 3, requires_grad=True)).grad_fn.name())")  # fmt: skip
+            "print(MyBN(3, backend='cpp')(torch.randn(8, 3, requires_grad=True)).grad_fn.name())")
     done = subprocess.run([sys.executable, "-c", code], cwd=other, capture_output=True, text=True, timeout=120,
-                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})  # fmt: skip
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.split("\n")[:2] == [str(my_bn_cpp.build_directory()), CPP_NODE]
     assert library.stat().st_mtime_ns == before
     (other / "my_bn/cpp.cpp").write_text((ROOT / "my_bn/cpp.cpp").read_text() + "// changed\n")
     done = subprocess.run([sys.executable, "-c", "from my_bn import cpp; print(cpp.build_directory())"], cwd=other,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() != str(my_bn_cpp.build_directory())
 
 

@@ -59,7 +59,7 @@ def test_the_experiment_on_a_tiny_configuration(tmp_path):
     rows = depth.EXPERIMENT.verdicts(results)
     assert [v.explanation.split(" (")[0] for v in rows] == [
         "Batch norm keeps a deep net's rank at initialisation", "Batch norm makes gradients explode with depth at "
-        "initialisation"]  # fmt: skip
+        "initialisation"]
     for name, draw in depth.EXPERIMENT.figures(results).items():
         draw(tmp_path / name)
         assert (tmp_path / name).stat().st_size > 10_000

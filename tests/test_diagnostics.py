@@ -70,7 +70,7 @@ def test_diagnostics_do_not_change_training(model):
 
 def test_control_variants_are_built_as_described():
     assert set(CONTROLS) == {"plain_std_x", "plain_std_y", "plain_std_xy", "plain_center_y", "plain_scale_y",
-                             "bn_first", "bn_last", "layer_norm"}  # fmt: skip
+                             "bn_first", "bn_last", "layer_norm"}
     bn_first, bn_last, layer_norm = (TanhMLP(name, seed=1) for name in ("bn_first", "bn_last", "layer_norm"))
     assert isinstance(bn_first.blocks[0].norm, MyBN)
     assert all(isinstance(block.norm, nn.Identity) for block in bn_first.blocks[1:])

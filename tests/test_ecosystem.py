@@ -25,13 +25,13 @@ from my_bn import (
     MyGhostBN,
     MyGhostBN2d,
     MySyncBN,
-    convert_to_mybn,  # fmt: skip
+    convert_to_mybn,
 )
 
 LAYERS = {  # each layer, and the PyTorch type it is also an instance of
     MyBN: None, MyBN2d: nn.BatchNorm2d, MyBN3d: nn.BatchNorm3d, MySyncBN: nn.SyncBatchNorm,
     MyBatchRenorm: None, MyBatchRenorm2d: nn.BatchNorm2d, MyGhostBN: None, MyGhostBN2d: nn.BatchNorm2d,
-}  # fmt: skip
+}
 
 
 def make(layer_type, channels=4):
@@ -75,12 +75,12 @@ FUSIONS = [  # (conv, norm, input shape): each with a ReLU after it too, but Lin
     (nn.Conv2d(3, 4, 3), MyBN2d, (5, 3, 6, 6)), (nn.Conv1d(3, 4, 3), MyBN, (5, 3, 6)),
     (nn.Conv3d(3, 4, 3), MyBN3d, (5, 3, 4, 4, 4)), (nn.Conv2d(3, 4, 3), MyBatchRenorm2d, (5, 3, 6, 6)),
     (nn.Conv2d(3, 4, 3), MyGhostBN2d, (5, 3, 6, 6)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("conv", "norm", "shape", "relu"), [
     *((*case, relu) for case in FUSIONS for relu in (False, True)), (nn.Linear(3, 4), MyBN, (5, 3), False),
-])  # fmt: skip
+])
 def test_fuse_modules_folds_them_in_eval(conv, norm, shape, relu):
     """torch.ao.quantization.fuse_modules, with FUSER_METHODS as its documented additional mapping: the fused
     module computes what conv → norm (→ ReLU) computed in eval mode."""

@@ -23,10 +23,10 @@ def test_each_member_steps_as_torch_optim_steps_it_alone():
     setup = [("sgd", 0.1), ("adam", 0.01), ("sgd", 0.5)]
     ensemble = Ensemble(members, [lr for _, lr in setup], [o for o, _ in setup])
     opts = [torch.optim.SGD(n.parameters(), lr=lr) if o == "sgd" else torch.optim.Adam(n.parameters(), lr=lr)
-            for n, (o, lr) in zip(alone, setup, strict=True)]  # fmt: skip
+            for n, (o, lr) in zip(alone, setup, strict=True)]
     for _ in range(3):
         x, y = torch.randn(3, 8, 3, generator=gen, dtype=torch.float64), torch.randn(3, 8, 1, generator=gen,
-                                                                                    dtype=torch.float64)  # fmt: skip
+                                                                                    dtype=torch.float64)
         grads, _ = ensemble.gradients(x, y)
         before = {n: p.clone() for n, p in ensemble.params.items()}
         after = ensemble.updated(grads)

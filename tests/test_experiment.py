@@ -310,7 +310,7 @@ def test_a_backend_that_could_not_run_is_not_recorded_as_run(tmp_path):
     config's backend is the one that ran; the environment holds the fallback and why)."""
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCH_EXTENSIONS_DIR": str(tmp_path / "cache")}
     argv = ["--mybn-backend", "cpp", "--ranges", "1", "--models", "my_bn", "--seeds", "0", "--epochs", "1",
-            "--no-diagnostics", "--out", str(tmp_path / "out")]  # fmt: skip
+            "--no-diagnostics", "--out", str(tmp_path / "out")]
     done = subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "train.py: --mybn-backend cpp: the C++ backend was not available" in done.stderr

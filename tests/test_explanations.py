@@ -153,9 +153,9 @@ def test_ensemble_trains_each_member_as_alone(optimizer, model):
         alone = train_run(dataclasses.replace(config, optimizer=optimizer, lr=lr_), (5.0, model, 0))
         together = next(m for m in members if m["lr"] == lr_)
         torch.testing.assert_close(torch.tensor(together["test_mse"]), torch.tensor(alone["test_mse"]), rtol=1e-9,
-                                   atol=0)  # fmt: skip
+                                   atol=0)
         torch.testing.assert_close(torch.tensor(together["train_loss"]), torch.tensor(alone["train_loss"]), rtol=1e-9,
-                                   atol=0)  # fmt: skip
+                                   atol=0)
 
 
 def test_one_step_ratio_starts_at_one():

@@ -196,7 +196,7 @@ def test_vmap_over_chunks_and_per_chunk_gradients(case):
     per_chunk = [vmap(grad(loss(net)), in_dims=(None, 0))(params(net), chunks) for net in (ref, mine)]
     assert_same(*per_chunk)
     assert_same(grad(lambda p: vmap(lambda c: loss(mine)(p, c))(chunks).sum())(params(mine)),
-                {k: v.sum(0) for k, v in per_chunk[1].items()})  # fmt: skip
+                {k: v.sum(0) for k, v in per_chunk[1].items()})
 
 
 def test_vmap_with_batch_dim_elsewhere_and_unbatched_input():

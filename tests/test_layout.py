@@ -84,13 +84,14 @@ def test_no_import_cycle():
 
 
 def test_the_model_code_imports_nothing_of_the_experiments():
-    """The layer imports only itself; the nets and the data import only the layer."""
+    """The layer imports only itself; the norm registry, the nets and the data import only the layer (and
+    the nets the registry)."""
     graph = import_graph()
     layer = {name for name in graph if name == "my_bn" or name.startswith("my_bn.")}
     for name in layer:
         assert graph[name] <= layer, (name, graph[name] - layer)
-    for name in ("lab.nets", "lab.data"):
-        assert graph[name] - {"lab"} <= layer, (name, graph[name] - layer)
+    for name in ("lab.norms", "lab.nets", "lab.data"):
+        assert graph[name] - {"lab", "lab.norms"} <= layer, (name, graph[name] - layer)
 
 
 @pytest.mark.parametrize("name", ["lab.settings", "lab.results"])

@@ -138,9 +138,6 @@ def test_double_backward_matches_pytorch(device):
         torch.testing.assert_close(b, a)
 
 
-# fmt: on
-
-
 @pytest.mark.usefixtures("every_path")
 def test_empty_batch_counts_and_keeps_statistics():
     ref, mine = make_pair(nn.BatchNorm1d, MyBN, 3, torch.float32)
@@ -209,7 +206,7 @@ def test_parameters_and_buffers_of_any_layout(kind):
     outputs, grads, buffers = [], [], []
     for layer in (nn.BatchNorm1d(c, dtype=torch.float64), MyBN(c, dtype=torch.float64)):
         tensors = {name: strided(v, "slice with a step" if name.startswith("running") else kind)
-                   for name, v in values.items()}  # fmt: skip
+                   for name, v in values.items()}
         for name in ("weight", "bias"):
             tensors[name].requires_grad_()
         assert not any(t.is_contiguous() and not t.is_neg() for t in tensors.values())

@@ -222,7 +222,6 @@ def test_convert_to_mybn_warns_about_what_it_leaves():
     assert type(model[1][0]) is MyBN and model[1][0].num_features == 5
 
 
-# fmt: off
 BAD_INPUTS = {
     # name: (layer kwargs, training, input shape, input dtype, words the message must contain)
     "1D input": ({}, True, (4,), torch.float32, ["2D or 3D", "1D"]),
@@ -263,7 +262,7 @@ def test_bad_input_other_ranks(layers):
     rank = "at least 2D" if my_cls is MySyncBN else f"{len(shape)}D"
     wrong = (3,) if my_cls is MySyncBN else shape[:-1]
     cases = [(torch.randn(wrong), [f"expected {rank} input (got {len(wrong)}D input)"]),
-             (torch.ones((1, 3) + (1,) * (len(shape) - 2)), ["more than 1 value"])]  # fmt: skip
+             (torch.ones((1, 3) + (1,) * (len(shape) - 2)), ["more than 1 value"])]
     for x, words in cases:
         ref_out, my_out = pytorch_and_mine(ref_cls(3), my_cls(3), x)
         assert ref_out is not None and my_out is not None and my_out[0] is ref_out[0], (my_out, ref_out)

@@ -39,7 +39,7 @@ print(numerics.describe()["policy"])
 def run(code: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in ("BN_NUMERICS", *numerics.ENVIRONMENT)}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**environ, **env}, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=120)
 
 
 def test_this_session_computes_under_the_policy_it_asks_for():
@@ -66,7 +66,7 @@ def test_the_policy_overrides_the_knobs_that_pick_kernels_by_the_cpu():
     assert portable.returncode == 0, portable.stderr
     assert portable.stdout.split()[1] == "portable"
     knobs = {"ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "SSE41",
-             "MKL_CBWR": "AUTO"}  # fmt: skip
+             "MKL_CBWR": "AUTO"}
     again = run(WORKLOAD, **knobs)
     assert again.stdout == portable.stdout, again.stderr
     native = run(WORKLOAD, BN_NUMERICS="native", ATEN_CPU_CAPABILITY="avx2")
@@ -113,7 +113,7 @@ def test_no_code_calls_mkls_vector_math():
     exact = ("math", "np", "numpy", "cmath")
     calls = [f"{path.relative_to(ROOT)}: {line.strip()}" for path in sorted(ROOT.rglob("*.py"))
              if path.parts[len(ROOT.parts)] not in ("tests", ".venv") for line in path.read_text().splitlines()
-             for receiver, _ in VECTOR_MATH.findall(line) if receiver not in exact]  # fmt: skip
+             for receiver, _ in VECTOR_MATH.findall(line) if receiver not in exact]
     assert calls == []
 
 

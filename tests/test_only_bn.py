@@ -38,7 +38,7 @@ def test_each_way_trains_what_it_says_and_leaves_the_rest_alone(small, which):
     fit_members(net, opt, x_train, y_train, 16, 1)
     moved = {n: (p.detach() != before[n]) for n, p in net.named_parameters()}
     trains = {"all": lambda n: True, "bn": lambda n: n.startswith("norms."),
-              "bn_head": lambda n: n.startswith(("norms.", "head.")), "random": lambda n: False}[which]  # fmt: skip
+              "bn_head": lambda n: n.startswith(("norms.", "head.")), "random": lambda n: False}[which]
     for name, m in moved.items():
         if which == "random" and name.endswith("weight") and not name.startswith("norms."):
             continue

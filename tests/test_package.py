@@ -26,10 +26,10 @@ def installed(tmp_path_factory) -> Path:
     no build folders left in the checkout, and nothing of the test's venv changed."""
     clone, target = tmp_path_factory.mktemp("clone"), tmp_path_factory.mktemp("site")
     skip = shutil.ignore_patterns(".venv", ".git", "results", "picture", "runs", "__pycache__", ".*cache*",
-                                  ".hypothesis", "build", "*.egg-info")  # fmt: skip
+                                  ".hypothesis", "build", "*.egg-info")
     shutil.copytree(ROOT, clone, ignore=skip, dirs_exist_ok=True)
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-               "--disable-pip-version-check", "--target", str(target), str(clone)]  # fmt: skip
+               "--disable-pip-version-check", "--target", str(target), str(clone)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return target
@@ -41,7 +41,7 @@ def test_only_the_layer_is_installed(installed):
     assert not SCAFFOLDING & {p.stem for p in installed.iterdir()}
     shipped = {p.name for p in (installed / "my_bn").iterdir() if p.suffix in (".py", ".cpp")}
     modules = ("__init__", "convert", "cpp", "fast", "function", "functional", "fusion", "hints", "layer", "reference",
-               "settings", "variants")  # fmt: skip
+               "settings", "variants")
     assert shipped == {f"{m}.py" for m in modules} | {"cpp.cpp"}
     assert (installed / "my_bn" / "py.typed").exists()  # PEP 561: type checkers read the annotations
     assert (installed / "my_bn" / "cpp.cpp").read_bytes() == my_bn_cpp.SOURCE.read_bytes()
@@ -85,7 +85,7 @@ def test_the_readme_example_runs_from_the_installed_package(installed, tmp_path)
     )
     env = {**os.environ, "PYTHONPATH": str(installed)}
     done = subprocess.run([sys.executable, "-c", snippet + checks], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "MyBN2d(8, eps=1e-05" in done.stdout
     if my_bn_cpp.compiler() is not None:  # the installed copy built (or found) its C++ backend

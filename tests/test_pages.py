@@ -16,7 +16,7 @@ def test_the_link_check_finds_what_is_broken(tmp_path):
     page = tmp_path / "docs" / "page.md"
     page.write_text("# A title, with `code`\n\n## Why does it fail?\n\n![ok](../a.png) ![gone](../b.png)\n"
                     "[ok](#why-does-it-fail) [ok](#a-title-with-code) [no](#nowhere) [web](https://x.org/y)\n"
-                    "[ok](page.md#why-does-it-fail) [no](other.md)\n```\n[not a link](missing.md)\n```\n")  # fmt: skip
+                    "[ok](page.md#why-does-it-fail) [no](other.md)\n```\n[not a link](missing.md)\n```\n")
     assert broken_links(page) == ["../b.png", "#nowhere", "other.md"]
 
 

@@ -156,7 +156,7 @@ def test_claims_about_controls():
     fits = sum(fit_spread(results, run) > 0.5 for run in runs_of(results, 5.0, "layer_norm"))
     assert 0 < fits < 5 and final["layer_norm"].std() > 2 * max(final[m].std() for m in BN_PAIR)  # only some seeds
     for claim in ("Centring the targets alone rescues it in every seed too", "Batch norm before the last tanh only "
-                  "rescues it in every\nseed", "LayerNorm in every block rescues only some seeds"):  # fmt: skip
+                  "rescues it in every\nseed", "LayerNorm in every block rescues only some seeds"):
         assert claim in TEXT, claim
 
 
@@ -179,7 +179,7 @@ def test_claims_about_adams_step():
     page = " ".join(DOCS["controls"].split())
     assert "no rate of the [lr](lr.md) experiment's Adam grid trains the plain net on (-5, 5) within 10 epochs" in page
     assert ("plain SGD at 0.01, whose steps follow the size of the gradient, trains it within 10 epochs in every "
-            "seed") in page  # fmt: skip
+            "seed") in page
 
 
 def test_claims_about_the_sweep():
@@ -196,7 +196,7 @@ def test_claims_about_the_sweep():
         assert (mean[: at[5.0] + 1] < 0.5).all()  # fits every range up to 5
         assert mean[at[7.0]] > mean[at[5.0]] and mean[at[10.0]] > mean[at[7.0]]  # falls behind from 7 on
         reach = [max(run["predictions"]) / max(dataset_of(results, 10.0, run["seed"])["y_test"])
-                 for run in runs_of(results, 10.0, model)]  # fmt: skip
+                 for run in runs_of(results, 10.0, model)]
         assert sum(reach) / len(reach) < 1 / 3
 
 
@@ -237,7 +237,7 @@ def test_claims_about_speed():
     close = [k for k, r in rows.items() if abs(rerun[k]["median_ms"] - r["median_ms"]) <= r["iqr_ms"]]
     assert (len(close), len(rows)) == (51, 64)
     decided = [k for k in mine if k[2] in ("mybn", "mybn_cpp") and not (rows[k]["ratio_range"][0] <= 1
-                                                                        <= rows[k]["ratio_range"][1])]  # fmt: skip
+                                                                        <= rows[k]["ratio_range"][1])]
     assert len(decided) == 23
     assert all((rows[k]["ratio_to_native"] < 1) == (rerun[k]["ratio_to_native"] < 1) for k in decided)
     assert sum(r["noisy"] for k, r in rows.items() if k[2] != "native") > len(mine) / 2  # "most cells"
@@ -334,7 +334,7 @@ def test_readme_torch_func_example_runs():
 
 EXPLAINED = {name: ROOT / "results" / name / "results.json"
              for name in ("ics", "noisy", "landscape", "lr", "running_stats", "mnist", "conv", "depth", "scale",
-                          "only_bn")}  # fmt: skip
+                          "only_bn")}
 
 
 def test_every_verdict_rests_on_five_seeds():
@@ -355,7 +355,7 @@ def test_claims_about_the_noise():
     shift, injected = load_results(EXPLAINED["ics"]), load_results(EXPLAINED["noisy"])
     for r in ranges_of(injected):
         same = {m: {x["seed"]: x["test_mse"] for x in runs_of(d, r, "my_bn_noisy")} for m, d in
-                (("ics", shift), ("noisy", injected))}  # fmt: skip
+                (("ics", shift), ("noisy", injected))}
         assert same["ics"] == same["noisy"], r
     raised = noisy.manipulation(shift)
     assert all(decide(ci, 0.0, "above") == HOLDS for cis in raised.values() for ci in cis.values())
@@ -381,9 +381,9 @@ def test_claims_about_running_statistics():
     assert decide(batch, 0.0, "above") != HOLDS
     page = " ".join(DOCS["running_stats"].split())
     assert ("precise statistics beat the moving averages at PyTorch's momentum 0.1, while at this repository's 0.5, "
-            "whose averages lag less, these seeds do not show it") in page  # fmt: skip
+            "whose averages lag less, these seeds do not show it") in page
     assert ("That normalising by the test batch's own statistics is worse than precise statistics there, these "
-            "seeds do not show either") in page  # fmt: skip
+            "seeds do not show either") in page
 
 
 def test_claims_about_the_explanations():
@@ -417,10 +417,10 @@ def test_claims_about_the_explanations():
     assert all(answer == FAILS for _, answer in landscape.smoother(shape, 1.0, f"SGD at {landscape.TENTH:g}×").values())
     text = " ".join(README.split())
     assert ("Under plain SGD the loss along the gradient is smoother with it on (-5, 5); in the Adam recipe, the one "
-            "it rescues, it is rougher") in text  # fmt: skip
+            "it rescues, it is rougher") in text
     page = " ".join(DOCS["landscape"].split())
     assert ("MyBN's landscape is *rougher* along the gradient than the plain net's there (on (-1, 1) too, by its "
-            "gradient change)") in page  # fmt: skip
+            "gradient change)") in page
     assert "on (-1, 1) at a tenth of the rate it is rougher" in page
     for r, rate in landscape.LR.items():
         both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
@@ -452,7 +452,7 @@ def test_claims_about_mnist():
     assert "the plain net has caught up by 1,000 steps (within two points), and these seeds do not show MyBN" in page
     assert decide(mnist.gain(results, low, last), 0.0, "above") == HOLDS  # "ends higher only at the smallest"
     assert ("batch norm is far ahead after 100 and 300 steps at every learning rate tried, and ends higher only at "
-            "the smallest") in " ".join(README.split())  # fmt: skip
+            "the smallest") in " ".join(README.split())
     plain_high = mnist.runs_at(results, "plain", high)
     assert sum(r["saturation"][-1][0] for r in plain_high) / len(plain_high) > 0.5  # "more than half"
     for lr in (low, chosen):  # "a larger ‖G − G′‖ / ‖G‖ ..."
@@ -460,7 +460,7 @@ def test_claims_about_mnist():
     assert all(decide(mnist.ics_ratio(results, high, layer), 0.0, "below") != HOLDS for layer in (0, 1))
     assert ("at the two smaller learning rates `MyBN` has a larger ‖G − G′‖ / ‖G‖ than the plain net, in both "
             "layers and seed by seed (the 95% interval of the ratio lies above 1); at 5, where the plain net's "
-            "sigmoids saturate, these seeds do not show it smaller with batch norm either") in page  # fmt: skip
+            "sigmoids saturate, these seeds do not show it smaller with batch norm either") in page
 
 
 def test_claims_about_conv():
@@ -482,7 +482,7 @@ def test_claims_about_conv():
     assert all(v < 0 for v in falls["my_bn"]) and all(v < 0 for v in falls["renorm"])
     assert all(v > 0 for v in falls["group_norm"]) and all(sum(falls[m]) > 0 for m in ("plain", "layer_norm"))
     assert ("`MyBN2d`'s test accuracy falls in every seed, while GroupNorm's rises in every seed (the plain net's "
-            "and LayerNorm's on average)") in page  # fmt: skip
+            "and LayerNorm's on average)") in page
     assert conv.mode_gap(results, "my_bn", 2).high < -0.10
     loses = conv.interval(results, "my_bn", 8).mean - conv.interval(results, "my_bn", 2).mean
     gains = conv.interval(results, "group_norm", 2).mean - conv.interval(results, "group_norm", 8).mean
@@ -498,7 +498,7 @@ def test_claims_about_conv():
     assert "behind at 32 and at 128, there by more than ten points" in page
     assert "these seeds do not show it testing better" in " ".join(README.split()) + page
     assert all(abs(conv.interval(results, m, b, "gap").mean) < 0.02 for m in conv.models(results)
-               for b in conv.sizes(results, m))  # fmt: skip
+               for b in conv.sizes(results, m))
     ghost = {b: conv.difference(results, ("ghost", b), ("my_bn", b)) for b in conv.settings_of(results).ghost_at}
     assert conv.HIGHER.decide(ghost[32]) != HOLDS and conv.HIGHER.decide(ghost[128]) == FAILS
     assert 1 <= -100 * ghost[128].mean <= 3  # "about two points"
@@ -523,7 +523,7 @@ def test_claims_about_depth():
     page = " ".join(DOCS["depth"].split())
     ranks = {(a, m): [r["erank"] for r in results["runs"] if (r["model"], r["activation"], r["width"],
                                                                 r["batch_size"]) == (m, a, 128, 64)]
-             for a in grid.activations for m in ("plain", "my_bn")}  # fmt: skip
+             for a in grid.activations for m in ("plain", "my_bn")}
     mean = lambda runs, i: sum(r[i] for r in runs) / len(runs)  # noqa: E731
     assert [round(mean(ranks["relu", "plain"], i), 1) for i in (0, -1)] == [52.8, 4.4]
     assert round(mean(ranks["relu", "my_bn"], -1)) == 49
@@ -531,19 +531,19 @@ def test_claims_about_depth():
     assert [round(mean(ranks["linear", m], -1), 1) for m in ("my_bn", "plain")] == [20.4, 8.6]
     assert "(an effective rank of 4.4, from 53 after the first block)" in page and "(20 against 8.6" in page
     assert all(depth.rank_ratio(results, a, w, b).low > 0 for a in grid.activations for w in grid.widths
-               for b in grid.batch_sizes)  # fmt: skip
+               for b in grid.batch_sizes)
     assert all(abs(math.exp(depth.rate(results, "plain", w, b, a).mean) - 1) < 0.03 for a in grid.activations
-               for w in grid.widths for b in grid.batch_sizes)  # fmt: skip
+               for w in grid.widths for b in grid.batch_sizes)
     assert "is 1 within 3% at every width, batch and activation" in page
     bn = sorted(round(depth.growth_rate(r["grad_sq"]), 3) for r in results["runs"] if (r["model"], r["activation"],
-                r["width"], r["batch_size"]) == ("my_bn", "relu", 128, 64))  # fmt: skip
+                r["width"], r["batch_size"]) == ("my_bn", "relu", 128, 64))
     assert (bn[0], bn[-1]) == (1.468, 1.502) and "in every seed between 1.468 and 1.502" in page
     assert f"{math.exp(depth.rate(results, 'my_bn', 128, 64).mean):.3f}" == "1.489"
     small = [round(math.exp(depth.rate(results, "my_bn", w, 8).mean), 2) for w in grid.widths]
     assert small == [1.66, 1.75] and "1.66 to 1.75 per block" in page
     text = " ".join(README.split())
     assert ("keeps its representations' rank where the plain net's collapse, and its gradients explode with depth, "
-            "at batch 64 close to the rate mean-field theory gives for large batches") in text  # fmt: skip
+            "at batch 64 close to the rate mean-field theory gives for large batches") in text
 
 
 def test_claims_about_scale():

@@ -83,7 +83,7 @@ def test_compare_draws_only_presets_into_the_committed_figures_and_readme(tmp_pa
     capsys.readouterr()
     before = {p: p.stat().st_mtime_ns for p in (ROOT / "picture").iterdir()}
     for target in (["--pictures", str(ROOT / "picture"), "--readme", ""],
-                   ["--pictures", str(tmp_path / "p"), "--readme", str(ROOT / "README.md")]):  # fmt: skip
+                   ["--pictures", str(tmp_path / "p"), "--readme", str(ROOT / "README.md")]):
         with pytest.raises(SystemExit) as exc:
             compare.main(["--results", str(out), *target])
         error = capsys.readouterr().err.splitlines()[-1]  # after a note per experiment not there
@@ -201,7 +201,7 @@ def test_plain_lines_with_the_time_left_at_most_every_ten_seconds():
     clock.now += 1
     shown.advance()  # the last: always
     assert stream.getvalue().splitlines()[1:] == ["main: 3/4 runs, 00:20 so far, about 00:06 left",
-                                                  "main: 4/4 runs, done in 00:21"]  # fmt: skip
+                                                  "main: 4/4 runs, done in 00:21"]
 
 
 def test_a_plan_sets_the_total_of_runs_started_in_rounds():

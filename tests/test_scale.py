@@ -69,7 +69,7 @@ def test_li_and_aroras_schedule_trains_as_weight_decay_does():
         net = ConvNet("my_bn", [0, 1], affine=False, dtype=torch.float64)
         net.head.requires_grad_(False)
         opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr,
-                              weight_decay=0.0 if exponential else decay)  # fmt: skip
+                              weight_decay=0.0 if exponential else decay)
         schedule = (lambda t: lr * (1 - lr * decay) ** (-2 * t - 1)) if exponential else None
         fit_members(net, opt, x_train, y_train, 16, 2, schedule)
         nets.append(net)

@@ -39,7 +39,7 @@ def running(pid: int) -> bool:
 def start(args: list[str], out: Path, processes: int) -> tuple[subprocess.Popen, list[int]]:
     """train.py in a session of its own, once its ``processes`` children train."""
     proc = subprocess.Popen([sys.executable, "train.py", *args, "--out", str(out)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60
     while len(children(proc.pid)) < processes and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
@@ -152,7 +152,7 @@ def test_a_stopped_compare_leaves_figures_and_readme_as_they_were(sig, small_res
     pictures, readme, args = drawing_setup(tmp_path)
     command = [sys.executable, "compare.py", "--results", str(small_results), *args]
     proc = subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True)
     deadline = time.monotonic() + 60
     while not list(pictures.glob(".drawing-*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
@@ -207,7 +207,7 @@ def fill_disk_at(limit: int):
 def test_a_full_disk_ends_each_script_in_one_line_and_keeps_the_old_files(small_results, tmp_path):
     pictures, readme, args = drawing_setup(tmp_path)
     done = subprocess.run([sys.executable, "compare.py", "--results", str(small_results), *args], cwd=ROOT,
-                          capture_output=True, text=True, preexec_fn=fill_disk_at(20_000))  # fmt: skip
+                          capture_output=True, text=True, preexec_fn=fill_disk_at(20_000))
     lines = [line for line in done.stderr.splitlines() if not line.startswith("note:")]
     assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith(f"compare.py: cannot write {pictures}/") and ".png (File too large)" in lines[0]
@@ -219,7 +219,7 @@ def test_a_full_disk_ends_each_script_in_one_line_and_keeps_the_old_files(small_
     (out / "results.json").write_text(SENTINEL)
     argv = ["--ranges", "1", "--models", "plain", "--seeds", "0", "--epochs", "1", "--out", str(out)]
     done = subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, capture_output=True, text=True,
-                          preexec_fn=fill_disk_at(2_000))  # fmt: skip
+                          preexec_fn=fill_disk_at(2_000))
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         f"cannot write {out / 'results.json'} (File too large): nothing else written; earlier results are as they were"

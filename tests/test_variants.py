@@ -150,7 +150,7 @@ def test_ghost_output_is_the_chunks_outputs():
     (lambda: MyGhostBN2d(3, ghost_batch_size=True), "ghost_batch_size must be a positive integer"),
     (lambda: setattr(MyBatchRenorm(3), "sync", True), "MyBatchRenorm does not support sync=True"),
     (lambda: setattr(MyGhostBN(3, ghost_batch_size=2), "sync", True), "MyGhostBN does not support sync=True"),
-])  # fmt: skip
+])
 def test_bad_settings_are_refused_in_one_line(make, message):
     with pytest.raises(ValueError, match=message):
         make()
