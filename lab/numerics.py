@@ -21,7 +21,7 @@ pick their code by the CPU they find, and each order of rounding sends a float32
   correctly rounded and not covered by ``MKL_CBWR``: its last bit differs from CPU to CPU (seen between
   an AMD CPU and an emulated Intel one, both under this policy). No setting reaches it, so the lab and
   the layer never call it: they take ``torch.rsqrt``, 1/sqrt in IEEE operations, the same on every CPU
-  (``tests/test_numerics.py`` holds the code to that).
+  (``tests/lab/test_numerics.py`` holds the code to that).
 
 Torch, MKL and oneDNN read the variables when they first compute, not when torch is imported, so
 ``apply()`` works until then and checks that it did. Threads are the experiments' own (a fixed count

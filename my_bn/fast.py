@@ -2,8 +2,8 @@
 
 ``my_bn.batchnorm_forward`` / ``batchnorm_backward`` are the reference: the formulas as a textbook
 writes them. Every version here computes the same quantities by another route; the parity tests
-hold each of them to the reference and to PyTorch's own kernel (``tests/test_my_bn.py`` runs every
-test through the blocked kernels too, ``tests/test_distributed.py`` the cross-process one).
+hold each of them to the reference and to PyTorch's own kernel (``tests/my_bn/test_layer.py`` runs every
+test through the blocked kernels too, ``tests/my_bn/test_distributed.py`` the cross-process one).
 ``path_for`` picks one per call:
 
 - ``"reference"``: inputs of up to ``SMALL_ELEMS`` elements (the experiment's (64, 10) batches).

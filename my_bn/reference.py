@@ -21,7 +21,7 @@ dx has three terms because each x moves y through its own x̂, and through the m
 that every x̂ of its channel shares. Each line of the functions below is one line of these formulas,
 named as they name it, with two refinements, each a named step: the statistics are taken in two
 passes and corrected (``centred_statistics``), and where gamma multiplies x̂ the code multiplies xc by
-gamma · invstd instead (one multiplication per value rather than two). ``tests/test_reference.py``
+gamma · invstd instead (one multiplication per value rather than two). ``tests/my_bn/test_reference.py``
 holds these functions to autograd through the plain formulas and to PyTorch's kernel.
 
 ``my_bn/function.py`` runs them as a ``torch.autograd.Function``; ``my_bn/layer.py`` is the module.

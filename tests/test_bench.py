@@ -3,16 +3,14 @@
 import contextlib
 import io
 import json
-from pathlib import Path
 
 import pytest
 
 import bench
 import my_bn
+from helpers import ROOT
 from my_bn import cpp as my_bn_cpp
 from my_bn import fast as my_bn_fast
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_shapes_are_checked():

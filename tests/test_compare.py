@@ -9,9 +9,9 @@ import pytest
 
 import compare
 import train
-from conftest import PNG_MAGIC, ROOT, broken_links
 from experiments import EXPERIMENTS
 from experiments.record import Experiment
+from helpers import PNG_MAGIC, ROOT, broken_links
 from lab.settings import Settings
 
 # ---------------------------------------------------------------------------------------------- compare.py

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
+
 PACKAGES = ("my_bn", "lab", "experiments")
 ENTRY_POINTS = ("train", "compare", "verdicts", "bench")  # the scripts at the top; everything else sits in a package
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 import compare
-from conftest import LINK, ROOT, broken_links
 from experiments import EXPERIMENTS
+from helpers import LINK, ROOT, broken_links
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 def test_the_link_check_finds_what_is_broken(tmp_path):

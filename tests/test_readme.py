@@ -3,19 +3,18 @@ against the results it was written from (tests/test_pages.py checks their tables
 
 import json
 import math
-from pathlib import Path
 
 import torch
 
 import bench
 from experiments import ddp, float64, sweep
+from helpers import ROOT
 from lab.nets import BN_PAIR
 from lab.plotting import Z_SATURATED
 from lab.regression import dataset_of, fit_spread, models_of, ranges_of, runs_of
 from lab.results import load_results
 from lab.stats import decide
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))}
 TEXT = README + "".join(DOCS.values())  # everything published: the README and its pages

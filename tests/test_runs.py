@@ -16,12 +16,12 @@ import bench
 import compare
 import train
 from experiments import EXPERIMENTS
+from helpers import ROOT
 from lab import progress
 from lab.regression import format_table, summarize
 from lab.results import load_results
 from lab.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 ONE_RUN = ["--ranges", "1", "--models", "plain", "--seeds", "0", "--epochs", "1"]
 
 

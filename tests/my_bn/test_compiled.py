@@ -1,5 +1,5 @@
 """MyBN under torch.compile and TorchScript: one graph with the running statistics, and clear words where
-TorchScript cannot go (tests/test_func.py runs it through torch.export and torch.func)."""
+TorchScript cannot go (tests/my_bn/test_func.py runs it through torch.export and torch.func)."""
 
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """MyBN as a module, against nn.BatchNorm1d: construction, state dicts, devices, conversion of a model,
-bad input and tracing. Each runs once: none of it depends on which path computes the math (test_my_bn.py)."""
+bad input and tracing. Each runs once: none of it depends on which path computes the math
+(tests/my_bn/test_layer.py runs on every path)."""
 
 import copy
 import warnings
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import CONFIGS, OTHER_RANKS, assert_same_buffers, check_parity, make_pair
+from helpers import CONFIGS, OTHER_RANKS, assert_same_buffers, check_parity, make_pair
 from my_bn import MyBN, MyBN2d, MyBN3d, MySyncBN, convert_to_mybn
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import CONFIGS, OTHER_RANKS, assert_same_buffers, check_parity, make_pair, step
+from helpers import CONFIGS, OTHER_RANKS, assert_same_buffers, check_parity, make_pair, step
 from my_bn import MyBN, MyBN2d, batch_norm_train
 
 MOMENTA = [0.1, 0.5, 0.0, 1.0, None]

@@ -1,4 +1,5 @@
-"""lab/data.py, lab/nets.py, train.py and compare.py, each through the path a user takes."""
+"""train.py, through the path a user takes: every experiment on a tiny configuration, its flags, their
+refusals, and what its results record."""
 
 import dataclasses
 import json
@@ -11,102 +12,16 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT, TINY
-from lab import loop, results
-from lab.data import default_noise_std, make_dataset, target
-from lab.nets import MODELS, TanhMLP
+from helpers import ROOT, TINY
+from lab import results
+from lab.nets import MODELS
 from lab.results import FORMAT
 
-# ---------------------------------------------------------------------------------------------- data
 
-
-@pytest.mark.parametrize("r", [0.5, 1.0, 5.0])
-def test_dataset_shapes_and_range(r):
-    d = make_dataset(r, seed=0)
-    assert d.x_train.shape == d.y_train.shape == (1000, 1)
-    assert d.x_test.shape == d.y_test.shape == (100, 1)
-    for x in (d.x_train, d.x_test):
-        assert x.dtype == torch.float32
-        assert x.min().item() == pytest.approx(-r) and x.max().item() == pytest.approx(r)
-        steps = x.squeeze(1).double().diff()
-        torch.testing.assert_close(steps, torch.full_like(steps, steps[0].item()), rtol=0, atol=1e-6 * r)
-
-
-def test_dataset_is_deterministic_per_seed_and_leaves_global_rng_alone():
-    state = torch.random.get_rng_state()
-    a, b, c = make_dataset(5, seed=3), make_dataset(5, seed=3), make_dataset(5, seed=4)
-    assert torch.equal(torch.random.get_rng_state(), state)
-    assert torch.equal(a.y_train, b.y_train) and torch.equal(a.y_test, b.y_test)
-    assert not torch.equal(a.y_train, c.y_train)
-    d64 = make_dataset(5, seed=3, dtype=torch.float64)
-    assert torch.equal(d64.y_train.float(), a.y_train)  # float32 and float64 runs share the data
-
-
-def test_noise_level_and_defaults():
-    assert default_noise_std(1) == pytest.approx(0.1) and default_noise_std(5) == pytest.approx(1.0)
-    for r, std in [(1, None), (5, None), (2, 0.3), (2, 0.0)]:
-        d = make_dataset(r, seed=1, noise_std=std, a=2.0, b=-1.0, dtype=torch.float64)
-        expected = default_noise_std(r) if std is None else std
-        assert d.noise_std == expected and d.noise_floor == pytest.approx(expected**2)
-        resid = d.y_train - target(d.x_train, 2.0, -1.0)
-        assert resid.std().item() == pytest.approx(expected, rel=0.1, abs=1e-12)
-        assert abs(resid.mean().item()) < 4 * expected / math.sqrt(1000) + 1e-12
-    with pytest.raises(ValueError, match="input_range must be positive"):
-        make_dataset(0, seed=0)
-
-
-# ---------------------------------------------------------------------------------------------- network
-
-
-def test_variants_start_from_identical_linear_weights():
-    state = torch.random.get_rng_state()
-    nets = {m: TanhMLP(m, seed=7) for m in MODELS}
-    assert torch.equal(torch.random.get_rng_state(), state)  # no hidden use of the global RNG
-    linear = {m: {k: v for k, v in net.state_dict().items() if ".norm." not in k} for m, net in nets.items()}
-    for m in MODELS[1:]:
-        assert linear[m].keys() == linear["plain"].keys()
-        for k, v in linear["plain"].items():
-            assert torch.equal(linear[m][k], v), (m, k)
-    assert not torch.equal(TanhMLP("plain", seed=8).head.weight, nets["plain"].head.weight)
-
-
-def test_network_shape_and_parameter_counts():
-    counts = {m: sum(p.numel() for p in TanhMLP(m).parameters()) for m in MODELS}
-    # 1·10+10 + 3·(10·10+10) + 10+1 = 361 weights; each of the 4 BN layers adds gamma and beta (20)
-    assert counts == {"plain": 361, "torch_bn": 441, "my_bn": 441}
-    net = TanhMLP("my_bn", dtype=torch.float64)
-    assert net(torch.randn(5, 1, dtype=torch.float64)).shape == (5, 1)
-    assert [type(b.norm).__name__ for b in net.blocks] == ["MyBN"] * 4
-    assert all(b.norm.momentum == 0.5 for b in net.blocks)
-    with pytest.raises(ValueError, match="unknown model 'bn'"):
-        TanhMLP("bn")
-
-
-# ---------------------------------------------------------------------------------------------- train.py
-
-
-def test_batch_order_covers_every_sample_and_merges_a_last_single():
-    order = loop.BatchOrder(1000, 64, epochs=3, seed=0)
-    assert len(order) == 3
-    for epoch in order:
-        assert torch.equal(torch.cat(epoch).sort().values, torch.arange(1000))
-    assert not torch.equal(torch.cat(order[0]), torch.cat(order[1]))  # reshuffled each epoch
-    single = loop.BatchOrder(1000, 999, epochs=1, seed=0)[0]
-    assert [len(b) for b in single] == [1000]
-    assert [len(b) for b in loop.BatchOrder(10, 3, 1, 0)[0]] == [3, 3, 4]
-
-
-def test_batch_order_is_drawn_epoch_by_epoch_with_the_same_numbers():
-    """Memory does not grow with --epochs, and the orders are those drawn all at once before."""
-    gen = torch.Generator().manual_seed(7)
-    eager = [list(torch.randperm(1000, generator=gen).split(64)) for _ in range(3)]  # the former way
-    huge = loop.BatchOrder(1000, 64, epochs=2_000_000, seed=7)
-    assert len(huge) == 2_000_000
-    for epoch, (ours, theirs) in enumerate(zip(huge, eager, strict=False)):  # the first three epochs
-        assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True)), epoch
-    assert [torch.equal(a, b) for a, b in zip(huge[2], eager[2], strict=True)] == [True] * 16
-    with pytest.raises(IndexError):
-        huge[2_000_000]
+def test_help_documents_experiments_and_flags():
+    text = train.make_parser().format_help()
+    for word in ("controls", "sweep", "float64", "--noise-scaled", "--no-diagnostics", "--models"):
+        assert word in text, word
 
 
 def test_smoke_run_writes_valid_results(tiny_results, capsys):
@@ -239,21 +154,6 @@ def test_script_entry_point_help_and_error():
     bad = subprocess.run([sys.executable, "train.py", "--epochs", "0"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("train.py: error: argument --epochs")
 
-
-def test_atomic_write_keeps_the_old_file_on_interrupt(tmp_path):
-    path = tmp_path / "results.json"
-    path.write_text("old")
-
-    def interrupted(tmp):
-        tmp.write_text("half of a new fi")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        results.atomic_write(path, interrupted)
-    assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
-
-
-# ---------------------------------------------------------------------------------------------- what results record
 
 UNUSED_FLAGS = {  # a flag the named experiment does not read -> the start of its one-line refusal
     ("mnist", "--ranges", "3"): "argument --ranges: the mnist experiment does not use it",

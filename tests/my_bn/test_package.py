@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 import my_bn
+from helpers import ROOT
 from my_bn import cpp as my_bn_cpp
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-SCAFFOLDING = {"config", "data", "results", "training", "train", "compare", "bench", "experiments", "tests"}
+SCAFFOLDING = {"lab", "train", "compare", "verdicts", "bench", "experiments", "tests"}
 
 
 @pytest.fixture(scope="module")

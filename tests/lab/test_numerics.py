@@ -6,13 +6,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from helpers import ROOT
 from lab import numerics
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # A small conv net and linear layer, forward and backward, and a float32 Adam step: every kind of kernel
 # the experiments' runs go through (oneDNN or NNPACK convolutions, MKL products, ATen's vectorised ops).

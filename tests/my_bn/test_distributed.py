@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as tmp
 from torch import nn
 
+from helpers import ROOT
 from my_bn import MyBN, MySyncBN, convert_to_mybn
 
 WORLD = 2
@@ -148,7 +149,7 @@ def test_convert_to_mybn_makes_synchronised_layers():
 
 def test_train_py_under_torchrun(tmp_path):
     """The documented second launcher: torchrun starts the processes, train.py joins their group."""
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     launcher = [
         sys.executable,
         "-m",

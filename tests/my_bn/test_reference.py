@@ -1,7 +1,6 @@
 """The reference functions of my_bn/reference.py against PyTorch, and every faster version against the reference."""
 
 import importlib
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ import my_bn
 from my_bn import MyBN, batchnorm_backward, batchnorm_forward
 from my_bn import fast as my_bn_fast
 
-ROOT = Path(__file__).resolve().parent.parent
 SHAPES = {"NC": (16, 5), "NCL": (8, 5, 7), "NCHW": (4, 5, 3, 6)}
 
 

@@ -1,5 +1,5 @@
 """MyBN(backend="cpp"): the C++ loops of my_bn/cpp.cpp against nn.BatchNorm1d/2d, where they run, and
-what happens where they do not (tests/test_my_bn.py runs its whole parity suite on them too)."""
+what happens where they do not (tests/my_bn/test_layer.py runs its whole parity suite on them too)."""
 
 import math
 import os
@@ -8,20 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import make_pair, step
+from helpers import ROOT, make_pair, step
 from lab import loop, regression
 from lab.data import make_dataset
 from lab.nets import TanhMLP
 from my_bn import MyBN, MyBN2d, MyBN3d
 from my_bn import cpp as my_bn_cpp
-
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(my_bn_cpp.compiler() is None, reason="no C++ compiler here")
 

@@ -1,5 +1,5 @@
-"""The conv net of the batch-size experiment and its data: scikit-learn's 8×8 digits split by digit,
-one network definition for every norm, and MyBN2d in lock-step with nn.BatchNorm2d in float64."""
+"""lab/nets.py: the tanh MLP's variants and the conv net, one network definition for every norm, MyBN2d in
+lock-step with nn.BatchNorm2d in float64, and a grouped conv net as its members side by side."""
 
 import math
 
@@ -7,19 +7,50 @@ import pytest
 import torch
 from torch import nn
 
-from lab.data import DIGITS_TEST_PER_CLASS, digits_split
-from lab.nets import ConvNet
+from lab.data import digits_split
+from lab.nets import CONTROLS, MODELS, ConvNet, TanhMLP
+from my_bn import MyBN
 
 
-def test_the_digits_split_is_stratified_disjoint_and_fixed_by_seed():
-    x_train, y_train, x_test, y_test = digits_split(0)
-    assert x_train.shape == (1297, 1, 8, 8) and x_test.shape == (500, 1, 8, 8)
-    assert torch.equal(torch.bincount(y_test), torch.full((10,), DIGITS_TEST_PER_CLASS))
-    assert 0 <= x_train.min() and x_train.max() == 1.0  # grey levels 0..16, divided by 16
-    rows = {tuple(r.flatten().tolist()) for r in x_train}
-    assert sum(tuple(r.flatten().tolist()) in rows for r in x_test) < 5  # the set has a few duplicate images
-    assert all(torch.equal(a, b) for a, b in zip(digits_split(0), (x_train, y_train, x_test, y_test), strict=True))
-    assert not torch.equal(digits_split(1)[2], x_test)
+def test_control_variants_are_built_as_described():
+    assert set(CONTROLS) == {"plain_std_x", "plain_std_y", "plain_std_xy", "plain_center_y", "plain_scale_y",
+                             "bn_first", "bn_last", "layer_norm"}
+    bn_first, bn_last, layer_norm = (TanhMLP(name, seed=1) for name in ("bn_first", "bn_last", "layer_norm"))
+    assert isinstance(bn_first.blocks[0].norm, MyBN)
+    assert all(isinstance(block.norm, nn.Identity) for block in bn_first.blocks[1:])
+    assert isinstance(bn_last.blocks[3].norm, MyBN)
+    assert all(isinstance(block.norm, nn.Identity) for block in bn_last.blocks[:3])
+    assert all(type(block.norm) is nn.LayerNorm and block.norm.normalized_shape == (10,) for block in layer_norm.blocks)
+    plain = TanhMLP("plain", seed=1)
+    for name in ("plain_std_x", "plain_std_y", "plain_std_xy", "plain_center_y", "plain_scale_y"):
+        net = TanhMLP(name, seed=1)  # the plain net itself: only the data is scaled
+        assert all(
+            torch.equal(a, b) for a, b in zip(net.state_dict().values(), plain.state_dict().values(), strict=True)
+        )
+
+
+def test_variants_start_from_identical_linear_weights():
+    state = torch.random.get_rng_state()
+    nets = {m: TanhMLP(m, seed=7) for m in MODELS}
+    assert torch.equal(torch.random.get_rng_state(), state)  # no hidden use of the global RNG
+    linear = {m: {k: v for k, v in net.state_dict().items() if ".norm." not in k} for m, net in nets.items()}
+    for m in MODELS[1:]:
+        assert linear[m].keys() == linear["plain"].keys()
+        for k, v in linear["plain"].items():
+            assert torch.equal(linear[m][k], v), (m, k)
+    assert not torch.equal(TanhMLP("plain", seed=8).head.weight, nets["plain"].head.weight)
+
+
+def test_network_shape_and_parameter_counts():
+    counts = {m: sum(p.numel() for p in TanhMLP(m).parameters()) for m in MODELS}
+    # 1·10+10 + 3·(10·10+10) + 10+1 = 361 weights; each of the 4 BN layers adds gamma and beta (20)
+    assert counts == {"plain": 361, "torch_bn": 441, "my_bn": 441}
+    net = TanhMLP("my_bn", dtype=torch.float64)
+    assert net(torch.randn(5, 1, dtype=torch.float64)).shape == (5, 1)
+    assert [type(b.norm).__name__ for b in net.blocks] == ["MyBN"] * 4
+    assert all(b.norm.momentum == 0.5 for b in net.blocks)
+    with pytest.raises(ValueError, match="unknown model 'bn'"):
+        TanhMLP("bn")
 
 
 def test_every_norm_starts_from_the_same_he_initialised_weights():
