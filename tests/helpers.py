@@ -1,5 +1,5 @@
 """What the test files share that is not a fixture (those are conftest.py's), imported by name
-(``from helpers import make_pair, step``): the repository's paths; the helpers that hold MyBN to
+(``from helpers import make_pair, step``): the repository's paths and pages; the helpers that hold MyBN to
 PyTorch's layer (``make_pair``, ``step``, ``check_parity``, ...); a small regression configuration and a
 net caught mid-step (``SMALL``, ``step_state``); and the link check of the Markdown pages
 (``broken_links``)."""
@@ -18,6 +18,13 @@ from my_bn import MyBN2d, MyBN3d, MySyncBN
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--ranges", "1", "5", "--seeds", "0", "1", "--epochs", "2"]  # every experiment, as small as it runs
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))}  # the pages by name
+
+
+def committed(name: str) -> Path:
+    """Experiment ``name``'s committed results file (the record's)."""
+    return ROOT / "results" / ("results.json" if name == "main" else f"{name}/results.json")
 
 
 def make_pair(ref_cls, my_cls, num_features, dtype=torch.float64, seed=0, device="cpu", backend=None, **kwargs):

@@ -6,17 +6,14 @@ import math
 
 import torch
 
-import bench
 from experiments import ddp, float64, sweep
-from helpers import ROOT
+from helpers import DOCS, README, ROOT
 from lab.nets import BN_PAIR
 from lab.plotting import Z_SATURATED
 from lab.regression import dataset_of, fit_spread, models_of, ranges_of, runs_of
 from lab.results import load_results
 from lab.stats import decide
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-DOCS = {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))}
 TEXT = README + "".join(DOCS.values())  # everything published: the README and its pages
 
 
@@ -29,11 +26,6 @@ def test_ci_runs_the_readme_test_command():
     assert len(ci_commands) == 1
     assert ci_commands[0] in TEXT
 
-
-# ---------------------------------------------------------------------------------------------- the README's words
-# Each sentence of "What these numbers say" and of the parity section, checked against the results
-# the README's tables and figures were made from. If a rerun changes the results, these fail and the
-# text must be revisited.
 
 RESULTS = ROOT / "results" / "results.json"
 RESULTS_64 = ROOT / "results" / "float64" / "results.json"
@@ -82,8 +74,6 @@ def test_claims_about_parity():
     final32 = [gap[-1].item() for *_, gap in float64.relative_gaps(by_dtype["float32"], "test_mse")]
     assert max(final32) > 1e-2  # different runs by the end
 
-
-# "Why does the plain net fail?"
 
 CONTROLS = ROOT / "results" / "controls" / "results.json"
 SWEEP = ROOT / "results" / "sweep" / "results.json"
@@ -198,110 +188,6 @@ def test_claims_about_the_sweep():
                  for run in runs_of(results, 10.0, model)]
         assert sum(reach) / len(reach) < 1 / 3
 
-
-# "Speed": the sentences under the benchmark table, against the numbers it was made from
-
-BENCH = ROOT / "results" / "bench.json"
-BENCH_CUDA = ROOT / "results" / "bench_cuda.json"
-LARGE = ((8192, 1024), (65536, 512), (256, 128, 256))
-
-
-def _bench(path=BENCH):
-    payload = json.loads(path.read_text())
-    rows = {(r["allocator"], tuple(r["shape"]), r["variant"], r["pass"]): r for r in payload["kernels"]}
-    return payload, rows
-
-
-def test_readme_bench_tables_are_the_code_output():
-    for path in (BENCH, BENCH_CUDA):
-        assert bench.format_report(_bench(path)[0]) in DOCS["speed"], path
-
-
-def test_claims_about_speed():
-    payload, rows = _bench()
-    _, rerun = _bench(ROOT / "results" / "bench_rerun.json")
-
-    def ratio(*key):
-        return rows[key]["ratio_to_native"]
-
-    def bound(*key):
-        return rows[key]["fraction_of_bound"]
-
-    allocators = ("default", "tuned")
-    nc = [s for s in LARGE if len(s) == 2]
-    # how far to trust it: the rerun against this run's spreads; the cells whose rounds agree on a side
-    mine = [key for key in rows if key[2] != "native"]
-    inside = [k for k in mine if rows[k]["ratio_range"][0] <= rerun[k]["ratio_to_native"] <= rows[k]["ratio_range"][1]]
-    assert (len(inside), len(mine)) == (35, 44)
-    close = [k for k, r in rows.items() if abs(rerun[k]["median_ms"] - r["median_ms"]) <= r["iqr_ms"]]
-    assert (len(close), len(rows)) == (51, 64)
-    decided = [k for k in mine if k[2] in ("mybn", "mybn_cpp") and not (rows[k]["ratio_range"][0] <= 1
-                                                                        <= rows[k]["ratio_range"][1])]
-    assert len(decided) == 23
-    assert all((rows[k]["ratio_to_native"] < 1) == (rerun[k]["ratio_to_native"] < 1) for k in decided)
-    assert sum(r["noisy"] for k, r in rows.items() if k[2] != "native") > len(mine) / 2  # "most cells"
-    # (64, 10): the Python backend about twice native, the function floor most of native; C++ level within noise
-    python = [round(ratio(a, (64, 10), "mybn", "fwd+bwd"), 1) for a in allocators]
-    assert python == [1.8, 2.2]
-    for allocator in allocators:
-        assert 0.5 < ratio(allocator, (64, 10), "floor", "fwd+bwd") < 1
-        for name in ("fwd", "fwd+bwd"):
-            low, high = rows[allocator, (64, 10), "mybn_cpp", name]["ratio_range"]
-            assert low <= 1 <= high
-    # large inputs, C++, tuned: about half of native on (N, C, L); 0.86x and 0.82x on (N, C), under the bound
-    assert 0.45 <= ratio("tuned", (256, 128, 256), "mybn_cpp", "fwd+bwd") <= 0.55
-    assert [round(ratio("tuned", s, "mybn_cpp", "fwd+bwd"), 2) for s in nc] == [0.86, 0.82]
-    assert all(bound("tuned", s, v, "fwd+bwd") < 0.5 for s in nc for v in ("native", "mybn_cpp"))
-    assert "AVX2" in payload["machine"]  # no non-temporal stores (AVX-512 only)
-    # default allocator: page faults, the bound a fifth of everyone's time or less
-    for shape in LARGE:
-        assert all(bound("default", shape, v, "fwd+bwd") <= 1 / 5 for v in ("native", "mybn", "mybn_cpp"))
-    # large inputs, Python: within 1.25x of native by default, about 1.5x on (N, C) when tuned
-    assert all(ratio("default", s, "mybn", "fwd+bwd") <= 1.25 for s in LARGE)
-    assert all(1.3 <= ratio("tuned", s, "mybn", "fwd+bwd") <= 1.6 for s in nc)
-    # the training loop: 3 to 8 times the DataLoader loop; C++ 1.13x torch_bn, Python over 1.6x
-    training = {row["what"]: row for row in payload["training"] if "train_py_s" in row}
-    speedups = {m: row["dataloader_s"] / row["train_py_s"] for m, row in training.items()}
-    assert set(speedups) == {"plain", "torch_bn", "my_bn", "my_bn_cpp"}
-    assert 3 < min(speedups.values()) and max(speedups.values()) < 8
-    seconds = {m: row["train_py_s"] for m, row in training.items()}
-    assert round(seconds["my_bn_cpp"] / seconds["torch_bn"], 2) == 1.13 and seconds["my_bn"] > 1.6 * seconds["torch_bn"]
-    # the default backend: the main experiment a little faster with C++, by less than the first build costs
-    main = {row["backend"]: row["wall_s"] for row in payload["training"] if row["what"] == "main"}
-    build = next(row["wall_s"] for row in payload["training"] if row["what"] == "build")
-    assert 0 < main["python"] - main["cpp"] < build
-
-
-def test_compiled_was_retired_on_measurements():
-    """README, Speed: in the run that retired compiled=True, the C++ backend's forward+backward took at most
-    its time at every shape and allocator, and its forward alone was slower only on (N, C, L), tuned."""
-    _payload, rows = _bench(ROOT / "results" / "bench_compiled.json")
-    cells = {key[:2] + key[3:] for key in rows}
-    slower = {
-        (a, s, p)
-        for a, s, p in cells
-        if rows[a, s, "mybn_cpp", p]["median_ms"] > rows[a, s, "mybn_compiled", p]["median_ms"]
-    }
-    assert slower == {("tuned", (256, 128, 256), "fwd")}
-
-
-def test_claims_about_speed_on_a_gpu():
-    payload, rows = _bench(BENCH_CUDA)
-    assert "H200" in payload["machine"] and "torch 2.11" in payload["machine"]
-    assert {r["device"] for r in payload["kernels"]} == {"cuda"}
-    mybn = [r for r in payload["kernels"] if r["variant"] == "mybn"]
-    assert all(2.4 <= r["ratio_to_native"] <= 5 for r in mybn)  # every size
-    assert max(r["fraction_of_bound"] for r in mybn) <= 1 / 8
-    shapes = {tuple(r["shape"]) for r in mybn}
-
-    def fwd_bwd(shape, variant):
-        return rows["default", shape, variant, "fwd+bwd"]["median_ms"]
-
-    faster = {s for s in shapes if fwd_bwd(s, "mybn_compiled") < fwd_bwd(s, "mybn")}
-    assert faster == {max(shapes, key=lambda s: math.prod(s))}  # the largest input only
-
-
-# "Beyond one process"
 
 DDP = ROOT / "results" / "ddp" / "results.json"
 
@@ -424,164 +310,3 @@ def test_claims_about_the_explanations():
     for r, rate in landscape.LR.items():
         both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
         assert rate == min(both), (r, both)
-
-
-def test_claims_about_mnist():
-    """The mnist page: MyBN is ahead after 100 and 300 steps at every rate; at the lowest rate the plain
-    net is still far behind at the end; at the chosen rate and ten times higher it has caught up by
-    1,000 steps and MyBN is not shown ending higher; at ten times the chosen rate more than half of its
-    first layer's sigmoids end saturated; MyBN's ICS by Definition 2.1 is larger at the two smaller
-    rates, in both layers, seed by seed, and not shown smaller at the largest."""
-    from experiments import mnist
-    from lab.stats import HOLDS, decide
-
-    results = load_results(ROOT / "results" / "mnist" / "results.json", mnist.check_format)
-    page = " ".join(DOCS["mnist"].split())  # its prose, lines joined
-    low, chosen, high = mnist.rates(results)
-    assert chosen == mnist.chosen_rate(results) == 0.5 and (low, high) == (0.05, 5.0)
-    last = mnist.marks(results)[-1]
-    assert last == 1340 and "20 epochs of the 4,000 images, 1,340 steps" in page
-    for lr in (low, chosen, high):
-        assert all(mnist.gain(results, lr, step).low > 0 for step in (100, 300))
-    assert "After 100 and after 300 steps MyBN is ahead at every rate" in page
-    assert mnist.gain(results, low, last).low > 0.2  # "still far behind"
-    for lr in (chosen, high):
-        assert abs(mnist.gain(results, lr, 1000).mean) < 0.02  # "caught up by 1,000 steps (within two points)"
-        assert decide(mnist.gain(results, lr, last), 0.0, "above") != HOLDS  # "do not show MyBN ending higher"
-    assert "the plain net has caught up by 1,000 steps (within two points), and these seeds do not show MyBN" in page
-    assert decide(mnist.gain(results, low, last), 0.0, "above") == HOLDS  # "ends higher only at the smallest"
-    assert ("batch norm is far ahead after 100 and 300 steps at every learning rate tried, and ends higher only at "
-            "the smallest") in " ".join(README.split())
-    plain_high = mnist.runs_at(results, "plain", high)
-    assert sum(r["saturation"][-1][0] for r in plain_high) / len(plain_high) > 0.5  # "more than half"
-    for lr in (low, chosen):  # "a larger ‖G − G′‖ / ‖G‖ ..."
-        assert all(decide(mnist.ics_ratio(results, lr, layer), 0.0, "above") == HOLDS for layer in (0, 1))
-    assert all(decide(mnist.ics_ratio(results, high, layer), 0.0, "below") != HOLDS for layer in (0, 1))
-    assert ("at the two smaller learning rates `MyBN` has a larger ‖G − G′‖ / ‖G‖ than the plain net, in both "
-            "layers and seed by seed (the 95% interval of the ratio lies above 1); at 5, where the plain net's "
-            "sigmoids saturate, these seeds do not show it smaller with batch norm either") in page
-
-
-def test_claims_about_conv():
-    """The conv page and the short answer: from batch 8 to 2 MyBN2d's test accuracy falls in every seed,
-    GroupNorm's rises in every seed, the plain net's and LayerNorm's on average, Batch Renorm's falls in
-    every seed; in training mode MyBN2d at batch 2 is more than ten points below its eval mode and loses
-    about three in eval mode, GroupNorm gains a few; Batch Renorm's two modes agree within about a point at
-    every size, it is not shown better at batch 2 and is behind at 32 and 128, by more than ten points at
-    128; no net over-fits by two points; ghost batches are not shown better nor over-fitting less at 32
-    and cost about two points at 128; the plain net trains up to 0.3 in most seeds and never above 1,
-    MyBN2d up to 3 in most seeds and never below 1; at 128 the nets without batch statistics end between
-    0.2 and 0.55. Each claim in a form that another CPU's rounding leaves true (``verdicts.py --rounding``)."""
-    from experiments import conv
-    from lab.stats import FAILS, HOLDS
-
-    results = load_results(EXPLAINED["conv"], conv.check_format)
-    page = " ".join(DOCS["conv"].split())
-    falls = {m: list(conv.fall(results, m).values()) for m in ("my_bn", "group_norm", "plain", "layer_norm", "renorm")}
-    assert all(v < 0 for v in falls["my_bn"]) and all(v < 0 for v in falls["renorm"])
-    assert all(v > 0 for v in falls["group_norm"]) and all(sum(falls[m]) > 0 for m in ("plain", "layer_norm"))
-    assert ("`MyBN2d`'s test accuracy falls in every seed, while GroupNorm's rises in every seed (the plain net's "
-            "and LayerNorm's on average)") in page
-    assert conv.mode_gap(results, "my_bn", 2).high < -0.10
-    loses = conv.interval(results, "my_bn", 8).mean - conv.interval(results, "my_bn", 2).mean
-    gains = conv.interval(results, "group_norm", 2).mean - conv.interval(results, "group_norm", 8).mean
-    assert 0.02 <= loses <= 0.04 and 0.01 <= gains <= 0.05
-    assert "`MyBN2d` at batch 2 is more than ten points below its own eval mode" in page
-    assert "loses about three points" in page
-    assert "batch norm loses a few points from batch 8 to 2 and GroupNorm gains a few" in page
-    sizes = conv.settings_of(results).batch_sizes
-    assert all(abs(conv.mode_gap(results, "renorm", b).mean) < 0.015 for b in sizes)  # "about a point"
-    assert conv.HIGHER.decide(conv.difference(results, ("renorm", 2), ("my_bn", 2))) != HOLDS
-    assert all(conv.HIGHER.decide(conv.difference(results, ("renorm", b), ("my_bn", b))) == FAILS for b in (32, 128))
-    assert conv.difference(results, ("renorm", 128), ("my_bn", 128)).mean < -0.10
-    assert "behind at 32 and at 128, there by more than ten points" in page
-    assert "these seeds do not show it testing better" in " ".join(README.split()) + page
-    assert all(abs(conv.interval(results, m, b, "gap").mean) < 0.02 for m in conv.models(results)
-               for b in conv.sizes(results, m))
-    ghost = {b: conv.difference(results, ("ghost", b), ("my_bn", b)) for b in conv.settings_of(results).ghost_at}
-    assert conv.HIGHER.decide(ghost[32]) != HOLDS and conv.HIGHER.decide(ghost[128]) == FAILS
-    assert 1 <= -100 * ghost[128].mean <= 3  # "about two points"
-    gap32 = conv.difference(results, ("ghost", 32), ("my_bn", 32), "gap")
-    assert conv.LESS_OVERFITTING.decide(gap32) != HOLDS
-    plain, bn = (sorted(conv.largest_rate(results, m).values()) for m in ("plain", "my_bn"))
-    assert plain[len(plain) // 2] == 0.3 and max(plain) <= 1.0 and bn[len(bn) // 2] == 3.0 and min(bn) >= 1.0
-    assert "up to a learning rate of 0.3 in most seeds and never above 1; `MyBN2d` trains up to 3 in most seeds" in page
-    ends = [conv.interval(results, m, 128).mean for m in ("plain", "group_norm", "layer_norm")]
-    assert 0.2 <= min(ends) and max(ends) <= 0.55 and "end between 0.2 and 0.55" in page
-
-
-def test_claims_about_depth():
-    """The depth page: ReLU, width 128, batch 64: the plain net's effective rank 53 after the first block and
-    4.4 after the last, MyBN's 49, twelve times, seed by seed; linear: 20 against 8.6; MyBN's rank the
-    higher at every width, batch and activation; the plain net's gradient growth within 3% of 1 (mean over
-    seeds); MyBN's 1.489, every seed between 1.468 and 1.502; 1.66 to 1.75 at batch 8."""
-    from experiments import depth
-
-    results = load_results(EXPLAINED["depth"], depth.check_format)
-    grid = depth.grid(results)
-    page = " ".join(DOCS["depth"].split())
-    ranks = {(a, m): [r["erank"] for r in results["runs"] if (r["model"], r["activation"], r["width"],
-                                                                r["batch_size"]) == (m, a, 128, 64)]
-             for a in grid.activations for m in ("plain", "my_bn")}
-    mean = lambda runs, i: sum(r[i] for r in runs) / len(runs)  # noqa: E731
-    assert [round(mean(ranks["relu", "plain"], i), 1) for i in (0, -1)] == [52.8, 4.4]
-    assert round(mean(ranks["relu", "my_bn"], -1)) == 49
-    assert round(math.exp(depth.rank_ratio(results, "relu", 128, 64).mean)) == 12  # "twelve times"
-    assert [round(mean(ranks["linear", m], -1), 1) for m in ("my_bn", "plain")] == [20.4, 8.6]
-    assert "(an effective rank of 4.4, from 53 after the first block)" in page and "(20 against 8.6" in page
-    assert all(depth.rank_ratio(results, a, w, b).low > 0 for a in grid.activations for w in grid.widths
-               for b in grid.batch_sizes)
-    assert all(abs(math.exp(depth.rate(results, "plain", w, b, a).mean) - 1) < 0.03 for a in grid.activations
-               for w in grid.widths for b in grid.batch_sizes)
-    assert "is 1 within 3% at every width, batch and activation" in page
-    bn = sorted(round(depth.growth_rate(r["grad_sq"]), 3) for r in results["runs"] if (r["model"], r["activation"],
-                r["width"], r["batch_size"]) == ("my_bn", "relu", 128, 64))
-    assert (bn[0], bn[-1]) == (1.468, 1.502) and "in every seed between 1.468 and 1.502" in page
-    assert f"{math.exp(depth.rate(results, 'my_bn', 128, 64).mean):.3f}" == "1.489"
-    small = [round(math.exp(depth.rate(results, "my_bn", w, 8).mean), 2) for w in grid.widths]
-    assert small == [1.66, 1.75] and "1.66 to 1.75 per block" in page
-    text = " ".join(README.split())
-    assert ("keeps its representations' rank where the plain net's collapse, and its gradients explode with depth, "
-            "at batch 64 close to the rate mean-field theory gives for large batches") in text
-
-
-def test_claims_about_scale():
-    """The scale page: the growth of ‖W‖² is the theory's within 0.1% in every seed without weight decay
-    and closer with it; 95.5 → 97.1 without; weight decay ×1.9 on the effective rate, 10 × η about ×5;
-    Li & Arora's pair within a point on average and not shown to train differently, logits apart by a few
-    tenths at most (0.058 on the previous record, 0.12 since the layer's mean moved in its last bits)."""
-    from experiments import scale
-    from lab.stats import FAILS
-
-    results = load_results(EXPLAINED["scale"], scale.check_format)
-    page = " ".join(DOCS["scale"].split())
-    for name in ("no_wd", "wd"):
-        ratios = [sum(r["growth"]) / sum(r["predicted"]) for r in results["runs"] if r["model"] == name]
-        assert all(abs(v - 1) < 1e-3 for v in ratios), name
-    no_wd = [r for r in results["runs"] if r["model"] == "no_wd"]
-    assert [round(sum(sum(r["w_sq"][i]) for r in no_wd) / len(no_wd), 1) for i in (0, -1)] == [95.5, 97.1]
-    assert round(math.exp(scale.effective_ratio(results, "wd").mean), 1) == 1.9
-    assert 4.5 < math.exp(scale.effective_ratio(results, "lr10").mean) < 5.5  # "about five times"
-    assert "(×1.9)" in page and "about five times the effective rate" in page and "within 0.1% in every seed" in page
-    gap = scale.pair_gap(results)
-    assert abs(gap.mean) < 0.01 and scale.SAME_TRAINING.decide(gap) != FAILS
-    assert max(r["logit_gap"] for r in results["runs"] if r["model"] == scale.PAIR[0]) < 0.5
-    assert "to within a point on average" in page and "differ by a few tenths at most" in page
-    assert "ten times larger rate is only about five times the effective rate" in " ".join(README.split())
-
-
-def test_claims_about_only_bn():
-    """The only_bn page: γ and β alone about 0.23, below 0.5 in every seed, not far above the random control
-    (about 0.16); with the classifier about 0.66; every parameter above 0.99; hardly any channel turned off."""
-    from experiments import only_bn
-
-    results = load_results(EXPLAINED["only_bn"], only_bn.check_format)
-    page = " ".join(DOCS["only_bn"].split())
-    means = {w: only_bn.interval(results, w).mean for w in only_bn.SETS}
-    assert [round(means[w], 2) for w in ("bn", "random", "bn_head")] == [0.23, 0.16, 0.66]
-    assert means["all"] > 0.99 and all(v < 0.5 for v in only_bn.per_seed(results, "bn").values())
-    assert only_bn.over_random(results).mean < 0.1  # "not far above"
-    assert only_bn.interval(results, "bn", "off").mean < 0.02
-    assert "γ and β alone reach a test accuracy of about 0.23" in page and "to above 0.99" in page
-    assert "not far above as many random weights (about 0.16" in page
-    assert "on a net this small γ and β alone do not train it far" in " ".join(README.split())

@@ -8,9 +8,11 @@ import torch
 import experiments
 import train
 from experiments import mnist
+from helpers import DOCS, README, ROOT
 from lab.data import MNIST_TRAIN_PER_CLASS, mnist_split
 from lab.nets import SigmoidMLP
-from lab.results import FORMAT
+from lab.results import FORMAT, load_results
+from lab.stats import decide
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,39 @@ def test_mnist_results_are_checked(tmp_path):
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="runs\\[0\\]"):
         experiments.load("mnist", path)
+
+
+def test_claims_about_mnist():
+    """The mnist page: MyBN is ahead after 100 and 300 steps at every rate; at the lowest rate the plain
+    net is still far behind at the end; at the chosen rate and ten times higher it has caught up by
+    1,000 steps and MyBN is not shown ending higher; at ten times the chosen rate more than half of its
+    first layer's sigmoids end saturated; MyBN's ICS by Definition 2.1 is larger at the two smaller
+    rates, in both layers, seed by seed, and not shown smaller at the largest."""
+    from experiments import mnist
+    from lab.stats import HOLDS
+
+    results = load_results(ROOT / "results" / "mnist" / "results.json", mnist.check_format)
+    page = " ".join(DOCS["mnist"].split())  # its prose, lines joined
+    low, chosen, high = mnist.rates(results)
+    assert chosen == mnist.chosen_rate(results) == 0.5 and (low, high) == (0.05, 5.0)
+    last = mnist.marks(results)[-1]
+    assert last == 1340 and "20 epochs of the 4,000 images, 1,340 steps" in page
+    for lr in (low, chosen, high):
+        assert all(mnist.gain(results, lr, step).low > 0 for step in (100, 300))
+    assert "After 100 and after 300 steps MyBN is ahead at every rate" in page
+    assert mnist.gain(results, low, last).low > 0.2  # "still far behind"
+    for lr in (chosen, high):
+        assert abs(mnist.gain(results, lr, 1000).mean) < 0.02  # "caught up by 1,000 steps (within two points)"
+        assert decide(mnist.gain(results, lr, last), 0.0, "above") != HOLDS  # "do not show MyBN ending higher"
+    assert "the plain net has caught up by 1,000 steps (within two points), and these seeds do not show MyBN" in page
+    assert decide(mnist.gain(results, low, last), 0.0, "above") == HOLDS  # "ends higher only at the smallest"
+    assert ("batch norm is far ahead after 100 and 300 steps at every learning rate tried, and ends higher only at "
+            "the smallest") in " ".join(README.split())
+    plain_high = mnist.runs_at(results, "plain", high)
+    assert sum(r["saturation"][-1][0] for r in plain_high) / len(plain_high) > 0.5  # "more than half"
+    for lr in (low, chosen):  # "a larger ‖G − G′‖ / ‖G‖ ..."
+        assert all(decide(mnist.ics_ratio(results, lr, layer), 0.0, "above") == HOLDS for layer in (0, 1))
+    assert all(decide(mnist.ics_ratio(results, high, layer), 0.0, "below") != HOLDS for layer in (0, 1))
+    assert ("at the two smaller learning rates `MyBN` has a larger ‖G − G′‖ / ‖G‖ than the plain net, in both "
+            "layers and seed by seed (the 95% interval of the ratio lies above 1); at 5, where the plain net's "
+            "sigmoids saturate, these seeds do not show it smaller with batch norm either") in page

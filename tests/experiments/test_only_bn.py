@@ -1,12 +1,15 @@
 """The only_bn experiment (experiments/only_bn.py): what each way trains and what it leaves alone, the
 control's random choice, and the experiment on a tiny configuration."""
 
+
 import pytest
 import torch
 
 from experiments import only_bn
+from helpers import DOCS, README, committed
 from lab.data import digits_split
 from lab.loop import fit_members
+from lab.results import load_results
 
 
 @pytest.fixture
@@ -61,3 +64,20 @@ def test_the_experiment_on_a_tiny_configuration(small, tmp_path):
     for name, draw in only_bn.EXPERIMENT.figures(results).items():
         draw(tmp_path / name)
         assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_claims_about_only_bn():
+    """The only_bn page: γ and β alone about 0.23, below 0.5 in every seed, not far above the random control
+    (about 0.16); with the classifier about 0.66; every parameter above 0.99; hardly any channel turned off."""
+    from experiments import only_bn
+
+    results = load_results(committed("only_bn"), only_bn.check_format)
+    page = " ".join(DOCS["only_bn"].split())
+    means = {w: only_bn.interval(results, w).mean for w in only_bn.SETS}
+    assert [round(means[w], 2) for w in ("bn", "random", "bn_head")] == [0.23, 0.16, 0.66]
+    assert means["all"] > 0.99 and all(v < 0.5 for v in only_bn.per_seed(results, "bn").values())
+    assert only_bn.over_random(results).mean < 0.1  # "not far above"
+    assert only_bn.interval(results, "bn", "off").mean < 0.02
+    assert "γ and β alone reach a test accuracy of about 0.23" in page and "to above 0.99" in page
+    assert "not far above as many random weights (about 0.16" in page
+    assert "on a net this small γ and β alone do not train it far" in " ".join(README.split())
