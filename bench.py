@@ -53,7 +53,7 @@ ALLOCATORS = {
     "default": None,
     "tuned": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184",
 }
-VARIANTS = ("native", "mybn", "mybn_cpp")
+LAYERS = ("native", "mybn", "mybn_cpp")  # the implementations timed: PyTorch's, MyBN's two backends
 # columns of the table; "mybn_compiled" (MyBN(compiled=True), retired with the C++ backend) is in older runs
 LABELS = {"native": "native", "mybn": "MyBN", "mybn_cpp": "MyBN C++", "mybn_compiled": "compiled"}
 PASSES = {"fwd": 2, "fwd+bwd": 5}  # pass -> how many times it must move the tensor's bytes
@@ -215,7 +215,7 @@ def measure(config: BenchConfig, allocator: str) -> list[dict]:
         dy = torch.randn(shape, device=device)
         xr = x.clone().requires_grad_()
         nbytes = x.numel() * x.element_size()
-        variants = [v for v in VARIANTS if config.cpp and device.type == "cpu" or v != "mybn_cpp"]
+        variants = [v for v in LAYERS if config.cpp and device.type == "cpu" or v != "mybn_cpp"]
         if len(shape) == 2 and x.numel() <= 1024:
             variants.append("floor")  # small enough that only the per-call overhead counts
         if config.reference:

@@ -62,11 +62,11 @@ class RunningStatsProbe(Probe):
     name = "running_stats"
 
     def __init__(self, net: nn.Module, data, config=None):
-        from lab.nets import VARIANTS
+        from lab.nets import MLP_MODELS
 
         self.net, self.data = net, data
         self.off_grid = off_grid(data, *((config.a, config.b) if config is not None else ()))
-        self.scaling = Scaling.for_variant(VARIANTS[net.model], data)
+        self.scaling = Scaling.for_model(MLP_MODELS[net.model], data)
         self.records: dict[str, list[float]] = {mode: [] for mode in (*MODES, *(f"off_grid_{m}" for m in MODES))}
         self.epoch(0)
 

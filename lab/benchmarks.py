@@ -16,7 +16,7 @@ from torch import nn
 
 from lab import loop, regression
 from lab.data import make_dataset
-from lab.nets import VARIANTS as NETS
+from lab.nets import MLP_MODELS as NETS
 from lab.nets import TanhMLP
 from lab.regression import Regression
 from my_bn import cpp as my_bn_cpp

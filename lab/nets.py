@@ -16,8 +16,9 @@ from lab.norms import NORMS, Site, build
 
 
 @dataclass(frozen=True)
-class Variant:
-    """What one model name means: its norm layer, where it goes, and how the data is scaled."""
+class MLPModel:
+    """What one model name of the tanh MLP means (``--models``): its norm layer, where it goes, and how the
+    data is scaled."""
 
     label: str
     norm: str | None = None  # its norm layer: a name of lab/norms.py's NORMS
@@ -41,25 +42,25 @@ class Variant:
         return nn.Sequential(norm, NonStationaryNoise(width, seed * 1000 + block)) if self.noise else norm
 
 
-VARIANTS: dict[str, Variant] = {
-    "plain": Variant("plain (no norm)"),
-    "torch_bn": Variant("nn.BatchNorm1d", "torch_bn"),
-    "my_bn": Variant("MyBN", "my_bn", sync=True),
+MLP_MODELS: dict[str, MLPModel] = {
+    "plain": MLPModel("plain (no norm)"),
+    "torch_bn": MLPModel("nn.BatchNorm1d", "torch_bn"),
+    "my_bn": MLPModel("MyBN", "my_bn", sync=True),
     # with the batch split over processes (train.py --nproc): MyBN on each process's share alone
-    "my_bn_local": Variant("MyBN, statistics per process", "my_bn"),
+    "my_bn_local": MLPModel("MyBN, statistics per process", "my_bn"),
     # controls: the plain net with one thing changed
-    "plain_std_x": Variant("plain, inputs standardised", standardize_x=True),
-    "plain_std_y": Variant("plain, targets standardised", standardize_y=True),
-    "plain_std_xy": Variant("plain, both standardised", standardize_x=True, standardize_y=True),
-    "bn_first": Variant("BN before the first tanh only", "my_bn", norm_blocks=1, sync=True),
-    "plain_center_y": Variant("plain, targets centred only", center_y=True),
-    "plain_scale_y": Variant("plain, targets scaled only", scale_y=True),
-    "bn_last": Variant("BN before the last tanh only", "my_bn", norm_from=3, sync=True),
-    "layer_norm": Variant("LayerNorm in every block", "layer_norm"),
+    "plain_std_x": MLPModel("plain, inputs standardised", standardize_x=True),
+    "plain_std_y": MLPModel("plain, targets standardised", standardize_y=True),
+    "plain_std_xy": MLPModel("plain, both standardised", standardize_x=True, standardize_y=True),
+    "bn_first": MLPModel("BN before the first tanh only", "my_bn", norm_blocks=1, sync=True),
+    "plain_center_y": MLPModel("plain, targets centred only", center_y=True),
+    "plain_scale_y": MLPModel("plain, targets scaled only", scale_y=True),
+    "bn_last": MLPModel("BN before the last tanh only", "my_bn", norm_from=3, sync=True),
+    "layer_norm": MLPModel("LayerNorm in every block", "layer_norm"),
     # which explanation of batch norm holds (experiments noisy and running_stats)
-    "my_bn_noisy": Variant("MyBN + non-stationary noise", "my_bn", sync=True, noise=True),
-    "plain_noisy": Variant("plain + non-stationary noise", noise=True),
-    "my_bn_m01": Variant("MyBN, momentum 0.1", "my_bn", sync=True, momentum=0.1),
+    "my_bn_noisy": MLPModel("MyBN + non-stationary noise", "my_bn", sync=True, noise=True),
+    "plain_noisy": MLPModel("plain + non-stationary noise", noise=True),
+    "my_bn_m01": MLPModel("MyBN, momentum 0.1", "my_bn", sync=True, momentum=0.1),
 }
 MODELS = ("plain", "torch_bn", "my_bn")  # the main comparison
 BN_PAIR = ("torch_bn", "my_bn")  # the two batch-norm nets: PyTorch's layer and ours
@@ -117,7 +118,7 @@ class Block(nn.Module):
 class TanhMLP(nn.Module):
     """Linear(1, 10) -> [norm] -> tanh, three more Linear(10, 10) -> [norm] -> tanh, Linear(10, 1).
 
-    ``model`` names a ``Variant``, which picks the norm layer and the blocks that get it, and
+    ``model`` names an ``MLPModel``, which picks the norm layer and the blocks that get it, and
     ``mybn_backend`` the backend of its MyBN layers (see ``MyBN``; None: the default). The Linear
     layers are initialised from ``seed`` alone, exactly as ``nn.Linear`` initialises itself, so for
     one seed every variant starts from identical weights and differs only in its norm layers.
@@ -135,12 +136,12 @@ class TanhMLP(nn.Module):
         mybn_backend: str | None = None,
     ):
         super().__init__()
-        if model not in VARIANTS:
-            raise ValueError(f"unknown model {model!r}; choose from {', '.join(VARIANTS)}")
-        variant = VARIANTS[model]
+        if model not in MLP_MODELS:
+            raise ValueError(f"unknown model {model!r}; choose from {', '.join(MLP_MODELS)}")
+        spec = MLP_MODELS[model]
         factory = {"dtype": dtype}  # built on the CPU, where the generator is; move it with .to()
         self.model = model
-        norms = [variant.make_norm(i, width, bn_momentum, seed, mybn_backend, dtype) for i in range(depth)]
+        norms = [spec.make_norm(i, width, bn_momentum, seed, mybn_backend, dtype) for i in range(depth)]
         self.blocks = nn.Sequential(*(Block(1 if i == 0 else width, width, norms[i], **factory) for i in range(depth)))
         self.head = skip_init(nn.Linear, width, 1, **factory)
         self.init_linear_(torch.Generator().manual_seed(seed))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from lab.diagnostics import SATURATED
-from lab.nets import VARIANTS
+from lab.nets import MLP_MODELS
 from lab.norms import NORMS
 from lab.regression import runs_of
 from lab.stats import mean_std
@@ -72,7 +72,7 @@ def subplots(*args, **kwargs):
 
 
 def label(model: str) -> str:
-    return VARIANTS[model].label
+    return MLP_MODELS[model].label
 
 
 def range_text(r: float) -> str:

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lab.data import N_TRAIN, Dataset, make_dataset, overflow_problem, spread_noise_std
 from lab.diagnostics import Diagnostics
 from lab.loop import BatchOrder, fit, make_optimizer
-from lab.nets import VARIANTS, TanhMLP, Variant
+from lab.nets import MLP_MODELS, MLPModel, TanhMLP
 from lab.probe import Probe
 from lab.settings import (
     DTYPES,
@@ -48,7 +48,8 @@ class Regression(Settings):
     take these, each with its preset (``Regression.preset``)."""
 
     ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float, metavar="R")
-    models: list[str] = flag(["plain", "torch_bn", "my_bn"], "nets to train", metavar="MODEL", choices=tuple(VARIANTS))
+    models: list[str] = flag(["plain", "torch_bn", "my_bn"], "nets to train", metavar="MODEL",
+                             choices=tuple(MLP_MODELS))
     epochs: int = flag(10, "training epochs", type=positive_int)
     batch_size: int = flag(64, "mini-batch size", type=batch_int)
     lr: float | None = flag(
@@ -82,7 +83,7 @@ class Regression(Settings):
             return found
         if self.nproc > 1:
             smallest = min(len(b) for b in BatchOrder(N_TRAIN, self.batch_size, 1, 0)[0]) // self.nproc
-            local_bn = [m for m in self.models if VARIANTS[m].norm is not None and not VARIANTS[m].sync]
+            local_bn = [m for m in self.models if MLP_MODELS[m].norm is not None and not MLP_MODELS[m].sync]
             if smallest < (2 if local_bn else 1):
                 why = f"the per-process batch norm of {local_bn[0]}" if local_bn else "a process to train on"
                 return (f"argument --nproc: with --batch-size {self.batch_size}, a batch split over {self.nproc} "
@@ -96,7 +97,7 @@ class Regression(Settings):
 
 @dataclass(frozen=True)
 class Scaling:
-    """The affine maps a variant applies to the data: identity, or standardisation by training-set stats."""
+    """The affine maps a model applies to the data: identity, or standardisation by training-set stats."""
 
     x_mean: float = 0.0
     x_std: float = 1.0
@@ -104,12 +105,12 @@ class Scaling:
     y_std: float = 1.0
 
     @classmethod
-    def for_variant(cls, variant: Variant, data: Dataset) -> Scaling:
+    def for_model(cls, model: MLPModel, data: Dataset) -> Scaling:
         x, y = data.x_train.double(), data.y_train.double()
         return cls(
-            *((x.mean().item(), x.std().item()) if variant.standardize_x else (0.0, 1.0)),
-            y.mean().item() if variant.standardize_y or variant.center_y else 0.0,
-            y.std().item() if variant.standardize_y or variant.scale_y else 1.0,
+            *((x.mean().item(), x.std().item()) if model.standardize_x else (0.0, 1.0)),
+            y.mean().item() if model.standardize_y or model.center_y else 0.0,
+            y.std().item() if model.standardize_y or model.scale_y else 1.0,
         )
 
     def x(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +146,7 @@ def train_one(
     and evaluates the same net on its own.
     """
     device = next(net.parameters()).device
-    scaling = Scaling.for_variant(VARIANTS[net.model], data)
+    scaling = Scaling.for_model(MLP_MODELS[net.model], data)
     x_train, y_train = scaling.x(data.x_train.to(device)), scaling.y(data.y_train.to(device))
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     rank, world = process_rank()

@@ -8,7 +8,7 @@ from torch import nn
 
 from experiments import conv
 from lab.data import digits_split
-from lab.nets import VARIANTS, ConvNet, DeepMLP, SigmoidMLP, TanhMLP
+from lab.nets import MLP_MODELS, ConvNet, DeepMLP, SigmoidMLP, TanhMLP
 from lab.norms import NORMS, Norm, Site, build
 from lab.plotting import COLOURS
 from my_bn import MyBatchRenorm2d, MyBN, MyBN2d, MyGhostBN2d
@@ -49,7 +49,7 @@ def test_every_net_takes_its_norm_layers_from_the_registry(monkeypatch):
     nets = [TanhMLP("my_bn"), SigmoidMLP("my_bn"), DeepMLP("my_bn", depth=2, width=4), ConvNet("my_bn")]
     for net in nets:
         assert any(isinstance(m, nn.Dropout) for m in net.modules()), type(net).__name__
-    assert VARIANTS["my_bn"].norm == "my_bn"
+    assert MLP_MODELS["my_bn"].norm == "my_bn"
 
 
 def test_adding_a_norm_to_the_conv_net_is_one_entry(monkeypatch, tmp_path):

@@ -6,19 +6,19 @@ from torch import nn
 
 from lab import loop, regression
 from lab.data import make_dataset
-from lab.nets import VARIANTS, TanhMLP
+from lab.nets import MLP_MODELS, TanhMLP
 
 
 def test_scaling_applies_and_undoes_standardisation():
     data = make_dataset(5, seed=0, dtype=torch.float64)
-    s = regression.Scaling.for_variant(VARIANTS["plain_std_xy"], data)
+    s = regression.Scaling.for_model(MLP_MODELS["plain_std_xy"], data)
     x, y = s.x(data.x_train), s.y(data.y_train)
     assert x.mean().item() == pytest.approx(0, abs=1e-12) and x.std().item() == pytest.approx(1)
     assert y.mean().item() == pytest.approx(0, abs=1e-12) and y.std().item() == pytest.approx(1)
     torch.testing.assert_close(s.y_back(y), data.y_train)
-    assert regression.Scaling.for_variant(VARIANTS["plain_std_x"], data).y_std == 1.0
-    assert regression.Scaling.for_variant(VARIANTS["plain"], data) == regression.Scaling()
-    centred, scaled = (regression.Scaling.for_variant(VARIANTS[v], data) for v in ("plain_center_y", "plain_scale_y"))
+    assert regression.Scaling.for_model(MLP_MODELS["plain_std_x"], data).y_std == 1.0
+    assert regression.Scaling.for_model(MLP_MODELS["plain"], data) == regression.Scaling()
+    centred, scaled = (regression.Scaling.for_model(MLP_MODELS[v], data) for v in ("plain_center_y", "plain_scale_y"))
     assert (centred.y_mean, centred.y_std) == (s.y_mean, 1.0) and (scaled.y_mean, scaled.y_std) == (0.0, s.y_std)
     assert centred.x_std == scaled.x_std == 1.0
 
@@ -38,7 +38,7 @@ def test_standardised_targets_report_losses_in_units_of_y():
     net = TanhMLP("plain_std_y", seed=0)
     start = TanhMLP("plain_std_y", seed=0)
     result = regression.train_one(net, data, order, lr=0.02)
-    s = regression.Scaling.for_variant(VARIANTS["plain_std_y"], data)
+    s = regression.Scaling.for_model(MLP_MODELS["plain_std_y"], data)
     with torch.no_grad():
         expected = nn.functional.mse_loss(s.y_back(start(data.x_train[order[0][0]])), data.y_train[order[0][0]])
     assert result["train_loss"][0] == pytest.approx(expected.item(), rel=1e-5)
