@@ -9,6 +9,10 @@ verdict table's rows).
 
 Only a run of an experiment's preset is part of the committed record (``results/``, ``picture/``,
 ``docs/`` and the README's tables); ``Experiment.off_preset`` says how another run differs from it.
+
+Below the registry, the results read back through it: ``load`` and ``load_experiments`` (each file
+checked by its experiment's record and settings), and what the records make of them (``figures``,
+``tables``, ``verdict_rows``), for compare.py and verdicts.py.
 """
 
 from __future__ import annotations
