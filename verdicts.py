@@ -32,6 +32,7 @@ from lab.verdicts import Verdict
 
 ROOT = Path(__file__).resolve().parent
 SEEDS = (51, 52, 53, 54, 55)  # other seeds, where none are named
+MIN_SEEDS = 3  # fewer is refused
 
 
 @dataclass
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     config = VerdictsConfig(**vars(parser.parse_args(argv)))
     if config.seeds is None and not config.rounding:
         config.seeds = list(SEEDS)
+    if config.seeds is not None and len(set(config.seeds)) < MIN_SEEDS:
+        parser.error(f"argument --seeds: at least {MIN_SEEDS} different seeds (one seed has no interval, and two "
+                     f"give one too wide to decide much); got {' '.join(map(str, config.seeds))}")
     out = Path(config.out or f"{TRIALS}/{'rounding' if config.rounding else 'verdicts'}")
     if inside(out, COMMITTED) or inside(COMMITTED, out):
         parser.error(f"--out {out}: the scratch folder must lie outside the committed {COMMITTED}/")

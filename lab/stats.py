@@ -11,7 +11,8 @@ means).
 
 Every rule has a margin and three answers (``decide``): it *holds* when the whole interval is on the
 claim's side of the margin, *does not hold* when the whole interval is on the other side, and is
-*not decided* by these seeds when the interval contains the margin. A claim that two things agree
+*not decided* by these seeds when the interval contains the margin. One seed is never decided: it has
+no interval. A claim that two things agree
 ("within" a margin m of 0) holds when the whole interval lies inside (−m, m) and does not hold when
 it lies wholly beyond one end.
 """
@@ -39,16 +40,22 @@ class Interval:
     n: int
 
     def text(self, fmt: str = ".2g") -> str:
+        if self.n < 2:
+            return f"{self.mean:{fmt}} (one seed: no interval)"
         return f"{self.mean:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
 
     def ratio_text(self, fmt: str = ".3g") -> str:
         """For a mean log-ratio: the geometric-mean ratio and its interval, ``×0.52 [0.4, 0.68]``."""
+        if self.n < 2:
+            return f"×{math.exp(self.mean):{fmt}} (one seed: no interval)"
         return f"×{math.exp(self.mean):{fmt}} [{math.exp(self.low):{fmt}}, {math.exp(self.high):{fmt}}]"
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """The mean of ``values`` and its t-interval; a single value, or values that are all equal, give
-    an interval of zero width (no spread was seen); a value that is not finite makes it all NaN."""
+    """The mean of ``values`` and its t-interval. A single value has no interval (NaN ends, as
+    ``scipy.stats.ttest_1samp(...).confidence_interval()`` gives): one seed decides nothing. Values that
+    are all equal give an interval of zero width (no spread was seen); a value that is not finite makes
+    it all NaN."""
     n = len(values)
     if n == 0:
         raise ValueError("an interval needs at least one value")
@@ -56,7 +63,7 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
     if not all(math.isfinite(v) for v in values):
         return Interval(math.nan, math.nan, math.nan, n)
     if n == 1:
-        return Interval(mean, mean, mean, 1)
+        return Interval(mean, math.nan, math.nan, 1)
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)

@@ -26,13 +26,22 @@ def test_a_flip_is_a_move_between_holds_and_does_not_hold(committed, rerun, flip
 def test_the_comparison_of_tiny_runs(tiny_results, tmp_path, capsys):
     out = tmp_path / "verdicts"
     shutil.copytree(tiny_results, out)
-    assert verdicts.main(["--seeds", "0", "1", "--out", str(out), "--no-train"]) == 0
+    assert verdicts.main(["--out", str(out), "--no-train"]) == 0  # what is there: the tiny runs' seeds 0 and 1
     printed = capsys.readouterr().out
     table = (out / "verdicts.md").read_text()
     committed = verdicts.what_ran(verdicts.ROOT / "results")[1]
     assert table.startswith(f"Verdicts committed ({committed}) and rerun (seeds 0 1, ") and table.strip() in printed
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == len(experiments.verdict_rows(experiments.load_experiments(out, notes=False)))
+
+
+@pytest.mark.parametrize("seeds", [["7"], ["7", "8"], ["7", "7", "8"]])
+def test_fewer_than_three_seeds_are_refused_in_one_line(seeds, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        verdicts.main(["--seeds", *seeds, "--out", str(tmp_path / "v")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "at least 3 different seeds" in err
+    assert not (tmp_path / "v").exists()
 
 
 def test_without_results_it_says_so_in_one_line(tmp_path, capsys):

@@ -5,6 +5,7 @@ import importlib
 import math
 
 import pytest
+from scipy import stats as scipy_stats
 
 from experiments import EXPERIMENTS
 from lab.stats import FAILS, HOLDS, UNDECIDED, Interval, decide, paired_difference, paired_log_ratio, t_interval
@@ -22,12 +23,27 @@ def test_t_interval_known_answer():
 
 
 def test_degenerate_intervals():
-    assert t_interval([4.0]) == Interval(4.0, 4.0, 4.0, 1)
+    one = t_interval([4.0])  # one seed has no interval: never decided
+    assert (one.mean, one.n) == (4.0, 1) and math.isnan(one.low) and math.isnan(one.high)
+    assert all(decide(t_interval([0.3]), 0.0, claim) == UNDECIDED for claim in ("above", "below"))
+    assert decide(t_interval([0.3]), 1.0, "within") == UNDECIDED
+    assert one.text(".2f") == "4.00 (one seed: no interval)"
+    assert one.ratio_text(".2f") == f"×{math.exp(4):.2f} (one seed: no interval)"
     assert t_interval([2.0, 2.0, 2.0]) == Interval(2.0, 2.0, 2.0, 3)
     nan = t_interval([1.0, math.inf])
     assert math.isnan(nan.mean) and decide(nan, 0.0, "below") == UNDECIDED
     with pytest.raises(ValueError):
         t_interval([])
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning")  # n = 1
+@pytest.mark.parametrize("values", [[4.0], [0.0, 2.0], [0.3, -0.1, 0.2], [1.0, 2.0, 3.0, 4.0, 5.0],
+                                    [-0.15, -0.12, -0.18, -0.14, -0.16]])
+def test_t_interval_is_scipys(values):
+    """The interval of scipy.stats.ttest_1samp, one value included (NaN ends there)."""
+    low, high = scipy_stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
+    ci = t_interval(values)
+    assert (ci.low, ci.high) == pytest.approx((float(low), float(high)), abs=1e-12, nan_ok=True)
 
 
 def test_paired_measures_are_seed_by_seed():
