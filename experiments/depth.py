@@ -67,7 +67,7 @@ class DepthSettings(Settings):
 
     ONLY: ClassVar[dict[str, tuple[object, str]]] = {
         "device": ("cpu", "it runs on the CPU"), "nproc": (1, "each measurement runs in one process"),
-        "dtype": ("float64", "it measures ranks and gradients over 50 layers, in float64"),
+        "dtype": ("float64", "it measures ranks and gradients through many layers, in float64"),
         "mybn_backend": ("python", "its MyBN layers run the Python backend")}
 
     def problem(self) -> str | None:
