@@ -50,7 +50,7 @@ def train_members(config, job: tuple[float, str]) -> list[dict]:
     """Every (optimizer, learning rate, seed) cell of one (range, net), trained side by side as one
     ``ensemble.Ensemble``: all of them in each call instead of one, many times faster. Each member
     starts from its seed's initial weights and sees its seed's batches, as a run of
-    ``training.train_one`` would."""
+    ``regression.train_one`` would."""
     r, model = job
     cells = [(optimizer, lr, s) for optimizer in GRIDS for lr in GRIDS[optimizer] for s in config.seeds]
     members = [(lr, s) for _, lr, s in cells]

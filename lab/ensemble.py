@@ -5,7 +5,7 @@ overhead of each step costs more than its arithmetic. ``Ensemble`` stacks the me
 buffers (``torch.func.stack_module_state``) and computes every member's gradient in one
 ``vmap(grad)`` call: each member still starts from its own initial weights, sees its own batches and
 keeps its own batch-norm running statistics (the buffers are stacked too), exactly as a run of
-``training.train_one`` would, only rounded in another order.
+``regression.train_one`` would, only rounded in another order.
 
 The optimiser is written out over the stacked parameters, one learning rate and one optimiser per
 member: plain SGD, or Adam with PyTorch's defaults (the same update as ``torch.optim.Adam``).
