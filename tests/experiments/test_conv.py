@@ -154,7 +154,8 @@ def test_claims_about_conv():
     128; no net over-fits by two points; ghost batches are not shown better nor over-fitting less at 32
     and cost about two points at 128; the plain net trains up to 0.3 in most seeds and never above 1,
     MyBN2d up to 3 in most seeds and never below 1; at 128 the nets without batch statistics end between
-    0.2 and 0.55. Each claim in a form that another CPU's rounding leaves true (``verdicts.py --rounding``)."""
+    0.2 and 0.55; a run at batch 128 is 44 steps. Each claim in a form that another CPU's rounding leaves
+    true (``verdicts.py --rounding``)."""
     from experiments import conv
     from lab.stats import FAILS, HOLDS
 
@@ -191,3 +192,5 @@ def test_claims_about_conv():
     assert "up to a learning rate of 0.3 in most seeds and never above 1; `MyBN2d` trains up to 3 in most seeds" in page
     ends = [conv.interval(results, m, 128).mean for m in ("plain", "group_norm", "layer_norm")]
     assert 0.2 <= min(ends) and max(ends) <= 0.55 and "end between 0.2 and 0.55" in page
+    steps = results["config"]["epochs"] * conv.steps_per_epoch(128, results["split"]["train"])
+    assert steps == 44 and "a run of 44 steps" in page and "(lr 0.4, 44 steps)" in page  # at batch 128

@@ -100,3 +100,6 @@ def test_claims_about_depth():
     text = " ".join(README.split())
     assert ("keeps its representations' rank where the plain net's collapse, and its gradients explode with depth, "
             "at batch 64 close to the rate mean-field theory gives for large batches") in text
+    assert "which is why deep batch-normalised nets" not in page  # nothing is trained here: not a claim of this page
+    assert ("Yang et al. argue that this is why deep batch-normalised nets without skip connections are hard to "
+            "train; nothing is trained here, so this page does not test that") in page

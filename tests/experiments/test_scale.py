@@ -126,3 +126,5 @@ def test_claims_about_scale():
     assert max(r["logit_gap"] for r in results["runs"] if r["model"] == scale.PAIR[0]) < 0.5
     assert "to within a point on average" in page and "differ by a few tenths at most" in page
     assert "ten times larger rate is only about five times the effective rate" in " ".join(README.split())
+    assert "one mechanism behind batch norm's tolerance of large rates" not in page  # the conv sweep measures no norm
+    assert "Does this explain the other experiments?** Not on this evidence" in page
