@@ -98,8 +98,16 @@ def test_claims_about_depth():
     small = [round(math.exp(depth.rate(results, "my_bn", w, 8).mean), 2) for w in grid.widths]
     assert small == [1.66, 1.75] and "1.66 to 1.75 per block" in page
     text = " ".join(README.split())
-    assert ("keeps its representations' rank where the plain net's collapse, and its gradients explode with depth, "
-            "at batch 64 close to the rate mean-field theory gives for large batches") in text
+    assert ("ReLU net keeps its representations' rank where the plain net's collapse (a linear one loses rank more "
+            "slowly than the plain net, but loses it), and its gradients explode with depth, at batch 64 by 1.5% more "
+            "per ReLU block than the rate mean-field theory gives for large batches") in text
+    relu, linear = ({m: mean(ranks[a, m], -1) for m in ("plain", "my_bn")} for a in ("relu", "linear"))
+    assert relu["my_bn"] > 0.75 * 64 and linear["plain"] < linear["my_bn"] < mean(ranks["linear", "my_bn"], 0) / 2
+    ci = depth.rate(results, "my_bn", 128, 64)  # "1.5% above ..., whose 95% interval (1.471 to 1.507) leaves it out"
+    assert round(math.exp(ci.mean) / depth.RELU_RATE - 1, 3) == 0.015 and math.exp(ci.low) > depth.RELU_RATE
+    assert f"1.5% above the large-batch value {depth.RELU_RATE:.3f}" in page
+    assert f"whose 95% interval ({math.exp(ci.low):.3f} to {math.exp(ci.high):.3f}) leaves it out" in page
+    assert all(math.exp(depth.rate(results, "my_bn", w, 8).mean) > math.exp(ci.high) for w in grid.widths)
     assert "which is why deep batch-normalised nets" not in page  # nothing is trained here: not a claim of this page
     assert ("Yang et al. argue that this is why deep batch-normalised nets without skip connections are hard to "
             "train; nothing is trained here, so this page does not test that") in page
