@@ -80,4 +80,5 @@ def test_claims_about_only_bn():
     assert only_bn.interval(results, "bn", "off").mean < 0.02
     assert "γ and β alone reach a test accuracy of about 0.23" in page and "to above 0.99" in page
     assert "not far above as many random weights (about 0.16" in page
-    assert "on a net this small γ and β alone do not train it far" in " ".join(README.split())
+    assert "on a net this small, in 8 epochs, γ and β alone do not train it far" in " ".join(README.split())
+    assert only_bn.OnlyBnSettings.from_record(results["config"]).epochs == 8
