@@ -349,9 +349,7 @@ FALLS = stats.Rule(0.0, "below")  # accuracy at SMALL minus at REFERENCE; and th
 HIGHER = stats.Rule(0.0, "above")  # accuracy, one layer minus the other
 LESS_OVERFITTING = stats.Rule(0.0, "below")  # train − test accuracy, ghost minus MyBN2d
 WIDER = stats.Rule(0.0, "above")  # decades, MyBN2d's largest training rate over the plain net's
-CLOSER = stats.Rule(0.0, "below")  # the size of training − eval-mode test accuracy, Batch Renorm minus MyBN2d
 RULES = {"batch norm falls at small batches": FALLS, "more than GroupNorm": FALLS, "renorm higher": HIGHER,
-         "renorm's training matches inference": CLOSER,
          "ghost higher": HIGHER, "ghost over-fits less": LESS_OVERFITTING, "larger rates with MyBN2d": WIDER}
 PAGE = "[conv](docs/conv.md)"
 
@@ -371,26 +369,16 @@ def needs_the_batch(results: dict) -> Verdict:
                    PAGE)
 
 
-def mismatch(results: dict, model: str, batch_size: int) -> dict[int, float]:
-    """Per seed, the size of ``model``'s training-mode minus eval-mode test accuracy at ``batch_size`` (its
-    absolute value)."""
-    train, ev = (per_seed(results, model, batch_size, key=k) for k in ("train_mode_acc", "test_acc"))
-    return {s: abs(train[s] - ev[s]) for s in train.keys() & ev.keys()}
-
-
 def renorm_fixes(results: dict) -> Verdict:
+    """Whether Batch Renorm tests better at small batches. That it computes in training what it computes in
+    inference is its construction (r and d), which the tests check, not a verdict: it could not fail."""
     higher = {bs: difference(results, ("renorm", bs), ("my_bn", bs)) for bs in (SMALL, REFERENCE)}
-    closer = stats.paired_difference(*paired(mismatch(results, "renorm", SMALL), mismatch(results, "my_bn", SMALL)))
-    rule = (f"per seed, at batch {SMALL}: Batch Renorm's test accuracy minus MyBN2d's (higher: holds above 0; batch "
-            f"{REFERENCE} beside it), and the size of Batch Renorm's training-mode − eval-mode test accuracy minus "
-            "MyBN2d's (training matches inference: holds below 0); the opposite side does not hold, else not decided")
+    rule = (f"per seed, Batch Renorm's test accuracy minus MyBN2d's at batch {SMALL} (batch {REFERENCE} beside it); "
+            "holds where the interval lies above 0, does not hold where it lies below, else not decided")
     measured = [f"batch {bs}: Batch Renorm − MyBN2d {ci.text('+.3f')}" for bs, ci in higher.items()]
-    measured.append(f"batch {SMALL}: size of training − eval mode, Batch Renorm − MyBN2d {closer.text('+.3f')}")
     answers = [f"higher at batch {bs}: {bold(HIGHER.decide(ci))}" for bs, ci in higher.items()]
-    answers.append(f"training matches inference at batch {SMALL}: {bold(CLOSER.decide(closer))}")
     return Verdict("Batch Renormalization fixes small batches (Ioffe 2017)",
-                   f"at batch {SMALL}, Batch Renorm tests better than MyBN2d, and what it computes in training "
-                   "matches what it computes in inference",
+                   f"at batch {SMALL}, Batch Renorm tests better than MyBN2d",
                    "test accuracy, " + "; ".join(measured), rule, "; ".join(answers), PAGE)
 
 
