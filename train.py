@@ -48,7 +48,7 @@ from lab.settings import (
     build_parser,
     check_values,
     resolve_device,
-    same_device,
+    same_setting,
 )
 from lab.workers import leave_stopping_to_the_parent, process_rank, stop_signals_as_interrupt
 from my_bn import cpp as my_bn_cpp
@@ -177,7 +177,7 @@ def unused_flags(experiment: str, given: dict) -> dict[str, str]:
             problems[name] = f"{flag}: the {experiment} experiment does not use it ({why})"
         elif name in cls.ONLY:
             only, why = cls.ONLY[name]
-            if value != only and not (name == "device" and same_device(value, only)):
+            if not same_setting(name, value, only):
                 problems[name] = f"{flag}: the {experiment} experiment runs with {as_text(only)} only ({why})"
     return problems
 

@@ -77,7 +77,7 @@ def load(name: str, path: Path) -> dict:
     record = EXPERIMENTS[name]
     results = load_results(path, record.results_format, experiment=name, settings=record.settings)
     try:
-        EXPERIMENTS[name].check(results)
+        record.check(results)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return results

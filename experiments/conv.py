@@ -167,8 +167,9 @@ def per_seed(results: dict, model: str, batch_size: int, lr: float | None = None
 
 def sizes(results: dict, model: str) -> list[int]:
     """The batch sizes ``model`` trained at with the linearly scaled rate."""
+    settings = settings_of(results)
     return sorted({r["batch_size"] for r in results["runs"] if r["model"] == model
-                   and math.isclose(r["lr"], scaled_lr(settings_of(results), r["batch_size"]))})
+                   and math.isclose(r["lr"], scaled_lr(settings, r["batch_size"]))})
 
 
 def grid_sizes(results: dict) -> list[int]:
@@ -279,7 +280,8 @@ def plot_conv(results: dict, outfile: Path) -> None:
 
 def batch_table(results: dict) -> str:
     """Per batch size (rows) and norm (columns): the test accuracy in eval mode, then the paired rows."""
-    nets, n, settings = models(results), len(settings_of(results).seeds), settings_of(results)
+    nets, settings = models(results), settings_of(results)
+    n = len(settings.seeds)
     lines = [
         f"Test accuracy on the 500 held-out digits after {results['config']['epochs']} epochs, eval mode: the mean "
         f"over {n} seeds and its 95% t-interval ({source(results)}). Learning rate {results['config']['lr']:g} · "
@@ -293,7 +295,7 @@ def batch_table(results: dict) -> str:
     ]
     for bs in grid_sizes(results):
         cells = [at(results, m, bs, interval, m, bs, fmt=".3f") for m in nets]
-        lines.append(f"| {bs} | {scaled_lr(settings_of(results), bs):g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {bs} | {scaled_lr(settings, bs):g} | " + " | ".join(cells) + " |")
     pairs = [("MyBN2d − GroupNorm", "my_bn", "group_norm"), ("Batch Renorm − MyBN2d", "renorm", "my_bn"),
              ("ghost BN − MyBN2d", "ghost", "my_bn")]
     lines += ["", "| batch size | " + " | ".join(p[0] for p in pairs) + " | "
@@ -337,7 +339,7 @@ def lr_table(results: dict) -> str:
         "|---|" + "---|" * (len(rates) + 1),
     ]
     for model in SWEEP:
-        cells = [interval(results, model, settings_of(results).base_batch, lr=lr).text(".3f") for lr in rates]
+        cells = [interval(results, model, settings.base_batch, lr=lr).text(".3f") for lr in rates]
         largest = sorted(largest_rate(results, model).values())
         lines.append(f"| {label(results, model)} | " + " | ".join(cells) + f" | {largest[len(largest) // 2]:g} |")
     return "\n".join(lines)

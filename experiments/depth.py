@@ -185,13 +185,14 @@ def exp_text(ci: stats.Interval) -> str:
 def plot_depth(results: dict, outfile: Path) -> None:
     """Per activation: the effective rank of each block's output against depth (top), and the squared
     weight-gradient norm per block (bottom, ReLU and linear); the widest net, each batch size."""
-    width, n, styles = max(grid(results).widths), len(results["config"]["seeds"]), (":", "-", "--", "-.") * 4
+    settings, n, styles = grid(results), len(results["config"]["seeds"]), (":", "-", "--", "-.") * 4
+    width = max(settings.widths)
     fig, axes = subplots(2, 2, figsize=(13, 9))
     layers = list(range(1, results["depth"] + 1))
-    for col, activation in enumerate(grid(results).activations):
+    for col, activation in enumerate(settings.activations):
         for model in DeepMLP.NORMS:
             colour, _ = COLOURS[model]
-            for batch, ls in zip(grid(results).batch_sizes, styles, strict=False):
+            for batch, ls in zip(settings.batch_sizes, styles, strict=False):
                 runs = [r for r in results["runs"] if (r["model"], r["activation"], r["width"], r["batch_size"])
                         == (model, activation, width, batch)]
                 for key, ax in (("erank", axes[0][col]), ("grad_sq", axes[1][col])):
@@ -221,9 +222,10 @@ def depth_table(results: dict) -> str:
         "growth per layer, MyBN |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for activation in grid(results).activations:
-        for width in grid(results).widths:
-            for batch in grid(results).batch_sizes:
+    settings = grid(results)
+    for activation in settings.activations:
+        for width in settings.widths:
+            for batch in settings.batch_sizes:
                 ranks = [stats.t_interval(list(per_seed(results, m, activation, width, batch, last_rank).values()))
                          for m in DeepMLP.NORMS]
                 rates = [exp_text(rate(results, m, width, batch, activation)) for m in DeepMLP.NORMS]
@@ -242,8 +244,9 @@ PAGE = "[depth](docs/depth.md)"
 
 
 def rank_verdict(results: dict) -> Verdict:
-    width, batch, depth = max(grid(results).widths), max(grid(results).batch_sizes), results["depth"]
-    cis = {a: rank_ratio(results, a, width, batch) for a in grid(results).activations}
+    settings, depth = grid(results), results["depth"]
+    width, batch = max(settings.widths), max(settings.batch_sizes)
+    cis = {a: rank_ratio(results, a, width, batch) for a in settings.activations}
     rule = (f"per seed, log(MyBN's effective rank / the plain net's) of block {depth}'s output, width {width}, batch "
             f"{batch}; holds where the interval lies above 0, does not hold where it lies below, else not decided; "
             "each activation on its own")

@@ -17,7 +17,7 @@ from pathlib import Path
 from lab.plotting import Figures
 from lab.regression import format_table, summarize
 from lab.results import check_results
-from lab.settings import RESULTS_FILE, Settings, as_flag, same_device
+from lab.settings import RESULTS_FILE, Settings, as_flag, same_setting
 from lab.verdicts import Verdict
 
 Log = Callable[[str], None]
@@ -107,8 +107,7 @@ class Experiment:
         for setting, value in config.items():
             if setting in NOT_RESULTS or setting not in preset:
                 continue
-            same = same_device(value, preset[setting]) if setting == "device" else value == preset[setting]
-            if not same:
+            if not same_setting(setting, value, preset[setting]):
                 differ.append(as_flag(setting, value))
         return differ
 

@@ -106,8 +106,7 @@ class Settings:
         """Why these settings cannot run, as argparse names a flag (``argument --nproc: ...``); None where
         they can. Here: a setting of ``ONLY`` with another value."""
         for name, (value, why) in self.ONLY.items():
-            given = getattr(self, name)
-            if given != value and not (name == "device" and same_device(given, value)):
+            if not same_setting(name, getattr(self, name), value):
                 return f"argument --{name.replace('_', '-')}: {as_text(value)} only ({why})"
         return None
 
@@ -135,6 +134,12 @@ class Settings:
         """The settings a results file records (``config``), with this class's defaults for any it lacks."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in config.items() if k in names})
+
+
+def same_setting(name: str, a, b) -> bool:
+    """Whether two values of setting ``name`` are the same setting here: equal, or for ``device`` two names
+    of one device (``same_device``)."""
+    return same_device(a, b) if name == "device" else a == b
 
 
 def same_device(a: str, b: str) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from experiments import EXPERIMENTS
 from lab.data import make_dataset
 from lab.nets import TanhMLP
 from lab.regression import Regression
@@ -23,8 +24,8 @@ DOCS = {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").gl
 
 
 def committed(name: str) -> Path:
-    """Experiment ``name``'s committed results file (the record's)."""
-    return ROOT / "results" / ("results.json" if name == "main" else f"{name}/results.json")
+    """Experiment ``name``'s committed results file, where its record says it is."""
+    return EXPERIMENTS[name].results_path(ROOT / "results")
 
 
 def make_pair(ref_cls, my_cls, num_features, dtype=torch.float64, seed=0, device="cpu", backend=None, **kwargs):

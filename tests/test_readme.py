@@ -7,7 +7,7 @@ import math
 import torch
 
 from experiments import ddp, float64, sweep
-from helpers import DOCS, README, ROOT
+from helpers import DOCS, README, ROOT, committed
 from lab.nets import BN_PAIR
 from lab.plotting import Z_SATURATED
 from lab.regression import dataset_of, fit_spread, models_of, ranges_of, runs_of
@@ -217,7 +217,7 @@ def test_readme_torch_func_example_runs():
         torch.testing.assert_close(net[1].running_var, buffers["1.running_var"][i])
 
 
-EXPLAINED = {name: ROOT / "results" / name / "results.json"
+EXPLAINED = {name: committed(name)
              for name in ("ics", "noisy", "landscape", "lr", "running_stats", "mnist", "conv", "depth", "scale",
                           "only_bn")}
 
