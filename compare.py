@@ -24,7 +24,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments import EXPERIMENTS, figures, load_experiments, result_paths, tables
+from experiments import (
+    EXPERIMENTS,
+    VERDICTS_FILE,
+    figures,
+    load_experiments,
+    result_paths,
+    tables,
+    verdict_data,
+    verdict_rows,
+)
 from lab import numerics
 from lab.pages import replace_between_markers, write_pictures
 from lab.plotting import Figures
@@ -133,6 +142,9 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
             new = {readme: trials_table_file(results, bodies)}
         else:
             new = texts(bodies, readme, docs, pictures, drawn)
+        rows = verdict_rows(experiments)
+        if rows:  # every part of the verdict table as data, beside the results it was decided on
+            new[results / VERDICTS_FILE] = verdict_data(rows)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:
@@ -143,7 +155,7 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
     for path in new:
         problem = unwritable_file(path) if path.exists() or path == readme else unwritable(path.parent)
         if problem:
-            flag_ = "--readme" if path == readme else "--docs"
+            flag_ = "--readme" if path == readme else "--results" if path.name == VERDICTS_FILE else "--docs"
             parser.error(f"argument {flag_}: cannot write {str(path)!r}: {problem}")
     files = [str(path) for path in new if docs is None or path.parent != docs] + ([f"{docs}/"] if docs else [])
     kept = f"{pictures}/ and {' and '.join(files)} are as they were" if new else f"{pictures}/ is as it was"
@@ -158,7 +170,7 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
     except OSError as exc:
         sys.exit(f"compare.py: cannot write {exc.filename} ({exc.strerror or exc}): {kept}")
     for path in new:
-        print(f"wrote {path}" if whole else f"updated the tables in {path}")
+        print(f"wrote {path}" if whole or path.name == VERDICTS_FILE else f"updated the tables in {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

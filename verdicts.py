@@ -2,36 +2,39 @@
 on seeds of your own or under other rounding, into a scratch folder, and print each row's verdict beside
 the committed one.
 
-    python verdicts.py --seeds 51 52 53 54 55              # other seeds: trains into runs/verdicts/ (minutes)
-    python verdicts.py --rounding                          # committed seeds, other numerics: into runs/rounding/
-    python verdicts.py --seeds 51 52 53 54 55 --no-train   # the comparison again, from what is there
+    python verdicts.py --start 51                # other seeds, each preset's count: into runs/verdicts/ (minutes)
+    python verdicts.py --seeds 51 52 53 54 55    # these seeds for every experiment
+    python verdicts.py --rounding                # committed seeds, other numerics: into runs/rounding/
+    python verdicts.py --start 51 --no-train     # the comparison again, from what is there
 
-Other seeds: each experiment keeps its own preset but for the seeds. Other rounding (``--rounding``):
-each experiment's own preset, committed seeds included, under the other CPU numerics than the committed
-record's (lab/numerics.py: ``BN_NUMERICS=native``, the machine's fastest kernels, against the portable policy
-the record is made under), a fair sample of what another machine's rounding does to the same runs. A part
-of a verdict may move to or from "not decided"; one that moves between "holds" and "does not hold" is a
-finding, and this script says so. The committed results, figures and README are not touched (the
-results go to runs/, which git ignores, and an --out inside results/ is refused).
+Other seeds: each experiment keeps its own preset but for the seeds (``--start``: as many as its preset
+has, 10 for the regression task and depth, 5 on digits, from START on; ``--seeds``: the same for all).
+Other rounding (``--rounding``): each experiment's own preset, committed seeds included, under the other
+CPU numerics than the committed record's (lab/numerics.py: ``BN_NUMERICS=native``, the machine's fastest
+kernels, against the portable policy the record is made under), a fair sample of what another machine's
+rounding does to the same runs. A part of a verdict may move to or from "not decided"; one that moves
+between "holds" and "does not hold" is a finding, and this script says so. The committed results,
+figures and README are not touched (the results go to runs/, which git ignores, and an --out inside
+results/ is refused).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments import EXPERIMENTS, load_experiments, verdict_rows
+from experiments import EXPERIMENTS, VERDICTS_FILE, load_experiments, read_verdicts, verdict_data, verdict_rows
 from lab import numerics, stats
 from lab.results import inside, load_results, staged
 from lab.settings import COMMITTED, TRIALS, build_parser, flag, seed_int
 from lab.verdicts import Verdict
 
 ROOT = Path(__file__).resolve().parent
-SEEDS = (51, 52, 53, 54, 55)  # other seeds, where none are named
+START = 51  # other seeds, where none are named: each experiment's preset count from here
 MIN_SEEDS = 3  # fewer is refused
 
 
@@ -39,8 +42,10 @@ MIN_SEEDS = 3  # fewer is refused
 class VerdictsConfig:
     """What verdicts.py reruns, and where."""
 
-    seeds: list[int] | None = flag(None, "the seeds to rerun the verdicts' experiments on", type=seed_int, nargs="+",
+    seeds: list[int] | None = flag(None, "the seeds to rerun every deciding experiment on", type=seed_int, nargs="+",
                                    metavar="SEED")
+    start: int | None = flag(None, "rerun each deciding experiment on as many seeds as its preset has (10 or 5), "
+                             "these from START on", type=seed_int)
     rounding: bool = flag(False, "rerun under the other CPU numerics than the committed record's (lab/numerics.py)",
                           action=argparse.BooleanOptionalAction)
     out: str | None = flag(None, "the scratch folder their results (and verdicts.md) go to")
@@ -62,17 +67,18 @@ def rows(folder: Path) -> list[Verdict]:
     return verdict_rows(found)
 
 
-def answers(text: str) -> list[str]:
-    """The answers a verdict's text gives, in order (one per part: a range, a reading, a momentum, ...)."""
-    return re.findall(rf"{stats.FAILS}|{stats.HOLDS}|{stats.UNDECIDED}|\*\*yes\*\*|\*\*no\*\*", text)
+DECIDED = {stats.HOLDS, stats.FAILS, "yes", "no"}
+
+
+def key(part: dict) -> tuple[str, str, str, str]:
+    """What names a part across runs: its row, label, budget and evaluation."""
+    return part["row"], part["part"], part["budget"], part["evaluation"]
 
 
 def flipped(committed: str, rerun: str) -> bool:
-    """Whether some part of a verdict moved between "holds" and "does not hold", rather than to or from
-    "not decided" (parts are compared in order)."""
-    decided = {stats.HOLDS, stats.FAILS, "**yes**", "**no**"}
-    a, b = answers(committed), answers(rerun)
-    return len(a) != len(b) or any(x != y and {x, y} <= decided for x, y in zip(a, b, strict=True))
+    """Whether a part moved between "holds" and "does not hold" (or "yes" and "no"), rather than to or from
+    "not decided"."""
+    return committed != rerun and {committed, rerun} <= DECIDED
 
 
 def what_ran(folder: Path) -> tuple[str, str]:
@@ -86,11 +92,16 @@ def what_ran(folder: Path) -> tuple[str, str]:
     return policy, f"seeds {'; '.join(' '.join(map(str, s)) for s in seeds)}, {policy} numerics"
 
 
-def comparison(committed: list[Verdict], rerun: list[Verdict], heading: str) -> str:
-    lines = [heading, "", "| explanation | committed | rerun | flipped |", "|---|---|---|---|"]
-    for a, b in zip(committed, rerun, strict=True):
-        moved = "**yes**" if flipped(a.verdict, b.verdict) else "no"
-        lines.append(f"| {a.explanation} | {a.verdict} | {b.verdict} | {moved} |")
+def comparison(committed: list[dict], rerun: list[dict], heading: str) -> str:
+    """Part by part (the data files' records): the committed answer, the rerun's, and whether it flipped; a
+    part that only one of them has is shown with "—" on the other side."""
+    theirs = {key(p): p["answer"] for p in rerun}
+    lines = [heading, "", "| explanation | part | committed | rerun | flipped |", "|---|---|---|---|---|"]
+    for part in committed:
+        answer = theirs.get(key(part), "—")
+        moved = "**yes**" if flipped(part["answer"], answer) else "no"
+        label = ", ".join(x for x in (part["part"], part["budget"], part["evaluation"]) if x) or "—"
+        lines.append(f"| {part['row']} | {label} | {part['answer']} | {answer} | {moved} |")
     return "\n".join(lines)
 
 
@@ -99,7 +110,9 @@ def retrain(config: VerdictsConfig, out: Path, policy: str) -> int:
     under ``policy``'s numerics (a process's numerics are fixed once it computes). Returns train.py's exit code."""
     env = numerics.environment_for(policy)
     for name in deciding():
-        seeds = ["--seeds", *map(str, config.seeds)] if config.seeds else []
+        count = len(EXPERIMENTS[name].settings().seeds)
+        chosen = config.seeds or (list(range(config.start, config.start + count)) if config.start is not None else [])
+        seeds = ["--seeds", *map(str, chosen)] if chosen else []
         cmd = [sys.executable, str(ROOT / "train.py"), name, *seeds, "--out", str(out), "--quiet"]
         code = subprocess.run(cmd, env=env).returncode
         if code:
@@ -108,12 +121,14 @@ def retrain(config: VerdictsConfig, out: Path, policy: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    shown = {"seeds": f"default: {' '.join(map(str, SEEDS))}; with --rounding the committed ones",
+    shown = {"start": f"default: {START}; with --rounding the committed seeds",
              "out": f"default: {TRIALS}/verdicts; with --rounding {TRIALS}/rounding"}
     parser = build_parser(VerdictsConfig, __doc__, shown=shown)
     config = VerdictsConfig(**vars(parser.parse_args(argv)))
-    if config.seeds is None and not config.rounding:
-        config.seeds = list(SEEDS)
+    if config.seeds is not None and config.start is not None:
+        parser.error("argument --start: not with --seeds (one or the other)")
+    if config.seeds is None and config.start is None and not config.rounding:
+        config.start = START
     if config.seeds is not None and len(set(config.seeds)) < MIN_SEEDS:
         parser.error(f"argument --seeds: at least {MIN_SEEDS} different seeds (one seed has no interval, and two "
                      f"give one too wide to decide much); got {' '.join(map(str, config.seeds))}")
@@ -132,10 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             return code
     try:
         heading = f"Verdicts committed ({described}) and rerun ({what_ran(out)[1]}) (verdicts.py)."
-        table = comparison(rows(Path(COMMITTED)), rows(out), heading)
+        data = verdict_data(rows(out))
+        table = comparison(read_verdicts(Path(COMMITTED)), json.loads(data)["parts"], heading)
     except ValueError as exc:
         parser.error(str(exc))
-    with staged(out / "verdicts.md", lambda tmp: tmp.write_text(table + "\n", encoding="utf-8")):
+    except OSError as exc:
+        parser.error(f"cannot read {exc.filename}: {exc.strerror or exc}: run compare.py first")
+    with (staged(out / VERDICTS_FILE, lambda tmp: tmp.write_text(data, encoding="utf-8")),
+          staged(out / "verdicts.md", lambda tmp: tmp.write_text(table + "\n", encoding="utf-8"))):
         pass
     print(table)
     print(f"wrote {out / 'verdicts.md'}")

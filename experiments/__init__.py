@@ -12,11 +12,13 @@ Only a run of an experiment's preset is part of the committed record (``results/
 
 Below the registry, the results read back through it: ``load`` and ``load_experiments`` (each file
 checked by its experiment's record and settings), and what the records make of them (``figures``,
-``tables``, ``verdict_rows``), for compare.py and verdicts.py.
+``tables``, ``verdict_rows``, ``verdict_data``), for compare.py and verdicts.py.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -38,8 +40,9 @@ from experiments import (
     sweep,
 )
 from experiments.record import Experiment
+from lab import stats
 from lab.plotting import Figures
-from lab.results import load_results
+from lab.results import load_results, rounded
 from lab.verdicts import Verdict, verdict_table
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -117,6 +120,27 @@ def verdict_rows(experiments: dict[str, dict]) -> list[Verdict] | None:
     if not deciding or any(inputs is None for _, inputs in deciding):
         return None
     return [row for e, inputs in deciding for row in e.verdicts(*inputs)]
+
+
+VERDICTS_FILE = "verdicts.json"  # beside the results: every part of every verdict, as data (compare.py writes it)
+
+
+def verdict_data(rows: list[Verdict]) -> str:
+    """The text of VERDICTS_FILE: each part of each row (row, part, budget, evaluation, statistic, test, n,
+    interval, claim, margin, p-values, answer), floats to 6 significant digits, NaN and infinities as null."""
+    def tidy(value):
+        return None if isinstance(value, float) and not math.isfinite(value) else (
+            rounded(value) if isinstance(value, float) else value)
+    parts = [{k: tidy(v) for k, v in record.items()} for row in rows for record in row.records()]
+    data = {"what": "every part of the README's verdict table, decided as lab/stats.py says", "alpha": stats.ALPHA,
+            "family": "the parts of a row with a rule, by Holm's step-down; each direction one-sided at alpha",
+            "parts": parts}
+    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+
+
+def read_verdicts(folder: Path) -> list[dict]:
+    """The parts a folder's VERDICTS_FILE holds."""
+    return json.loads((Path(folder) / VERDICTS_FILE).read_text(encoding="utf-8"))["parts"]
 
 
 def tables(experiments: dict[str, dict]) -> dict[str, dict[str, str]]:

@@ -45,8 +45,8 @@ from lab import stats
 from lab.nets import DeepMLP
 from lab.plotting import COLOURS, save, subplots
 from lab.results import rounded, source
-from lab.settings import Settings, batch_int, flag, positive_int
-from lab.verdicts import Verdict, bold, paired
+from lab.settings import TEN_SEEDS, Settings, batch_int, flag, positive_int, seed_int
+from lab.verdicts import Part, Verdict, paired
 from lab.workers import environment, run_pool
 
 RELU_RATE = math.pi / (math.pi - 1)  # the squared gradient norm's growth per layer, ReLU with batch norm, B -> ∞
@@ -64,6 +64,7 @@ class DepthSettings(Settings):
     activations: list[str] = flag(["relu", "linear"], "activations", metavar="ACTIVATION", choices=("relu", "linear"))
     dtype: str = flag("float64", "float64 only")
     device: str = flag("cpu", "cpu only")
+    seeds: list[int] = flag(TEN_SEEDS, "seeds: the random weights and batches", type=seed_int, metavar="SEED")
 
     ONLY: ClassVar[dict[str, tuple[object, str]]] = {
         "device": ("cpu", "it runs on the CPU"), "nproc": (1, "each measurement runs in one process"),
@@ -249,11 +250,12 @@ def rank_verdict(results: dict) -> Verdict:
     cis = {a: rank_ratio(results, a, width, batch) for a in settings.activations}
     rule = (f"per seed, log(MyBN's effective rank / the plain net's) of block {depth}'s output, width {width}, batch "
             f"{batch}; holds where the interval lies above 0, does not hold where it lies below, else not decided; "
-            "each activation on its own")
+            "each activation a part")
     return Verdict("Batch norm keeps a deep net's rank at initialisation (Daneshmand et al. 2020)",
                    f"after {depth} random blocks the plain net's representations of a batch are close to rank one, "
                    "MyBN's are not", "MyBN / plain: " + "; ".join(f"{a} {ci.ratio_text()}" for a, ci in cis.items()),
-                   rule, "; ".join(f"{a}: {bold(KEEPS_RANK.decide(ci))}" for a, ci in cis.items()), PAGE)
+                   rule, tuple(Part(a, f"log(MyBN's effective rank / the plain net's), {a}", ci, KEEPS_RANK,
+                                    scale="log-ratio") for a, ci in cis.items()), PAGE)
 
 
 def explosion_verdict(results: dict) -> Verdict:
@@ -266,7 +268,9 @@ def explosion_verdict(results: dict) -> Verdict:
                    f"towards the input MyBN's squared gradient norm grows by a constant factor per layer, "
                    f"π/(π − 1) = {RELU_RATE:.3f} for ReLU in the large-batch limit; the plain net's (He) does not",
                    f"growth per layer, MyBN {exp_text(own)}, MyBN / plain {exp_text(gap)}", rule,
-                   f"explodes: {bold(EXPLODES.decide(own))}; more than plain: {bold(EXPLODES.decide(gap))}", PAGE)
+                   (Part("explodes", "log of MyBN's growth per layer", own, EXPLODES, scale="log-ratio"),
+                    Part("more than plain", "log of MyBN's growth per layer over the plain net's", gap, EXPLODES,
+                         scale="log-ratio")), PAGE)
 
 
 EXPERIMENT = Experiment(

@@ -33,7 +33,8 @@ from lab.plotting import band, label, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
 from lab.regression import Regression, models_of, ranges_of, run_experiment, runs_of
 from lab.results import rounded, source
-from lab.verdicts import EASY, HARD, Verdict, bold, ratio
+from lab.settings import TEN_SEEDS
+from lab.verdicts import EASY, HARD, Part, Verdict, ratio
 
 EVERY = 2  # steps between measurements
 MEASURES = {  # key -> what the figures and tables call it
@@ -195,24 +196,25 @@ def ics_verdict(results: dict) -> Verdict:
     """Per range and window (the first epoch, where batch norm makes its difference, and the whole run):
     does MyBN have less ICS than the plain net, by both readings?"""
     windows = {"first epoch": steps_per_epoch(results), "whole run": None}
-    measured, answers = [], []
+    measured, parts = [], []
     for r in (HARD, EASY):
         for window, last in windows.items():
             cis = readings(results, r, last)
             measured.append(f"{range_text(r)}, {window}: " + ", ".join(f"{READINGS[k]} {ci.ratio_text()}"
                                                                        for k, ci in cis.items()))
-            parts = [f"{READINGS[k]} {bold(LOWER.decide(ci))}" for k, ci in cis.items()]
-            answers.append(f"{range_text(r)}, {window}: " + ", ".join(parts))
+            parts += [Part(f"{range_text(r)}, {window}: {READINGS[k]}", f"log(MyBN / plain) of {READINGS[k]}, "
+                           f"{range_text(r)}, {window}", ci, LOWER, scale="log-ratio") for k, ci in cis.items()]
     rule = ("per seed, log(MyBN / plain) of each reading (its median over the window, mean over blocks 2–4); "
             "holds where the interval lies below 0 (MyBN lower), does not hold where it lies above 0, else not "
-            "decided; each reading, range and window on its own")
+            "decided; each reading, range and window a part")
     return Verdict("Internal covariate shift (Ioffe & Szegedy 2015)",
                    "BN nets have less ICS (Santurkar's Def. 2.1, and the shift of each block's input), most where BN "
-                   "helps most", "MyBN / plain: " + "; ".join(measured), rule, "; ".join(answers),
+                   "helps most", "MyBN / plain: " + "; ".join(measured), rule, tuple(parts),
                    "[ics](docs/ics.md)")
 
 
-IcsSettings = Regression.preset("IcsSettings", __name__, models=["plain", "my_bn", "my_bn_noisy"], diagnostics=False)
+IcsSettings = Regression.preset("IcsSettings", __name__, models=["plain", "my_bn", "my_bn_noisy"], diagnostics=False,
+                                seeds=TEN_SEEDS)
 
 
 EXPERIMENT = Experiment(

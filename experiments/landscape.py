@@ -51,7 +51,8 @@ from lab.plotting import band, label, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
 from lab.regression import Regression, dataset_entry, models_of, ranges_of, runs_of, train_run
 from lab.results import rounded, source
-from lab.verdicts import EASY, HARD, Verdict, bold, ratio
+from lab.settings import TEN_SEEDS
+from lab.verdicts import EASY, HARD, Part, Verdict, ratio
 from lab.workers import environment, run_pool
 
 LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
@@ -226,14 +227,12 @@ def median_of(run_: dict, key: str) -> float:
     return float(torch.tensor(measure(run_, key)).median())
 
 
-def smoother(results: dict, r: float, setting: str = "SGD at the edge") -> dict[str, tuple[stats.Interval, str]]:
+def smoother(results: dict, r: float, setting: str = "SGD at the edge") -> dict[str, stats.Interval]:
     """Per measure of ``VERDICT_MEASURES``, in ``setting``: the paired log-ratio MyBN / plain of the median
-    over training, and the answer to "at least 10% lower with MyBN"."""
-    part, out = view(results, setting), {}
-    for key in VERDICT_MEASURES:
-        ci = ratio(part, r, "my_bn", "plain", lambda run_, key=key: median_of(run_, key))
-        out[key] = ci, SMOOTHER.decide(ci)
-    return out
+    over training (the verdict asks whether it lies below log ``MARGIN``)."""
+    part = view(results, setting)
+    return {key: ratio(part, r, "my_bn", "plain", lambda run_, key=key: median_of(run_, key))
+            for key in VERDICT_MEASURES}
 
 
 def landscape_table(results: dict) -> str:
@@ -260,28 +259,28 @@ def landscape_table(results: dict) -> str:
                 lines.append(f"| {setting} | {range_text(r)} | {runs[0]['lr']:g} | {label(model)} | {final:.4g} | "
                              + " | ".join(cells) + f" | {norms[0]:.3g} → {norms[1]:.3g} |")
             per = smoother(results, r, setting)
-            cells = [per[key][0].ratio_text() if key in per else "" for key in MEASURES]
+            cells = [per[key].ratio_text() if key in per else "" for key in MEASURES]
             lines.append(f"| {setting} | {range_text(r)} | | *MyBN / plain* | | " + " | ".join(cells) + " | |")
     return "\n".join(lines)
 
 
 def landscape_verdict(results: dict) -> Verdict:
-    measured, answers = [], []
+    measured, parts = [], []
     for setting in SETTINGS:
         for r in (HARD, EASY):
             per = smoother(results, r, setting)
             where = f"{setting}, {range_text(r)}"
             measured.append(f"{where}: " + ", ".join(f"{VERDICT_MEASURES[k]} {ci.ratio_text()}"
-                                                     for k, (ci, _) in per.items()))
-            answers.append(f"{where}: " + ", ".join(f"{VERDICT_MEASURES[k]} {bold(answer)}"
-                                                    for k, (_, answer) in per.items()))
+                                                     for k, ci in per.items()))
+            parts += [Part(f"{where}: {VERDICT_MEASURES[k]}", f"log(MyBN / plain) of the {VERDICT_MEASURES[k]}, "
+                           f"{where}", ci, SMOOTHER, scale="log-ratio") for k, ci in per.items()]
     rule = (f"per seed, log(MyBN / plain) of each measure's median over training; holds where the interval lies "
             f"below log {MARGIN:g} (at least 10% lower with MyBN), does not hold where it lies above, else not "
-            f"decided; each measure, setting and range on its own ({len(results['config']['seeds'])} seeds)")
+            f"decided; each measure, setting and range a part ({len(results['config']['seeds'])} seeds)")
     return Verdict("A smoother landscape (Santurkar et al. 2018, §3.2)",
                    "along the gradient, the loss and its gradient change less with BN (both nets in the same setting: "
                    "SGD at the plain net's edge of stability, at a tenth of that rate, and the Adam recipe)",
-                   "MyBN / plain: " + "; ".join(measured), rule, "; ".join(answers),
+                   "MyBN / plain: " + "; ".join(measured), rule, tuple(parts),
                    "[landscape](docs/landscape.md)")
 
 
@@ -300,6 +299,7 @@ def check_runs(results: dict) -> None:
 
 
 _Landscape = Regression.preset("_Landscape", __name__, models=["plain", "my_bn"], epochs=50, diagnostics=False,
+                               seeds=TEN_SEEDS,
                                lr=None, drop={"optimizer": "each setting has its own (SETTINGS)"})  # None: LR's rates
 
 

@@ -34,8 +34,8 @@ from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.probe import preserved
 from lab.regression import Regression, dataset_entry, dataset_for, dataset_of, models_of, ranges_of, runs_of
 from lab.results import rounded, source
-from lab.settings import DTYPES
-from lab.verdicts import EASY, HARD, Verdict, bold, paired
+from lab.settings import DTYPES, TEN_SEEDS
+from lab.verdicts import EASY, HARD, Part, Verdict, paired
 from lab.workers import environment, run_pool
 
 GRIDS = {  # optimizer -> learning rates, half a decade apart, from slow to failing for every net
@@ -247,30 +247,29 @@ def largest_lr_per_seed(results: dict, r: float, model: str, optimizer: str, epo
     return out
 
 
-def wider_rates(results: dict, r: float, optimizer: str, epochs: int) -> tuple[stats.Interval, str]:
-    """The paired difference, in decades, of the largest rate that trains: log10(MyBN's / the plain net's),
-    and the answer to "MyBN trains at larger rates" (a tie in every seed is not decided)."""
+def wider_rates(results: dict, r: float, optimizer: str, epochs: int) -> stats.SignCount:
+    """Per seed, log10 of MyBN's largest rate that trains over the plain net's (decades: grid-valued),
+    against 0: how many seeds lie above it, tied, below."""
     bn, plain = (largest_lr_per_seed(results, r, m, optimizer, epochs) for m in ("my_bn", "plain"))
     a, b = paired(bn, plain)
-    ci = stats.paired_difference([math.log10(x) for x in a], [math.log10(x) for x in b])
-    return ci, WIDER.decide(ci)
+    return stats.sign_count([rounded(math.log10(x) - math.log10(y), 12) for x, y in zip(a, b, strict=True)])
 
 
 def lr_verdict(results: dict) -> Verdict:
     epochs = budgets(results)[-1]
-    measured, answers = [], []
+    measured, parts = [], []
     for r in (HARD, EASY):
         for opt in GRIDS:
-            ci, answer = wider_rates(results, r, opt, epochs)
-            measured.append(f"{range_text(r)} {opt} {ci.text('.2g')}")
-            tie = ci.low == ci.high == 0
-            answers.append(f"{range_text(r)} {opt}: {'not decided (a tie in every seed)' if tie else bold(answer)}")
+            count = wider_rates(results, r, opt, epochs)
+            measured.append(f"{range_text(r)} {opt} {count.text('.2g')}")
+            parts.append(Part(f"{range_text(r)} {opt}", f"decades, MyBN's largest training rate over the plain "
+                              f"net's, {range_text(r)} {opt}", count, WIDER, budget=f"{epochs} epochs"))
     rule = (f"per seed, log10 of MyBN's largest training rate over the plain net's (in decades; the grid is half a "
-            f"decade apart) within {epochs} epochs; holds where the interval lies above 0, does not hold where it lies "
-            f"below, else not decided; each range and optimiser on its own ({len(results['config']['seeds'])} seeds)")
+            f"decade apart) within {epochs} epochs; a sign test of the seeds above 0, a tie counting against: holds "
+            "where they are significantly many, does not hold where the seeds not above 0 are, else not decided; "
+            f"each range and optimiser a part ({len(results['config']['seeds'])} seeds)")
     return Verdict("Larger learning rates (Bjorck et al. 2018)", "BN nets still train at larger learning rates",
-                   "decades, MyBN − plain: " + "; ".join(measured), rule, "; ".join(answers),
-                   "[lr](docs/lr.md)")
+                   "decades, MyBN − plain: " + "; ".join(measured), rule, tuple(parts), "[lr](docs/lr.md)")
 
 
 AS_WELL = 1.5  # "as well as MyBN": a final test MSE at most 1.5 times MyBN's
@@ -283,30 +282,30 @@ def objection_verdict(results: dict) -> Verdict:
     """Per optimiser: within the longest budget, does the plain net's best cell fit as well as MyBN's best
     (seed by seed, at the two cells), and does any rate train it within the shortest?"""
     short, long = budgets(results)[0], budgets(results)[-1]
-    measured, answers = [], []
+    measured, parts = [], []
     for opt in GRIDS:
         (plain_lr, _), (bn_lr, _) = (best(results, HARD, m, opt, long) for m in ("plain", "my_bn"))
         values = {m: {x["seed"]: x["test_mse"][long] for x in cell(results, HARD, m, opt, lr_)}
                   for m, lr_ in (("plain", plain_lr), ("my_bn", bn_lr))}
         ci = stats.paired_log_ratio(*paired(values["plain"], values["my_bn"]))
-        answer = AS_WELL_RULE.decide(ci)
         quick = largest_training_lr(results, HARD, "plain", opt, short)
         measured.append(f"{opt}: best plain (lr {plain_lr:g}) / best MyBN (lr {bn_lr:g}) after {long} epochs "
                         f"{ci.ratio_text()}; plain within {short} epochs: "
                         + (f"trains at lr {quick:g}" if quick else "no rate trains it"))
-        answers.append(f"{opt}: {bold(answer)} within {long} epochs; within {short}, "
-                       + ("**yes**" if quick else "**no**"))
+        parts += [Part(f"{opt}", f"final test MSE, plain / MyBN, each net's best cell, {opt}", ci, AS_WELL_RULE,
+                       budget=f"{long} epochs", scale="log-ratio"),
+                  Part(f"{opt} within {short} epochs", f"some rate trains the plain net in every seed, {opt}",
+                       budget=f"{short} epochs", answer="yes" if quick else "no")]
     rule = (f"per seed, log(plain / MyBN) of the final test MSE in each net's best cell of the grid (lowest median); "
             f"holds where the interval lies below log {AS_WELL:g}, does not hold where it lies above; and whether "
             f"some rate trains the plain net in every seed within {short} epochs")
     return Verdict("Objection: the plain net just needs another learning rate or more epochs",
                    "if so, some (lr, budget) of the grid trains the plain net as well as MyBN",
-                   f"on {range_text(HARD)}: " + "; ".join(measured), rule, "; ".join(answers),
-                   "[lr](docs/lr.md)")
+                   f"on {range_text(HARD)}: " + "; ".join(measured), rule, tuple(parts), "[lr](docs/lr.md)")
 
 
 LrSettings = Regression.preset(
-    "LrSettings", __name__, models=["plain", "my_bn"], epochs=100, device="cpu",
+    "LrSettings", __name__, models=["plain", "my_bn"], epochs=100, device="cpu", seeds=TEN_SEEDS,
     drop={"lr": "it trains on a grid of learning rates (GRIDS)", "optimizer": "it trains with both, Adam and SGD",
           "diagnostics": "it records no diagnostics"},
     only={"mybn_backend": ("python", "its nets train under torch.func.vmap, where MyBN runs its Python backend"),

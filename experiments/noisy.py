@@ -23,7 +23,8 @@ from lab.diagnostics import SATURATED, start_end
 from lab.plotting import label, mse_panel, range_text, saturation_panel, save, subplots
 from lab.regression import Regression, final_mse, models_of, ranges_of, run_experiment, runs_of, summarize
 from lab.results import source
-from lab.verdicts import HARD, Verdict, bold, paired, per_seed, versus
+from lab.settings import TEN_SEEDS
+from lab.verdicts import HARD, Part, Verdict, paired, per_seed, versus
 
 
 def plot_noisy(results: dict, outfile: Path) -> None:
@@ -81,15 +82,12 @@ def noisy_verdict(results: dict, shift: dict) -> Verdict:
     # per seed: log(noisy / MyBN) − ½·log(plain / MyBN), which is below 0 when the noise costs less than half the gain
     seeds = sorted(noisy.keys() & bn.keys() & plain.keys())
     excess = stats.t_interval([math.log(noisy[s] / bn[s]) - 0.5 * math.log(plain[s] / bn[s]) for s in seeds])
-    answer = TAKES_HALF.decide(excess)  # the prediction: the noise takes at least half of the gain
     raised = manipulation(shift)
-    check = {window: {k: RAISES.decide(ci) for k, ci in cis.items()} for window, cis in raised.items()}
-    text = {stats.HOLDS: "**holds**: the noise takes at least half of batch norm's gain",
-            stats.FAILS: "**does not hold**: MyBN keeps more than half of its gain under the noise",
-            stats.UNDECIDED: "not decided by these seeds"}[answer]
-    text += "; the noise raises MyBN's ICS: " + "; ".join(
-        f"{window}, " + ", ".join(f"{ics.READINGS[k]} {bold(a)}" for k, a in answers.items())
-        for window, answers in check.items())
+    parts = [Part("the noise takes half the gain", "log(MyBN + noise / MyBN) − ½·log(plain / MyBN) of the final test "
+                  "MSE", excess, TAKES_HALF)]
+    parts += [Part(f"the noise raises MyBN's ICS, {window}, {ics.READINGS[k]}", f"log(MyBN + noise / MyBN) of "
+                   f"{ics.READINGS[k]}, {window}", ci, RAISES, scale="log-ratio")
+              for window, cis in raised.items() for k, ci in cis.items()]
     measured = (f"final test MSE on {range_text(HARD)}: the noise costs MyBN {cost.ratio_text()}; batch norm gains "
                 f"{gain.ratio_text()} over the plain net (plain / MyBN); ICS, MyBN + noise / MyBN: "
                 + "; ".join(f"{window}, " + ", ".join(f"{ics.READINGS[k]} {ci.ratio_text()}" for k, ci in cis.items())
@@ -100,10 +98,11 @@ def noisy_verdict(results: dict, shift: dict) -> Verdict:
             "where its interval lies above 0")
     return Verdict("ICS, tested by injecting it (Santurkar et al. 2018, Alg. 1)",
                    "if steady distributions are what helps, BN with non-stationary noise should train like the plain "
-                   "net", measured, rule, text, "[noisy](docs/noisy.md)")
+                   "net", measured, rule, tuple(parts), "[noisy](docs/noisy.md)")
 
 
-NoisySettings = Regression.preset("NoisySettings", __name__, models=["my_bn", "my_bn_noisy", "plain", "plain_noisy"])
+NoisySettings = Regression.preset("NoisySettings", __name__, models=["my_bn", "my_bn_noisy", "plain", "plain_noisy"],
+                                  seeds=TEN_SEEDS)
 
 
 EXPERIMENT = Experiment(

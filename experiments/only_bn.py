@@ -32,12 +32,12 @@ import torch
 from experiments.record import Experiment, checked_runs
 from lab import stats
 from lab.data import digits_standardised
-from lab.loop import cosine, fit_members, member_accuracy, steps_per_epoch
+from lab.loop import cosine, fit_members, member_correct, steps_per_epoch
 from lab.nets import ConvNet
 from lab.plotting import COLOURS, interval_bars, save, subplots
-from lab.results import rounded, source
+from lab.results import pack_items, rounded, source, unpack_items
 from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
-from lab.verdicts import Verdict, bold, paired
+from lab.verdicts import Part, Verdict, minus
 from lab.workers import environment, run_pool
 
 SETS = {"all": "every parameter", "bn": "γ and β only", "bn_head": "γ, β and the classifier",
@@ -107,10 +107,12 @@ def train_set(config, which: str) -> list[dict]:
     steps = config.epochs * steps_per_epoch(config.batch_size, len(x_train))
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
     fit_members(net, opt, x_train, y_train, config.batch_size, config.epochs, cosine(config.lr, steps))
-    acc = member_accuracy(net, x_test, y_test)
+    right = member_correct(net, x_test, y_test)  # (N, K)
+    acc = right.double().mean(0)
     gamma = torch.cat([n.weight.detach().view(net.k, -1) for n in net.norms], 1).abs()  # (K, channels)
     return [{"model": which, "seed": s, "test_acc": rounded(acc[j].item()),
-             "off": rounded((gamma[j] < OFF).double().mean().item())} for j, s in enumerate(seeds)]
+             "test_items": pack_items(right[:, j].tolist()), "off": rounded((gamma[j] < OFF).double().mean().item())}
+            for j, s in enumerate(seeds)]
 
 
 def run(config, log=print) -> dict:
@@ -128,19 +130,31 @@ def check_format(results: dict) -> None:
     for i, run_ in enumerate(checked_runs(results, tuple(SETS))):
         if not all(isinstance(run_.get(k), (int, float)) for k in ("test_acc", "off")):
             raise ValueError(f"runs[{i}]: needs numbers 'test_acc' and 'off'")
+        if not isinstance(run_.get("test_items"), str):
+            raise ValueError(f"runs[{i}]: needs 'test_items', which test digits it got right: rerun "
+                             "`python train.py only_bn`")
 
 
 def per_seed(results: dict, which: str, key: str = "test_acc") -> dict[int, float]:
     return {r["seed"]: r[key] for r in results["runs"] if r["model"] == which}
 
 
+def items(results: dict, which: str) -> dict[int, list[int]]:
+    """Per seed, each test digit: 1 right, 0 wrong."""
+    return {r["seed"]: unpack_items(r["test_items"]) for r in results["runs"] if r["model"] == which}
+
+
 def interval(results: dict, which: str, key: str = "test_acc") -> stats.Interval:
+    """The test accuracy (its interval counting the seeds' and the test digits' sampling error,
+    ``stats.accuracy_interval``), or the fraction of channels turned off (a t-interval over seeds)."""
+    if key == "test_acc":
+        return stats.accuracy_interval(list(items(results, which).values()))
     return stats.t_interval(list(per_seed(results, which, key).values()))
 
 
 def over_random(results: dict) -> stats.Interval:
-    """γ and β only minus as many random other weights: test accuracy, seed by seed."""
-    return stats.paired_difference(*paired(per_seed(results, "bn"), per_seed(results, "random")))
+    """γ and β only minus as many random other weights: test accuracy, seed by seed and digit by digit."""
+    return stats.accuracy_interval(list(minus(items(results, "bn"), items(results, "random")).values()), (-1.0, 1.0))
 
 
 def plot_only_bn(results: dict, outfile: Path) -> None:
@@ -196,8 +210,9 @@ def only_bn_verdict(results: dict) -> Verdict:
                    "with every other weight frozen at its random initialisation, training batch norm's γ and β "
                    "alone reaches far above chance, and far above as many random other weights",
                    f"test accuracy, γ and β only {alone.text('.3f')}; minus random weights {gap.text('+.3f')}", rule,
-                   f"above {TRAINS:g}: {bold(ABOVE_TRAINS.decide(alone))}; above random weights: "
-                   f"{bold(ABOVE_RANDOM.decide(gap))}", "[only_bn](docs/only_bn.md)")
+                   (Part(f"above {TRAINS:g}", "test accuracy, γ and β only", alone, ABOVE_TRAINS),
+                    Part("above random weights", "test accuracy, γ and β only − as many random weights", gap,
+                         ABOVE_RANDOM)), "[only_bn](docs/only_bn.md)")
 
 
 EXPERIMENT = Experiment(

@@ -37,8 +37,9 @@ from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.probe import Probe
 from lab.regression import Regression, Scaling, models_of, ranges_of, run_experiment, runs_of
 from lab.results import rounded, source
+from lab.settings import TEN_SEEDS
 from lab.stats import mean_std
-from lab.verdicts import HARD, Verdict, bold, paired
+from lab.verdicts import HARD, Part, Verdict, paired
 from my_bn import MyBN
 
 MODES = {"running": "moving averages", "precise": "precise statistics", "train_mode": "test-batch statistics"}
@@ -197,14 +198,16 @@ def precise_over_running(results: dict, r: float, model: str, prefix: str = "off
 def running_stats_verdict(results: dict) -> Verdict:
     """On the off-grid test set: do precise statistics beat the moving averages (per momentum), and are
     the test batch's own statistics worse than precise ones?"""
-    measured, answers = [], []
+    measured, parts = [], []
     for model, momentum in MOMENTA.items():
         ci = precise_over_running(results, HARD, model)
         measured.append(f"precise / moving averages, momentum {momentum} {ci.ratio_text()}")
-        answers.append(f"precise beats moving averages, momentum {momentum}: {bold(PRECISE_BETTER.decide(ci))}")
+        parts.append(Part(f"precise beats moving averages, momentum {momentum}", "log(precise / moving averages) of "
+                          f"the final test MSE, momentum {momentum}", ci, PRECISE_BETTER, scale="log-ratio"))
     batch = final_ratio(results, HARD, "my_bn", "off_grid_train_mode", "off_grid_precise")
     measured.append(f"test-batch / precise {batch.ratio_text()}")
-    answers.append(f"test-batch statistics worse than precise: {bold(BATCH_WORSE.decide(batch))}")
+    parts.append(Part("test-batch statistics worse than precise", "log(test-batch / precise) of the final test MSE",
+                      batch, BATCH_WORSE, scale="log-ratio"))
     same = curves(results, HARD, "my_bn", "precise").equal(curves(results, HARD, "my_bn_m01", "precise"))
     note = " (the weights are the same at both momenta: the running statistics never enter training)" if same else ""
     rule = ("per seed, the log-ratio of the final test MSE on the off-grid test set: precise / moving averages, "
@@ -213,12 +216,12 @@ def running_stats_verdict(results: dict) -> Verdict:
     return Verdict("Running statistics that lag (Wu & Johnson 2021): about evaluation, not training",
                    "in eval mode, statistics precise for the final weights beat the moving averages, and the test "
                    "batch's own statistics are worse than either",
-                   f"final test MSE on {range_text(HARD)}, off-grid test set: " + "; ".join(measured), rule,
-                   "; ".join(answers) + note, "[running_stats](docs/running_stats.md)")
+                   f"final test MSE on {range_text(HARD)}, off-grid test set: " + "; ".join(measured) + note, rule,
+                   tuple(parts), "[running_stats](docs/running_stats.md)")
 
 
 RunningStatsSettings = Regression.preset("RunningStatsSettings", __name__, models=["my_bn", "my_bn_m01"],
-                                         diagnostics=False)
+                                         diagnostics=False, seeds=TEN_SEEDS)
 
 
 EXPERIMENT = Experiment(

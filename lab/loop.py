@@ -110,13 +110,17 @@ def cosine(lr: float, steps: int) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def member_accuracy(net: ConvNet, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Each member's accuracy on (x, y), the same inputs for all: in eval mode, or with ``batch_size`` in
-    training mode in batches of that size (the last takes what is left), on a copy of ``net`` so that
-    its running estimates stay as they are. (K,)"""
+def member_correct(net: ConvNet, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Which of (x, y) each member gets right, the same inputs for all: in eval mode, or with
+    ``batch_size`` in training mode in batches of that size (the last takes what is left), on a copy of
+    ``net`` so that its running estimates stay as they are. (N, K) bools."""
     model = copy.deepcopy(net).train() if batch_size else net.eval()
     chunks = x.split(batch_size or len(x))
     logits = torch.cat([model(c.unsqueeze(1).expand(-1, net.k, *c.shape[1:])) for c in chunks])  # (N, K, 10)
     net.train()
-    return (logits.argmax(-1) == y.unsqueeze(1)).double().mean(0)
+    return logits.argmax(-1) == y.unsqueeze(1)
 
+
+def member_accuracy(net: ConvNet, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Each member's accuracy on (x, y) (``member_correct``'s fraction right). (K,)"""
+    return member_correct(net, x, y, batch_size).double().mean(0)

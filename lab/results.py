@@ -29,6 +29,7 @@ from lab.settings import COMMITTED, RESULTS_FILE, check_values
 FORMAT = 3  # 3: null for a number that is not finite (2 wrote NaN and Infinity, which strict JSON refuses)
 TEXT_FIELDS = {"model", "optimizer", "activation"}  # the strings a record holds; every other leaf is a number (or null)
 FLAG_FIELDS = {"diverged"}  # its booleans
+ITEM_FIELDS = {"test_items", "train_mode_items"}  # which test items a net got right (pack_items), or such by step
 
 
 @contextlib.contextmanager
@@ -113,6 +114,17 @@ def rounded(values, digits: int = 6):
     if isinstance(values, list):
         return [rounded(v, digits) for v in values]
     return float(f"{values:.{digits}g}")
+
+
+def pack_items(correct) -> str:
+    """Which test items a net got right (a sequence of bools, in the test set's order) as a hex string:
+    a leading 1 bit, then one bit per item, so the string says how many items it holds."""
+    return format(int("1" + "".join("1" if c else "0" for c in correct), 2), "x")
+
+
+def unpack_items(text: str) -> list[int]:
+    """``pack_items`` undone: 1 for each item right, 0 for each wrong."""
+    return [int(b) for b in bin(int(text, 16))[3:]]
 
 
 def finite_or_none(value):
@@ -252,8 +264,19 @@ def check_records(results: dict) -> None:
                 raise ValueError(f"{difference} (unlike {key}[0]: all {key} must have one shape)")
 
 
-def _check_leaves(value, where: str, key: str | None = None) -> None:
+def _check_items(value, where: str) -> None:
+    """A ``pack_items`` string, or a mapping of them (by step)."""
     if isinstance(value, dict):
+        for k, v in value.items():
+            _check_items(v, f"{where}.{k}")
+    elif not (isinstance(value, str) and len(value) > 0 and all(c in "0123456789abcdef" for c in value)):
+        raise ValueError(f"{where}: expected which test items it got right (a hex string), got {value!r}")
+
+
+def _check_leaves(value, where: str, key: str | None = None) -> None:
+    if key in ITEM_FIELDS:
+        _check_items(value, where)
+    elif isinstance(value, dict):
         for k, v in value.items():
             _check_leaves(v, f"{where}.{k}", k)
     elif isinstance(value, list):

@@ -64,6 +64,9 @@ def _field(default, metadata) -> dataclasses.Field:
     return field(default=default, metadata=metadata)
 
 
+TEN_SEEDS = list(range(10))  # where an experiment costs little (the MLP tasks, depth): lab/stats.py says why
+
+
 @dataclass
 class Settings:
     """What every experiment takes: its seeds, the numerics and device it computes on, the processes it
@@ -76,7 +79,7 @@ class Settings:
     """
 
     seeds: list[int] = flag(
-        [0, 1, 2, 3, 4], "seeds: data noise, initial weights, batch order", type=seed_int, metavar="SEED"
+        list(range(5)), "seeds: data noise, initial weights, batch order", type=seed_int, metavar="SEED"
     )
     mybn_backend: str = flag(
         "python",

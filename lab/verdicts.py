@@ -18,16 +18,77 @@ from lab.regression import final_mse, runs_of
 
 
 @dataclass(frozen=True)
+class Part:
+    """One part of a verdict: the claim its ``rule`` makes about a per-seed statistic, the evidence
+    (``stats.Interval`` or ``stats.SignCount``), and where it applies (the training budget and the
+    evaluation, where a row has several). A part with no rule is a fact (``answer``: "yes" or "no")."""
+
+    label: str  # what it answers, e.g. "(-5, 5) adam", "falls"
+    statistic: str  # the per-seed number, e.g. "decades, MyBN − plain"
+    evidence: stats.Interval | stats.SignCount | None = None
+    rule: stats.Rule | None = None
+    budget: str = ""
+    evaluation: str = ""
+    answer: str = ""  # a fact's answer; a rule's comes from the row's Holm step-down
+    scale: str = "difference"  # how the evidence reads: "difference", or "log-ratio" (shown as ×)
+
+    def p_values(self) -> tuple[float, float] | None:
+        return None if self.rule is None else self.rule.p_values(self.evidence)
+
+    def text(self) -> str:
+        if self.evidence is None:
+            return ""
+        return self.evidence.ratio_text() if self.scale == "log-ratio" else self.evidence.text("+.3g")
+
+
+@dataclass(frozen=True)
 class Verdict:
     """One row of the README's verdict table: an explanation of batch norm, what it predicts on this
-    task, what was measured, the verdict its stated rule gives, and where the evidence is."""
+    task, what was measured, the rule, its parts, and where the evidence is. The row's answers come from
+    its parts: the parts with a rule are one family, decided by Holm's step-down (``stats.holm``)."""
 
     explanation: str
     predicts: str
     measured: str
     rule: str  # how the verdict is decided, with its margin
-    verdict: str
+    parts: tuple[Part, ...]
     evidence: str  # a Markdown link to the page that shows it (method, figures, tables)
+
+    def answers(self) -> list[str]:
+        """Each part's answer: Holm's over the parts with a rule, a fact's own."""
+        tested = [i for i, part in enumerate(self.parts) if part.rule is not None]
+        decided = dict(zip(tested, stats.holm([self.parts[i].p_values() for i in tested]), strict=True))
+        return [decided.get(i, part.answer) for i, part in enumerate(self.parts)]
+
+    @property
+    def verdict(self) -> str:
+        """The verdict column: each part's label and answer, in bold where decided; "not decided (Holm)"
+        where the part alone would be decided but the family's correction does not decide it."""
+        cells = []
+        for part, answer in zip(self.parts, self.answers(), strict=True):
+            text = bold(answer)
+            if part.rule is not None and answer == stats.UNDECIDED and part.rule.decide(part.evidence) != answer:
+                text = f"{stats.UNDECIDED} (Holm)"
+            cells.append(f"{part.label}: {text}" if part.label else text)
+        return "; ".join(cells)
+
+    def records(self) -> list[dict]:
+        """Each part as data (``compare.py`` writes them to results/verdicts.json)."""
+        out = []
+        for part, answer in zip(self.parts, self.answers(), strict=True):
+            ev = part.evidence
+            record = {"row": self.explanation, "part": part.label, "budget": part.budget,
+                      "evaluation": part.evaluation, "statistic": part.statistic, "scale": part.scale}
+            if isinstance(ev, stats.SignCount):
+                record |= {"test": "sign", "n": ev.n, "median": ev.median, "above": ev.above, "ties": ev.ties,
+                           "below": ev.below}
+            elif ev is not None:
+                record |= {"test": "t", "n": ev.n, "mean": ev.mean, "low": ev.low, "high": ev.high}
+            if part.rule is not None:
+                holds, fails = part.p_values()
+                record |= {"claim": part.rule.claim, "margin": part.rule.margin, "p_holds": holds, "p_fails": fails}
+            out.append(record | {"answer": answer})
+        return out
 
 
 HARD = 5.0  # the range where the plain net fails in the main experiment
@@ -45,6 +106,12 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[
     return [a[s] for s in seeds], [b[s] for s in seeds]
 
 
+def minus(a: dict[int, list[float]], b: dict[int, list[float]]) -> dict[int, list[float]]:
+    """Two nets' per-item scores (seed -> one score per test item), paired: per seed both have, in seed
+    order, item by item, a − b."""
+    return {s: [x - y for x, y in zip(a[s], b[s], strict=True)] for s in sorted(a.keys() & b.keys())}
+
+
 def ratio(results: dict, r: float, model: str, baseline: str, value: Callable[[dict], float]) -> stats.Interval:
     """The paired log-ratio ``model`` / ``baseline`` of ``value`` over the seeds of range ``r``."""
     return stats.paired_log_ratio(*paired(per_seed(results, r, model, value), per_seed(results, r, baseline, value)))
@@ -59,7 +126,7 @@ def versus(results: dict, r: float, model: str, baseline: str) -> str:
 
 
 def bold(answer: str) -> str:
-    return f"**{answer}**" if answer != stats.UNDECIDED else answer
+    return f"**{answer}**" if answer not in (stats.UNDECIDED, "") else answer
 
 
 def verdict_table(rows: list[Verdict]) -> str:

@@ -28,6 +28,17 @@ def committed(name: str) -> Path:
     return EXPERIMENTS[name].results_path(ROOT / "results")
 
 
+def verdict(row: str, part: str = "") -> str:
+    """The committed answer of one part of a verdict row (results/verdicts.json, as compare.py wrote it;
+    Holm's correction over the row's parts applied): the row by the start of its explanation."""
+    from experiments import read_verdicts
+
+    found = [p["answer"] for p in read_verdicts(ROOT / "results") if p["row"].startswith(row) and p["part"] == part]
+    if len(found) != 1:
+        raise KeyError(f"{len(found)} parts {part!r} in the rows starting {row!r}")
+    return found[0]
+
+
 def make_pair(ref_cls, my_cls, num_features, dtype=torch.float64, seed=0, device="cpu", backend=None, **kwargs):
     """A PyTorch layer with random gamma/beta, and a MyBN (of ``backend``) loaded from its state dict."""
     ref = ref_cls(num_features, dtype=dtype, device=device, **kwargs)

@@ -125,7 +125,8 @@ def test_every_experiment_is_one_record_named_as_its_module():
         assert isinstance(experiment, Experiment) and experiment.name == name, name
         assert issubclass(experiment.settings, Settings) and experiment.settings().problem() is None, name
         assert set(experiment.needs) < set(EXPERIMENTS), name
-        assert (ROOT / "experiments" / f"{name}.py").exists() and experiment.doc.strip(), name
+        module = ROOT / "experiments" / f"{name}.py"  # a module, or a package of its own
+        assert (module.exists() or (module.with_suffix("") / "__init__.py").exists()) and experiment.doc.strip(), name
 
 
 TOY = '''"""toy: a new experiment, the usual nets on one range, and one number of its own."""

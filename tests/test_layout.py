@@ -18,8 +18,9 @@ def project_files() -> dict[str, Path]:
     """Module name -> file, for every .py file of the project (tests aside)."""
     files = {p.stem: p for p in ROOT.glob("*.py")}
     for package in PACKAGES:
-        for p in (ROOT / package).glob("*.py"):
-            files[package if p.stem == "__init__" else f"{package}.{p.stem}"] = p
+        for p in (ROOT / package).rglob("*.py"):
+            parts = p.relative_to(ROOT).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
     return files
 
 

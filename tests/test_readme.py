@@ -7,7 +7,7 @@ import math
 import torch
 
 from experiments import ddp, float64, sweep
-from helpers import DOCS, README, ROOT, committed
+from helpers import DOCS, README, ROOT, committed, verdict
 from lab.nets import BN_PAIR
 from lab.plotting import Z_SATURATED
 from lab.regression import dataset_of, fit_spread, models_of, ranges_of, runs_of
@@ -152,7 +152,7 @@ def test_claims_about_controls():
 def test_claims_about_adams_step():
     """The controls page: in 160 Adam steps at 0.02 the output bias moves about 3, less than the targets'
     mean of about 8; no rate of the Adam grid, 0.1 to 1 among them, trains the plain net on (-5, 5)
-    within 10 epochs; plain SGD at 0.01 does, in every seed."""
+    within 10 epochs; plain SGD at 0.01 does, in most seeds (9 of 10)."""
     from experiments import lr
 
     grid = load_results(ROOT / "results" / "lr" / "results.json")
@@ -164,11 +164,11 @@ def test_claims_about_adams_step():
     assert {0.1, 0.3, 1.0} <= set(lr.GRIDS["adam"])
     assert lr.largest_training_lr(grid, 5.0, "plain", "adam", 10) is None
     sgd = [x for x in lr.cell(grid, 5.0, "plain", "sgd", 0.01)]
-    assert len(sgd) == 5 and all(lr.trains(grid, x, 10) for x in sgd)
+    assert len(sgd) == len(grid["config"]["seeds"]) and sum(lr.trains(grid, x, 10) for x in sgd) > len(sgd) / 2
     page = " ".join(DOCS["controls"].split())
     assert "no rate of the [lr](lr.md) experiment's Adam grid trains the plain net on (-5, 5) within 10 epochs" in page
-    assert ("plain SGD at 0.01, whose steps follow the size of the gradient, trains it within 10 epochs in every "
-            "seed") in page
+    assert ("plain SGD at 0.01, whose steps follow the size of the gradient, trains it within 10 epochs in most "
+            "seeds") in page
 
 
 def test_claims_about_the_sweep():
@@ -222,22 +222,29 @@ EXPLAINED = {name: committed(name)
                           "only_bn")}
 
 
-def test_every_verdict_rests_on_five_seeds():
-    """The prose above the verdict table: every experiment behind a row ran 5 seeds."""
-    from experiments import EXPERIMENTS
+def test_the_seeds_behind_the_verdicts():
+    """The prose above the verdict table: the regression task's experiments and depth ran 10 seeds, those
+    on digits 5, conv's learning-rate sweep 10; the statistics it names."""
+    from experiments import EXPERIMENTS, conv
 
     assert {name for name, record in EXPERIMENTS.items() if record.verdicts} == EXPLAINED.keys()
-    assert all(len(json.loads(path.read_text())["config"]["seeds"]) == 5 for path in EXPLAINED.values())
+    seeds = {name: len(json.loads(path.read_text())["config"]["seeds"]) for name, path in EXPLAINED.items()}
+    digits = {"mnist", "conv", "scale", "only_bn"}
+    assert all(n == (5 if name in digits else 10) for name, n in seeds.items()), seeds
+    sweep = conv.sweep_seeds(conv.settings_of(json.loads(EXPLAINED["conv"].read_text())))
+    assert len(sweep) == 10
     prose = " ".join(README.split())
-    assert "every experiment behind a row ran 5 seeds" in prose and "seeds of your own (at least 3;" in prose
-    assert "one seed has no interval and decides nothing" in prose
+    assert ("The experiments on the regression task and the deep nets at initialisation ran 10 seeds, those on "
+            "digits 5 (conv's learning-rate sweep 10: a sign test cannot decide on 5)") in prose
+    assert "or `--seeds` with at least 3" in prose and "One seed has no interval and decides nothing" in prose
+    assert "corrected together by Holm's step-down" in prose and "by the sign test, a tie counting against" in prose
 
 
 def test_claims_about_the_noise():
     """The noisy page: the ics experiment's noisy runs are the noisy experiment's, seed for seed; the noise
     raises both readings of ICS in both windows; MyBN keeps more than half of its gain under it."""
     from experiments import noisy
-    from lab.stats import HOLDS
+    from lab.stats import FAILS, HOLDS
 
     shift, injected = load_results(EXPLAINED["ics"]), load_results(EXPLAINED["noisy"])
     for r in ranges_of(injected):
@@ -246,9 +253,11 @@ def test_claims_about_the_noise():
         assert same["ics"] == same["noisy"], r
     raised = noisy.manipulation(shift)
     assert all(decide(ci, 0.0, "above") == HOLDS for cis in raised.values() for ci in cis.values())
+    assert all(verdict("ICS, tested", f"the noise raises MyBN's ICS, {w}, {r}") == HOLDS for w in raised
+               for r in ("‖G − G′‖/‖G‖", "input shift"))  # with Holm's correction over the row
     page = " ".join(DOCS["noisy"].split())
     assert "the noise raises both readings, in the first epoch and over the whole run" in page
-    assert "**does not hold**: MyBN keeps more than half of its gain under the noise" in README
+    assert verdict("ICS, tested", "the noise takes half the gain") == FAILS  # MyBN keeps more than half its gain
 
 
 def test_claims_about_running_statistics():
@@ -280,7 +289,6 @@ def test_claims_about_the_explanations():
     smoother with it on (-5, 5) at both rates, rougher in the Adam recipe (on (-1, 1) by its gradient
     change) and at a tenth of the rate on (-1, 1); the landscape's learning rates are the largest of the
     SGD grid at which both nets train within 100 epochs."""
-    import experiments
     from experiments import ics, landscape, lr
     from lab.stats import FAILS, HOLDS, decide
 
@@ -296,12 +304,13 @@ def test_claims_about_the_explanations():
     first = ics.readings(shift, hard, ics.steps_per_epoch(shift))
     assert decide(first["santurkar"], 0.0, "below") == FAILS and decide(first["ioffe"], 0.0, "below") == HOLDS
     assert "by their Definition 2.1 MyBN's is *higher* than the plain net's in the first epoch on (-5, 5)" in README
-    shape = experiments.load("landscape", EXPLAINED["landscape"])
+    smooth = {(s, r): [verdict("A smoother landscape", f"{s}, {r}: {m}") for m in landscape.VERDICT_MEASURES.values()]
+              for s in landscape.SETTINGS for r in ("(-5, 5)", "(-1, 1)")}  # the table's answers, Holm's applied
     for setting in ("SGD at the edge", f"SGD at {landscape.TENTH:g}×"):
-        assert all(answer == HOLDS for _, answer in landscape.smoother(shape, hard, setting).values())
-    assert all(answer == FAILS for _, answer in landscape.smoother(shape, hard, "Adam recipe").values())
-    assert landscape.smoother(shape, 1.0, "Adam recipe")["gdiff_max"][1] == FAILS  # "by its gradient change"
-    assert all(answer == FAILS for _, answer in landscape.smoother(shape, 1.0, f"SGD at {landscape.TENTH:g}×").values())
+        assert smooth[setting, "(-5, 5)"] == [HOLDS, HOLDS]
+    assert smooth["Adam recipe", "(-5, 5)"] == [FAILS, FAILS]
+    assert smooth["Adam recipe", "(-1, 1)"][0] == FAILS  # "by its gradient change"
+    assert smooth[f"SGD at {landscape.TENTH:g}×", "(-1, 1)"] == [FAILS, FAILS]
     text = " ".join(README.split())
     assert ("Under plain SGD the loss along the gradient is smoother with it on (-5, 5); in the Adam recipe, the one "
             "it rescues, it is rougher") in text

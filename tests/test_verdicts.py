@@ -12,15 +12,25 @@ import verdicts
 @pytest.mark.parametrize(
     ("committed", "rerun", "flip"),
     [
-        ("(-5, 5): **holds**; (-1, 1): not decided", "(-5, 5): **holds**; (-1, 1): **does not hold**", False),
-        ("(-5, 5): **holds**; (-1, 1): not decided", "(-5, 5): not decided; (-1, 1): not decided", False),
-        ("(-5, 5): **holds**; (-1, 1): not decided", "(-5, 5): **does not hold**; (-1, 1): not decided", True),
-        ("adam: not decided within 100; within 10, **no**", "adam: **holds** within 100; within 10, **yes**", True),
-        ("a **holds**, b **holds**", "a **holds**", True),  # a part gone is not the same verdict
+        ("holds", "holds", False),
+        ("holds", "not decided", False),
+        ("not decided", "does not hold", False),
+        ("holds", "does not hold", True),
+        ("does not hold", "holds", True),
+        ("no", "yes", True),  # a fact part
+        ("holds", "—", False),  # a part the rerun lacks: shown, not a flip
     ],
 )
 def test_a_flip_is_a_move_between_holds_and_does_not_hold(committed, rerun, flip):
     assert verdicts.flipped(committed, rerun) is flip
+
+
+def test_the_comparison_is_part_by_part():
+    part = {"row": "r", "part": "a", "budget": "4 epochs", "evaluation": "", "answer": "holds"}
+    table = verdicts.comparison([part, {**part, "part": "b"}], [{**part, "answer": "does not hold"}], "heading")
+    lines = table.splitlines()
+    assert lines[0] == "heading" and lines[-2] == "| r | a, 4 epochs | holds | does not hold | **yes** |"
+    assert lines[-1] == "| r | b, 4 epochs | holds | — | no |"
 
 
 def test_the_comparison_of_tiny_runs(tiny_results, tmp_path, capsys):
@@ -32,7 +42,9 @@ def test_the_comparison_of_tiny_runs(tiny_results, tmp_path, capsys):
     committed = verdicts.what_ran(verdicts.ROOT / "results")[1]
     assert table.startswith(f"Verdicts committed ({committed}) and rerun (seeds 0 1, ") and table.strip() in printed
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == len(experiments.verdict_rows(experiments.load_experiments(out, notes=False)))
+    parts = experiments.read_verdicts(verdicts.ROOT / "results")
+    assert len(rows) == len(parts)  # one line per committed part
+    assert (out / experiments.VERDICTS_FILE).exists()  # the rerun's parts, as data
 
 
 @pytest.mark.parametrize("seeds", [["7"], ["7", "8"], ["7", "7", "8"]])

@@ -120,10 +120,11 @@ def test_mnist_results_are_checked(tmp_path):
 def test_claims_about_mnist():
     """The mnist page: MyBN is ahead after 100 and 300 steps at every rate; at the lowest rate the plain
     net is still far behind at the end; at the chosen rate and ten times higher it has nearly caught up
-    by 1,000 steps (at the chosen rate MyBN still ahead by about a point, whole interval above 0; at ten
-    times it, within two points either way) and MyBN is not shown ending higher; at ten times the chosen
-    rate more than half of its first layer's sigmoids end saturated; MyBN's ICS by Definition 2.1 is
-    larger at the two smaller rates, in both layers, seed by seed, and not shown smaller at the largest."""
+    by 1,000 steps (at the chosen rate MyBN ahead by about a point, its interval, the test digits' error
+    in it, holding 0; at ten times it, within three points either way) and MyBN is not shown ending
+    higher; at ten times the chosen rate more than half of its first layer's sigmoids end saturated;
+    MyBN's ICS by Definition 2.1 is larger at the two smaller rates, in both layers, seed by seed, and not
+    shown smaller at the largest."""
     from experiments import mnist
     from lab.stats import HOLDS
 
@@ -138,13 +139,14 @@ def test_claims_about_mnist():
     assert "After 100 and after 300 steps MyBN is ahead at every rate" in page
     assert mnist.gain(results, low, last).low > 0.2  # "still far behind"
     ahead = mnist.gain(results, chosen, 1000)
-    assert ahead.low > 0 and 0.005 < ahead.mean < 0.015  # "at 0.5 MyBN is still ahead there, by about a point"
+    assert ahead.low < 0 < ahead.high and 0.005 < ahead.mean < 0.015  # "about a point ahead ... do not tell from none"
     near = mnist.gain(results, high, 1000)
-    assert -0.02 < near.low and near.high < 0.02  # "at 5 the two are within two points"
+    assert -0.03 < near.low and near.high < 0.03  # "at 5 the two are within three points"
     for lr in (chosen, high):
         assert decide(mnist.gain(results, lr, last), 0.0, "above") != HOLDS  # "do not show MyBN ending higher"
-    assert ("the plain net has nearly caught up by 1,000 steps (at 0.5 MyBN is still ahead there, by about a point; "
-            "at 5 the two are within two points), and these seeds do not show MyBN") in page
+    assert ("the plain net has nearly caught up by 1,000 steps (at 0.5 MyBN is about a point ahead there, a lead these "
+            "seeds and 1,000 test digits do not tell from none; at 5 the two are within three points), and these seeds "
+            "do not show MyBN") in page
     assert "batch norm buys speed at every rate, and a better end point only at the smallest" in page
     assert decide(mnist.gain(results, low, last), 0.0, "above") == HOLDS  # "ends higher only at the smallest"
     assert ("batch norm is far ahead after 100 and 300 steps at every learning rate tried, and ends higher only at "

@@ -61,7 +61,7 @@ def test_adding_a_norm_to_the_conv_net_is_one_entry(monkeypatch, tmp_path):
     monkeypatch.setitem(NORMS, "instance_norm", toy)
     x_train, y_train, x_test, y_test = digits_split(0)
     small = (x_train[:40].double(), y_train[:40], x_test[:20].double(), y_test[:20])
-    monkeypatch.setattr(conv, "digits_standardised", lambda dtype: small)
+    monkeypatch.setattr(conv.training, "digits_standardised", lambda dtype: small)
     config = conv.ConvSettings(norms=["my_bn", "instance_norm"], batch_sizes=[2, 8], base_batch=8, ghost_batch=2,
                                ghost_at=[8], lr_factors=[1.0], seeds=[0, 1], epochs=1, dtype="float64", workers=1)
     results = {"experiment": "conv", **conv.run(config, log=lambda _: None)}

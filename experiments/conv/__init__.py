@@ -1,0 +1,86 @@
+"""conv: where batch norm lives: on a conv net of real digits, does it need the batch, and what do the
+layers that replace it buy?
+
+``lab.nets.ConvNet`` (three 3×3 convolutions of 16 channels, each followed by the norm under test
+and ReLU; global average pooling; a linear classifier; He-initialised, the same weights for every norm
+at a seed) on scikit-learn's 8×8 digits (``data.digits_split``: 1,297 to train on, 50 of each digit
+to test on; pixels standardised by the training set's mean and std), with each norm of ``ConvSettings.norms``:
+none, ``MyBN2d`` (in float64 lock-step with ``nn.BatchNorm2d``, a test: its results are PyTorch's
+layer's too), GroupNorm (4 groups), LayerNorm over (C, H, W) (GroupNorm with one group) and Batch
+Renormalization (``MyBatchRenorm2d``: r_max = 3, d_max = 5, the paper's warm-up in proportion).
+
+After Wu & He 2018 ("Group Normalization", Figure 1): every norm at each of ``batch_sizes`` for 4
+epochs, SGD with momentum 0.9 at lr · B / 32 (lr = 0.1) on a cosine schedule, 5 seeds (the rate
+sweep 10: ``sweep_more``), each seed's batches the same permutations of the digits at every size and
+for every norm; ghost batch norm
+(``MyGhostBN2d``, ghost batches of ``ghost_batch``) at ``ghost_at``; at batch 32, plain and MyBN2d at
+the rates of ``lr_factors`` too (Bjorck et al. 2018). Measured per seed: the test accuracy in eval
+mode and in training mode (the test set in batches of the run's size, each normalised by its own
+statistics), and the training digits' accuracy. A cell's seeds train as one five-member ``ConvNet``.
+
+The package: ``training`` (the settings, the grid, a cell's training, what a run records), ``reading``
+(the results read back: runs, each test digit's score, intervals), ``pages`` (the figure and tables) and
+``verdicts`` (its rows of the verdict table); below, the record that declares the experiment, and the
+names the rest of the project and the tests read.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from experiments.conv.pages import batch_table, gap_table, lr_table, plot_conv
+from experiments.conv.reading import (
+    difference,
+    fall,
+    interval,
+    largest_rate,
+    mode_gap,
+    models,
+    sizes,
+    sweep_rates,
+    wider_rates,
+)
+from experiments.conv.training import (
+    ITEMS,
+    SWEEP,
+    ConvSettings,
+    cells,
+    check_format,
+    renorm_warmup,
+    run,
+    scaled_lr,
+    settings_of,
+    steps_per_epoch,
+    sweep_seeds,
+)
+from experiments.conv.verdicts import (
+    HIGHER,
+    LESS_OVERFITTING,
+    RULES,
+    WIDER,
+    ghost_regularises,
+    larger_rates,
+    needs_the_batch,
+    renorm_fixes,
+    verdicts,
+)
+from experiments.record import Experiment
+
+__all__ = ["EXPERIMENT", "HIGHER", "ITEMS", "LESS_OVERFITTING", "RULES", "SWEEP", "WIDER", "ConvSettings",
+           "batch_table", "cells", "check_format", "difference", "fall", "gap_table", "ghost_regularises", "interval",
+           "larger_rates", "largest_rate", "lr_table", "mode_gap", "models", "needs_the_batch", "plot_conv",
+           "renorm_fixes", "renorm_warmup", "run", "scaled_lr", "settings_of", "sizes", "steps_per_epoch",
+           "sweep_rates", "sweep_seeds", "verdicts", "wider_rates"]
+
+EXPERIMENT = Experiment(
+    name="conv",
+    doc=__doc__,
+    settings=ConvSettings,
+    run=run,
+    figures=lambda results: {"conv.png": functools.partial(plot_conv, results)},
+    tables=lambda results: {"conv-batch-table": batch_table(results), "conv-gap-table": gap_table(results),
+                            "conv-lr-table": lr_table(results)},
+    results_format=check_format,
+    summary=batch_table,
+    verdicts=verdicts,
+)

@@ -1,0 +1,143 @@
+"""The conv figure and tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from experiments.conv.reading import (
+    difference,
+    grid_sizes,
+    interval,
+    label,
+    largest_rate,
+    mode_gap,
+    models,
+    sizes,
+    sweep_rates,
+)
+from experiments.conv.training import BATCH_STATS, SWEEP, TRAINS, scaled_lr, settings_of, sweep_seeds
+from lab import stats
+from lab.norms import NORMS
+from lab.plotting import COLOURS, interval_bars, save, subplots
+from lab.results import source
+
+
+def at(results: dict, nets: str | tuple[str, ...], batch_size: int, reading, *args, fmt: str) -> str:
+    """A table cell: ``reading(results, *args)`` as text where each of ``nets`` trained at ``batch_size``."""
+    trained = all(batch_size in sizes(results, m) for m in ((nets,) if isinstance(nets, str) else nets))
+    return reading(results, *args).text(fmt) if trained else ""
+
+
+
+
+def bars(ax, xs: list[float], cis: list[stats.Interval], model: str, name: str, f=lambda v: v) -> None:
+    """``model``'s means and 95% intervals, its points moved a little sideways so that each net's bars show."""
+    interval_bars(ax, [x * 1.04 ** (list(NORMS).index(model) - 3) for x in xs], cis, *COLOURS[model], name, f)
+
+
+def plot_conv(results: dict, outfile: Path) -> None:
+    """(a) test error against the batch size per norm (Wu & He's Figure 1); (b) training-mode minus
+    eval-mode test accuracy of the batch-statistics layers; (c) train minus test accuracy; (d) test
+    accuracy against the learning rate at batch 32, plain and MyBN2d. Error bars: 95% intervals over the
+    seeds and the test digits (``stats.accuracy_interval``)."""
+    fig, axes = subplots(2, 2, figsize=(13, 9.5))
+    n = len(settings_of(results).seeds)
+    (a, b), (c, d) = axes
+    for model in models(results):
+        xs = sizes(results, model)
+        bars(a, xs, [interval(results, model, bs) for bs in xs], model, label(results, model), lambda v: 100 * (1 - v))
+        bars(c, xs, [interval(results, model, bs, "gap") for bs in xs], model, label(results, model))
+        if model in BATCH_STATS:
+            bars(b, xs, [mode_gap(results, model, bs) for bs in xs], model, label(results, model))
+    rates, base = sweep_rates(results), settings_of(results).base_batch
+    for model in SWEEP:
+        bars(d, rates, [interval(results, model, base, lr=lr, sweep=True) for lr in rates], model,
+             label(results, model))
+    d.axhline(TRAINS, color="0.5", lw=1, ls=":", label=f"trains: test accuracy ≥ {TRAINS:g}")
+    for ax in (b, c):
+        ax.axhline(0.0, color="0.5", lw=1)
+    titles = {a: ("test error (%), eval mode", "(a) Test error against the batch size (lr ∝ batch)"),
+              b: ("test accuracy, training mode − eval mode", "(b) The test batch's statistics against the running "
+                  "estimates"),
+              c: ("accuracy, train − test (eval mode)", "(c) Over-fitting: train minus test accuracy")}
+    for ax, (ylabel, title) in titles.items():
+        ax.set(xscale="log", xlabel="batch size", ylabel=ylabel, title=f"{title}\n{n} seeds, 95% intervals")
+        ax.set_xticks(grid_sizes(results), [str(bs) for bs in grid_sizes(results)])
+        ax.minorticks_off()
+    a.set_yscale("log")
+    d.set(xscale="log", ylim=(0, 1.02), xlabel="learning rate (SGD, momentum 0.9)", ylabel="test accuracy",
+          title=f"(d) Learning rates at batch {settings_of(results).base_batch}\n"
+                f"{len(sweep_seeds(settings_of(results)))} seeds, 95% intervals")
+    for ax in (a, b, c, d):
+        ax.legend(fontsize=8)
+    save(fig, outfile)
+
+
+
+
+def batch_table(results: dict) -> str:
+    """Per batch size (rows) and norm (columns): the test accuracy in eval mode, then the paired rows."""
+    nets, settings = models(results), settings_of(results)
+    n = len(settings.seeds)
+    lines = [
+        f"Test accuracy on the 500 held-out digits after {results['config']['epochs']} epochs, eval mode: the mean "
+        f"over {n} seeds and its 95% interval, counting the seeds' and the 500 digits' sampling error "
+        f"(lab/stats.py, accuracy_interval; {source(results)}). Learning rate {results['config']['lr']:g} · "
+        f"B / {settings.base_batch} (SGD, momentum {settings.momentum}, cosine schedule). Below, seed by seed: "
+        "MyBN2d − GroupNorm, Batch Renorm − MyBN2d and ghost BN − MyBN2d at each size; and, for the "
+        "batch-statistics layers, the test accuracy in training mode (the test set in batches of the run's size, "
+        "each normalised by its own statistics) minus that in eval mode.",
+        "",
+        "| batch size | lr | " + " | ".join(label(results, m) for m in nets) + " |",
+        "|---|---|" + "---|" * len(nets),
+    ]
+    for bs in grid_sizes(results):
+        cells = [at(results, m, bs, interval, m, bs, fmt=".3f") for m in nets]
+        lines.append(f"| {bs} | {scaled_lr(settings, bs):g} | " + " | ".join(cells) + " |")
+    pairs = [("MyBN2d − GroupNorm", "my_bn", "group_norm"), ("Batch Renorm − MyBN2d", "renorm", "my_bn"),
+             ("ghost BN − MyBN2d", "ghost", "my_bn")]
+    lines += ["", "| batch size | " + " | ".join(p[0] for p in pairs) + " | "
+              + " | ".join(f"{label(results, m)}: training − eval mode" for m in BATCH_STATS) + " |",
+              "|---|" + "---|" * (len(pairs) + len(BATCH_STATS))]
+    for bs in grid_sizes(results):
+        cells = [at(results, (a, b), bs, difference, (a, bs), (b, bs), fmt="+.3f") for _, a, b in pairs]
+        cells += [at(results, m, bs, mode_gap, m, bs, fmt="+.3f") for m in BATCH_STATS]
+        lines.append(f"| {bs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gap_table(results: dict) -> str:
+    """Per batch size and norm: train minus test accuracy (eval mode)."""
+    nets = models(results)
+    lines = [
+        f"Over-fitting: accuracy on the 1,297 training digits minus that on the 500 test digits, both in eval mode "
+        f"(mean over {len(results['config']['seeds'])} seeds and its 95% interval over seeds and test digits). The "
+        "last column: ghost BN − MyBN2d of that gap, seed by seed.",
+        "",
+        "| batch size | " + " | ".join(label(results, m) for m in nets) + " | ghost BN − MyBN2d |",
+        "|---|" + "---|" * (len(nets) + 1),
+    ]
+    for bs in grid_sizes(results):
+        cells = [at(results, m, bs, interval, m, bs, "gap", fmt="+.3f") for m in nets]
+        cells.append(at(results, ("ghost", "my_bn"), bs, difference, ("ghost", bs), ("my_bn", bs), "gap", fmt="+.3f"))
+        lines.append(f"| {bs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def lr_table(results: dict) -> str:
+    """Test accuracy at batch 32 per learning rate, plain and MyBN2d, and the largest rate that trains."""
+    rates, settings = sweep_rates(results), settings_of(results)
+    lines = [
+        f"At batch {settings.base_batch}, {settings.epochs} epochs, SGD with momentum {settings.momentum} on a cosine "
+        f"schedule: test accuracy, mean over {len(sweep_seeds(settings))} seeds and its 95% interval over seeds and "
+        f"test digits. *Largest that trains*: the largest rate at which a seed ends with a test accuracy of at least "
+        f"{TRAINS:g}, the median over seeds.",
+        "",
+        "| net | " + " | ".join(f"lr {lr:g}" for lr in rates) + " | largest that trains |",
+        "|---|" + "---|" * (len(rates) + 1),
+    ]
+    for model in SWEEP:
+        cells = [interval(results, model, settings.base_batch, lr=lr, sweep=True).text(".3f") for lr in rates]
+        largest = sorted(largest_rate(results, model).values())
+        lines.append(f"| {label(results, model)} | " + " | ".join(cells) + f" | {largest[len(largest) // 2]:g} |")
+    return "\n".join(lines)

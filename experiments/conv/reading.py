@@ -1,0 +1,113 @@
+"""Reading the conv results back: runs by cell and seed, each test digit's score, and the intervals the
+figures, tables and verdicts show (``stats.accuracy_interval``: the seeds' and the test digits' error)."""
+
+from __future__ import annotations
+
+import math
+
+from experiments.conv.training import ITEMS, REFERENCE, SMALL, SWEEP, TRAINS, scaled_lr, settings_of, sweep_seeds
+from lab import stats
+from lab.norms import NORMS
+from lab.results import rounded, unpack_items
+from lab.verdicts import minus, paired
+
+
+def label(results: dict, model: str) -> str:
+    """``model``'s name in the figures and tables (ghost BN's with its ghost batch size)."""
+    ghost = f" (G = {settings_of(results).ghost_batch})" if model == "ghost" else ""
+    return NORMS[model].label + ghost
+
+
+BOUNDS = {"test_acc": (0.0, 1.0), "train_mode_acc": (0.0, 1.0), "gap": (-1.0, 1.0)}
+
+
+def runs_at(results: dict, model: str, batch_size: int, lr: float | None = None, sweep: bool = False) -> list[dict]:
+    """``model``'s runs at ``batch_size`` (and learning rate ``lr``; default: the batch's linearly scaled
+    one), on the settings' seeds (``sweep``: the sweep's)."""
+    settings = settings_of(results)
+    lr = scaled_lr(settings, batch_size) if lr is None else lr
+    seeds = set(sweep_seeds(settings) if sweep else settings.seeds)
+    return [r for r in results["runs"] if r["model"] == model and r["batch_size"] == batch_size
+            and math.isclose(r["lr"], lr) and r["seed"] in seeds]
+
+
+def per_seed(results: dict, model: str, batch_size: int, lr: float | None = None, key: str = "test_acc",
+             sweep: bool = False) -> dict[int, float]:
+    """``key`` of ``model``'s runs (``runs_at``), by seed; train − test: ``key="gap"``."""
+    value = (lambda r: r["train_acc"] - r["test_acc"]) if key == "gap" else (lambda r: r[key])
+    return {r["seed"]: value(r) for r in runs_at(results, model, batch_size, lr, sweep)}
+
+
+def scores(results: dict, model: str, batch_size: int, key: str = "test_acc", lr: float | None = None,
+           sweep: bool = False) -> dict[int, list[float]]:
+    """Per seed, each test digit's score in ``key``: 1 right, 0 wrong (in eval mode, or in training mode);
+    for the gap, the training accuracy minus that (their mean over digits is the seed's gap)."""
+    out = {}
+    for r in runs_at(results, model, batch_size, lr, sweep):
+        right = unpack_items(r[ITEMS.get(key, "test_items")])
+        out[r["seed"]] = [r["train_acc"] - c for c in right] if key == "gap" else [float(c) for c in right]
+    return out
+
+
+def sizes(results: dict, model: str) -> list[int]:
+    """The batch sizes ``model`` trained at with the linearly scaled rate."""
+    settings = settings_of(results)
+    return sorted({r["batch_size"] for r in results["runs"] if r["model"] == model
+                   and math.isclose(r["lr"], scaled_lr(settings, r["batch_size"]))})
+
+
+def grid_sizes(results: dict) -> list[int]:
+    """Every batch size a net trained at with the linearly scaled rate."""
+    return sorted({size for model in models(results) for size in sizes(results, model)})
+
+
+def models(results: dict) -> list[str]:
+    return [m for m in NORMS if any(r["model"] == m for r in results["runs"])]
+
+
+def interval(results: dict, model: str, batch_size: int, key: str = "test_acc", lr: float | None = None,
+             sweep: bool = False) -> stats.Interval:
+    """The mean of ``key`` over seeds, its interval counting the seeds' and the test digits' sampling error
+    (``stats.accuracy_interval``)."""
+    return stats.accuracy_interval(list(scores(results, model, batch_size, key, lr, sweep).values()), BOUNDS[key])
+
+
+def difference(results: dict, a: tuple[str, int], b: tuple[str, int], key: str = "test_acc",
+               key_b: str | None = None) -> stats.Interval:
+    """``key`` of (model, batch size) ``a`` minus ``key_b`` (default: ``key``) of ``b``, seed by seed and
+    digit by digit: the mean and its 95% interval (``stats.accuracy_interval``)."""
+    keys = (key, key_b or key)
+    pairs = minus(scores(results, *a, key=keys[0]), scores(results, *b, key=keys[1]))
+    return stats.accuracy_interval(list(pairs.values()), (-2.0, 2.0) if keys == ("gap", "gap") else (-1.0, 1.0))
+
+
+def fall(results: dict, model: str) -> dict[int, list[float]]:
+    """Per seed and test digit, ``model``'s score at ``SMALL`` minus that at ``REFERENCE``."""
+    return minus(scores(results, model, SMALL), scores(results, model, REFERENCE))
+
+
+def sweep_rates(results: dict) -> list[float]:
+    base = settings_of(results).base_batch
+    return sorted({r["lr"] for r in results["runs"] if r["batch_size"] == base and r["model"] in SWEEP})
+
+
+def largest_rate(results: dict, model: str) -> dict[int, float]:
+    """Per seed, the largest rate of the sweep at which ``model`` trains (``TRAINS``); where none does,
+    half a decade below the sweep."""
+    rates, base = sweep_rates(results), settings_of(results).base_batch
+    accuracy = {lr: per_seed(results, model, base, lr, sweep=True) for lr in rates}
+    out = {}
+    for seed in sorted(set().union(*accuracy.values())):  # the sweep's seeds that ran
+        trained = [lr for lr in rates if accuracy[lr].get(seed, 0.0) >= TRAINS]
+        out[seed] = max(trained) if trained else rates[0] / math.sqrt(10)
+    return out
+
+
+def wider_rates(results: dict) -> stats.SignCount:
+    """log10 of MyBN2d's largest training rate over the plain net's, seed by seed (decades), against 0."""
+    bn, plain = paired(largest_rate(results, "my_bn"), largest_rate(results, "plain"))
+    return stats.sign_count([rounded(math.log10(a) - math.log10(b), 12) for a, b in zip(bn, plain, strict=True)])
+
+def mode_gap(results: dict, model: str, batch_size: int) -> stats.Interval:
+    """Training-mode minus eval-mode test accuracy, seed by seed."""
+    return difference(results, (model, batch_size), (model, batch_size), "train_mode_acc", "test_acc")

@@ -1,0 +1,148 @@
+"""The conv experiment's settings and training: its grid of cells, each trained for every seed as one
+grouped ``ConvNet``, and what a run records."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from experiments.record import checked_runs
+from lab.data import digits_standardised
+from lab.loop import cosine, fit_members, member_accuracy, member_correct, steps_per_epoch
+from lab.nets import ConvNet
+from lab.norms import NORMS
+from lab.results import pack_items, rounded
+from lab.settings import (
+    DTYPES,
+    Settings,
+    batch_int,
+    flag,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_float,
+)
+from lab.workers import environment, run_pool
+
+BATCH_STATS = ("my_bn", "renorm", "ghost")  # the norms whose training mode normalises with the batch's statistics
+SWEEP = ("plain", "my_bn")  # the nets of the learning-rate sweep at the base batch size
+TRAINS = 0.5  # a run trains when it ends with at least this test accuracy (five times chance)
+SMALL, REFERENCE = 2, 8  # "batch norm needs the batch": its accuracy at SMALL against that at REFERENCE
+ITEMS = {"test_acc": "test_items", "train_mode_acc": "train_mode_items"}  # an accuracy's per-digit record
+
+
+@dataclass
+class ConvSettings(Settings):
+    """The conv experiment's settings: its grid and training recipe, its preset as the defaults."""
+
+    epochs: int = flag(4, "training epochs", type=positive_int)
+    lr: float = flag(0.1, "learning rate at the base batch size: lr · B / base at batch B", type=positive_float)
+    base_batch: int = flag(32, "the base batch size: whose rate lr is, and where the rate sweep runs", type=batch_int)
+    momentum: float = flag(0.9, "SGD momentum", type=unit_float)
+    bn_momentum: float = flag(0.1, "momentum of the batch-norm layers' running estimates", type=unit_float)
+    norms: list[str] = flag(["plain", "my_bn", "group_norm", "layer_norm", "renorm"],
+                            "the norms trained at every batch size", metavar="NORM",
+                            choices=tuple(n for n in NORMS if n != "ghost"))
+    batch_sizes: list[int] = flag([2, 8, 32, 128], "the batch sizes every norm trains at", type=batch_int, metavar="B")
+    ghost_batch: int = flag(8, "ghost batch norm's ghost batch size G", type=batch_int)
+    ghost_at: list[int] = flag([32, 128], "the batch sizes ghost batch norm trains at", type=batch_int, metavar="B")
+    lr_factors: list[float] = flag([1.0, 3.0, 10.0, 30.0, 100.0], "the learning-rate sweep at the base batch size, "
+                                   "plain and MyBN2d: lr times these", type=positive_float, metavar="F")
+    sweep_more: int = flag(5, "seeds the learning-rate sweep trains beyond --seeds (the next after the largest): "
+                           "its outcome is grid-valued, and a sign test needs more than 5 seeds to decide "
+                           "(lab/stats.py)", type=non_negative_int)
+    r_max: float = flag(3.0, "Batch Renormalization's clip of r (the paper's)", type=positive_float)
+    d_max: float = flag(5.0, "Batch Renormalization's clip of d (the paper's)", type=non_negative_float)
+    device: str = flag("cpu", "cpu only")
+
+    ONLY: ClassVar[dict[str, tuple[object, str]]] = {"device": ("cpu", "it runs on the CPU"),
+                                                     "nproc": (1, "each cell trains in one process")}
+
+
+def settings_of(results: dict) -> ConvSettings:
+    """The settings its results record (an older file's missing ones: the preset's)."""
+    return ConvSettings.from_record(results["config"])
+
+
+def sweep_seeds(settings: ConvSettings) -> list[int]:
+    """The seeds of the learning-rate sweep: the settings' seeds, and ``sweep_more`` after the largest."""
+    return [*settings.seeds, *range(max(settings.seeds) + 1, max(settings.seeds) + 1 + settings.sweep_more)]
+
+
+def renorm_warmup(steps: int) -> tuple[int, int, int]:
+    """Batch Renormalization's warm-up for a run of ``steps`` steps: the paper's (r_max = 1, d_max = 0
+    for 5,000 steps, d_max = 5 by 25,000, r_max = 3 by 40,000) with its 40,000 steps put at half the run."""
+    return steps // 16, steps // 2, 5 * steps // 16
+
+
+def scaled_lr(settings: ConvSettings, batch_size: int, factor: float = 1.0) -> float:
+    """The learning rate at ``batch_size``, the settings' lr being that at their base batch size (times
+    ``factor``), to 12 digits (0.3, not 0.30000000000000004)."""
+    return rounded(settings.lr * factor * batch_size / settings.base_batch, 12)
+
+
+def cells(config) -> list[tuple[str, int, float]]:
+    """Every (norm, batch size, learning rate) trained, the slowest (smallest batches) first so that the
+    worker processes end together."""
+    base = config.base_batch
+    grid = [(norm, b, scaled_lr(config, b)) for norm in config.norms for b in config.batch_sizes]
+    grid += [("ghost", b, scaled_lr(config, b)) for b in config.ghost_at]
+    grid += [(norm, base, scaled_lr(config, base, f)) for norm in SWEEP for f in config.lr_factors]
+    return sorted(dict.fromkeys(grid), key=lambda c: (c[1], c[0] != "renorm"))
+
+
+def train_cell(config, cell: tuple[str, int, float]) -> list[dict]:
+    """One (norm, batch size, learning rate) for every seed, as one ``ConvNet`` of one member a seed
+    (each member its seed's net on its seed's batches); one run record a seed."""
+    norm, batch_size, lr = cell
+    x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
+    seeds = sweep_seeds(config) if norm in SWEEP and batch_size == config.base_batch else list(config.seeds)
+    steps = config.epochs * steps_per_epoch(batch_size, len(x_train))
+    renorm = (config.r_max, config.d_max, renorm_warmup(steps))
+    net = ConvNet(norm, seeds, bn_momentum=config.bn_momentum, renorm=renorm, ghost_batch_size=config.ghost_batch,
+                  mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum)
+    losses = fit_members(net, opt, x_train, y_train, batch_size, config.epochs, cosine(lr, steps))
+    last = torch.stack(losses[-steps // config.epochs:]).double().mean(0)  # each member's, over the last epoch
+    order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))  # the test batches' order
+    items = {"test_items": member_correct(net, x_test, y_test),  # (N, K), in the test set's order
+             "train_mode_items": member_correct(net, x_test[order], y_test[order], batch_size)[order.argsort()]}
+    measured = {"test_acc": items["test_items"].double().mean(0), "train_acc": member_accuracy(net, x_train, y_train),
+                "train_mode_acc": items["train_mode_items"].double().mean(0), "loss": last}
+    return [{"model": norm, "batch_size": batch_size, "lr": lr, "seed": s,
+             **{k: rounded(v[j].item()) for k, v in measured.items()},
+             **{k: pack_items(v[:, j].tolist()) for k, v in items.items()}} for j, s in enumerate(seeds)]
+
+
+def run(config, log=print) -> dict:
+    digits_standardised(DTYPES[config.dtype])  # loaded once here, before the workers fork
+    todo, runs = cells(config), []
+    with run_pool(config, len(todo)) as pool_map:
+        for (norm, batch_size, lr), members in zip(todo, pool_map(functools.partial(train_cell, config), todo),
+                                                   strict=True):
+            runs += members
+            mean = sum(m["test_acc"] for m in members) / len(members)
+            log(f"conv: {norm:<10} batch {batch_size:>3}  lr {lr:<7g} test accuracy {mean:.3f} (mean of "
+                f"{len(members)} seeds)")
+    x_train, _, x_test, _ = digits_standardised(DTYPES[config.dtype])
+    return {"config": dataclasses.asdict(config), "environment": environment(config),
+            "split": {"train": len(x_train), "test": len(x_test), "seed": 0,
+                      "pixels": "standardised by the training set's mean and std"},
+            "datasets": [], "runs": sorted(runs, key=lambda r: (r["model"], r["batch_size"], r["lr"], r["seed"]))}
+
+
+def check_format(results: dict) -> None:
+    """What the figures and tables read, named where it is missing (its record's ``results_format``)."""
+    for i, run_ in enumerate(checked_runs(results, tuple(NORMS))):
+        if not isinstance(run_.get("batch_size"), int) or not isinstance(run_.get("seed"), int):
+            raise ValueError(f"runs[{i}]: needs an integer 'batch_size' and 'seed'")
+        if not all(isinstance(run_.get(k), (int, float)) for k in ("lr", "test_acc", "train_acc", "train_mode_acc")):
+            raise ValueError(f"runs[{i}]: needs numbers 'lr', 'test_acc', 'train_acc' and 'train_mode_acc'")
+        if not all(isinstance(run_.get(k), str) for k in ITEMS.values()):
+            raise ValueError(f"runs[{i}]: needs {' and '.join(map(repr, ITEMS.values()))}, which test digits it got "
+                             "right: rerun `python train.py conv`")
