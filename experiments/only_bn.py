@@ -35,7 +35,7 @@ from lab.data import digits_standardised
 from lab.loop import cosine, fit_members, member_correct, steps_per_epoch
 from lab.nets import ConvNet
 from lab.plotting import COLOURS, interval_bars, save, subplots
-from lab.results import pack_items, rounded, source, unpack_items
+from lab.results import at_budget, budgets, pack_items, rounded, source, unpack_items
 from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
 from lab.verdicts import Part, Verdict, minus
 from lab.workers import environment, run_pool
@@ -57,6 +57,9 @@ class OnlyBnSettings(Settings):
     batch_size: int = flag(32, "mini-batch size", type=batch_int)
     bn_momentum: float = flag(0.1, "momentum of the batch-norm layers' running estimates", type=unit_float)
     width: int = flag(16, "channels of each of the three convolutions", type=positive_int)
+    long_epochs: list[int] = flag([24], "longer budgets, in epochs, at which the two ways the verdict compares (γ "
+                                  "and β only, as many random weights) train too; none: --long-epochs alone",
+                                  type=positive_int, nargs="*", metavar="E")
     device: str = flag("cpu", "cpu only")
 
     ONLY: ClassVar[dict[str, tuple[object, str]]] = {"device": ("cpu", "it runs on the CPU"),
@@ -99,18 +102,29 @@ def build(config, which: str) -> tuple[ConvNet, list[torch.nn.Parameter]]:
     return net, [p for p in named.values() if p.requires_grad]
 
 
-def train_set(config, which: str) -> list[dict]:
-    """One way of ``SETS`` for every seed, as one grouped ``ConvNet``; one record a seed."""
+DECIDING = ("bn", "random")  # the ways the verdict compares, trained at the longer budgets too
+
+
+def jobs(config) -> list[tuple[str, int]]:
+    """Every (way, epochs) trained: each way at ``epochs``, the deciding ones at each of ``long_epochs``;
+    the longest first."""
+    todo = [(which, config.epochs) for which in SETS] + [(w, e) for e in config.long_epochs for w in DECIDING]
+    return sorted(dict.fromkeys(todo), key=lambda job: -job[1])
+
+
+def train_set(config, job: tuple[str, int]) -> list[dict]:
+    """One way of ``SETS`` for ``epochs`` for every seed, as one grouped ``ConvNet``; one record a seed."""
+    which, epochs = job
     x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
     seeds = list(config.seeds)
     net, params = build(config, which)
-    steps = config.epochs * steps_per_epoch(config.batch_size, len(x_train))
+    steps = epochs * steps_per_epoch(config.batch_size, len(x_train))
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
-    fit_members(net, opt, x_train, y_train, config.batch_size, config.epochs, cosine(config.lr, steps))
+    fit_members(net, opt, x_train, y_train, config.batch_size, epochs, cosine(config.lr, steps))
     right = member_correct(net, x_test, y_test)  # (N, K)
     acc = right.double().mean(0)
     gamma = torch.cat([n.weight.detach().view(net.k, -1) for n in net.norms], 1).abs()  # (K, channels)
-    return [{"model": which, "seed": s, "test_acc": rounded(acc[j].item()),
+    return [{"model": which, "epochs": epochs, "seed": s, "test_acc": rounded(acc[j].item()),
              "test_items": pack_items(right[:, j].tolist()), "off": rounded((gamma[j] < OFF).double().mean().item())}
             for j, s in enumerate(seeds)]
 
@@ -118,11 +132,13 @@ def train_set(config, which: str) -> list[dict]:
 def run(config, log=print) -> dict:
     digits_standardised(DTYPES[config.dtype])  # loaded once here, before the workers fork
     runs = []
-    with run_pool(config, len(SETS)) as pool_map:
-        for which, records in zip(SETS, pool_map(functools.partial(train_set, config), list(SETS)), strict=True):
+    todo = jobs(config)
+    with run_pool(config, len(todo)) as pool_map:
+        for (which, epochs), records in zip(todo, pool_map(functools.partial(train_set, config), todo), strict=True):
             runs += records
-            log(f"only_bn: {SETS[which]:<30} test accuracy {sum(r['test_acc'] for r in records) / len(records):.3f} "
-                f"(mean of {len(records)} seeds)")
+            log(f"only_bn: {SETS[which]:<30} {epochs:>2} epochs  test accuracy "
+                f"{sum(r['test_acc'] for r in records) / len(records):.3f} (mean of {len(records)} seeds)")
+    runs.sort(key=lambda r: (list(SETS).index(r["model"]), r["epochs"], r["seed"]))
     return {"config": dataclasses.asdict(config), "environment": environment(config), "datasets": [], "runs": runs}
 
 
@@ -130,18 +146,25 @@ def check_format(results: dict) -> None:
     for i, run_ in enumerate(checked_runs(results, tuple(SETS))):
         if not all(isinstance(run_.get(k), (int, float)) for k in ("test_acc", "off")):
             raise ValueError(f"runs[{i}]: needs numbers 'test_acc' and 'off'")
+        if not isinstance(run_.get("epochs"), int):
+            raise ValueError(f"runs[{i}]: needs an integer 'epochs'")
         if not isinstance(run_.get("test_items"), str):
             raise ValueError(f"runs[{i}]: needs 'test_items', which test digits it got right: rerun "
                              "`python train.py only_bn`")
 
 
+def runs_of(results: dict, which: str) -> list[dict]:
+    """The runs of one way, at the budget read (the settings' ``epochs``; another: ``at_budget``)."""
+    return [r for r in results["runs"] if r["model"] == which and r["epochs"] == results["config"]["epochs"]]
+
+
 def per_seed(results: dict, which: str, key: str = "test_acc") -> dict[int, float]:
-    return {r["seed"]: r[key] for r in results["runs"] if r["model"] == which}
+    return {r["seed"]: r[key] for r in runs_of(results, which)}
 
 
 def items(results: dict, which: str) -> dict[int, list[int]]:
     """Per seed, each test digit: 1 right, 0 wrong."""
-    return {r["seed"]: unpack_items(r["test_items"]) for r in results["runs"] if r["model"] == which}
+    return {r["seed"]: unpack_items(r["test_items"]) for r in runs_of(results, which)}
 
 
 def interval(results: dict, which: str, key: str = "test_acc") -> stats.Interval:
@@ -149,7 +172,7 @@ def interval(results: dict, which: str, key: str = "test_acc") -> stats.Interval
     ``stats.accuracy_interval``), or the fraction of channels turned off (a t-interval over seeds)."""
     if key == "test_acc":
         return stats.accuracy_interval(list(items(results, which).values()))
-    return stats.t_interval(list(per_seed(results, which, key).values()))
+    return stats.t_interval(list(per_seed(results, which, key).values()), bounds=(0.0, 1.0))
 
 
 def over_random(results: dict) -> stats.Interval:
@@ -193,6 +216,11 @@ def only_bn_table(results: dict) -> str:
         lines.append(f"| {text} | {counts[which]:,} | {interval(results, which).text('.3f')} | "
                      f"{interval(results, which, 'off').text('.2f')} |")
     lines.append(f"| *γ and β only − random* | | {over_random(results).text('+.3f')} | |")
+    for epochs in budgets(results)[1:]:  # the longer budgets: the two ways the verdict compares
+        view = at_budget(results, epochs)
+        lines += [f"| {SETS[w]}, {epochs} epochs | {counts[w]:,} | {interval(view, w).text('.3f')} | "
+                  f"{interval(view, w, 'off').text('.2f')} |" for w in DECIDING]
+        lines.append(f"| *γ and β only − random, {epochs} epochs* | | {over_random(view).text('+.3f')} | |")
     return "\n".join(lines)
 
 
@@ -202,17 +230,21 @@ RULES = {"γ and β train the net": ABOVE_TRAINS, "more than random weights": AB
 
 
 def only_bn_verdict(results: dict) -> Verdict:
-    alone, gap = interval(results, "bn"), over_random(results)
+    measured, parts = [], []
+    for epochs in budgets(results):
+        view, budget = at_budget(results, epochs), f"{epochs} epochs"
+        alone, gap = interval(view, "bn"), over_random(view)
+        measured.append(f"{budget}: γ and β only {alone.text('.3f')}, minus random weights {gap.text('+.3f')}")
+        parts += [Part(f"above {TRAINS:g} ({budget})", "test accuracy, γ and β only", alone, ABOVE_TRAINS, budget),
+                  Part(f"above random weights ({budget})", "test accuracy, γ and β only − as many random weights",
+                       gap, ABOVE_RANDOM, budget)]
     rule = (f"per seed: the test accuracy with γ and β only, holds where its interval lies above {TRAINS:g} (five "
             "times chance), does not hold where it lies below; and minus that with as many random other weights, "
-            "holds above 0, does not hold below; else not decided")
+            "holds above 0, does not hold below; else not decided; at each budget")
     return Verdict("γ and β alone train a net (Frankle et al. 2021)",
                    "with every other weight frozen at its random initialisation, training batch norm's γ and β "
                    "alone reaches far above chance, and far above as many random other weights",
-                   f"test accuracy, γ and β only {alone.text('.3f')}; minus random weights {gap.text('+.3f')}", rule,
-                   (Part(f"above {TRAINS:g}", "test accuracy, γ and β only", alone, ABOVE_TRAINS),
-                    Part("above random weights", "test accuracy, γ and β only − as many random weights", gap,
-                         ABOVE_RANDOM)), "[only_bn](docs/only_bn.md)")
+                   "test accuracy: " + "; ".join(measured), rule, tuple(parts), "[only_bn](docs/only_bn.md)")
 
 
 EXPERIMENT = Experiment(

@@ -29,7 +29,7 @@ from lab.settings import COMMITTED, RESULTS_FILE, check_values
 FORMAT = 3  # 3: null for a number that is not finite (2 wrote NaN and Infinity, which strict JSON refuses)
 TEXT_FIELDS = {"model", "optimizer", "activation"}  # the strings a record holds; every other leaf is a number (or null)
 FLAG_FIELDS = {"diverged"}  # its booleans
-ITEM_FIELDS = {"test_items", "train_mode_items"}  # which test items a net got right (pack_items), or such by step
+ITEM_FIELDS = {"test_items", "train_mode_items", "precise_items"}  # which test items a run got right (pack_items)
 
 
 @contextlib.contextmanager
@@ -114,6 +114,19 @@ def rounded(values, digits: int = 6):
     if isinstance(values, list):
         return [rounded(v, digits) for v in values]
     return float(f"{values:.{digits}g}")
+
+
+def budgets(results: dict) -> list[int]:
+    """The training budgets (epochs) of an experiment whose runs record theirs: the settings' ``epochs``
+    first, then the longer ones its deciding cells trained for too."""
+    first = results["config"]["epochs"]
+    return [first, *sorted({r["epochs"] for r in results["runs"]} - {first})]
+
+
+def at_budget(results: dict, epochs: int) -> dict:
+    """The results read at another budget: an experiment's readings see the runs of ``epochs`` epochs
+    only (they read the runs of the settings' ``epochs``, which this replaces)."""
+    return {**results, "config": {**results["config"], "epochs": epochs}}
 
 
 def pack_items(correct) -> str:

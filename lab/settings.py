@@ -181,7 +181,7 @@ def check_values(config_cls: type, values: dict) -> None:
         if name not in fields:
             raise ValueError(f"config: unknown setting {name!r}")
         meta, default = fields[name].metadata, _default(fields[name])
-        if isinstance(default, list) and not (isinstance(value, list) and value):
+        if isinstance(default, list) and not (isinstance(value, list) and (value or meta.get("nargs") == "*")):
             raise ValueError(f"config: {name!r} must be a non-empty list, got {value!r}")
         for item in value if isinstance(default, list) else [value]:
             if item is None and "None" in str(fields[name].type):
@@ -238,7 +238,7 @@ def build_parser(
                 text = f"{text}, any of: {' '.join(meta['choices'])}"
             kwargs = {"help": argparse.SUPPRESS if hidden else f"{text} ({note})", "default": default, **meta}
             if isinstance(default, list):
-                kwargs["nargs"] = "+"
+                kwargs.setdefault("nargs", "+")
             if suppress_defaults:
                 kwargs["default"] = argparse.SUPPRESS
             parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)

@@ -110,8 +110,10 @@ def _t(mean: float, se: float, n: int, bounds: tuple[float, float] = (-math.inf,
     return Interval(mean, max(mean - half, bounds[0]), min(mean + half, bounds[1]), n, se, n - 1)
 
 
-def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Interval:
-    """The mean of ``values`` and its t-interval. A single value has no interval (NaN ends, as
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE,
+               bounds: tuple[float, float] = (-math.inf, math.inf)) -> Interval:
+    """The mean of ``values`` and its t-interval (cut to ``bounds``, the values the mean can take: a
+    fraction's [0, 1]). A single value has no interval (NaN ends, as
     ``scipy.stats.ttest_1samp(...).confidence_interval()`` gives): one seed decides nothing. Values that
     are all equal give an interval of zero width (no spread was seen); a value that is not finite makes
     it all NaN."""
@@ -124,7 +126,7 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Inter
     if n == 1:
         return Interval(mean, math.nan, math.nan, 1)
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    return _t(mean, sd / math.sqrt(n), n, confidence=confidence)
+    return _t(mean, sd / math.sqrt(n), n, bounds, confidence)
 
 
 def accuracy_interval(scores: Sequence[Sequence[float]], bounds: tuple[float, float] = (0.0, 1.0)) -> Interval:

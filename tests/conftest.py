@@ -5,7 +5,7 @@ under the record's numerics policy. What the tests share that is not a fixture i
 import pytest
 
 import my_bn
-from helpers import TINY
+from helpers import TINY_ALL
 from lab import numerics
 from my_bn import cpp as my_bn_cpp
 from my_bn import fast as my_bn_fast
@@ -62,7 +62,7 @@ def tiny_results(tmp_path_factory):
     import train
 
     out = tmp_path_factory.mktemp("results")
-    assert train.main(["all", *TINY, "--out", str(out)]) == 0
+    assert train.main(["all", *TINY_ALL, "--out", str(out)]) == 0
     return out
 
 

@@ -19,6 +19,7 @@ from my_bn import MyBN2d, MyBN3d, MySyncBN
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--ranges", "1", "5", "--seeds", "0", "1", "--epochs", "2"]  # every experiment, as small as it runs
+TINY_ALL = [*TINY, "--long-epochs"]  # ... and, for `train.py all`, no longer budgets (conv, only_bn)
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))}  # the pages by name
 

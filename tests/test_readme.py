@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from experiments import ddp, float64, sweep
+from experiments import ddp, float64, read_verdicts, sweep
 from helpers import DOCS, README, ROOT, committed, verdict
 from lab.nets import BN_PAIR
 from lab.plotting import Z_SATURATED
@@ -222,7 +222,7 @@ EXPLAINED = {name: committed(name)
                           "only_bn")}
 
 
-def test_the_seeds_behind_the_verdicts():
+def test_the_seeds_and_budgets_behind_the_verdicts():
     """The prose above the verdict table: the regression task's experiments and depth ran 10 seeds, those
     on digits 5, conv's learning-rate sweep 10; the statistics it names."""
     from experiments import EXPERIMENTS, conv
@@ -238,6 +238,14 @@ def test_the_seeds_behind_the_verdicts():
             "digits 5 (conv's learning-rate sweep 10: a sign test cannot decide on 5)") in prose
     assert "or `--seeds` with at least 3" in prose and "One seed has no interval and decides nothing" in prose
     assert "corrected together by Holm's step-down" in prose and "by the sign test, a tie counting against" in prose
+    budgets = {}
+    for part in read_verdicts(ROOT / "results"):
+        budgets.setdefault(part["row"], set()).add(part["budget"])
+    trained = ("Batch norm needs the batch", "Batch Renormalization", "Ghost batches", "Batch norm allows larger "
+               "learning rates on a conv net", "γ and β alone")  # the conv and only_bn rows
+    assert all(len(b) == 2 for row, b in budgets.items() if row.startswith(trained))
+    assert sum(row.startswith(trained) for row in budgets) == 5
+    assert "the conv and only_bn rows are decided at their preset budget and at three times it" in prose
 
 
 def test_claims_about_the_noise():

@@ -9,18 +9,19 @@ none, ``MyBN2d`` (in float64 lock-step with ``nn.BatchNorm2d``, a test: its resu
 layer's too), GroupNorm (4 groups), LayerNorm over (C, H, W) (GroupNorm with one group) and Batch
 Renormalization (``MyBatchRenorm2d``: r_max = 3, d_max = 5, the paper's warm-up in proportion).
 
-After Wu & He 2018 ("Group Normalization", Figure 1): every norm at each of ``batch_sizes`` for 4
-epochs, SGD with momentum 0.9 at lr · B / 32 (lr = 0.1) on a cosine schedule, 5 seeds (the rate
-sweep 10: ``sweep_more``), each seed's batches the same permutations of the digits at every size and
-for every norm; ghost batch norm
-(``MyGhostBN2d``, ghost batches of ``ghost_batch``) at ``ghost_at``; at batch 32, plain and MyBN2d at
-the rates of ``lr_factors`` too (Bjorck et al. 2018). Measured per seed: the test accuracy in eval
-mode and in training mode (the test set in batches of the run's size, each normalised by its own
+After Wu & He 2018 ("Group Normalization", Figure 1): every norm at each of ``batch_sizes`` for 4 epochs
+(the cells that decide a verdict row for 12 too: ``long_epochs``), SGD with momentum 0.9 at lr · B / 32
+(lr = 0.1) on a cosine schedule, 5 seeds (the rate sweep 10: ``sweep_more``), each seed's batches the
+same permutations of the digits at every size and for every norm; ghost batch norm (``MyGhostBN2d``,
+ghost batches of ``ghost_batch``) at ``ghost_at``; at batch 32, plain and MyBN2d at the rates of
+``lr_factors`` too (Bjorck et al. 2018). Measured per seed: the test accuracy in eval mode and in
+training mode (the test set in batches of the run's size, each normalised by its own
 statistics), and the training digits' accuracy. A cell's seeds train as one five-member ``ConvNet``.
 
 The package: ``training`` (the settings, the grid, a cell's training, what a run records), ``reading``
-(the results read back: runs, each test digit's score, intervals), ``pages`` (the figure and tables) and
-``verdicts`` (its rows of the verdict table); below, the record that declares the experiment, and the
+(the results read back: runs, each test digit's score, intervals, budgets), ``pages`` (the figure and
+tables at the preset's budget), ``budgets`` (the figure and table across budgets) and ``verdicts`` (its
+rows of the verdict table, each part at each budget); below, the record that declares the experiment, and the
 names the rest of the project and the tests read.
 """
 
@@ -28,7 +29,8 @@ from __future__ import annotations
 
 import functools
 
-from experiments.conv.pages import batch_table, gap_table, lr_table, plot_conv
+from experiments.conv.budgets import budget_table, plot_budgets
+from experiments.conv.pages import batch_table, gap_table, lr_table, plot_conv, precise_table
 from experiments.conv.reading import (
     difference,
     fall,
@@ -36,6 +38,7 @@ from experiments.conv.reading import (
     largest_rate,
     mode_gap,
     models,
+    per_seed,
     sizes,
     sweep_rates,
     wider_rates,
@@ -65,20 +68,24 @@ from experiments.conv.verdicts import (
     verdicts,
 )
 from experiments.record import Experiment
+from lab.results import at_budget, budgets
 
 __all__ = ["EXPERIMENT", "HIGHER", "ITEMS", "LESS_OVERFITTING", "RULES", "SWEEP", "WIDER", "ConvSettings",
-           "batch_table", "cells", "check_format", "difference", "fall", "gap_table", "ghost_regularises", "interval",
-           "larger_rates", "largest_rate", "lr_table", "mode_gap", "models", "needs_the_batch", "plot_conv",
-           "renorm_fixes", "renorm_warmup", "run", "scaled_lr", "settings_of", "sizes", "steps_per_epoch",
-           "sweep_rates", "sweep_seeds", "verdicts", "wider_rates"]
+           "at_budget", "batch_table", "budgets", "cells", "check_format", "difference", "fall", "gap_table",
+           "ghost_regularises", "interval", "larger_rates", "largest_rate", "lr_table", "mode_gap", "models",
+           "needs_the_batch", "per_seed", "plot_conv", "precise_table", "renorm_fixes", "renorm_warmup", "run",
+           "scaled_lr", "settings_of", "sizes", "steps_per_epoch", "sweep_rates", "sweep_seeds", "verdicts",
+           "wider_rates"]
 
 EXPERIMENT = Experiment(
     name="conv",
     doc=__doc__,
     settings=ConvSettings,
     run=run,
-    figures=lambda results: {"conv.png": functools.partial(plot_conv, results)},
-    tables=lambda results: {"conv-batch-table": batch_table(results), "conv-gap-table": gap_table(results),
+    figures=lambda results: {"conv.png": functools.partial(plot_conv, results),
+                             "conv_budgets.png": functools.partial(plot_budgets, results)},
+    tables=lambda results: {"conv-batch-table": batch_table(results), "conv-precise-table": precise_table(results),
+                            "conv-budget-table": budget_table(results), "conv-gap-table": gap_table(results),
                             "conv-lr-table": lr_table(results)},
     results_format=check_format,
     summary=batch_table,

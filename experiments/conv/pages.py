@@ -106,6 +106,30 @@ def batch_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def precise_table(results: dict) -> str:
+    """Per batch size and batch-statistics layer: the test accuracy in eval mode on the running averages,
+    on precise statistics, and precise minus running, seed by seed."""
+    nets = [m for m in BATCH_STATS if m in models(results)]
+    lines = [
+        "Eval mode on two sets of statistics: the running averages training left (momentum "
+        f"{settings_of(results).bn_momentum:g}) and precise statistics, each layer's mean and variance recomputed "
+        "over the 1,297 training digits with the final weights, layer by layer from the input (Wu & Johnson 2021; "
+        "lab/loop.py, precise_statistics). Test accuracy, mean and 95% interval over seeds and test digits; "
+        "*precise − running*: seed by seed and digit by digit.",
+        "",
+        "| batch size | " + " | ".join(f"{label(results, m)}: {what}" for m in nets
+                                      for what in ("running", "precise", "precise − running")) + " |",
+        "|---|" + "---|" * (3 * len(nets)),
+    ]
+    for bs in grid_sizes(results):
+        cells = []
+        for m in nets:
+            cells += [at(results, m, bs, interval, m, bs, key, fmt=".3f") for key in ("test_acc", "precise")]
+            cells.append(at(results, m, bs, difference, (m, bs), (m, bs), "precise", "test_acc", fmt="+.3f"))
+        lines.append(f"| {bs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def gap_table(results: dict) -> str:
     """Per batch size and norm: train minus test accuracy (eval mode)."""
     nets = models(results)

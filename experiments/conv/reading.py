@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import math
 
-from experiments.conv.training import ITEMS, REFERENCE, SMALL, SWEEP, TRAINS, scaled_lr, settings_of, sweep_seeds
+from experiments.conv.training import (
+    ITEMS,
+    PRECISE,
+    REFERENCE,
+    SMALL,
+    SWEEP,
+    TRAINS,
+    scaled_lr,
+    settings_of,
+    sweep_seeds,
+)
 from lab import stats
 from lab.norms import NORMS
 from lab.results import rounded, unpack_items
@@ -18,7 +28,7 @@ def label(results: dict, model: str) -> str:
     return NORMS[model].label + ghost
 
 
-BOUNDS = {"test_acc": (0.0, 1.0), "train_mode_acc": (0.0, 1.0), "gap": (-1.0, 1.0)}
+BOUNDS = {"test_acc": (0.0, 1.0), "train_mode_acc": (0.0, 1.0), "precise": (0.0, 1.0), "gap": (-1.0, 1.0)}
 
 
 def runs_at(results: dict, model: str, batch_size: int, lr: float | None = None, sweep: bool = False) -> list[dict]:
@@ -28,7 +38,7 @@ def runs_at(results: dict, model: str, batch_size: int, lr: float | None = None,
     lr = scaled_lr(settings, batch_size) if lr is None else lr
     seeds = set(sweep_seeds(settings) if sweep else settings.seeds)
     return [r for r in results["runs"] if r["model"] == model and r["batch_size"] == batch_size
-            and math.isclose(r["lr"], lr) and r["seed"] in seeds]
+            and math.isclose(r["lr"], lr) and r["seed"] in seeds and r["epochs"] == settings.epochs]
 
 
 def per_seed(results: dict, model: str, batch_size: int, lr: float | None = None, key: str = "test_acc",
@@ -40,19 +50,20 @@ def per_seed(results: dict, model: str, batch_size: int, lr: float | None = None
 
 def scores(results: dict, model: str, batch_size: int, key: str = "test_acc", lr: float | None = None,
            sweep: bool = False) -> dict[int, list[float]]:
-    """Per seed, each test digit's score in ``key``: 1 right, 0 wrong (in eval mode, or in training mode);
-    for the gap, the training accuracy minus that (their mean over digits is the seed's gap)."""
+    """Per seed, each test digit's score in ``key``: 1 right, 0 wrong (in eval mode, in training mode, or
+    ``"precise"``: in eval mode on precise statistics, which for a norm without running estimates is its
+    eval mode); for the gap, the training accuracy minus that (their mean over digits is the seed's gap)."""
     out = {}
     for r in runs_at(results, model, batch_size, lr, sweep):
-        right = unpack_items(r[ITEMS.get(key, "test_items")])
+        right = unpack_items(r[PRECISE if key == "precise" else ITEMS.get(key, "test_items")])
         out[r["seed"]] = [r["train_acc"] - c for c in right] if key == "gap" else [float(c) for c in right]
     return out
 
 
 def sizes(results: dict, model: str) -> list[int]:
-    """The batch sizes ``model`` trained at with the linearly scaled rate."""
+    """The batch sizes ``model`` trained at with the linearly scaled rate (at the budget read)."""
     settings = settings_of(results)
-    return sorted({r["batch_size"] for r in results["runs"] if r["model"] == model
+    return sorted({r["batch_size"] for r in results["runs"] if r["model"] == model and r["epochs"] == settings.epochs
                    and math.isclose(r["lr"], scaled_lr(settings, r["batch_size"]))})
 
 
@@ -62,7 +73,9 @@ def grid_sizes(results: dict) -> list[int]:
 
 
 def models(results: dict) -> list[str]:
-    return [m for m in NORMS if any(r["model"] == m for r in results["runs"])]
+    """The norms trained at the budget read."""
+    epochs = settings_of(results).epochs
+    return [m for m in NORMS if any(r["model"] == m and r["epochs"] == epochs for r in results["runs"])]
 
 
 def interval(results: dict, model: str, batch_size: int, key: str = "test_acc", lr: float | None = None,
@@ -81,14 +94,15 @@ def difference(results: dict, a: tuple[str, int], b: tuple[str, int], key: str =
     return stats.accuracy_interval(list(pairs.values()), (-2.0, 2.0) if keys == ("gap", "gap") else (-1.0, 1.0))
 
 
-def fall(results: dict, model: str) -> dict[int, list[float]]:
-    """Per seed and test digit, ``model``'s score at ``SMALL`` minus that at ``REFERENCE``."""
-    return minus(scores(results, model, SMALL), scores(results, model, REFERENCE))
+def fall(results: dict, model: str, key: str = "test_acc") -> dict[int, list[float]]:
+    """Per seed and test digit, ``model``'s score in ``key`` at ``SMALL`` minus that at ``REFERENCE``."""
+    return minus(scores(results, model, SMALL, key), scores(results, model, REFERENCE, key))
 
 
 def sweep_rates(results: dict) -> list[float]:
-    base = settings_of(results).base_batch
-    return sorted({r["lr"] for r in results["runs"] if r["batch_size"] == base and r["model"] in SWEEP})
+    settings = settings_of(results)
+    return sorted({r["lr"] for r in results["runs"] if r["batch_size"] == settings.base_batch and r["model"] in SWEEP
+                   and r["epochs"] == settings.epochs})
 
 
 def largest_rate(results: dict, model: str) -> dict[int, float]:

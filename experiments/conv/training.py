@@ -12,7 +12,7 @@ import torch
 
 from experiments.record import checked_runs
 from lab.data import digits_standardised
-from lab.loop import cosine, fit_members, member_accuracy, member_correct, steps_per_epoch
+from lab.loop import cosine, fit_members, member_accuracy, member_correct, precise_statistics, steps_per_epoch
 from lab.nets import ConvNet
 from lab.norms import NORMS
 from lab.results import pack_items, rounded
@@ -34,6 +34,7 @@ SWEEP = ("plain", "my_bn")  # the nets of the learning-rate sweep at the base ba
 TRAINS = 0.5  # a run trains when it ends with at least this test accuracy (five times chance)
 SMALL, REFERENCE = 2, 8  # "batch norm needs the batch": its accuracy at SMALL against that at REFERENCE
 ITEMS = {"test_acc": "test_items", "train_mode_acc": "train_mode_items"}  # an accuracy's per-digit record
+PRECISE = "precise_items"  # the test digits in eval mode on precise statistics (lab/loop.py, precise_statistics)
 
 
 @dataclass
@@ -41,6 +42,10 @@ class ConvSettings(Settings):
     """The conv experiment's settings: its grid and training recipe, its preset as the defaults."""
 
     epochs: int = flag(4, "training epochs", type=positive_int)
+    long_epochs: list[int] = flag([12], "longer budgets, in epochs: the cells that decide a verdict row train at "
+                                  "each too (MyBN2d, GroupNorm and Batch Renorm at batch 2 and 8, ghost BN and MyBN2d "
+                                  "where ghost BN trains, the rate sweep); none: --long-epochs alone",
+                                  type=positive_int, nargs="*", metavar="E")
     lr: float = flag(0.1, "learning rate at the base batch size: lr · B / base at batch B", type=positive_float)
     base_batch: int = flag(32, "the base batch size: whose rate lr is, and where the rate sweep runs", type=batch_int)
     momentum: float = flag(0.9, "SGD momentum", type=unit_float)
@@ -86,35 +91,49 @@ def scaled_lr(settings: ConvSettings, batch_size: int, factor: float = 1.0) -> f
     return rounded(settings.lr * factor * batch_size / settings.base_batch, 12)
 
 
-def cells(config) -> list[tuple[str, int, float]]:
-    """Every (norm, batch size, learning rate) trained, the slowest (smallest batches) first so that the
-    worker processes end together."""
+def deciding(config, norm: str, batch_size: int) -> bool:
+    """Whether the cell (norm, batch size) at the base rate decides a verdict row (the rate sweep's cells
+    at other rates do too)."""
+    return ((norm in ("my_bn", "group_norm", "renorm") and batch_size in (SMALL, REFERENCE))
+            or (norm in ("ghost", "my_bn") and batch_size in config.ghost_at)
+            or (norm in SWEEP and batch_size == config.base_batch))
+
+
+def cells(config) -> list[tuple[str, int, float, int]]:
+    """Every (norm, batch size, learning rate, epochs) trained: the grid at ``epochs``, and the cells that
+    decide a row at each of ``long_epochs``; the slowest (most steps) first so that the worker processes
+    end together."""
     base = config.base_batch
     grid = [(norm, b, scaled_lr(config, b)) for norm in config.norms for b in config.batch_sizes]
     grid += [("ghost", b, scaled_lr(config, b)) for b in config.ghost_at]
     grid += [(norm, base, scaled_lr(config, base, f)) for norm in SWEEP for f in config.lr_factors]
-    return sorted(dict.fromkeys(grid), key=lambda c: (c[1], c[0] != "renorm"))
+    todo = [(*cell, config.epochs) for cell in grid]
+    todo += [(*cell, e) for e in config.long_epochs for cell in grid if deciding(config, *cell[:2])]
+    return sorted(dict.fromkeys(todo), key=lambda c: (-c[3] / c[1], c[0] != "renorm"))
 
 
-def train_cell(config, cell: tuple[str, int, float]) -> list[dict]:
-    """One (norm, batch size, learning rate) for every seed, as one ``ConvNet`` of one member a seed
-    (each member its seed's net on its seed's batches); one run record a seed."""
-    norm, batch_size, lr = cell
+def train_cell(config, cell: tuple[str, int, float, int]) -> list[dict]:
+    """One (norm, batch size, learning rate, epochs) for every seed, as one ``ConvNet`` of one member a
+    seed (each member its seed's net on its seed's batches); one run record a seed."""
+    norm, batch_size, lr, epochs = cell
     x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
     seeds = sweep_seeds(config) if norm in SWEEP and batch_size == config.base_batch else list(config.seeds)
-    steps = config.epochs * steps_per_epoch(batch_size, len(x_train))
+    steps = epochs * steps_per_epoch(batch_size, len(x_train))
     renorm = (config.r_max, config.d_max, renorm_warmup(steps))
     net = ConvNet(norm, seeds, bn_momentum=config.bn_momentum, renorm=renorm, ghost_batch_size=config.ghost_batch,
                   mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum)
-    losses = fit_members(net, opt, x_train, y_train, batch_size, config.epochs, cosine(lr, steps))
-    last = torch.stack(losses[-steps // config.epochs:]).double().mean(0)  # each member's, over the last epoch
+    losses = fit_members(net, opt, x_train, y_train, batch_size, epochs, cosine(lr, steps))
+    last = torch.stack(losses[-steps // epochs:]).double().mean(0)  # each member's, over the last epoch
     order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))  # the test batches' order
     items = {"test_items": member_correct(net, x_test, y_test),  # (N, K), in the test set's order
              "train_mode_items": member_correct(net, x_test[order], y_test[order], batch_size)[order.argsort()]}
+    # eval mode on statistics recomputed over the training set with the final weights (a norm without running
+    # estimates: its eval mode again)
+    items[PRECISE] = member_correct(precise_statistics(net, x_train), x_test, y_test)
     measured = {"test_acc": items["test_items"].double().mean(0), "train_acc": member_accuracy(net, x_train, y_train),
                 "train_mode_acc": items["train_mode_items"].double().mean(0), "loss": last}
-    return [{"model": norm, "batch_size": batch_size, "lr": lr, "seed": s,
+    return [{"model": norm, "batch_size": batch_size, "lr": lr, "epochs": epochs, "seed": s,
              **{k: rounded(v[j].item()) for k, v in measured.items()},
              **{k: pack_items(v[:, j].tolist()) for k, v in items.items()}} for j, s in enumerate(seeds)]
 
@@ -123,26 +142,30 @@ def run(config, log=print) -> dict:
     digits_standardised(DTYPES[config.dtype])  # loaded once here, before the workers fork
     todo, runs = cells(config), []
     with run_pool(config, len(todo)) as pool_map:
-        for (norm, batch_size, lr), members in zip(todo, pool_map(functools.partial(train_cell, config), todo),
-                                                   strict=True):
+        for (norm, batch_size, lr, epochs), members in zip(todo, pool_map(functools.partial(train_cell, config),
+                                                                           todo), strict=True):
             runs += members
             mean = sum(m["test_acc"] for m in members) / len(members)
-            log(f"conv: {norm:<10} batch {batch_size:>3}  lr {lr:<7g} test accuracy {mean:.3f} (mean of "
-                f"{len(members)} seeds)")
+            log(f"conv: {norm:<10} batch {batch_size:>3}  lr {lr:<7g} {epochs:>2} epochs  test accuracy {mean:.3f} "
+                f"(mean of {len(members)} seeds)")
     x_train, _, x_test, _ = digits_standardised(DTYPES[config.dtype])
     return {"config": dataclasses.asdict(config), "environment": environment(config),
             "split": {"train": len(x_train), "test": len(x_test), "seed": 0,
                       "pixels": "standardised by the training set's mean and std"},
-            "datasets": [], "runs": sorted(runs, key=lambda r: (r["model"], r["batch_size"], r["lr"], r["seed"]))}
+            "datasets": [], "runs": sorted(runs, key=lambda r: (r["model"], r["batch_size"], r["lr"], r["epochs"],
+                                                                r["seed"]))}
 
 
 def check_format(results: dict) -> None:
     """What the figures and tables read, named where it is missing (its record's ``results_format``)."""
     for i, run_ in enumerate(checked_runs(results, tuple(NORMS))):
-        if not isinstance(run_.get("batch_size"), int) or not isinstance(run_.get("seed"), int):
-            raise ValueError(f"runs[{i}]: needs an integer 'batch_size' and 'seed'")
+        if not all(isinstance(run_.get(k), int) for k in ("batch_size", "epochs", "seed")):
+            raise ValueError(f"runs[{i}]: needs integers 'batch_size', 'epochs' and 'seed'")
         if not all(isinstance(run_.get(k), (int, float)) for k in ("lr", "test_acc", "train_acc", "train_mode_acc")):
             raise ValueError(f"runs[{i}]: needs numbers 'lr', 'test_acc', 'train_acc' and 'train_mode_acc'")
+        if not isinstance(run_.get(PRECISE), str):
+            raise ValueError(f"runs[{i}]: needs {PRECISE!r}, its test digits on precise statistics: rerun "
+                             "`python train.py conv`")
         if not all(isinstance(run_.get(k), str) for k in ITEMS.values()):
             raise ValueError(f"runs[{i}]: needs {' and '.join(map(repr, ITEMS.values()))}, which test digits it got "
                              "right: rerun `python train.py conv`")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from experiments.conv.reading import difference, fall, models, sizes, sweep_rates, wider_rates
+from experiments.conv.reading import difference, fall, sizes, sweep_rates, wider_rates
 from experiments.conv.training import REFERENCE, SMALL, TRAINS, settings_of
 from lab import stats
+from lab.results import at_budget, budgets
 from lab.verdicts import Part, Verdict, minus
 
 FALLS = stats.Rule(0.0, "below")  # accuracy at SMALL minus at REFERENCE; and that of MyBN2d minus GroupNorm's
@@ -16,74 +17,122 @@ RULES = {"batch norm falls at small batches": FALLS, "more than GroupNorm": FALL
 PAGE = "[conv](docs/conv.md)"
 
 
+EVALUATIONS = {"running averages": "test_acc", "precise statistics": "precise"}  # eval mode on which statistics
+ON = ("on both: eval mode with the running averages and with precise statistics (recomputed over the training "
+      "set with the final weights; Wu & Johnson 2021), each a part")
+
+
+def per_budget(results: dict, read) -> tuple[str, tuple[Part, ...]]:
+    """A row's measured text and parts at every budget the runs trained for: ``read(view, budget)`` gives
+    (text, parts) at one, or no parts where that budget lacks the cells."""
+    measured, parts = [], []
+    for epochs in budgets(results):
+        text, found = read(at_budget(results, epochs), f"{epochs} epochs")
+        if found:
+            measured.append(f"{epochs} epochs: {text}")
+            parts += found
+    return "; ".join(measured), tuple(parts)
+
+
+def has(results: dict, model: str, *batch_sizes: int) -> bool:
+    return set(batch_sizes) <= set(sizes(results, model))
+
+
 def needs_the_batch(results: dict) -> Verdict:
-    falls = stats.accuracy_interval(list(fall(results, "my_bn").values()), (-1.0, 1.0))
-    more = stats.accuracy_interval(list(minus(fall(results, "my_bn"), fall(results, "group_norm")).values()),
-                                   (-2.0, 2.0))
+    def read(view: dict, budget: str) -> tuple[str, list[Part]]:
+        if not all(has(view, m, SMALL, REFERENCE) for m in ("my_bn", "group_norm")):
+            return "", []
+        measured, parts = [], []
+        for evaluation, key in EVALUATIONS.items():
+            falls = stats.accuracy_interval(list(fall(view, "my_bn", key).values()), (-1.0, 1.0))
+            more = stats.accuracy_interval(
+                list(minus(fall(view, "my_bn", key), fall(view, "group_norm", key)).values()), (-2.0, 2.0))
+            measured.append(f"{evaluation}: MyBN2d {falls.text('+.3f')}, MyBN2d − GroupNorm {more.text('+.3f')}")
+            where = f"{evaluation}, {budget}"
+            parts += [Part(f"falls ({where})", f"MyBN2d's test accuracy, batch {SMALL} − batch {REFERENCE}", falls,
+                           FALLS, budget, evaluation),
+                      Part(f"more than GroupNorm's ({where})", "that, MyBN2d − GroupNorm", more, FALLS, budget,
+                           evaluation)]
+        return ", ".join(measured), parts
+
+    measured, parts = per_budget(results, read)
     rule = (f"per seed, MyBN2d's test accuracy at batch {SMALL} minus at batch {REFERENCE} (falls), and that "
             f"minus GroupNorm's own change (more than GroupNorm); each holds where its interval lies below 0, does "
-            f"not hold where it lies above, else not decided ({len(settings_of(results).seeds)} seeds)")
-    parts = (Part("falls", f"MyBN2d's test accuracy, batch {SMALL} − batch {REFERENCE}", falls, FALLS),
-             Part("more than GroupNorm's", "that, MyBN2d − GroupNorm", more, FALLS))
+            f"not hold where it lies above, else not decided; {ON}; at each budget "
+            f"({len(settings_of(results).seeds)} seeds)")
     return Verdict("Batch norm needs the batch (Wu & He 2018)",
                    f"on the conv net, MyBN2d's test accuracy falls from batch {REFERENCE} to {SMALL}, and GroupNorm's "
-                   "does not as much",
-                   f"test accuracy, batch {SMALL} − batch {REFERENCE}: MyBN2d {falls.text('+.3f')}; MyBN2d − "
-                   f"GroupNorm of that {more.text('+.3f')}", rule, parts, PAGE)
+                   "does not as much", f"test accuracy, batch {SMALL} − batch {REFERENCE}: " + measured, rule, parts,
+                   PAGE)
 
 
 def renorm_fixes(results: dict) -> Verdict:
     """Whether Batch Renorm tests better at small batches. That it computes in training what it computes in
     inference is its construction (r and d), which the tests check, not a verdict: it could not fail."""
-    higher = {bs: difference(results, ("renorm", bs), ("my_bn", bs)) for bs in (SMALL, REFERENCE)}
+    def read(view: dict, budget: str) -> tuple[str, list[Part]]:
+        if not all(has(view, m, SMALL, REFERENCE) for m in ("my_bn", "renorm")):
+            return "", []
+        measured, parts = [], []
+        for evaluation, key in EVALUATIONS.items():
+            higher = {bs: difference(view, ("renorm", bs), ("my_bn", bs), key) for bs in (SMALL, REFERENCE)}
+            measured.append(f"{evaluation}: " + ", ".join(f"batch {bs} {ci.text('+.3f')}" for bs, ci in higher.items()))
+            parts += [Part(f"higher at batch {bs} ({evaluation}, {budget})", f"test accuracy at batch {bs}, Batch "
+                           "Renorm − MyBN2d", ci, HIGHER, budget, evaluation) for bs, ci in higher.items()]
+        return ", ".join(measured), parts
+
+    measured, parts = per_budget(results, read)
     rule = (f"per seed, Batch Renorm's test accuracy minus MyBN2d's at batch {SMALL} (batch {REFERENCE} beside it); "
-            "holds where the interval lies above 0, does not hold where it lies below, else not decided")
-    measured = [f"batch {bs}: Batch Renorm − MyBN2d {ci.text('+.3f')}" for bs, ci in higher.items()]
-    parts = tuple(Part(f"higher at batch {bs}", f"test accuracy at batch {bs}, Batch Renorm − MyBN2d", ci, HIGHER)
-                  for bs, ci in higher.items())
+            f"holds where the interval lies above 0, does not hold where it lies below, else not decided; {ON}; at "
+            "each budget")
     return Verdict("Batch Renormalization fixes small batches (Ioffe 2017)",
                    f"at batch {SMALL}, Batch Renorm tests better than MyBN2d",
-                   "test accuracy, " + "; ".join(measured), rule, parts, PAGE)
+                   "test accuracy, Batch Renorm − MyBN2d: " + measured, rule, parts, PAGE)
 
 
 def ghost_regularises(results: dict) -> Verdict:
-    measured, parts, ghost = [], [], settings_of(results).ghost_batch
-    for bs in sorted(set(sizes(results, "ghost")) & set(sizes(results, "my_bn"))):
-        acc, gap = (difference(results, ("ghost", bs), ("my_bn", bs), key) for key in ("test_acc", "gap"))
-        measured.append(f"batch {bs}: test accuracy {acc.text('+.3f')}, train − test {gap.text('+.3f')}")
-        parts += [Part(f"batch {bs}: higher", f"test accuracy at batch {bs}, ghost BN − MyBN2d", acc, HIGHER),
-                  Part(f"batch {bs}: over-fits less", f"train − test accuracy at batch {bs}, ghost BN − MyBN2d", gap,
-                       LESS_OVERFITTING)]
-    rule = (f"per seed, ghost BN (ghost batches of {ghost}) minus MyBN2d at the same batch: its test accuracy "
-            "(holds above 0) and its train − test accuracy (holds below 0); the opposite side does not hold, else "
-            "not decided")
+    def read(view: dict, budget: str) -> tuple[str, list[Part]]:
+        measured, parts = [], []
+        for bs in sorted(set(sizes(view, "ghost")) & set(sizes(view, "my_bn"))):
+            acc = {e: difference(view, ("ghost", bs), ("my_bn", bs), key) for e, key in EVALUATIONS.items()}
+            gap = difference(view, ("ghost", bs), ("my_bn", bs), "gap")
+            accuracies = ", ".join(f"{e} {ci.text('+.3f')}" for e, ci in acc.items())
+            measured.append(f"batch {bs}: test accuracy {accuracies}, train − test {gap.text('+.3f')}")
+            parts += [Part(f"batch {bs}: higher ({e}, {budget})", f"test accuracy at batch {bs}, ghost BN − MyBN2d",
+                           ci, HIGHER, budget, e) for e, ci in acc.items()]
+            parts.append(Part(f"batch {bs}: over-fits less ({budget})", f"train − test accuracy at batch {bs}, ghost "
+                              "BN − MyBN2d", gap, LESS_OVERFITTING, budget, "running averages"))
+        return ", ".join(measured), parts
+
+    measured, parts = per_budget(results, read)
+    rule = (f"per seed, ghost BN (ghost batches of {settings_of(results).ghost_batch}) minus MyBN2d at the same "
+            f"batch: its test accuracy (holds above 0; {ON}) and its train − test accuracy (holds below 0; running "
+            "averages); the opposite side does not hold, else not decided; at each budget")
     return Verdict("Ghost batches regularise (Hoffer et al. 2017)",
                    "in large batches, batch norm over small ghost batches tests better and over-fits less",
-                   "ghost BN − MyBN2d: " + "; ".join(measured), rule, tuple(parts), PAGE)
+                   "ghost BN − MyBN2d: " + measured, rule, parts, PAGE)
 
 
 def larger_rates(results: dict) -> Verdict:
-    count = wider_rates(results)
+    def read(view: dict, budget: str) -> tuple[str, list[Part]]:
+        if len(sweep_rates(view)) < 2:
+            return "", []
+        count = wider_rates(view)
+        return count.text(".2g"), [Part(budget, "decades, MyBN2d's largest training rate over the plain net's", count,
+                                        WIDER, budget)]
+
+    measured, parts = per_budget(results, read)
     rates, base = sweep_rates(results), settings_of(results).base_batch
     rule = (f"per seed, log10 of MyBN2d's largest rate that trains (test accuracy ≥ {TRAINS:g}) over the plain net's, "
             f"in decades (rates {', '.join(f'{lr:g}' for lr in rates)} at batch {base}); a sign test of the seeds "
             "above 0, a tie counting against: holds where they are significantly many, does not hold where the "
-            "seeds not above 0 are, else not decided")
+            "seeds not above 0 are, else not decided; at each budget")
     return Verdict("Batch norm allows larger learning rates on a conv net (Bjorck et al. 2018)",
                    "MyBN2d's conv net still trains at learning rates where the plain one no longer does",
-                   f"decades, MyBN2d − plain: {count.text('.2g')}", rule,
-                   (Part("", "decades, MyBN2d's largest training rate over the plain net's", count, WIDER),), PAGE)
+                   f"decades, MyBN2d − plain: {measured}", rule, parts, PAGE)
 
 
 def verdicts(results: dict) -> list[Verdict]:
     """The rows its grid can decide: the preset's grid decides all four (a grid of your own may lack the
     batch sizes or the nets a row compares)."""
-    has = {model: set(sizes(results, model)) for model in models(results)}
-    rows = []
-    if {SMALL, REFERENCE} <= has.get("my_bn", set()) & has.get("group_norm", set()):
-        rows.append(needs_the_batch(results))
-    if {SMALL, REFERENCE} <= has.get("my_bn", set()) & has.get("renorm", set()):
-        rows.append(renorm_fixes(results))
-    if has.get("ghost", set()) & has.get("my_bn", set()):
-        rows.append(ghost_regularises(results))
-    return [*rows, larger_rates(results)]
+    rows = [row(results) for row in (needs_the_batch, renorm_fixes, ghost_regularises, larger_rates)]
+    return [row for row in rows if row.parts]

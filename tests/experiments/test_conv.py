@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from experiments import conv
-from helpers import DOCS, README, committed
+from helpers import DOCS, README, committed, verdict
 from lab.data import digits_split
-from lab.loop import BatchOrder, member_accuracy
+from lab.loop import BatchOrder, member_accuracy, precise_statistics
 from lab.nets import ConvNet
 from lab.results import load_results, pack_items
-from lab.stats import FAILS
+from lab.stats import FAILS, HOLDS
 
 
 @pytest.fixture
@@ -25,20 +25,20 @@ def tiny(monkeypatch):
     monkeypatch.setattr(conv.training, "digits_standardised", lambda dtype: small)
     config = conv.ConvSettings(norms=["plain", "my_bn", "group_norm", "renorm"], batch_sizes=[2, 8], base_batch=8,
                                ghost_batch=2, ghost_at=[8], lr_factors=[1.0, 10.0], seeds=[0, 1, 2], epochs=2,
-                               dtype="float64", workers=1, sweep_more=1)
+                               dtype="float64", workers=1, sweep_more=1, long_epochs=[3])
     return config, small
 
 
-def alone(config, small, norm: str, batch_size: int, lr: float, seed: int) -> dict:
+def alone(config, small, norm: str, batch_size: int, lr: float, seed: int, epochs: int) -> dict:
     """One seed of one cell the plain way: its own ConvNet, torch.optim.SGD with momentum, the cosine
     schedule, its seed's batches; the same measurements."""
     x_train, y_train, x_test, y_test = small
-    steps = config.epochs * len(BatchOrder(len(x_train), batch_size, 1, 0)[0])
+    steps = epochs * len(BatchOrder(len(x_train), batch_size, 1, 0)[0])
     net = ConvNet(norm, seed, bn_momentum=config.bn_momentum, ghost_batch_size=config.ghost_batch, dtype=torch.float64,
                   renorm=(config.r_max, config.d_max, conv.renorm_warmup(steps)))
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for epoch in BatchOrder(len(x_train), batch_size, config.epochs, seed):
+    for epoch in BatchOrder(len(x_train), batch_size, epochs, seed):
         for idx in epoch:
             opt.zero_grad()
             nn.functional.cross_entropy(net(x_train[idx]), y_train[idx]).backward()
@@ -49,9 +49,13 @@ def alone(config, small, norm: str, batch_size: int, lr: float, seed: int) -> di
         test, train = (net.eval()(x).argmax(1) for x in (x_test, x_train))
         in_train_mode = torch.cat([net.train()(c) for c in x_test[order].split(batch_size)])  # its buffers move: last
     right = in_train_mode.argmax(1) == y_test[order]
-    return {"test_acc": (test == y_test).double().mean().item(), "train_acc": (train == y_train).double().mean().item(),
-            "train_mode_acc": right.double().mean().item(), "test_items": pack_items((test == y_test).tolist()),
-            "train_mode_items": pack_items(right[order.argsort()].tolist())}
+    out = {"test_acc": (test == y_test).double().mean().item(), "train_acc": (train == y_train).double().mean().item(),
+           "train_mode_acc": right.double().mean().item(), "test_items": pack_items((test == y_test).tolist()),
+           "train_mode_items": pack_items(right[order.argsort()].tolist())}
+    with torch.no_grad():  # eval mode on statistics recomputed over the training digits
+        precise = precise_statistics(net, x_train)(x_test).argmax(1) == y_test
+    out[conv.training.PRECISE] = pack_items(precise.tolist())
+    return out
 
 
 def test_the_batch_size_loop_on_a_tiny_configuration(tiny, tmp_path):
@@ -60,25 +64,33 @@ def test_the_batch_size_loop_on_a_tiny_configuration(tiny, tmp_path):
     config, small = tiny
     results = {"experiment": "conv", **conv.run(config, log=lambda _: None)}  # as train.py saves it
     conv.check_format(results)
-    cells = {(r["model"], r["batch_size"], r["lr"]) for r in results["runs"]}
-    assert cells == set(conv.cells(config)) and len(cells) == 4 * 2 + 1 + 2 * 1
+    cells = {(r["model"], r["batch_size"], r["lr"], r["epochs"]) for r in results["runs"]}
+    at_two = {c for c in cells if c[3] == 2}  # the preset's budget: the whole grid
+    assert cells == set(conv.cells(config)) and len(at_two) == 4 * 2 + 1 + 2 * 1
+    longer = {c[:3] for c in cells if c[3] == 3}  # the cells that decide a row, at the longer budget
+    assert longer == {(m, b, 0.1 * b / 8) for m in ("my_bn", "group_norm", "renorm") for b in (2, 8)} | {
+        ("ghost", 8, 0.1), ("plain", 8, 0.1), ("plain", 8, 1.0), ("my_bn", 8, 1.0)}
     swept = {c for c in cells if c[0] in conv.SWEEP and c[1] == 8}  # the sweep at the base batch: seeds 0 to 3
-    assert conv.sweep_seeds(config) == [0, 1, 2, 3] and len(swept) == 4
+    assert conv.sweep_seeds(config) == [0, 1, 2, 3] and len(swept) == 8
     assert len(results["runs"]) == 3 * len(cells) + len(swept)
-    assert conv.cells(config)[0] == ("renorm", 2, 0.025)  # the slowest first; lr 0.1 · 2 / 8
-    for norm, batch_size, lr, seed in (("my_bn", 2, 0.025, 1), ("renorm", 8, 0.1, 2), ("ghost", 8, 0.1, 0),
-                                       ("plain", 8, 1.0, 3)):
-        (run,) = [r for r in results["runs"] if (r["model"], r["batch_size"], r["lr"], r["seed"])
-                  == (norm, batch_size, lr, seed)]
-        expected = alone(config, small, norm, batch_size, lr, seed)
-        items = {k: expected.pop(k) for k in conv.ITEMS.values()}
+    assert conv.cells(config)[0] == ("renorm", 2, 0.025, 3)  # the slowest first; lr 0.1 · 2 / 8
+    for norm, batch_size, lr, seed, epochs in (("my_bn", 2, 0.025, 1, 2), ("renorm", 8, 0.1, 2, 2),
+                                               ("ghost", 8, 0.1, 0, 2), ("plain", 8, 1.0, 3, 2),
+                                               ("group_norm", 2, 0.025, 2, 3)):
+        (run,) = [r for r in results["runs"] if (r["model"], r["batch_size"], r["lr"], r["seed"], r["epochs"])
+                  == (norm, batch_size, lr, seed, epochs)]
+        expected = alone(config, small, norm, batch_size, lr, seed, epochs)
+        items = {k: expected.pop(k) for k in (*conv.ITEMS.values(), conv.training.PRECISE)}
         assert {k: run[k] for k in expected} == pytest.approx(expected, abs=1e-5), (norm, batch_size)
         assert {k: run[k] for k in items} == items  # which digits it got right, in the test set's order
     tables = conv.EXPERIMENT.tables(results)
-    assert set(tables) == {"conv-batch-table", "conv-gap-table", "conv-lr-table"}
+    assert set(tables) == {"conv-batch-table", "conv-precise-table", "conv-budget-table", "conv-gap-table",
+                           "conv-lr-table"}
     assert all(body.count("\n") > 3 for body in tables.values())
+    assert tables["conv-budget-table"].count("\n| ") == 3  # its header, 2 epochs, 3 epochs
     rows = conv.EXPERIMENT.verdicts(results)
     assert len(rows) == 4 and all("|" not in cell for v in rows for cell in dataclasses.astuple(v)[:4])
+    assert all({p.budget for p in v.parts} == {"2 epochs", "3 epochs"} for v in rows)  # each part at each budget
     for name, draw in conv.EXPERIMENT.figures(results).items():
         draw(tmp_path / name)
         assert (tmp_path / name).stat().st_size > 10_000
@@ -110,39 +122,54 @@ def right(accuracy: float) -> str:
     return pack_items([True] * k + [False] * (DIGITS - k))
 
 
-def synthetic(acc: dict[tuple, float], seeds=(0, 1, 2, 3, 4), lr: float = 0.1, gap=None, mode=None) -> dict:
+def synthetic(acc: dict[tuple, float], seeds=(0, 1, 2, 3, 4), lr: float = 0.1, gap=None, mode=None,
+              precise=None) -> dict:
     """Results with the test accuracy ``acc[(model, batch size)]`` (at the linearly scaled rate) or
     ``acc[(model, batch size, rate)]``, plus 0.001·seed so that intervals have a width; train − test
-    ``gap`` and training − eval mode ``mode`` per (model, batch size). The sweep's seeds are ``seeds``."""
+    ``gap`` and training − eval mode ``mode`` per (model, batch size); on precise statistics ``precise``
+    (model, batch size) -> its accuracy (the same in every seed). The sweep's seeds are ``seeds``."""
     runs = []
     for (model, bs, *rate), value in acc.items():
         for s in seeds:
             test = value + 0.001 * s
             scaled = conv.scaled_lr(conv.ConvSettings(lr=lr), bs)
             train_mode = test + (mode or {}).get((model, bs), 0.0) * (1 + 0.1 * s)
-            runs.append({"model": model, "batch_size": bs, "lr": rate[0] if rate else scaled, "seed": s,
+            runs.append({"model": model, "batch_size": bs, "lr": rate[0] if rate else scaled, "seed": s, "epochs": 4,
                          "test_acc": test, "train_acc": test + (gap or {}).get((model, bs), 0.0),
                          "train_mode_acc": train_mode, "test_items": right(test),
-                         "train_mode_items": right(train_mode)})
+                         "train_mode_items": right(train_mode),
+                         conv.training.PRECISE: right((precise or {}).get((model, bs), test))})
     return {"config": {"seeds": list(seeds[:5]), "sweep_more": len(seeds) - len(seeds[:5]), "lr": lr, "epochs": 4},
             "runs": runs}
 
 
 def test_batch_norm_needs_the_batch_on_known_cases():
-    falls = synthetic({("my_bn", 2): 0.95, ("my_bn", 8): 0.98, ("group_norm", 2): 0.96, ("group_norm", 8): 0.96})
-    assert conv.needs_the_batch(falls).verdict == "falls: **holds**; more than GroupNorm's: **holds**"
+    acc = {("my_bn", 2): 0.95, ("my_bn", 8): 0.98, ("group_norm", 2): 0.96, ("group_norm", 8): 0.96}
+    both = "falls ({0}, 4 epochs): **holds**; more than GroupNorm's ({0}, 4 epochs): **holds**"
+    answer = f"{both.format('running averages')}; {both.format('precise statistics')}"
+    assert conv.needs_the_batch(synthetic(acc)).verdict == answer  # precise: the running averages' accuracy
+    # on precise statistics MyBN2d's accuracy is 0.98 at both sizes: it does not fall there
+    fixed = conv.needs_the_batch(synthetic(acc, precise={("my_bn", 2): 0.98, ("my_bn", 8): 0.98}))
+    assert fixed.verdict.endswith("falls (precise statistics, 4 epochs): not decided; more than GroupNorm's "
+                                  "(precise statistics, 4 epochs): not decided")
+    assert [p.evaluation for p in fixed.parts] == ["running averages"] * 2 + ["precise statistics"] * 2
     steady = synthetic({("my_bn", 2): 0.98, ("my_bn", 8): 0.96, ("group_norm", 2): 0.96, ("group_norm", 8): 0.90})
-    assert conv.needs_the_batch(steady).verdict == "falls: **does not hold**; more than GroupNorm's: **holds**"
+    assert conv.needs_the_batch(steady).verdict.startswith("falls (running averages, 4 epochs): **does not hold**; "
+                                                           "more than GroupNorm's (running averages, 4 epochs): "
+                                                           "**holds**")
 
 
 def test_renorm_and_ghost_verdicts_on_known_cases():
     results = synthetic({("my_bn", 2): 0.95, ("renorm", 2): 0.97, ("my_bn", 8): 0.98, ("renorm", 8): 0.98},
                         mode={("my_bn", 2): -0.15, ("renorm", 2): 0.01})
     row = conv.renorm_fixes(results)
-    assert row.verdict == "higher at batch 2: **holds**; higher at batch 8: not decided"
+    assert row.verdict == ("higher at batch 2 (running averages, 4 epochs): **holds**; higher at batch 8 (running "
+                           "averages, 4 epochs): not decided; higher at batch 2 (precise statistics, 4 epochs): "
+                           "**holds**; higher at batch 8 (precise statistics, 4 epochs): not decided")
     assert "matches" not in row.verdict + row.rule  # its training/inference match is its construction: a test
     ghost = synthetic({("my_bn", 32): 0.98, ("ghost", 32): 0.96}, gap={("my_bn", 32): 0.01, ("ghost", 32): 0.03})
-    answer = "batch 32: higher: **does not hold**; batch 32: over-fits less: **does not hold**"
+    answer = ("batch 32: higher (running averages, 4 epochs): **does not hold**; batch 32: higher (precise "
+              "statistics, 4 epochs): **does not hold**; batch 32: over-fits less (4 epochs): **does not hold**")
     assert conv.ghost_regularises(ghost).verdict == answer
 
 
@@ -157,10 +184,10 @@ def test_larger_rates_on_known_cases():
     assert conv.sweep_rates(results) == list(rates) and conv.sweep_seeds(conv.settings_of(results)) == list(ten)
     assert conv.largest_rate(results, "plain") == dict.fromkeys(ten, 0.3)
     count = conv.wider_rates(results)
-    assert (count.median, count.above) == (1.0, 10) and conv.larger_rates(results).verdict == "**holds**"
-    assert conv.larger_rates(synthetic(acc)).verdict == "not decided"  # 5 seeds: a sign test's p is 1/32 at best
+    assert (count.median, count.above) == (1.0, 10) and conv.larger_rates(results).verdict == "4 epochs: **holds**"
+    assert conv.larger_rates(synthetic(acc)).verdict == "4 epochs: not decided"  # 5 seeds: a sign test's p ≥ 1/32
     same = synthetic({(m, 32, lr): plain[lr] for m in ("plain", "my_bn") for lr in rates}, ten)
-    assert conv.larger_rates(same).verdict == "**does not hold**"  # a tie in every seed counts against
+    assert conv.larger_rates(same).verdict == "4 epochs: **does not hold**"  # a tie in every seed counts against
     fewer = synthetic({(m, 32, lr): v[lr] for m, v in (("plain", bn), ("my_bn", plain)) for lr in rates}, ten)
     assert conv.WIDER.decide(conv.wider_rates(fewer)) == FAILS
 
@@ -177,7 +204,7 @@ def test_claims_about_conv():
     0.2 and 0.55; a run at batch 128 is 44 steps. Each claim in a form that another CPU's rounding leaves
     true (``verdicts.py --rounding``)."""
     from experiments import conv
-    from lab.stats import FAILS, HOLDS
+    from lab.stats import FAILS
 
     results = load_results(committed("conv"), conv.check_format)
     page = " ".join(DOCS["conv"].split())
@@ -201,10 +228,30 @@ def test_claims_about_conv():
     assert conv.difference(results, ("renorm", 128), ("my_bn", 128)).mean < -0.10
     assert "it is behind at 128, by more than ten points" in page
     assert "these seeds do not show it testing better" in page
-    short = " ".join(README.split())  # the short answer: the budget named, and Batch Renorm's match as its design
-    assert f"On a conv net of 8×8 digits, trained for {results['config']['epochs']} epochs, it needs the batch" in short
-    assert ("Batch Renormalization, which by construction computes in training what it computes in inference, does "
-            "not show it testing better there") in short
+    short = " ".join(README.split())  # the short answer: the budgets named, and Batch Renorm's match as its design
+    assert (f"On a conv net of 8×8 digits, trained for {results['config']['epochs']} epochs, its test accuracy falls "
+            "from batch 8 to batch 2 in every seed while GroupNorm's rises") in short
+    assert ("trained three times as long, the fall shrinks to under a point and is not decided, so what the batch "
+            "costs it there is speed") in short
+    assert ("Batch Renormalization, which by construction computes in training what it computes in inference, is "
+            "not shown testing better there") in short
+    settings = conv.settings_of(results)
+    assert settings.long_epochs == [3 * settings.epochs]  # "three times as long"
+    long = conv.at_budget(results, settings.long_epochs[0])
+    for key in ("test_acc", "precise"):
+        falls = [sum(v) / len(v) for v in conv.fall(long, "my_bn", key).values()]
+        assert -0.01 < sum(falls) / len(falls) < 0  # "shrinks to under a point"
+    assert all(verdict("Batch norm needs", f"{what} ({e}, {settings.long_epochs[0]} epochs)") != HOLDS
+               for e in ("running averages", "precise statistics")
+               for what in ("falls", "more than GroupNorm's"))  # "not decided", "no longer shown larger"
+    assert all(conv.mode_gap(conv.at_budget(results, e), "my_bn", 2).high < -0.03
+               for e in (settings.epochs, *settings.long_epochs))  # "well below its eval mode" at both budgets
+    trained = {b: sum(conv.per_seed(results, "my_bn", b, key="train_acc").values()) for b in (2, 8)}
+    assert trained[2] < trained[8]  # "its training accuracy below"
+    last = {b: sum(conv.per_seed(results, "my_bn", b, key="loss").values()) for b in (2, 8)}
+    assert last[2] > 3 * last[8]  # "several times that at batch 8"
+    assert "its fall from batch 8 to 2 shrinks to under a point on average" in page
+    assert "What lasts at both budgets is panel (b)" in page and "at batch 2 it trains more slowly" in page
     assert all(abs(conv.interval(results, m, b, "gap").mean) < 0.02 for m in conv.models(results)
                for b in conv.sizes(results, m))
     ghost = {b: conv.difference(results, ("ghost", b), ("my_bn", b)) for b in conv.settings_of(results).ghost_at}
@@ -217,5 +264,15 @@ def test_claims_about_conv():
     assert "up to a learning rate of 0.3 in most seeds and never above 1; `MyBN2d` trains up to 3 in most seeds" in page
     ends = [conv.interval(results, m, 128).mean for m in ("plain", "group_norm", "layer_norm")]
     assert 0.2 <= min(ends) and max(ends) <= 0.55 and "end between 0.2 and 0.55" in page
+    lift = {(m, b): conv.difference(results, (m, b), (m, b), "precise", "test_acc").mean
+            for m in ("my_bn", "ghost", "renorm") for b in conv.sizes(results, m)}
+    assert all(abs(v) < 0.01 for (m, _), v in lift.items() if m != "renorm")  # "under a point on average"
+    assert 0.01 < lift["renorm", 2] < 0.03  # "about two points at batch 2"
+    lead = {e: conv.difference(results, ("renorm", 2), ("my_bn", 2), key).mean for e, key in (("precise", "precise"),
+                                                                                          ("running", "test_acc"))}
+    assert 0.01 <= lead["precise"] <= 0.02 and abs(lead["running"]) < 0.005  # "a point and a half", "about none"
+    assert ("changes `MyBN2d` and ghost BN by under a point on average at every batch size" in page
+            and "Batch Renormalization gains about two points at batch 2 from it" in page)
+    assert "its lead over `MyBN2d` at batch 2 is about a point and a half on average" in page
     steps = results["config"]["epochs"] * conv.steps_per_epoch(128, results["split"]["train"])
     assert steps == 44 and "a run of 44 steps" in page and "(lr 0.4, 44 steps)" in page  # at batch 128
