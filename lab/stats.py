@@ -137,13 +137,14 @@ def accuracy_interval(scores: Sequence[Sequence[float]], bounds: tuple[float, fl
     if table.dim() != 2 or table.shape[0] == 0 or table.shape[1] < 2:
         raise ValueError(f"scores need one row per seed and at least two test items, got shape {tuple(table.shape)}")
     n, items = table.shape
-    per_seed = table.mean(1).tolist()
+    per_seed = [math.fsum(row) / items for row in table.tolist()]
     mean = math.fsum(per_seed) / n
     if n == 1:
         return Interval(mean, math.nan, math.nan, 1)
     seeds = math.fsum((v - mean) ** 2 for v in per_seed) / (n - 1)
-    item_means = table.mean(0)
-    spread = float(((item_means - item_means.mean()) ** 2).sum()) / (items - 1)
+    item_means = [math.fsum(column) / n for column in table.T.tolist()]  # fsum: the same bits on any CPU
+    centre = math.fsum(item_means) / items
+    spread = math.fsum((v - centre) ** 2 for v in item_means) / (items - 1)
     return _t(mean, math.sqrt(seeds / n + spread / items), n, bounds)
 
 

@@ -2,10 +2,12 @@
 that test an explanation declare (their record's ``verdicts``: experiments/ics, noisy, landscape, lr,
 running_stats, mnist, conv, depth, scale and only_bn), in the registry's order.
 
-Each row: the explanation, what it predicts on this task, what was measured, the rule, and the verdict
-that rule gives on those numbers. Every rule is decided on paired per-seed numbers and their 95%
-interval (``lab/stats.py``) and has three answers: holds, does not hold, not decided. Nothing in the table
-is typed by hand.
+Each row: the explanation, what it predicts on this task, what was measured, the rule, and its parts
+(``Part``: one claim each, at one budget and one evaluation, with its evidence and its rule), whose
+answers make the verdict column. Every rule is decided on paired per-seed numbers (``lab/stats.py``) and
+has three answers: holds, does not hold, not decided; a row's parts are one family, corrected by Holm's
+step-down. Each part is data too (``Verdict.records``, which compare.py writes to results/verdicts.json).
+Nothing in the table is typed by hand.
 """
 
 from __future__ import annotations
@@ -34,11 +36,6 @@ class Part:
 
     def p_values(self) -> tuple[float, float] | None:
         return None if self.rule is None else self.rule.p_values(self.evidence)
-
-    def text(self) -> str:
-        if self.evidence is None:
-            return ""
-        return self.evidence.ratio_text() if self.scale == "log-ratio" else self.evidence.text("+.3g")
 
 
 @dataclass(frozen=True)
