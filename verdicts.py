@@ -100,7 +100,8 @@ def comparison(committed: list[dict], rerun: list[dict], heading: str) -> str:
     for part in committed:
         answer = theirs.get(key(part), "—")
         moved = "**yes**" if flipped(part["answer"], answer) else "no"
-        label = ", ".join(x for x in (part["part"], part["budget"], part["evaluation"]) if x) or "—"
+        extra = [x for x in (part["budget"], part["evaluation"]) if x not in part["part"]]  # what its label omits
+        label = ", ".join(x for x in (part["part"], *extra) if x) or "—"
         lines.append(f"| {part['row']} | {label} | {part['answer']} | {answer} | {moved} |")
     return "\n".join(lines)
 

@@ -320,12 +320,13 @@ def test_claims_about_the_explanations():
     assert smooth["Adam recipe", "(-1, 1)"][0] == FAILS  # "by its gradient change"
     assert smooth[f"SGD at {landscape.TENTH:g}×", "(-1, 1)"] == [FAILS, FAILS]
     text = " ".join(README.split())
-    assert ("Under plain SGD the loss along the gradient is smoother with it on (-5, 5); in the Adam recipe, the one "
-            "it rescues, it is rougher") in text
+    assert ("Under plain SGD at the plain net's edge of stability the loss along the gradient is smoother with it on "
+            "(-5, 5); in the Adam recipe, the one it rescues, it is rougher") in text
     page = " ".join(DOCS["landscape"].split())
     assert ("MyBN's landscape is *rougher* along the gradient than the plain net's there (on (-1, 1) too, by its "
             "gradient change)") in page
     assert "on (-1, 1) at a tenth of the rate it is rougher" in page
+    assert "at a tenth of that rate it is smoother on average too, which these seeds decide" in page
     for r, rate in landscape.LR.items():
         both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
         assert rate == min(both), (r, both)
