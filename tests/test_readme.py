@@ -163,6 +163,10 @@ def test_claims_about_adams_step():
     assert all(7.5 < m < 9 for m in means)  # "about 8"
     assert {0.1, 0.3, 1.0} <= set(lr.GRIDS["adam"])
     assert lr.largest_training_lr(grid, 5.0, "plain", "adam", 10) is None
+    quick = {opt: lr.trains_quickly(grid, opt, 10) for opt in ("adam", "sgd")}  # the objection row's sign tests
+    assert (quick["adam"].above, quick["sgd"].above) == (0, 10)
+    assert verdict("Objection", "adam within 10 epochs") == "does not hold" and verdict("Objection", "sgd within 10 "
+                                                                                        "epochs") == "holds"
     sgd = [x for x in lr.cell(grid, 5.0, "plain", "sgd", 0.01)]
     assert len(sgd) == len(grid["config"]["seeds"]) and sum(lr.trains(grid, x, 10) for x in sgd) > len(sgd) / 2
     page = " ".join(DOCS["controls"].split())
