@@ -37,7 +37,7 @@ from lab.nets import ConvNet
 from lab.plotting import COLOURS, interval_bars, save, subplots
 from lab.results import at_budget, budgets, pack_items, rounded, source, unpack_items
 from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
-from lab.verdicts import Part, Verdict, minus
+from lab.verdicts import Part, Verdict, minus, per_budget
 from lab.workers import environment, run_pool
 
 SETS = {"all": "every parameter", "bn": "γ and β only", "bn_head": "γ, β and the classifier",
@@ -230,21 +230,21 @@ RULES = {"γ and β train the net": ABOVE_TRAINS, "more than random weights": AB
 
 
 def only_bn_verdict(results: dict) -> Verdict:
-    measured, parts = [], []
-    for epochs in budgets(results):
-        view, budget = at_budget(results, epochs), f"{epochs} epochs"
+    def read(view: dict, budget: str) -> tuple[str, list[Part]]:
         alone, gap = interval(view, "bn"), over_random(view)
-        measured.append(f"{budget}: γ and β only {alone.text('.3f')}, minus random weights {gap.text('+.3f')}")
-        parts += [Part(f"above {TRAINS:g} ({budget})", "test accuracy, γ and β only", alone, ABOVE_TRAINS, budget),
-                  Part(f"above random weights ({budget})", "test accuracy, γ and β only − as many random weights",
-                       gap, ABOVE_RANDOM, budget)]
+        return (f"γ and β only {alone.text('.3f')}, minus random weights {gap.text('+.3f')}",
+                [Part(f"above {TRAINS:g} ({budget})", "test accuracy, γ and β only", alone, ABOVE_TRAINS, budget),
+                 Part(f"above random weights ({budget})", "test accuracy, γ and β only − as many random weights",
+                      gap, ABOVE_RANDOM, budget)])
+
+    measured, parts = per_budget(results, read)
     rule = (f"per seed: the test accuracy with γ and β only, holds where its interval lies above {TRAINS:g} (five "
             "times chance), does not hold where it lies below; and minus that with as many random other weights, "
             "holds above 0, does not hold below; else not decided; at each budget")
     return Verdict("γ and β alone train a net (Frankle et al. 2021)",
                    "with every other weight frozen at its random initialisation, training batch norm's γ and β "
                    "alone reaches far above chance, and far above as many random other weights",
-                   "test accuracy: " + "; ".join(measured), rule, tuple(parts), "[only_bn](docs/only_bn.md)")
+                   f"test accuracy: {measured}", rule, parts, "[only_bn](docs/only_bn.md)")
 
 
 EXPERIMENT = Experiment(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from lab import stats
 from lab.regression import final_mse, runs_of
+from lab.results import at_budget, budgets
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,19 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[
     """Two nets' per-seed values, on the seeds both have, in seed order."""
     seeds = sorted(a.keys() & b.keys())
     return [a[s] for s in seeds], [b[s] for s in seeds]
+
+
+def per_budget(results: dict, read: Callable[[dict, str], tuple[str, list[Part]]]) -> tuple[str, tuple[Part, ...]]:
+    """A row's measured text and parts at every budget an experiment's runs trained for (``lab.results.budgets``):
+    ``read(view, budget)`` gives (text, parts) at one, the results read at that budget, or no parts where
+    that budget lacks what the row compares."""
+    measured, parts = [], []
+    for epochs in budgets(results):
+        text, found = read(at_budget(results, epochs), f"{epochs} epochs")
+        if found:
+            measured.append(f"{epochs} epochs: {text}")
+            parts += found
+    return "; ".join(measured), tuple(parts)
 
 
 def minus(a: dict[int, list[float]], b: dict[int, list[float]]) -> dict[int, list[float]]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from experiments.conv.reading import difference, fall, sizes, sweep_rates, wider_rates
 from experiments.conv.training import REFERENCE, SMALL, TRAINS, settings_of
 from lab import stats
-from lab.results import at_budget, budgets
-from lab.verdicts import Part, Verdict, minus
+from lab.verdicts import Part, Verdict, minus, per_budget
 
 FALLS = stats.Rule(0.0, "below")  # accuracy at SMALL minus at REFERENCE; and that of MyBN2d minus GroupNorm's
 HIGHER = stats.Rule(0.0, "above")  # accuracy, one layer minus the other
@@ -15,23 +14,9 @@ WIDER = stats.Rule(0.0, "above")  # decades, MyBN2d's largest training rate over
 RULES = {"batch norm falls at small batches": FALLS, "more than GroupNorm": FALLS, "renorm higher": HIGHER,
          "ghost higher": HIGHER, "ghost over-fits less": LESS_OVERFITTING, "larger rates with MyBN2d": WIDER}
 PAGE = "[conv](docs/conv.md)"
-
-
 EVALUATIONS = {"running averages": "test_acc", "precise statistics": "precise"}  # eval mode on which statistics
 ON = ("on both: eval mode with the running averages and with precise statistics (recomputed over the training "
       "set with the final weights; Wu & Johnson 2021), each a part")
-
-
-def per_budget(results: dict, read) -> tuple[str, tuple[Part, ...]]:
-    """A row's measured text and parts at every budget the runs trained for: ``read(view, budget)`` gives
-    (text, parts) at one, or no parts where that budget lacks the cells."""
-    measured, parts = [], []
-    for epochs in budgets(results):
-        text, found = read(at_budget(results, epochs), f"{epochs} epochs")
-        if found:
-            measured.append(f"{epochs} epochs: {text}")
-            parts += found
-    return "; ".join(measured), tuple(parts)
 
 
 def has(results: dict, model: str, *batch_sizes: int) -> bool:
