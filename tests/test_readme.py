@@ -152,7 +152,8 @@ def test_claims_about_controls():
 def test_claims_about_adams_step():
     """The controls page: in 160 Adam steps at 0.02 the output bias moves about 3, less than the targets'
     mean of about 8; no rate of the Adam grid, 0.1 to 1 among them, trains the plain net on (-5, 5)
-    within 10 epochs; plain SGD at 0.01 does, in most seeds (9 of 10)."""
+    within 10 epochs in any of these seeds (the row's sign test: not in most seeds); plain SGD at 0.01
+    does, in most seeds (9 of 10)."""
     from experiments import lr
 
     grid = load_results(ROOT / "results" / "lr" / "results.json")
@@ -170,7 +171,8 @@ def test_claims_about_adams_step():
     sgd = [x for x in lr.cell(grid, 5.0, "plain", "sgd", 0.01)]
     assert len(sgd) == len(grid["config"]["seeds"]) and sum(lr.trains(grid, x, 10) for x in sgd) > len(sgd) / 2
     page = " ".join(DOCS["controls"].split())
-    assert "no rate of the [lr](lr.md) experiment's Adam grid trains the plain net on (-5, 5) within 10 epochs" in page
+    assert ("no rate of the [lr](lr.md) experiment's Adam grid trains the plain net on (-5, 5) within 10 epochs in "
+            "most seeds either (in none of these ten;") in page
     assert ("plain SGD at 0.01, whose steps follow the size of the gradient, trains it within 10 epochs in most "
             "seeds") in page
 

@@ -73,7 +73,7 @@ def test_the_experiment_on_a_tiny_configuration(small, tmp_path):
 def test_claims_about_only_bn():
     """The only_bn page: γ and β alone about 0.23, below 0.5 in every seed, not far above the random control
     (about 0.16); with the classifier about 0.66; every parameter above 0.99; hardly any channel turned off;
-    at 24 epochs about 0.38 against 0.18, still below 0.5 in every seed, above the control."""
+    at 24 epochs about 0.38 against 0.18, its interval below 0.5, above the control."""
     from experiments import only_bn
     from lab.results import at_budget
     from lab.stats import FAILS, HOLDS
@@ -92,10 +92,11 @@ def test_claims_about_only_bn():
     long = at_budget(results, 24)
     means = [round(only_bn.interval(long, w).mean, 2) for w in ("bn", "random")]
     assert means == [0.38, 0.18]
-    assert all(v < 0.5 for v in only_bn.per_seed(long, "bn").values())  # "still below 0.5"
+    assert only_bn.interval(long, "bn").high < 0.5  # "still below 0.5 on average"
     assert verdict("γ and β alone", "above random weights (24 epochs)") == HOLDS  # "these seeds decide that"
     assert all(verdict("γ and β alone", f"above 0.5 ({e} epochs)") == FAILS for e in (8, 24))  # "at both budgets"
     assert "Trained three times as long they reach about 0.38, still below 0.5" in page
     assert "these seeds decide that they beat them at 24 epochs, another set of five" in page
-    assert ("on a net this small γ and β alone do not train it to half its accuracy, in 8 epochs or in 24"
+    assert ("on a net this small γ and β alone do not train it to half its accuracy on average, in 8 epochs or in 24"
             in " ".join(README.split()))
+    assert "Below 0.5 on average they stay at both budgets, on every seed set and rounding tried" in page
