@@ -137,12 +137,12 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
                                  f"--pictures, --docs and --readme elsewhere)")
         drawn = figures(experiments)
         todo = {file: draw_ for figures_ in drawn.values() for file, draw_ in figures_.items()}
-        bodies = tables(experiments)  # made even without a README: they check what the figures will read
+        rows = verdict_rows(experiments)
+        bodies = tables(experiments, rows)  # made even without a README: they check what the figures will read
         if whole:
             new = {readme: trials_table_file(results, bodies)}
         else:
             new = texts(bodies, readme, docs, pictures, drawn)
-        rows = verdict_rows(experiments)
         if rows:  # every part of the verdict table as data, beside the results it was decided on
             new[results / VERDICTS_FILE] = verdict_data(rows)
     except ValueError as exc:

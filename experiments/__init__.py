@@ -143,11 +143,12 @@ def read_verdicts(folder: Path) -> list[dict]:
     return json.loads((Path(folder) / VERDICTS_FILE).read_text(encoding="utf-8"))["parts"]
 
 
-def tables(experiments: dict[str, dict]) -> dict[str, dict[str, str]]:
+def tables(experiments: dict[str, dict], rows: list[Verdict] | None = None) -> dict[str, dict[str, str]]:
     """Experiment name -> its tables (marker name -> generated body), for every experiment present;
-    and under "verdicts", the verdict table, once every experiment with verdicts is there."""
+    and under "verdicts", the verdict table, once every experiment with verdicts is there (``rows``: those
+    ``verdict_rows`` gave already, not made again)."""
     bodies = {e.name: e.tables(*inputs) for e in EXPERIMENTS.values() if (inputs := e.inputs(experiments))}
-    rows = verdict_rows(experiments)
+    rows = verdict_rows(experiments) if rows is None else rows
     if rows:
         bodies["verdicts"] = {"verdict-table": verdict_table(rows)}
     return bodies

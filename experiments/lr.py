@@ -35,7 +35,7 @@ from lab.probe import preserved
 from lab.regression import Regression, dataset_entry, dataset_for, dataset_of, models_of, ranges_of, runs_of
 from lab.results import rounded, source
 from lab.settings import DTYPES, TEN_SEEDS
-from lab.verdicts import EASY, HARD, Part, Verdict, paired
+from lab.verdicts import EASY, HARD, Part, Verdict, decades, paired
 from lab.workers import environment, run_pool
 
 GRIDS = {  # optimizer -> learning rates, half a decade apart, from slow to failing for every net
@@ -250,9 +250,7 @@ def largest_lr_per_seed(results: dict, r: float, model: str, optimizer: str, epo
 def wider_rates(results: dict, r: float, optimizer: str, epochs: int) -> stats.SignCount:
     """Per seed, log10 of MyBN's largest rate that trains over the plain net's (decades: grid-valued),
     against 0: how many seeds lie above it, tied, below."""
-    bn, plain = (largest_lr_per_seed(results, r, m, optimizer, epochs) for m in ("my_bn", "plain"))
-    a, b = paired(bn, plain)
-    return stats.sign_count([rounded(math.log10(x) - math.log10(y), 12) for x, y in zip(a, b, strict=True)])
+    return decades(*(largest_lr_per_seed(results, r, m, optimizer, epochs) for m in ("my_bn", "plain")))
 
 
 def lr_verdict(results: dict) -> Verdict:

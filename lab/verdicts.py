@@ -12,12 +12,13 @@ Nothing in the table is typed by hand.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from lab import stats
 from lab.regression import final_mse, runs_of
-from lab.results import at_budget, budgets
+from lab.results import at_budget, budgets, rounded
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,13 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[
     """Two nets' per-seed values, on the seeds both have, in seed order."""
     seeds = sorted(a.keys() & b.keys())
     return [a[s] for s in seeds], [b[s] for s in seeds]
+
+
+def decades(a: dict[int, float], b: dict[int, float]) -> stats.SignCount:
+    """Two nets' grid-valued rates (seed -> rate), paired: the sign count of log10(a / b) against 0, in
+    decades, to 12 digits (so that a tie on the grid is a tie, whatever the rounding of the logs)."""
+    x, y = paired(a, b)
+    return stats.sign_count([rounded(math.log10(p) - math.log10(q), 12) for p, q in zip(x, y, strict=True)])
 
 
 def per_budget(results: dict, read: Callable[[dict, str], tuple[str, list[Part]]]) -> tuple[str, tuple[Part, ...]]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.conv.reading import fall, mode_gap, per_seed, sizes
+from experiments.conv.reading import drop, drop_beyond, mode_gap, per_seed, sizes
 from experiments.conv.training import REFERENCE, SMALL, settings_of
 from lab import stats
 from lab.plotting import COLOURS, interval_bars, save, subplots
 from lab.results import at_budget, budgets, source
-from lab.verdicts import minus
 
 FALLING = (("my_bn", "test_acc", "MyBN2d, running averages", "-"),  # (norm, evaluation, label, line style)
            ("my_bn", "precise", "MyBN2d, precise statistics", "--"),
@@ -25,11 +24,6 @@ def views(results: dict) -> list[tuple[int, dict]]:
     """Each budget with the cells of the fall (MyBN2d and GroupNorm at batch 2 and 8), and its results."""
     out = [(e, at_budget(results, e)) for e in budgets(results)]
     return [(e, v) for e, v in out if all({SMALL, REFERENCE} <= set(sizes(v, m)) for m in ("my_bn", "group_norm"))]
-
-
-def drop(view: dict, model: str, key: str) -> stats.Interval:
-    """``model``'s test accuracy (``key``) at batch SMALL minus at REFERENCE, over seeds and test digits."""
-    return stats.accuracy_interval(list(fall(view, model, key).values()), (-1.0, 1.0))
 
 
 def loss(view: dict, model: str, batch_size: int) -> stats.Interval:
@@ -86,8 +80,7 @@ def budget_table(results: dict) -> str:
     for epochs, view in views(results):
         cells = [drop(view, m, key).text("+.3f") if {SMALL, REFERENCE} <= set(sizes(view, m)) else ""
                  for m, key, _, _ in FALLING]
-        more = minus(fall(view, "my_bn"), fall(view, "group_norm"))
-        cells.append(stats.accuracy_interval(list(more.values()), (-2.0, 2.0)).text("+.3f"))
+        cells.append(drop_beyond(view, "my_bn", "group_norm").text("+.3f"))
         cells.append(mode_gap(view, "my_bn", SMALL).text("+.3f"))
         cells += [loss(view, "my_bn", b).text(".3f") for b in (SMALL, REFERENCE)]
         cells += [stats.t_interval(list(per_seed(view, "my_bn", b, key="train_acc").values())).text(".3f")

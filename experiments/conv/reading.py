@@ -18,8 +18,8 @@ from experiments.conv.training import (
 )
 from lab import stats
 from lab.norms import NORMS
-from lab.results import rounded, unpack_items
-from lab.verdicts import minus, paired
+from lab.results import unpack_items
+from lab.verdicts import decades, minus
 
 
 def label(results: dict, model: str) -> str:
@@ -99,6 +99,17 @@ def fall(results: dict, model: str, key: str = "test_acc") -> dict[int, list[flo
     return minus(scores(results, model, SMALL, key), scores(results, model, REFERENCE, key))
 
 
+def drop(results: dict, model: str, key: str = "test_acc") -> stats.Interval:
+    """``model``'s test accuracy (``key``) at ``SMALL`` minus at ``REFERENCE``, over seeds and test digits."""
+    return stats.accuracy_interval(list(fall(results, model, key).values()), (-1.0, 1.0))
+
+
+def drop_beyond(results: dict, model: str, baseline: str, key: str = "test_acc") -> stats.Interval:
+    """``model``'s drop minus ``baseline``'s, seed by seed and digit by digit."""
+    return stats.accuracy_interval(list(minus(fall(results, model, key), fall(results, baseline, key)).values()),
+                                   (-2.0, 2.0))
+
+
 def sweep_rates(results: dict) -> list[float]:
     settings = settings_of(results)
     return sorted({r["lr"] for r in results["runs"] if r["batch_size"] == settings.base_batch and r["model"] in SWEEP
@@ -119,8 +130,7 @@ def largest_rate(results: dict, model: str) -> dict[int, float]:
 
 def wider_rates(results: dict) -> stats.SignCount:
     """log10 of MyBN2d's largest training rate over the plain net's, seed by seed (decades), against 0."""
-    bn, plain = paired(largest_rate(results, "my_bn"), largest_rate(results, "plain"))
-    return stats.sign_count([rounded(math.log10(a) - math.log10(b), 12) for a, b in zip(bn, plain, strict=True)])
+    return decades(largest_rate(results, "my_bn"), largest_rate(results, "plain"))
 
 def mode_gap(results: dict, model: str, batch_size: int) -> stats.Interval:
     """Training-mode minus eval-mode test accuracy, seed by seed."""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from experiments.conv.reading import difference, fall, sizes, sweep_rates, wider_rates
+from experiments.conv.reading import difference, drop, drop_beyond, sizes, sweep_rates, wider_rates
 from experiments.conv.training import REFERENCE, SMALL, TRAINS, settings_of
 from lab import stats
-from lab.verdicts import Part, Verdict, minus, per_budget
+from lab.verdicts import Part, Verdict, per_budget
 
 FALLS = stats.Rule(0.0, "below")  # accuracy at SMALL minus at REFERENCE; and that of MyBN2d minus GroupNorm's
 HIGHER = stats.Rule(0.0, "above")  # accuracy, one layer minus the other
@@ -29,9 +29,7 @@ def needs_the_batch(results: dict) -> Verdict:
             return "", []
         measured, parts = [], []
         for evaluation, key in EVALUATIONS.items():
-            falls = stats.accuracy_interval(list(fall(view, "my_bn", key).values()), (-1.0, 1.0))
-            more = stats.accuracy_interval(
-                list(minus(fall(view, "my_bn", key), fall(view, "group_norm", key)).values()), (-2.0, 2.0))
+            falls, more = drop(view, "my_bn", key), drop_beyond(view, "my_bn", "group_norm", key)
             measured.append(f"{evaluation}: MyBN2d {falls.text('+.3f')}, MyBN2d − GroupNorm {more.text('+.3f')}")
             where = f"{evaluation}, {budget}"
             parts += [Part(f"falls ({where})", f"MyBN2d's test accuracy, batch {SMALL} − batch {REFERENCE}", falls,
