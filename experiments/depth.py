@@ -50,6 +50,8 @@ from lab.verdicts import Part, Verdict, paired
 from lab.workers import environment, run_pool
 
 RELU_RATE = math.pi / (math.pi - 1)  # the squared gradient norm's growth per layer, ReLU with batch norm, B -> ∞
+PREDICTED = 0.02  # "grows at the predicted rate": within 2% of RELU_RATE per layer (a factor 2.2 over 40 layers,
+# against the ~10⁷ the explosion amounts to), an equivalence test on the log of the rate
 SKIP = 5  # the growth rate is fitted over the layers (0-based, from the input) SKIP to depth − SKIP
 
 
@@ -62,6 +64,9 @@ class DepthSettings(Settings):
     widths: list[int] = flag([32, 128], "widths of the blocks", type=positive_int, metavar="WIDTH")
     batch_sizes: list[int] = flag([8, 64], "batch sizes", type=batch_int, metavar="B")
     activations: list[str] = flag(["relu", "linear"], "activations", metavar="ACTIVATION", choices=("relu", "linear"))
+    limit: list[int] = flag([512, 256], "a width and a batch size large enough for the large-batch limit: MyBN's "
+                            "ReLU net there (gradients only, no ranks) decides whether its growth per layer is the "
+                            "predicted π/(π − 1)", type=positive_int, nargs=2, metavar="N")
     dtype: str = flag("float64", "float64 only")
     device: str = flag("cpu", "cpu only")
     seeds: list[int] = flag(TEN_SEEDS, "seeds: the random weights and batches", type=seed_int, metavar="SEED")
@@ -102,10 +107,10 @@ def growth_rate(grad_sq: list[float], fit: tuple[int, int] | None = None) -> flo
     return math.exp(-slope.item())
 
 
-def measure(config, job: tuple[str, str, int, int]) -> list[dict]:
+def measure(config, job: tuple[str, str, int, int, bool]) -> list[dict]:
     """Every seed of one (norm, activation, width, batch size): the effective rank of each block's output
-    and the squared norm of each block's weight gradient, at initialisation."""
-    norm, activation, width, batch = job
+    (NaN: not measured, where not ``ranks``) and the squared norm of each block's weight gradient, at initialisation."""
+    norm, activation, width, batch, ranks = job
     out = []
     for seed in config.seeds:
         gen = torch.Generator().manual_seed(10_000 + seed)  # the inputs and labels: the same for both norms
@@ -115,14 +120,18 @@ def measure(config, job: tuple[str, str, int, int]) -> list[dict]:
         outputs, logits = net(x)
         nn.functional.cross_entropy(logits, y).backward()
         out.append({"model": norm, "activation": activation, "width": width, "batch_size": batch, "seed": seed,
-                    "erank": rounded([effective_rank(h.detach()) for h in outputs]),
+                    "erank": rounded([effective_rank(h.detach()) if ranks else math.nan for h in outputs]),
                     "grad_sq": rounded([b.linear.weight.grad.pow(2).sum().item() for b in net.blocks])})
     return out
 
 
-def jobs(config: DepthSettings) -> list[tuple[str, str, int, int]]:
-    return [(n, a, w, b) for n in DeepMLP.NORMS for a in config.activations for w in config.widths
-            for b in config.batch_sizes]
+def jobs(config: DepthSettings) -> list[tuple[str, str, int, int, bool]]:
+    """The grid (every norm, activation, width and batch size, ranks measured), and the large-batch cell
+    first (the slowest: MyBN, ReLU, no ranks)."""
+    cells = [(n, a, w, b, True) for n in DeepMLP.NORMS for a in config.activations for w in config.widths
+             for b in config.batch_sizes]
+    limit = ("my_bn", "relu", *config.limit)
+    return cells if (*limit, True) in cells else [(*limit, False), *cells]
 
 
 def run(config, log=print) -> dict:
@@ -130,9 +139,10 @@ def run(config, log=print) -> dict:
     with run_pool(config, len(todo)) as pool_map:
         for job, measured in zip(todo, pool_map(functools.partial(measure, config), todo), strict=True):
             runs += measured
-            rank = sum(r["erank"][-1] for r in measured) / len(measured)
-            log(f"depth: {job[0]:<6} {job[1]:<6} width {job[2]:>3} batch {job[3]:>2}: effective rank at depth "
-                f"{config.depth} {rank:.2f}")
+            rate_ = math.exp(sum(map(log_rate, measured)) / len(measured))
+            log(f"depth: {job[0]:<6} {job[1]:<6} width {job[2]:>3} batch {job[3]:>3}: gradient growth per layer "
+                f"{rate_:.3f}" + (f", effective rank at depth {config.depth} "
+                                  f"{sum(r['erank'][-1] for r in measured) / len(measured):.2f}" if job[4] else ""))
     return {"config": dataclasses.asdict(config), "environment": environment(config), "depth": config.depth,
             "datasets": [], "runs": runs}
 
@@ -141,6 +151,8 @@ def check_format(results: dict) -> None:
     for i, run_ in enumerate(checked_runs(results, DeepMLP.NORMS)):
         if any(len(run_.get(k, [])) != results.get("depth") for k in ("erank", "grad_sq")):
             raise ValueError(f"runs[{i}]: 'erank' and 'grad_sq' must hold one number per block of 'depth'")
+    if not per_seed(results, "my_bn", "relu", *grid(results).limit, log_rate):
+        raise ValueError("the depth verdict needs the large-batch cell (--limit): rerun `python train.py depth`")
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -174,6 +186,12 @@ def rate_gap(results: dict, width: int, batch: int) -> stats.Interval:
     """log(MyBN's growth rate / the plain net's), seed by seed, ReLU."""
     a, b = (per_seed(results, m, "relu", width, batch, log_rate) for m in ("my_bn", "plain"))
     return stats.paired_difference(*paired(a, b))
+
+
+def off_prediction(results: dict) -> stats.Interval:
+    """log(MyBN's growth per layer / π/(π − 1)), seed by seed, ReLU, in the large-batch cell (``limit``)."""
+    return stats.t_interval([v - math.log(RELU_RATE) for v in
+                             per_seed(results, "my_bn", "relu", *grid(results).limit, log_rate).values()])
 
 
 def exp_text(ci: stats.Interval) -> str:
@@ -233,6 +251,12 @@ def depth_table(results: dict) -> str:
                 lines.append(f"| {activation} | {width} | {batch} | " + " | ".join(f"{r.mean:.2f}" for r in ranks)
                              + f" | {rank_ratio(results, activation, width, batch).ratio_text()} | "
                              + " | ".join(rates) + " |")
+    width, batch = settings.limit
+    if ("relu", width, batch) not in {(a, w, b) for a in settings.activations for w in settings.widths
+                                      for b in settings.batch_sizes}:
+        lines.append(f"| relu | {width} | {batch} | | | | | {exp_text(rate(results, 'my_bn', width, batch))} |")
+    lines += ["", f"The large-batch cell (width {width}, batch {batch}; gradients only): MyBN's growth per layer over "
+              f"π/(π − 1), seed by seed, {off_prediction(results).ratio_text('.4f')}."]
     return "\n".join(lines)
 
 
@@ -240,7 +264,9 @@ def depth_table(results: dict) -> str:
 
 KEEPS_RANK = stats.Rule(0.0, "above")  # log(MyBN's effective rank / the plain net's) at the last block
 EXPLODES = stats.Rule(0.0, "above")  # log of MyBN's growth rate per layer; and of MyBN's over the plain net's
-RULES = {"MyBN keeps the rank": KEEPS_RANK, "MyBN's gradients explode": EXPLODES}
+AT_PREDICTED = stats.Rule(math.log(1 + PREDICTED), "within")  # log(MyBN's growth rate / π/(π − 1)), large batch
+RULES = {"MyBN keeps the rank": KEEPS_RANK, "MyBN's gradients explode": EXPLODES,
+         "at the predicted rate": AT_PREDICTED}
 PAGE = "[depth](docs/depth.md)"
 
 
@@ -260,17 +286,25 @@ def rank_verdict(results: dict) -> Verdict:
 
 def explosion_verdict(results: dict) -> Verdict:
     width, batch = max(grid(results).widths), max(grid(results).batch_sizes)
-    own, gap = rate(results, "my_bn", width, batch), rate_gap(results, width, batch)
+    own, gap, off = rate(results, "my_bn", width, batch), rate_gap(results, width, batch), off_prediction(results)
+    large = "width {}, batch {}".format(*grid(results).limit)
     rule = (f"per seed, the log of MyBN's fitted growth per layer of the squared weight-gradient norm (explodes: "
             f"holds above 0), and minus the plain net's (more than plain: holds above 0); ReLU, width {width}, batch "
-            f"{batch}; the opposite side does not hold, else not decided")
+            f"{batch}; the opposite side does not hold, else not decided. At the predicted rate: at {large}, the log "
+            f"of MyBN's growth over π/(π − 1); two one-sided tests, holds where the interval lies within "
+            f"±log {1 + PREDICTED:g} ({PREDICTED:.0%} per layer), does not hold where it lies beyond an end, else not "
+            "decided")
     return Verdict("Batch norm makes gradients explode with depth at initialisation (Yang et al. 2019)",
                    f"towards the input MyBN's squared gradient norm grows by a constant factor per layer, "
-                   f"π/(π − 1) = {RELU_RATE:.3f} for ReLU in the large-batch limit; the plain net's (He) does not",
-                   f"growth per layer, MyBN {exp_text(own)}, MyBN / plain {exp_text(gap)}", rule,
+                   f"π/(π − 1) = {RELU_RATE:.3f} for ReLU in the large-batch limit (within {PREDICTED:.0%} at "
+                   f"{large}); the plain net's (He) does not",
+                   f"growth per layer, MyBN {exp_text(own)}, MyBN / plain {exp_text(gap)}; at {large}, MyBN / "
+                   f"π/(π − 1) {off.ratio_text('.4f')}", rule,
                    (Part("explodes", "log of MyBN's growth per layer", own, EXPLODES, scale="log-ratio"),
                     Part("more than plain", "log of MyBN's growth per layer over the plain net's", gap, EXPLODES,
-                         scale="log-ratio")), PAGE)
+                         scale="log-ratio"),
+                    Part(f"at the predicted rate ({large})", "log of MyBN's growth per layer over π/(π − 1)", off,
+                         AT_PREDICTED, scale="log-ratio")), PAGE)
 
 
 EXPERIMENT = Experiment(

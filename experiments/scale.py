@@ -304,8 +304,7 @@ def scale_verdict(results: dict) -> Verdict:
                 f"{tuned.ratio_text()}")
     rule = ("per seed, the test-accuracy difference of Li & Arora's pair; two one-sided tests: holds where its "
             "interval lies inside ±0.01, does not hold where it lies beyond an end, else not decided")
-    return Verdict("Batch norm makes the weights' scale irrelevant and the effective learning rate self-tuning "
-                   "(van Laarhoven 2017; Arora et al. 2019; Li & Arora 2019)",
+    return Verdict("Batch norm makes the weights' scale irrelevant (van Laarhoven 2017; Li & Arora 2019)",
                    "Li & Arora's exponential learning-rate schedule, without weight decay, trains as weight decay "
                    "does (the weights' scale being irrelevant)",
                    measured, rule, (Part("Li & Arora's equivalence", "test accuracy, Li & Arora's schedule − weight "

@@ -32,6 +32,7 @@ VARIANT_COLOURS = {  # the MLP variants that are not a norm of their own: colour
     "my_bn_noisy": ("#17BECF", "-."),
     "plain_noisy": ("#FF7F0E", ":"),
     "my_bn_m01": ("#9467BD", "-"),
+    "my_bn_held": ("#9467BD", "-."),  # the conv net's MyBN2d with its filters' norms held
 }
 
 

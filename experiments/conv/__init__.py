@@ -14,7 +14,9 @@ After Wu & He 2018 ("Group Normalization", Figure 1): every norm at each of ``ba
 (lr = 0.1) on a cosine schedule, 5 seeds (the rate sweep 10: ``sweep_more``), each seed's batches the
 same permutations of the digits at every size and for every norm; ghost batch norm (``MyGhostBN2d``,
 ghost batches of ``ghost_batch``) at ``ghost_at``; at batch 32, plain and MyBN2d at the rates of
-``lr_factors`` too (Bjorck et al. 2018). Measured per seed: the test accuracy in eval mode and in
+``lr_factors`` too (Bjorck et al. 2018), and at ``held_factors`` MyBN2d with each filter scaled
+back to its initial norm after every step (``training.HeldNorms``: does the effective rate's
+self-tuning, Arora, Li & Lyu 2019, let it take those rates?). Measured per seed: the test accuracy in eval mode and in
 training mode (the test set in batches of the run's size, each normalised by its own
 statistics), and the training digits' accuracy. A cell's seeds train as one five-member ``ConvNet``.
 
@@ -44,6 +46,7 @@ from experiments.conv.reading import (
     wider_rates,
 )
 from experiments.conv.training import (
+    HELD,
     ITEMS,
     SWEEP,
     ConvSettings,
@@ -65,17 +68,18 @@ from experiments.conv.verdicts import (
     larger_rates,
     needs_the_batch,
     renorm_fixes,
+    self_tuning,
     verdicts,
 )
 from experiments.record import Experiment
 from lab.results import at_budget, budgets
 
-__all__ = ["EXPERIMENT", "HIGHER", "ITEMS", "LESS_OVERFITTING", "RULES", "SWEEP", "WIDER", "ConvSettings",
+__all__ = ["EXPERIMENT", "HELD", "HIGHER", "ITEMS", "LESS_OVERFITTING", "RULES", "SWEEP", "WIDER", "ConvSettings",
            "at_budget", "batch_table", "budgets", "cells", "check_format", "difference", "fall", "gap_table",
            "ghost_regularises", "interval", "larger_rates", "largest_rate", "lr_table", "mode_gap", "models",
            "needs_the_batch", "per_seed", "plot_conv", "precise_table", "renorm_fixes", "renorm_warmup", "run",
-           "scaled_lr", "settings_of", "sizes", "steps_per_epoch", "sweep_rates", "sweep_seeds", "verdicts",
-           "wider_rates"]
+           "scaled_lr", "self_tuning", "settings_of", "sizes", "steps_per_epoch", "sweep_rates", "sweep_seeds",
+           "verdicts", "wider_rates"]
 
 EXPERIMENT = Experiment(
     name="conv",

@@ -12,14 +12,17 @@ from experiments.conv.reading import (
     largest_rate,
     mode_gap,
     models,
+    runs_at,
     sizes,
     sweep_rates,
 )
-from experiments.conv.training import BATCH_STATS, SWEEP, TRAINS, scaled_lr, settings_of, sweep_seeds
+from experiments.conv.training import BATCH_STATS, HELD, SWEEP, TRAINS, scaled_lr, settings_of, sweep_seeds
 from lab import stats
 from lab.norms import NORMS
 from lab.plotting import COLOURS, interval_bars, save, subplots
 from lab.results import source
+
+HELD_LABEL = "MyBN2d, norms held"
 
 
 def at(results: dict, nets: str | tuple[str, ...], batch_size: int, reading, *args, fmt: str) -> str:
@@ -38,8 +41,8 @@ def bars(ax, xs: list[float], cis: list[stats.Interval], model: str, name: str, 
 def plot_conv(results: dict, outfile: Path) -> None:
     """(a) test error against the batch size per norm (Wu & He's Figure 1); (b) training-mode minus
     eval-mode test accuracy of the batch-statistics layers; (c) train minus test accuracy; (d) test
-    accuracy against the learning rate at batch 32, plain and MyBN2d. Error bars: 95% intervals over the
-    seeds and the test digits (``stats.accuracy_interval``)."""
+    accuracy against the learning rate at batch 32, plain and MyBN2d (and MyBN2d with its norms held).
+    Error bars: 95% intervals over the seeds and the test digits (``stats.accuracy_interval``)."""
     fig, axes = subplots(2, 2, figsize=(13, 9.5))
     n = len(settings_of(results).seeds)
     (a, b), (c, d) = axes
@@ -53,6 +56,10 @@ def plot_conv(results: dict, outfile: Path) -> None:
     for model in SWEEP:
         bars(d, rates, [interval(results, model, base, lr=lr, sweep=True) for lr in rates], model,
              label(results, model))
+    held = [lr for lr in rates if runs_at(results, HELD, base, lr, sweep=True)]
+    if held:
+        interval_bars(d, held, [interval(results, HELD, base, lr=lr, sweep=True) for lr in held], *COLOURS[HELD],
+                      HELD_LABEL)
     d.axhline(TRAINS, color="0.5", lw=1, ls=":", label=f"trains: test accuracy ≥ {TRAINS:g}")
     for ax in (b, c):
         ax.axhline(0.0, color="0.5", lw=1)
@@ -155,7 +162,8 @@ def lr_table(results: dict) -> str:
         f"At batch {settings.base_batch}, {settings.epochs} epochs, SGD with momentum {settings.momentum} on a cosine "
         f"schedule: test accuracy, mean over {len(sweep_seeds(settings))} seeds and its 95% interval over seeds and "
         f"test digits. *Largest that trains*: the largest rate at which a seed ends with a test accuracy of at least "
-        f"{TRAINS:g}, the median over seeds.",
+        f"{TRAINS:g}, the median over seeds. *{HELD_LABEL}*: MyBN2d with every filter scaled back to its initial norm "
+        "after each step, at the rates where MyBN2d trains and the plain net does not.",
         "",
         "| net | " + " | ".join(f"lr {lr:g}" for lr in rates) + " | largest that trains |",
         "|---|" + "---|" * (len(rates) + 1),
@@ -164,4 +172,8 @@ def lr_table(results: dict) -> str:
         cells = [interval(results, model, settings.base_batch, lr=lr, sweep=True).text(".3f") for lr in rates]
         largest = sorted(largest_rate(results, model).values())
         lines.append(f"| {label(results, model)} | " + " | ".join(cells) + f" | {largest[len(largest) // 2]:g} |")
+    held = [interval(results, HELD, settings.base_batch, lr=lr, sweep=True).text(".3f")
+            if runs_at(results, HELD, settings.base_batch, lr, sweep=True) else "" for lr in rates]
+    if any(held):
+        lines.append(f"| {HELD_LABEL} | " + " | ".join(held) + " | |")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from experiments.conv.training import (
+    HELD,
     ITEMS,
     PRECISE,
     REFERENCE,
@@ -86,11 +87,13 @@ def interval(results: dict, model: str, batch_size: int, key: str = "test_acc", 
 
 
 def difference(results: dict, a: tuple[str, int], b: tuple[str, int], key: str = "test_acc",
-               key_b: str | None = None) -> stats.Interval:
-    """``key`` of (model, batch size) ``a`` minus ``key_b`` (default: ``key``) of ``b``, seed by seed and
-    digit by digit: the mean and its 95% interval (``stats.accuracy_interval``)."""
+               key_b: str | None = None, lr: float | None = None, sweep: bool = False) -> stats.Interval:
+    """``key`` of (model, batch size) ``a`` minus ``key_b`` (default: ``key``) of ``b`` (both at rate ``lr``,
+    default their batch's; ``sweep``: on the sweep's seeds), seed by seed and digit by digit: the mean and
+    its 95% interval (``stats.accuracy_interval``)."""
     keys = (key, key_b or key)
-    pairs = minus(scores(results, *a, key=keys[0]), scores(results, *b, key=keys[1]))
+    pairs = minus(scores(results, *a, key=keys[0], lr=lr, sweep=sweep),
+                  scores(results, *b, key=keys[1], lr=lr, sweep=sweep))
     return stats.accuracy_interval(list(pairs.values()), (-2.0, 2.0) if keys == ("gap", "gap") else (-1.0, 1.0))
 
 
@@ -131,6 +134,14 @@ def largest_rate(results: dict, model: str) -> dict[int, float]:
 def wider_rates(results: dict) -> stats.SignCount:
     """log10 of MyBN2d's largest training rate over the plain net's, seed by seed (decades), against 0."""
     return decades(largest_rate(results, "my_bn"), largest_rate(results, "plain"))
+
+
+def held_rates(results: dict) -> list[float]:
+    """The rates at which MyBN2d with its filters' norms held trained (at the budget read)."""
+    settings = settings_of(results)
+    return sorted({r["lr"] for r in results["runs"] if r["model"] == HELD and r["epochs"] == settings.epochs
+                   and r["batch_size"] == settings.base_batch})
+
 
 def mode_gap(results: dict, model: str, batch_size: int) -> stats.Interval:
     """Training-mode minus eval-mode test accuracy, seed by seed."""

@@ -15,6 +15,7 @@ from lab.data import digits_standardised
 from lab.loop import cosine, fit_members, member_accuracy, member_correct, precise_statistics, steps_per_epoch
 from lab.nets import ConvNet
 from lab.norms import NORMS
+from lab.probe import Probe, Step
 from lab.results import pack_items, rounded
 from lab.settings import (
     DTYPES,
@@ -31,6 +32,7 @@ from lab.workers import environment, run_pool
 
 BATCH_STATS = ("my_bn", "renorm", "ghost")  # the norms whose training mode normalises with the batch's statistics
 SWEEP = ("plain", "my_bn")  # the nets of the learning-rate sweep at the base batch size
+HELD = "my_bn_held"  # MyBN2d with each filter's norm held at its initial value (HeldNorms), at rates of the sweep
 TRAINS = 0.5  # a run trains when it ends with at least this test accuracy (five times chance)
 SMALL, REFERENCE = 2, 8  # "batch norm needs the batch": its accuracy at SMALL against that at REFERENCE
 ITEMS = {"test_acc": "test_items", "train_mode_acc": "train_mode_items"}  # an accuracy's per-digit record
@@ -58,6 +60,11 @@ class ConvSettings(Settings):
     ghost_at: list[int] = flag([32, 128], "the batch sizes ghost batch norm trains at", type=batch_int, metavar="B")
     lr_factors: list[float] = flag([1.0, 3.0, 10.0, 30.0, 100.0], "the learning-rate sweep at the base batch size, "
                                    "plain and MyBN2d: lr times these", type=positive_float, metavar="F")
+    held_factors: list[float] = flag([10.0, 30.0], "rates of the sweep (lr times these) at which MyBN2d trains "
+                                     "again with each filter's norm held at its initial value (projected back after "
+                                     "every step), so that its effective rate cannot tune itself down: the rates where "
+                                     "MyBN2d trains and the plain net does not", type=positive_float, nargs="*",
+                                     metavar="F")
     sweep_more: int = flag(5, "seeds the learning-rate sweep trains beyond --seeds (the next after the largest): "
                            "its outcome is grid-valued, and a sign test needs more than 5 seeds to decide "
                            "(lab/stats.py)", type=non_negative_int)
@@ -93,10 +100,34 @@ def scaled_lr(settings: ConvSettings, batch_size: int, factor: float = 1.0) -> f
 
 def deciding(config, norm: str, batch_size: int) -> bool:
     """Whether the cell (norm, batch size) at the base rate decides a verdict row (the rate sweep's cells
-    at other rates do too)."""
+    at other rates, and MyBN2d's with its norms held, do too)."""
     return ((norm in ("my_bn", "group_norm", "renorm") and batch_size in (SMALL, REFERENCE))
             or (norm in ("ghost", "my_bn") and batch_size in config.ghost_at)
-            or (norm in SWEEP and batch_size == config.base_batch))
+            or on_sweep(config, norm, batch_size))
+
+
+def on_sweep(config, norm: str, batch_size: int) -> bool:
+    """Whether the cell is one of the learning-rate sweep's, which trains the sweep's seeds."""
+    return norm in (*SWEEP, HELD) and batch_size == config.base_batch
+
+
+class HeldNorms(Probe):
+    """After every step, each convolution's filters (one a row of its weight: an output channel of a member)
+    scaled back to the norm they started with. Batch norm after the convolution makes the net's function
+    blind to that scale, so the step is kept and only the growth of ‖w‖ that would shrink the next steps
+    (the effective rate η/‖w‖², Arora, Li & Lyu 2019) is undone."""
+
+    name = "held_norms"
+
+    def __init__(self, net: ConvNet):
+        self.weights = [conv.weight for conv in net.convs]
+        self.norms = [w.detach().flatten(1).norm(dim=1, keepdim=True) for w in self.weights]
+
+    @torch.no_grad()
+    def stepped(self, step: Step) -> None:
+        for w, norm in zip(self.weights, self.norms, strict=True):
+            rows = w.view(len(w), -1)
+            rows.mul_(norm / rows.norm(dim=1, keepdim=True))
 
 
 def cells(config) -> list[tuple[str, int, float, int]]:
@@ -107,6 +138,7 @@ def cells(config) -> list[tuple[str, int, float, int]]:
     grid = [(norm, b, scaled_lr(config, b)) for norm in config.norms for b in config.batch_sizes]
     grid += [("ghost", b, scaled_lr(config, b)) for b in config.ghost_at]
     grid += [(norm, base, scaled_lr(config, base, f)) for norm in SWEEP for f in config.lr_factors]
+    grid += [(HELD, base, scaled_lr(config, base, f)) for f in config.held_factors]
     todo = [(*cell, config.epochs) for cell in grid]
     todo += [(*cell, e) for e in config.long_epochs for cell in grid if deciding(config, *cell[:2])]
     return sorted(dict.fromkeys(todo), key=lambda c: (-c[3] / c[1], c[0] != "renorm"))
@@ -117,13 +149,14 @@ def train_cell(config, cell: tuple[str, int, float, int]) -> list[dict]:
     seed (each member its seed's net on its seed's batches); one run record a seed."""
     norm, batch_size, lr, epochs = cell
     x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
-    seeds = sweep_seeds(config) if norm in SWEEP and batch_size == config.base_batch else list(config.seeds)
+    seeds = sweep_seeds(config) if on_sweep(config, norm, batch_size) else list(config.seeds)
     steps = epochs * steps_per_epoch(batch_size, len(x_train))
     renorm = (config.r_max, config.d_max, renorm_warmup(steps))
-    net = ConvNet(norm, seeds, bn_momentum=config.bn_momentum, renorm=renorm, ghost_batch_size=config.ghost_batch,
-                  mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
+    net = ConvNet("my_bn" if norm == HELD else norm, seeds, bn_momentum=config.bn_momentum, renorm=renorm,
+                  ghost_batch_size=config.ghost_batch, mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum)
-    losses = fit_members(net, opt, x_train, y_train, batch_size, epochs, cosine(lr, steps))
+    losses = fit_members(net, opt, x_train, y_train, batch_size, epochs, cosine(lr, steps),
+                         [HeldNorms(net)] if norm == HELD else [])
     last = torch.stack(losses[-steps // epochs:]).double().mean(0)  # each member's, over the last epoch
     order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))  # the test batches' order
     items = {"test_items": member_correct(net, x_test, y_test),  # (N, K), in the test set's order
@@ -158,7 +191,7 @@ def run(config, log=print) -> dict:
 
 def check_format(results: dict) -> None:
     """What the figures and tables read, named where it is missing (its record's ``results_format``)."""
-    for i, run_ in enumerate(checked_runs(results, tuple(NORMS))):
+    for i, run_ in enumerate(checked_runs(results, (*NORMS, HELD))):
         if not all(isinstance(run_.get(k), int) for k in ("batch_size", "epochs", "seed")):
             raise ValueError(f"runs[{i}]: needs integers 'batch_size', 'epochs' and 'seed'")
         if not all(isinstance(run_.get(k), (int, float)) for k in ("lr", "test_acc", "train_acc", "train_mode_acc")):

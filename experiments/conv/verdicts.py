@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from experiments.conv.reading import difference, drop, drop_beyond, sizes, sweep_rates, wider_rates
-from experiments.conv.training import REFERENCE, SMALL, TRAINS, settings_of
+from experiments.conv.reading import (
+    difference,
+    drop,
+    drop_beyond,
+    held_rates,
+    interval,
+    sizes,
+    sweep_rates,
+    wider_rates,
+)
+from experiments.conv.training import HELD, REFERENCE, SMALL, TRAINS, settings_of, sweep_seeds
 from lab import stats
 from lab.verdicts import Part, Verdict, per_budget
 
@@ -11,7 +20,10 @@ FALLS = stats.Rule(0.0, "below")  # accuracy at SMALL minus at REFERENCE; and th
 HIGHER = stats.Rule(0.0, "above")  # accuracy, one layer minus the other
 LESS_OVERFITTING = stats.Rule(0.0, "below")  # train − test accuracy, ghost minus MyBN2d
 WIDER = stats.Rule(0.0, "above")  # decades, MyBN2d's largest training rate over the plain net's
-RULES = {"batch norm falls at small batches": FALLS, "more than GroupNorm": FALLS, "renorm higher": HIGHER,
+COSTS = stats.Rule(0.0, "above")  # test accuracy at a large rate, MyBN2d minus MyBN2d with its filters' norms held
+GONE = stats.Rule(TRAINS, "below")  # test accuracy of MyBN2d with its filters' norms held, where the plain net fails
+RULES = {"holding the norm costs accuracy": COSTS, "holding the norm, no training": GONE,
+         "batch norm falls at small batches": FALLS, "more than GroupNorm": FALLS, "renorm higher": HIGHER,
          "ghost higher": HIGHER, "ghost over-fits less": LESS_OVERFITTING, "larger rates with MyBN2d": WIDER}
 PAGE = "[conv](docs/conv.md)"
 EVALUATIONS = {"running averages": "test_acc", "precise statistics": "precise"}  # eval mode on which statistics
@@ -114,8 +126,49 @@ def larger_rates(results: dict) -> Verdict:
                    f"decades, MyBN2d − plain: {measured}", rule, parts, PAGE)
 
 
+def self_tuning(results: dict) -> Verdict:
+    """Whether the filters' growing norm, which tunes the effective rate η/‖w‖² down (Arora, Li & Lyu
+    2019), is what lets MyBN2d train at rates where the plain net does not: the same net with each
+    filter's norm held at its initial value (``training.HeldNorms``) at the sweep's rates where MyBN2d
+    trains and the plain net does not. If the mechanism is what carries MyBN2d there, holding the norm
+    costs accuracy at the largest such rate and leaves no training at the smallest. That the norm grows,
+    and so lowers the effective rate, is an identity (⟨w, ∇w⟩ = 0; the scale experiment's tests): not a
+    verdict; whether it matters is."""
+    settings = settings_of(results)
+    base = settings.base_batch
+
+    def read(view: dict, budget: str) -> tuple[str, list[Part]]:
+        rates = held_rates(view)
+        if not rates or not set(rates) <= set(sweep_rates(view)):
+            return "", []
+        low, high = rates[0], rates[-1]
+        measured, parts = [], []
+        for evaluation, key in EVALUATIONS.items():
+            cost = difference(view, ("my_bn", base), (HELD, base), key, lr=high, sweep=True)
+            left = interval(view, HELD, base, key, lr=low, sweep=True)
+            measured.append(f"{evaluation}: MyBN2d − norms held at lr {high:g} {cost.text('+.3f')}, norms held at "
+                            f"lr {low:g} {left.text('.3f')}")
+            parts += [Part(f"costs accuracy at lr {high:g} ({evaluation}, {budget})", f"test accuracy at lr {high:g}, "
+                           "MyBN2d − MyBN2d with its filters' norms held", cost, COSTS, budget, evaluation),
+                      Part(f"no longer trains at lr {low:g} ({evaluation}, {budget})", f"test accuracy at lr {low:g} "
+                           "of MyBN2d with its filters' norms held", left, GONE, budget, evaluation)]
+        return "; ".join(measured), parts
+
+    measured, parts = per_budget(results, read)
+    rule = (f"at batch {base}, per seed ({len(sweep_seeds(settings))}, the sweep's), MyBN2d with every filter scaled "
+            "back to its initial norm after each step, at the largest and the smallest of the sweep's rates where it "
+            "trained: at the largest, MyBN2d's test accuracy minus the held net's (costs accuracy: holds where the "
+            "interval lies above 0); at the smallest, its test accuracy (no longer trains: holds where the interval "
+            f"lies below {TRAINS:g}, the sweep's line for training); each does not hold where its interval lies on the "
+            f"other side, else not decided; {ON}; at each budget")
+    return Verdict("The self-tuning effective rate is what lets batch norm take large rates (Arora, Li & Lyu 2019)",
+                   "with each filter's norm held at its start (its effective rate cannot tune itself down), MyBN2d's "
+                   "conv net loses the rates at which it trains and the plain net does not",
+                   measured, rule, parts, PAGE)
+
+
 def verdicts(results: dict) -> list[Verdict]:
-    """The rows its grid can decide: the preset's grid decides all four (a grid of your own may lack the
+    """The rows its grid can decide: the preset's grid decides all five (a grid of your own may lack the
     batch sizes or the nets a row compares)."""
-    rows = [row(results) for row in (needs_the_batch, renorm_fixes, ghost_regularises, larger_rates)]
+    rows = [row(results) for row in (needs_the_batch, renorm_fixes, ghost_regularises, larger_rates, self_tuning)]
     return [row for row in rows if row.parts]

@@ -13,19 +13,20 @@ from lab.data import digits_split
 from lab.loop import BatchOrder, member_accuracy, precise_statistics
 from lab.nets import ConvNet
 from lab.results import load_results, pack_items
-from lab.stats import FAILS, HOLDS
+from lab.stats import FAILS, HOLDS, UNDECIDED
 
 
 @pytest.fixture
 def tiny(monkeypatch):
-    """conv with 40 training and 20 test digits, batch sizes 2 and 8, a sweep of two rates, 3 seeds (the
-    sweep 4: one more)."""
+    """conv with 40 training and 20 test digits, batch sizes 2 and 8, a sweep of two rates (MyBN2d with its
+    norms held at the second), 3 seeds (the sweep 4: one more)."""
     x_train, y_train, x_test, y_test = digits_split(0)
     small = (x_train[:40].double(), y_train[:40], x_test[:20].double(), y_test[:20])
     monkeypatch.setattr(conv.training, "digits_standardised", lambda dtype: small)
     config = conv.ConvSettings(norms=["plain", "my_bn", "group_norm", "renorm"], batch_sizes=[2, 8], base_batch=8,
                                ghost_batch=2, ghost_at=[8], lr_factors=[1.0, 10.0], seeds=[0, 1, 2], epochs=2,
-                               dtype="float64", workers=1, sweep_more=1, long_epochs=[3])
+                               dtype="float64", workers=1, sweep_more=1, long_epochs=[3],
+                               held_factors=[10.0])
     return config, small
 
 
@@ -66,12 +67,12 @@ def test_the_batch_size_loop_on_a_tiny_configuration(tiny, tmp_path):
     conv.check_format(results)
     cells = {(r["model"], r["batch_size"], r["lr"], r["epochs"]) for r in results["runs"]}
     at_two = {c for c in cells if c[3] == 2}  # the preset's budget: the whole grid
-    assert cells == set(conv.cells(config)) and len(at_two) == 4 * 2 + 1 + 2 * 1
+    assert cells == set(conv.cells(config)) and len(at_two) == 4 * 2 + 1 + 2 * 1 + 1
     longer = {c[:3] for c in cells if c[3] == 3}  # the cells that decide a row, at the longer budget
     assert longer == {(m, b, 0.1 * b / 8) for m in ("my_bn", "group_norm", "renorm") for b in (2, 8)} | {
-        ("ghost", 8, 0.1), ("plain", 8, 0.1), ("plain", 8, 1.0), ("my_bn", 8, 1.0)}
-    swept = {c for c in cells if c[0] in conv.SWEEP and c[1] == 8}  # the sweep at the base batch: seeds 0 to 3
-    assert conv.sweep_seeds(config) == [0, 1, 2, 3] and len(swept) == 8
+        ("ghost", 8, 0.1), ("plain", 8, 0.1), ("plain", 8, 1.0), ("my_bn", 8, 1.0), (conv.HELD, 8, 1.0)}
+    swept = {c for c in cells if c[0] in (*conv.SWEEP, conv.HELD) and c[1] == 8}  # at the base batch: seeds 0 to 3
+    assert conv.sweep_seeds(config) == [0, 1, 2, 3] and len(swept) == 10
     assert len(results["runs"]) == 3 * len(cells) + len(swept)
     assert conv.cells(config)[0] == ("renorm", 2, 0.025, 3)  # the slowest first; lr 0.1 · 2 / 8
     for norm, batch_size, lr, seed, epochs in (("my_bn", 2, 0.025, 1, 2), ("renorm", 8, 0.1, 2, 2),
@@ -89,7 +90,7 @@ def test_the_batch_size_loop_on_a_tiny_configuration(tiny, tmp_path):
     assert all(body.count("\n") > 3 for body in tables.values())
     assert tables["conv-budget-table"].count("\n| ") == 3  # its header, 2 epochs, 3 epochs
     rows = conv.EXPERIMENT.verdicts(results)
-    assert len(rows) == 4 and all("|" not in cell for v in rows for cell in dataclasses.astuple(v)[:4])
+    assert len(rows) == 5 and all("|" not in cell for v in rows for cell in dataclasses.astuple(v)[:4])
     assert all({p.budget for p in v.parts} == {"2 epochs", "3 epochs"} for v in rows)  # each part at each budget
     for name, draw in conv.EXPERIMENT.figures(results).items():
         draw(tmp_path / name)
@@ -192,6 +193,48 @@ def test_larger_rates_on_known_cases():
     assert conv.WIDER.decide(conv.wider_rates(fewer)) == FAILS
 
 
+def test_held_norms_keep_each_filter_at_its_start_and_the_function_as_it_is():
+    """After a step, ``HeldNorms`` scales each filter back to its initial norm; batch norm after the
+    convolution makes that invisible to the net's output (in training mode), and the step's direction
+    stays: the filters are not where they started."""
+    net = ConvNet("my_bn", [0, 1], dtype=torch.float64)
+    held = conv.training.HeldNorms(net)
+    start = [w.detach().clone() for w in held.weights]
+    x, y = digits_split(0)[0][:16].double(), digits_split(0)[1][:16]
+    x, y = x.unsqueeze(1).expand(-1, 2, -1, -1, -1), y.unsqueeze(1).expand(-1, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=5.0)
+    ConvNet.member_losses(net(x), y).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        before = net(x)
+        held.stepped(None)
+        after = net(x)
+    assert torch.allclose(after, before, atol=1e-6)
+    for w, w0 in zip(held.weights, start, strict=True):
+        assert torch.allclose(w.flatten(1).norm(dim=1), w0.flatten(1).norm(dim=1), rtol=1e-12)
+        assert not torch.allclose(w, w0)
+
+
+def test_self_tuning_on_known_cases():
+    """MyBN2d with its norms held at lr 1 and 3 of a sweep where MyBN2d trains at both: at 0.3 and 0.45 (both
+    parts hold: it costs accuracy at 3, and no training is left at 1), at 0.97 and 0.95 (neither), the same
+    as MyBN2d (not decided at 3)."""
+    sweep = {("my_bn", 32, 1.0): 0.97, ("my_bn", 32, 3.0): 0.85, ("plain", 32, 1.0): 0.1, ("plain", 32, 3.0): 0.1}
+    ten = tuple(range(10))
+
+    def answers(at_one: float, at_three: float) -> list[str]:
+        results = synthetic({**sweep, (conv.HELD, 32, 1.0): at_one, (conv.HELD, 32, 3.0): at_three}, ten)
+        return conv.self_tuning(results).answers()
+
+    assert [p.label for p in conv.self_tuning(synthetic({**sweep, (conv.HELD, 32, 1.0): 0.3,
+                                                         (conv.HELD, 32, 3.0): 0.45}, ten)).parts][:2] == [
+        "costs accuracy at lr 3 (running averages, 4 epochs)", "no longer trains at lr 1 (running averages, 4 epochs)"]
+    assert answers(0.3, 0.45) == [HOLDS] * 4
+    assert answers(0.97, 0.95) == [FAILS] * 4
+    assert answers(0.3, 0.85)[0::2] == [UNDECIDED] * 2
+    assert not conv.self_tuning(synthetic(sweep, ten)).parts  # no held net: no part
+
+
 def test_claims_about_conv():
     """The conv page and the short answer: from batch 8 to 2 MyBN2d's test accuracy falls in every seed,
     GroupNorm's rises in every seed, the plain net's and LayerNorm's on average, Batch Renorm's falls in
@@ -279,3 +322,34 @@ def test_claims_about_conv():
     assert "its lead over `MyBN2d` at batch 2 is about a point and a half on average" in page
     steps = results["config"]["epochs"] * conv.steps_per_epoch(128, results["split"]["train"])
     assert steps == 44 and "a run of 44 steps" in page and "(lr 0.4, 44 steps)" in page  # at batch 128
+
+
+def test_claims_about_held_norms():
+    """The conv page, the scale page and the short answer on MyBN2d with its filters' norms held: at lr 3 it
+    costs 25 points after 4 epochs (0.560 against 0.813) and 47 after 12 (0.316 against 0.784); at lr 1 at
+    most a point, and it trains in every seed (0.972, 0.989) where the plain net is at chance; the row's two
+    parts answer holds and does not hold at both budgets, on both evaluations."""
+    results = load_results(committed("conv"), conv.check_format)
+    page, scale, short = (" ".join(text.split()) for text in (DOCS["conv"], DOCS["scale"], README))
+    settings = conv.settings_of(results)
+    assert settings.held_factors == [10.0, 30.0] and conv.scaled_lr(settings, 32, 30.0) == 3.0
+    numbers = {}
+    for epochs in (settings.epochs, *settings.long_epochs):
+        view = conv.at_budget(results, epochs)
+        for lr in (1.0, 3.0):
+            free, held = (conv.interval(view, m, 32, lr=lr, sweep=True).mean for m in ("my_bn", conv.HELD))
+            numbers[epochs, lr] = (free, held)
+            if lr == 1.0:  # "at most a point", "trains in every seed", "the plain net is at chance"
+                assert free - held <= 0.01 + 1e-9
+                assert min(conv.per_seed(view, conv.HELD, 32, lr, sweep=True).values()) >= conv.training.TRAINS
+                assert max(conv.per_seed(view, "plain", 32, lr, sweep=True).values()) < 0.15  # 10 digits: 0.1
+    assert [round(100 * (f - h)) for (e, lr), (f, h) in numbers.items() if lr == 3.0] == [25, 47]
+    assert "(0.560 against 0.813)" in page and "(0.316 against 0.784)" in page
+    assert f"{numbers[4, 1.0][1]:.3f}" == "0.972" and f"{numbers[12, 1.0][1]:.3f}" == "0.989"
+    assert "(0.972; 0.989 after 12 epochs)" in page and "costs it 25 points after 4 epochs" in page
+    assert "costs it 25 points after 4 epochs and 47 after 12" in scale
+    for e in ("running averages", "precise statistics"):
+        for b in (4, 12):
+            assert verdict("The self-tuning effective rate", f"costs accuracy at lr 3 ({e}, {b} epochs)") == HOLDS
+            assert verdict("The self-tuning effective rate", f"no longer trains at lr 1 ({e}, {b} epochs)") == FAILS
+    assert "it tests worse at the largest of them (3) but still trains at 1, where the plain net does not" in short

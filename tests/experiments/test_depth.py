@@ -1,15 +1,17 @@
 """The depth experiment (experiments/depth.py): its measures on cases with known answers, the deep net,
 and the experiment on a tiny configuration."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from experiments import depth
-from helpers import DOCS, README, committed
+from helpers import DOCS, README, committed, verdict
 from lab.nets import DeepMLP
 from lab.results import load_results
+from lab.stats import FAILS, HOLDS, UNDECIDED
 
 
 def test_the_effective_rank_on_known_matrices():
@@ -52,13 +54,17 @@ def test_the_deep_net_starts_from_the_same_weights_with_either_norm():
 
 
 def test_the_experiment_on_a_tiny_configuration(tmp_path):
-    config = depth.DepthSettings(depth=12, widths=[16], batch_sizes=[8, 16], seeds=[0, 1, 2], workers=1)
+    config = depth.DepthSettings(depth=12, widths=[16], batch_sizes=[8, 16], seeds=[0, 1, 2], workers=1,
+                                  limit=[32, 24])
     results = {"experiment": "depth", **depth.run(config, log=lambda _: None)}
     depth.check_format(results)
-    assert len(results["runs"]) == 2 * 2 * 1 * 2 * 3
-    assert all(math.isfinite(depth.rank_ratio(results, a, 16, 16).mean) for a in config.activations)
-    assert depth.EXPERIMENT.tables(results)["depth-table"].count("\n| ") == 1 + 2 * 1 * 2  # header, rows
     rows = depth.EXPERIMENT.verdicts(results)
+    assert len(results["runs"]) == (2 * 2 * 1 * 2 + 1) * 3  # the grid, and the large-batch cell
+    assert all(math.isnan(v) for r in results["runs"][:3] for v in r["erank"])  # that cell first: the slowest, no
+    # ranks
+    assert len(rows[1].parts) == 3 and rows[1].parts[2].label == "at the predicted rate (width 32, batch 24)"
+    assert all(math.isfinite(depth.rank_ratio(results, a, 16, 16).mean) for a in config.activations)
+    assert depth.EXPERIMENT.tables(results)["depth-table"].count("\n| ") == 1 + 2 * 1 * 2 + 1  # header, rows, limit
     assert [v.explanation.split(" (")[0] for v in rows] == [
         "Batch norm keeps a deep net's rank at initialisation", "Batch norm makes gradients explode with depth at "
         "initialisation"]
@@ -111,5 +117,30 @@ def test_claims_about_depth():
     assert 1e7 < math.exp(ci.mean) ** 45 < 1e8 and "tens of millions of times" in page
     assert all(math.exp(depth.rate(results, "my_bn", w, 8).mean) > math.exp(ci.high) for w in grid.widths)
     assert "which is why deep batch-normalised nets" not in page  # nothing is trained here: not a claim of this page
+    large = depth.rate(results, "my_bn", *grid.limit)  # "1.450, 1.2% below π/(π − 1) (its interval 1.448 to 1.452)"
+    assert grid.limit == [512, 256] and f"{math.exp(large.mean):.3f}" == "1.450"
+    assert round(1 - math.exp(large.mean) / depth.RELU_RATE, 3) == 0.012 and math.exp(large.high) < depth.RELU_RATE
+    assert f"1.450, 1.2% *below* π/(π − 1) (its interval {math.exp(large.low):.3f} to {math.exp(large.high):.3f})" \
+        in page
+    assert depth.PREDICTED == 0.02 and "within 2% per block" in page and 2 < 1.02**40 < 2.3  # "a factor 2.2"
+    assert verdict("Batch norm makes gradients explode", "at the predicted rate (width 512, batch 256)") == HOLDS
     assert ("Yang et al. argue that this is why deep batch-normalised nets without skip connections are hard to "
             "train; nothing is trained here, so this page does not test that") in page
+
+
+def test_the_predicted_rate_on_known_cases():
+    """MyBN's growth per layer in the large-batch cell at π/(π − 1) give or take 0.1% (holds: within 2%),
+    at 1.10 times it (does not hold), and spread from 0.97 to 1.03 times it over five seeds (not decided)."""
+    config = dataclasses.asdict(depth.DepthSettings(depth=20, limit=[64, 32], seeds=[0, 1, 2, 3, 4]))
+
+    def results(factors):
+        runs = [{"model": "my_bn", "activation": "relu", "width": 64, "batch_size": 32, "seed": s,
+                 "grad_sq": [(depth.RELU_RATE * f) ** (20 - layer) for layer in range(20)], "erank": [math.nan] * 20}
+                for s, f in enumerate(factors)]
+        return {"config": config, "depth": 20, "runs": runs}
+
+    decide = lambda factors: depth.AT_PREDICTED.decide(depth.off_prediction(results(factors)))  # noqa: E731
+    assert decide([0.999, 1.0, 1.001, 1.0005, 0.9995]) == HOLDS
+    assert decide([1.1, 1.099, 1.101, 1.1, 1.1]) == FAILS
+    assert decide([0.97, 1.03, 0.98, 1.02, 1.0]) == UNDECIDED
+    assert math.exp(depth.off_prediction(results([1.1] * 5)).mean) == pytest.approx(1.1)
