@@ -18,12 +18,15 @@ fixed set per range (generator seed ``OFF_GRID_SEED``), with targets y = a·x² 
 noise: a test batch whose statistics differ from the training set's by sampling, as a real one's do.
 
 This is about evaluation, not about why batch norm helps training: the running statistics never
-enter a training step.
+enter a training step. The runs the verdict reads (both nets on (-5, 5)) also train for each of
+``long_epochs``, kept in the results' ``longer`` (a run's curves are as long as its training).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -36,10 +39,10 @@ from lab.data import Dataset, target
 from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.probe import Probe
 from lab.regression import Regression, Scaling, models_of, ranges_of, run_experiment, runs_of
-from lab.results import rounded, source
-from lab.settings import TEN_SEEDS
+from lab.results import LONGER, at_budget, budgets, longer_runs, rounded, source
+from lab.settings import TEN_SEEDS, flag, positive_int
 from lab.stats import mean_std
-from lab.verdicts import HARD, Part, Verdict, paired
+from lab.verdicts import HARD, Part, Verdict, paired, per_budget
 from my_bn import MyBN
 
 MODES = {"running": "moving averages", "precise": "precise statistics", "train_mode": "test-batch statistics"}
@@ -134,11 +137,13 @@ def plot_running_stats(results: dict, outfile: Path) -> None:
 
 
 def check_runs(results: dict) -> None:
-    """Every run holds each mode's test MSE on both test sets."""
-    runs_with(("running_stats",), "its probe's runs")(results)
+    """Every run (the longer budgets' too) holds each mode's test MSE on both test sets."""
     keys = {prefix + mode for prefix in ("", "off_grid_") for mode in MODES}
-    if any(not keys <= run_["running_stats"].keys() for run_ in results["runs"]):
-        raise ValueError(f"its runs must hold {', '.join(sorted(keys))}: rerun `python train.py running_stats`")
+    for runs in (results["runs"], *longer_runs(results).values()):
+        runs_with(("running_stats",), "its probe's runs")({"runs": runs})
+        if any(not isinstance(run_["running_stats"], dict) or not keys <= run_["running_stats"].keys()
+               for run_ in runs):
+            raise ValueError(f"its runs must hold {', '.join(sorted(keys))}: rerun `python train.py running_stats`")
 
 
 def wobble(values: torch.Tensor) -> float:
@@ -173,6 +178,13 @@ def running_stats_table(results: dict) -> str:
             cells = [f"{m:.4g} ± {s:.2g}" for m, s in finals]
             cells += [f"{wobble(curves(results, r, model, mode)):.2f}" for mode in MODES]
             lines.append(f"| {range_text(r)} | {label(model)} | " + " | ".join(cells) + " |")
+    for epochs in budgets(results)[1:]:
+        view = at_budget(results, epochs)
+        ratios = ", ".join(f"momentum {m} {precise_over_running(view, HARD, model).ratio_text()}"
+                           for model, m in MOMENTA.items())
+        lines += ["", f"Trained {epochs} epochs (the runs the verdict reads: both nets on {range_text(HARD)}), the "
+                  f"final test MSE off grid, seed by seed: precise / moving averages {ratios}; test-batch / precise "
+                  f"{final_ratio(view, HARD, 'my_bn', 'off_grid_train_mode', 'off_grid_precise').ratio_text()}."]
     return "\n".join(lines)
 
 
@@ -197,38 +209,64 @@ def precise_over_running(results: dict, r: float, model: str, prefix: str = "off
 
 def running_stats_verdict(results: dict) -> Verdict:
     """On the off-grid test set: do precise statistics beat the moving averages (per momentum), and are
-    the test batch's own statistics worse than precise ones?"""
-    measured, parts = [], []
-    for model, momentum in MOMENTA.items():
-        ci = precise_over_running(results, HARD, model)
-        measured.append(f"precise / moving averages, momentum {momentum} {ci.ratio_text()}")
-        parts.append(Part(f"precise beats moving averages, momentum {momentum}", "log(precise / moving averages) of "
-                          f"the final test MSE, momentum {momentum}", ci, PRECISE_BETTER, scale="log-ratio"))
-    batch = final_ratio(results, HARD, "my_bn", "off_grid_train_mode", "off_grid_precise")
-    measured.append(f"test-batch / precise {batch.ratio_text()}")
-    parts.append(Part("test-batch statistics worse than precise", "log(test-batch / precise) of the final test MSE",
-                      batch, BATCH_WORSE, scale="log-ratio"))
+    the test batch's own statistics worse than precise ones? At each budget."""
+    def read(view: dict, budget: str) -> tuple[str, list[Part]]:
+        if not all(runs_of(view, HARD, model) for model in MOMENTA):
+            return "", []
+        measured, parts = [], []
+        for model, momentum in MOMENTA.items():
+            ci = precise_over_running(view, HARD, model)
+            measured.append(f"precise / moving averages, momentum {momentum} {ci.ratio_text()}")
+            parts.append(Part(f"precise beats moving averages, momentum {momentum} ({budget})", "log(precise / "
+                              f"moving averages) of the final test MSE, momentum {momentum}", ci, PRECISE_BETTER,
+                              budget, scale="log-ratio"))
+        batch = final_ratio(view, HARD, "my_bn", "off_grid_train_mode", "off_grid_precise")
+        measured.append(f"test-batch / precise {batch.ratio_text()}")
+        parts.append(Part(f"test-batch statistics worse than precise ({budget})", "log(test-batch / precise) of the "
+                          "final test MSE", batch, BATCH_WORSE, budget, scale="log-ratio"))
+        return ", ".join(measured), parts
+
+    measured, parts = per_budget(results, read)
     same = curves(results, HARD, "my_bn", "precise").equal(curves(results, HARD, "my_bn_m01", "precise"))
     note = " (the weights are the same at both momenta: the running statistics never enter training)" if same else ""
     rule = ("per seed, the log-ratio of the final test MSE on the off-grid test set: precise / moving averages, "
             "holds where the interval lies below 0, does not hold where it lies above, each momentum on its own; "
-            "test-batch / precise statistics, holds where the interval lies above 0; else not decided")
+            "test-batch / precise statistics, holds where the interval lies above 0; else not decided; at each budget")
     return Verdict("Running statistics that lag (Wu & Johnson 2021): about evaluation, not training",
                    "in eval mode, statistics precise for the final weights beat the moving averages, and the test "
                    "batch's own statistics are worse than either",
-                   f"final test MSE on {range_text(HARD)}, off-grid test set: " + "; ".join(measured) + note, rule,
-                   tuple(parts), "[running_stats](docs/running_stats.md)")
+                   f"final test MSE on {range_text(HARD)}, off-grid test set: " + measured + note, rule, parts,
+                   "[running_stats](docs/running_stats.md)")
 
 
-RunningStatsSettings = Regression.preset("RunningStatsSettings", __name__, models=["my_bn", "my_bn_m01"],
-                                         diagnostics=False, seeds=TEN_SEEDS)
+_RunningStats = Regression.preset("_RunningStats", __name__, models=["my_bn", "my_bn_m01"], diagnostics=False,
+                                  seeds=TEN_SEEDS)
+
+
+@dataclass
+class RunningStatsSettings(_RunningStats):
+    long_epochs: list[int] = flag([30], "longer budgets, in epochs: the runs the verdict reads (both nets on "
+                                  "(-5, 5)) train at each too; none: --long-epochs alone", type=positive_int, nargs="*",
+                                  metavar="E")
+
+
+def run(config: RunningStatsSettings, log=print) -> dict:
+    """Every (range, net, seed) at the settings' epochs; and at each of ``long_epochs`` the runs the verdict
+    reads, in ``LONGER`` (a run's curves are as long as its training), each with its ``epochs``."""
+    results = run_experiment(config, log, probe=RunningStatsProbe)
+    longer = {}
+    for epochs in sorted(set(config.long_epochs) - {config.epochs}):
+        extra = run_experiment(dataclasses.replace(config, epochs=epochs, ranges=[HARD]), log,
+                               probe=RunningStatsProbe)
+        longer[str(epochs)] = [{**run_, "epochs": epochs} for run_ in extra["runs"]]
+    return {**results, LONGER: longer}
 
 
 EXPERIMENT = Experiment(
     name="running_stats",
     doc=__doc__,
     settings=RunningStatsSettings,
-    run=partial(run_experiment, probe=RunningStatsProbe),
+    run=run,
     figures=lambda results: {"running_stats.png": partial(plot_running_stats, results)},
     tables=lambda results: {"running-stats-table": running_stats_table(results)},
     check=check_runs,

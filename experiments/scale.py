@@ -16,7 +16,8 @@ grouped net, plain SGD at a constant rate, ``EPOCHS`` epochs) in the runs of ``R
 without and with weight decay ``WD``, and at ten times the rate without; and for Li & Arora's theorem
 the net whose every trained weight is scale invariant (batch norm without γ and β, the classifier
 frozen at its initial weights), with weight decay at rate ``LR`` and without it on their exponential
-schedule. Each step, per seed and convolution: ‖W‖² before and after and η²‖∇W‖² (a probe); after each
+schedule, that pair also for each of ``long_epochs`` (in the results' ``longer``: a run's curves are as
+long as its training). Each step, per seed and convolution: ‖W‖² before and after and η²‖∇W‖² (a probe); after each
 epoch, the test accuracy; for the theorem's pair, the largest difference of their logits on the test
 digits (training mode: the test set's own statistics) and of their test accuracies.
 """
@@ -38,9 +39,9 @@ from lab.loop import fit_members, member_accuracy, member_correct
 from lab.nets import ConvNet
 from lab.plotting import COLOURS, save, subplots
 from lab.probe import Probe, Step
-from lab.results import pack_items, rounded, source, unpack_items
+from lab.results import LONGER, at_budget, budgets, pack_items, rounded, source, unpack_items
 from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
-from lab.verdicts import Part, Verdict, minus, paired
+from lab.verdicts import Part, Verdict, minus, paired, per_budget
 from lab.workers import environment, run_pool
 
 WD = 0.01  # the weight decay λ of the runs with it
@@ -70,6 +71,9 @@ class ScaleSettings(Settings):
     """The scale experiment's settings: the conv net with MyBN2d under plain SGD, its preset as the defaults."""
 
     epochs: int = flag(8, "training epochs", type=positive_int)
+    long_epochs: list[int] = flag([24], "longer budgets, in epochs: Li & Arora's pair, the runs the verdict reads, "
+                                  "trains at each too; none: --long-epochs alone", type=positive_int, nargs="*",
+                                  metavar="E")
     lr: float = flag(0.1, "learning rate η (plain SGD, constant; the lr10 run trains at 10 η)", type=positive_float)
     batch_size: int = flag(32, "mini-batch size", type=batch_int)
     bn_momentum: float = flag(0.1, "momentum of the batch-norm layers' running estimates", type=unit_float)
@@ -120,10 +124,10 @@ class NormProbe(Probe):
         self.w_sq.append(self.current)
 
 
-def train(config, name: str) -> tuple[ConvNet, NormProbe, list[torch.Tensor], torch.Tensor]:
-    """One setting of ``RUNS`` for every seed, as one grouped ``ConvNet`` with MyBN2d: the net, its probe,
-    the test accuracy of each member at the start and after every epoch, and which test digits each gets
-    right at the end."""
+def train(config, name: str, epochs: int) -> tuple[ConvNet, NormProbe, list[torch.Tensor], torch.Tensor]:
+    """One setting of ``RUNS`` for every seed, ``epochs`` epochs, as one grouped ``ConvNet`` with MyBN2d:
+    the net, its probe, the test accuracy of each member at the start and after every epoch, and which
+    test digits each gets right at the end."""
     setting = RUNS[name]
     x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
     net = ConvNet("my_bn", list(config.seeds), bn_momentum=config.bn_momentum, affine=not setting.invariant,
@@ -134,19 +138,20 @@ def train(config, name: str) -> tuple[ConvNet, NormProbe, list[torch.Tensor], to
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=setting.weight_decay)
     schedule = (lambda t: lr * (1 - lr * WD) ** (-2 * t - 1)) if setting.exponential else None  # Li & Arora's
     probe, accs = NormProbe(net), [member_accuracy(net, x_test, y_test)]
-    fit_members(net, opt, x_train, y_train, config.batch_size, config.epochs, schedule, [probe],
+    fit_members(net, opt, x_train, y_train, config.batch_size, epochs, schedule, [probe],
                 after_epoch=lambda _: accs.append(member_accuracy(net, x_test, y_test)))
     return net, probe, accs, member_correct(net, x_test, y_test)
 
 
-def train_job(config, names: tuple[str, ...]) -> list[dict]:
-    """The settings ``names`` one after the other (the theorem's pair together, to compare their nets),
-    one record per setting and seed."""
-    trained = {name: train(config, name) for name in names}
+def train_job(config, job: tuple[tuple[str, ...], int]) -> list[dict]:
+    """The settings ``names`` of ``job`` = (names, epochs) one after the other (the theorem's pair together,
+    to compare their nets), one record per setting and seed."""
+    names, epochs = job
+    trained = {name: train(config, name, epochs) for name in names}
     out = []
     for name, (_, probe, accs, right) in trained.items():
         for j, seed in enumerate(config.seeds):
-            out.append({"model": name, "seed": seed, "lr": config.lr * RUNS[name].factor,
+            out.append({"model": name, "seed": seed, "epochs": epochs, "lr": config.lr * RUNS[name].factor,
                         "weight_decay": RUNS[name].weight_decay, "test_acc": rounded([a[j].item() for a in accs]),
                         "test_items": pack_items(right[:, j].tolist()),
                         "w_sq": rounded([w[j].tolist() for w in probe.w_sq]),
@@ -165,34 +170,58 @@ def train_job(config, names: tuple[str, ...]) -> list[dict]:
 
 def run(config, log=print) -> dict:
     digits_standardised(DTYPES[config.dtype])  # loaded once here, before the workers fork
-    jobs = [PAIR, *((name,) for name in RUNS if name not in PAIR)]
+    jobs = [*((PAIR, e) for e in sorted(set(config.long_epochs) - {config.epochs}, reverse=True)),
+            (PAIR, config.epochs), *(((name,), config.epochs) for name in RUNS if name not in PAIR)]  # longest first
     runs = []
     with run_pool(config, len(jobs)) as pool_map:
-        for names, records in zip(jobs, pool_map(functools.partial(train_job, config), jobs), strict=True):
+        for (names, epochs), records in zip(jobs, pool_map(functools.partial(train_job, config), jobs), strict=True):
             runs += records
             for name in names:
                 final = [r["test_acc"][-1] for r in records if r["model"] == name]
-                log(f"scale: {name:<14} test accuracy {sum(final) / len(final):.3f} (mean of {len(final)} seeds)")
+                log(f"scale: {name:<14} {epochs:>2} epochs: test accuracy {sum(final) / len(final):.3f} (mean of "
+                    f"{len(final)} seeds)")
+    order = sorted(runs, key=lambda r: (r["epochs"], list(RUNS).index(r["model"]), r["seed"]))
     return {"config": dataclasses.asdict(config), "environment": environment(config), "weight_decay": WD,
-            "datasets": [], "runs": sorted(runs, key=lambda r: (list(RUNS).index(r["model"]), r["seed"]))}
+            "datasets": [], "runs": [r for r in order if r["epochs"] == config.epochs],
+            LONGER: {str(e): [r for r in order if r["epochs"] == e] for e in sorted({r["epochs"] for r in order}
+                                                                                    - {config.epochs})}}
 
 
 def check_format(results: dict) -> None:
-    for i, run_ in enumerate(checked_runs(results, tuple(RUNS))):
-        if not run_.get("test_acc") or len(run_.get("w_sq", [])) != len(run_["test_acc"]):
-            raise ValueError(f"runs[{i}]: 'test_acc' and 'w_sq' must be lists of one length, one entry an epoch")
-        if len(run_.get("growth", [])) != len(run_.get("predicted", [0])):
-            raise ValueError(f"runs[{i}]: 'growth' and 'predicted' must hold one number per convolution")
-        if not isinstance(run_.get("test_items"), str):
-            raise ValueError(f"runs[{i}]: needs 'test_items', which test digits it got right at the end: rerun "
-                             "`python train.py scale`")
+    """Its runs (``runs``: the settings' budget; ``LONGER``: Li & Arora's pair at the longer ones), each
+    with what the figure, table and verdict read."""
+    longer = results.get(LONGER, {})
+    if not isinstance(longer, dict) or not all(isinstance(runs, list) and runs for runs in longer.values()):
+        raise ValueError(f"{LONGER!r} must map each longer budget (epochs) to a non-empty list of runs")
+    listed = [("runs", checked_runs(results, tuple(RUNS)))]
+    listed += [(f"{LONGER}.{e}", checked_runs({"runs": runs}, PAIR)) for e, runs in longer.items()]
+    for where, runs in listed:
+        for i, run_ in enumerate(runs):
+            check_run(run_, f"{where}[{i}]")
+
+
+def check_run(run_: dict, where: str) -> None:
+    if not isinstance(run_.get("epochs"), int):
+        raise ValueError(f"{where}: needs 'epochs', its training budget: rerun `python train.py scale`")
+    if not run_.get("test_acc") or len(run_.get("w_sq", [])) != len(run_["test_acc"]):
+        raise ValueError(f"{where}: 'test_acc' and 'w_sq' must be lists of one length, one entry an epoch")
+    if len(run_.get("growth", [])) != len(run_.get("predicted", [0])):
+        raise ValueError(f"{where}: 'growth' and 'predicted' must hold one number per convolution")
+    if not isinstance(run_.get("test_items"), str):
+        raise ValueError(f"{where}: needs 'test_items', which test digits it got right at the end: rerun "
+                         "`python train.py scale`")
 
 
 # ---------------------------------------------------------------------------------------------- reading
 
 
+def runs_of(results: dict, name: str) -> list[dict]:
+    """``name``'s runs at the budget read (the settings' ``epochs``: ``lab.results.at_budget``)."""
+    return [r for r in results["runs"] if r["model"] == name and r["epochs"] == results["config"]["epochs"]]
+
+
 def per_seed(results: dict, name: str, value) -> dict[int, float]:
-    return {r["seed"]: value(r) for r in results["runs"] if r["model"] == name}
+    return {r["seed"]: value(r) for r in runs_of(results, name)}
 
 
 def effective(r: dict) -> float:
@@ -231,7 +260,7 @@ def plot_scale(results: dict, outfile: Path) -> None:
     (a, b), (c, d) = axes
     n = len(results["config"]["seeds"])
     for name, setting in RUNS.items():
-        runs = [r for r in results["runs"] if r["model"] == name]
+        runs = runs_of(results, name)
         colour, ls = COLOURS[STYLES[name][0]][0], STYLES[name][1]
         w_sq = torch.tensor([r["w_sq"] for r in runs], dtype=torch.float64)  # (seeds, epochs + 1, convolutions)
         epochs = range(w_sq.shape[1])
@@ -263,7 +292,8 @@ def scale_table(results: dict) -> str:
         f"The conv net with MyBN2d, {config['epochs']} epochs of batches of {config['batch_size']}, plain SGD at "
         f"{config['lr']:g} (ten times that in *lr10*), {len(config['seeds'])} seeds ({source(results)}). *Growth / "
         "theory*: the growth of Σ‖W‖² over the run over the sum of each step's (1 − ηλ)²‖W‖² + η²‖∇W‖² − ‖W‖², "
-        "geometric mean over seeds and its interval. *Effective rate*: η / ‖W‖² at the end, geometric mean over "
+        "geometric mean over seeds and its interval. *Test accuracy*: mean over seeds, its 95% interval counting "
+        "the seeds' and the test digits' sampling error. *Effective rate*: η / ‖W‖² at the end, geometric mean over "
         "convolutions and seeds. *|cos(W, ∇W)|*: the largest over every step, convolution and seed (0 for an "
         "exactly scale-invariant layer).",
         "",
@@ -272,17 +302,19 @@ def scale_table(results: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, setting in RUNS.items():
-        runs = [r for r in results["runs"] if r["model"] == name]
-        acc = stats.t_interval([r["test_acc"][-1] for r in runs])
+        runs = runs_of(results, name)
+        acc = stats.accuracy_interval([unpack_items(r["test_items"]) for r in runs])
         start, end = (sum(sum(r["w_sq"][i]) for r in runs) / len(runs) for i in (0, -1))
         eff = "" if setting.exponential else f"{math.exp(sum(effective(r) for r in runs) / len(runs)):.3g}"
         lines.append(f"| {setting.label} | {acc.text('.3f')} | {start:.3g} → {end:.3g} | "
                      f"{growth_ratio(results, name).ratio_text('.4f')} | {eff} | "
                      f"{max(r['cos_max'] for r in runs):.1e} |")
-    gaps = [r["logit_gap"] for r in results["runs"] if r["model"] == PAIR[0]]
-    lines += ["", f"Li & Arora's pair, seed by seed: test accuracy, exponential rate − weight decay "
-              f"{pair_gap(results).text('+.4f')}; the largest difference of their logits on the test digits "
-              f"(training mode), over the seeds: {max(gaps):.2g}."]
+    for epochs in budgets(results):
+        view = at_budget(results, epochs)
+        gaps = [r["logit_gap"] for r in runs_of(view, PAIR[0])]
+        lines += ["", f"Li & Arora's pair, {epochs} epochs, seed by seed: test accuracy, exponential rate − weight "
+                  f"decay {pair_gap(view).text('+.4f')}; the largest difference of their logits on the test digits "
+                  f"(training mode), over the seeds: {max(gaps):.2g}."]
     return "\n".join(lines)
 
 
@@ -296,19 +328,26 @@ def scale_verdict(results: dict) -> Verdict:
     """Li & Arora's equivalence, an equivalence test with its margin. The growth of ‖W‖² and the
     effective rate beside it follow from ⟨W, ∇W⟩ = 0 (tests/experiments/test_scale.py holds them to it):
     they are shown, not decided, since they could not fail."""
-    grows, kept, tuned, same = (growth_ratio(results), effective_ratio(results, "wd"),
-                                effective_ratio(results, "lr10"), pair_gap(results))
-    measured = (f"test accuracy, Li & Arora's schedule − weight decay {same.text('+.4f')}; beside it, the identities "
-                f"(tests, not verdicts): growth / theory of ‖W‖² without weight decay {grows.ratio_text('.4f')}; "
-                f"effective rate, with / without weight decay {kept.ratio_text()}, at 10 × η / at η "
-                f"{tuned.ratio_text()}")
+    grows, kept, tuned = growth_ratio(results), effective_ratio(results, "wd"), effective_ratio(results, "lr10")
+
+    def read(view: dict, budget: str) -> tuple[str, list[Part]]:
+        if not all(runs_of(view, name) for name in PAIR):
+            return "", []
+        same = pair_gap(view)
+        return same.text("+.4f"), [Part(f"Li & Arora's equivalence ({budget})", "test accuracy, Li & Arora's schedule "
+                                        "− weight decay", same, SAME_TRAINING, budget)]
+
+    pairs, parts = per_budget(results, read)
+    measured = (f"test accuracy, Li & Arora's schedule − weight decay: {pairs}; beside it, the identities (tests, not "
+                f"verdicts; {results['config']['epochs']} epochs): growth / theory of ‖W‖² without weight decay "
+                f"{grows.ratio_text('.4f')}; effective rate, with / without weight decay {kept.ratio_text()}, at "
+                f"10 × η / at η {tuned.ratio_text()}")
     rule = ("per seed, the test-accuracy difference of Li & Arora's pair; two one-sided tests: holds where its "
-            "interval lies inside ±0.01, does not hold where it lies beyond an end, else not decided")
+            "interval lies inside ±0.01, does not hold where it lies beyond an end, else not decided; at each budget")
     return Verdict("Batch norm makes the weights' scale irrelevant (van Laarhoven 2017; Li & Arora 2019)",
                    "Li & Arora's exponential learning-rate schedule, without weight decay, trains as weight decay "
                    "does (the weights' scale being irrelevant)",
-                   measured, rule, (Part("Li & Arora's equivalence", "test accuracy, Li & Arora's schedule − weight "
-                                         "decay", same, SAME_TRAINING),), "[scale](docs/scale.md)")
+                   measured, rule, parts, "[scale](docs/scale.md)")
 
 
 EXPERIMENT = Experiment(

@@ -116,17 +116,30 @@ def rounded(values, digits: int = 6):
     return float(f"{values:.{digits}g}")
 
 
+LONGER = "longer"  # {epochs: runs}: the runs of the longer budgets where a run's curves are as long as its training
+
+
+def longer_runs(results: dict) -> dict[int, list[dict]]:
+    """The runs of each longer budget kept apart from ``runs`` (``LONGER``), by their epochs."""
+    return {int(epochs): runs for epochs, runs in results.get(LONGER, {}).items()}
+
+
 def budgets(results: dict) -> list[int]:
     """The training budgets (epochs) of an experiment whose runs record theirs: the settings' ``epochs``
-    first, then the longer ones its deciding cells trained for too."""
+    first, then the longer ones its deciding runs trained for too (in ``runs``, or in ``LONGER`` where a
+    run's curves are as long as its training)."""
     first = results["config"]["epochs"]
-    return [first, *sorted({r["epochs"] for r in results["runs"]} - {first})]
+    longer = {r["epochs"] for r in results["runs"] if "epochs" in r} | set(longer_runs(results))
+    return [first, *sorted(longer - {first})]
 
 
 def at_budget(results: dict, epochs: int) -> dict:
     """The results read at another budget: an experiment's readings see the runs of ``epochs`` epochs
-    only (they read the runs of the settings' ``epochs``, which this replaces)."""
-    return {**results, "config": {**results["config"], "epochs": epochs}}
+    only (they read the runs of the settings' ``epochs``, which this replaces; from ``LONGER``, where
+    those are)."""
+    view = {**results, "config": {**results["config"], "epochs": epochs}}
+    longer = longer_runs(results).get(epochs)
+    return {**view, "runs": longer} if longer and epochs != results["config"]["epochs"] else view
 
 
 def pack_items(correct) -> str:
@@ -265,7 +278,10 @@ def check_records(results: dict) -> None:
     """Raise ValueError naming the first field of a record (a run, a dataset, ...: the objects of the
     top-level lists) that holds what no figure can read: a leaf that is not a number (or null) where
     numbers go, a seed no generator takes, a ragged list, or a shape unlike the first record's."""
-    for key, records in results.items():
+    lists = dict(results.items())
+    if isinstance(results.get(LONGER), dict):  # each longer budget's runs: a list of records of their own
+        lists.update({f"{LONGER}.{epochs}": runs for epochs, runs in results[LONGER].items()})
+    for key, records in lists.items():
         if not (isinstance(records, list) and records and all(isinstance(r, dict) for r in records)):
             continue
         for i, record in enumerate(records):

@@ -83,7 +83,8 @@ def budget_table(results: dict) -> str:
         cells.append(drop_beyond(view, "my_bn", "group_norm").text("+.3f"))
         cells.append(mode_gap(view, "my_bn", SMALL).text("+.3f"))
         cells += [loss(view, "my_bn", b).text(".3f") for b in (SMALL, REFERENCE)]
-        cells += [stats.t_interval(list(per_seed(view, "my_bn", b, key="train_acc").values())).text(".3f")
+        cells += [stats.t_interval(list(per_seed(view, "my_bn", b, key="train_acc").values()),
+                                   bounds=(0.0, 1.0)).text(".3f")
                   for b in (SMALL, REFERENCE)]
         lines.append(f"| {epochs} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

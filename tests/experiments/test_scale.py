@@ -88,16 +88,21 @@ def test_the_experiment_on_a_tiny_configuration(monkeypatch, tmp_path):
     x_train, y_train, x_test, y_test = digits_split(0)
     small = (x_train[:64].double(), y_train[:64], x_test[:30].double(), y_test[:30])
     monkeypatch.setattr(scale, "digits_standardised", lambda dtype: small)
-    config = scale.ScaleSettings(seeds=[0, 1, 2], epochs=2, batch_size=16, dtype="float64", workers=1)
+    config = scale.ScaleSettings(seeds=[0, 1, 2], epochs=2, long_epochs=[3], batch_size=16, dtype="float64",
+                                 workers=1)
     results = {"experiment": "scale", **scale.run(config, log=lambda _: None)}
     scale.check_format(results)
-    assert [r["model"] for r in results["runs"]] == [name for name in scale.RUNS for _ in range(3)]
+    assert [(r["model"], r["epochs"]) for r in results["runs"]] == [(name, 2) for name in scale.RUNS for _ in range(3)]
+    assert [(r["model"], r["epochs"]) for r in results["longer"]["3"]] == [(m, 3) for m in scale.PAIR for _ in range(3)]
     assert math.exp(abs(scale.growth_ratio(results).mean)) < 1.005
     assert all(r["cos_max"] < 1e-3 for r in results["runs"])
-    assert all(len(r["w_sq"]) == 3 and len(r["w_sq"][0]) == 3 for r in results["runs"])
-    assert "Li & Arora's pair" in scale.EXPERIMENT.tables(results)["scale-table"]
+    assert all(len(r["w_sq"]) == r["epochs"] + 1 and len(r["w_sq"][0]) == 3
+               for r in results["runs"] + results["longer"]["3"])
+    table = scale.EXPERIMENT.tables(results)["scale-table"]
+    assert "Li & Arora's pair, 2 epochs" in table and "Li & Arora's pair, 3 epochs" in table
     (verdict,) = scale.EXPERIMENT.verdicts(results)  # Li & Arora's equivalence; the identities are shown, not decided
-    assert verdict.verdict.startswith("Li & Arora's equivalence: ") and len(verdict.parts) == 1
+    assert [p.label for p in verdict.parts] == ["Li & Arora's equivalence (2 epochs)",
+                                                "Li & Arora's equivalence (3 epochs)"]
     for name, draw in scale.EXPERIMENT.figures(results).items():
         draw(tmp_path / name)
         assert (tmp_path / name).stat().st_size > 10_000
@@ -109,7 +114,8 @@ def test_claims_about_scale():
     Li & Arora's pair within a point on average and not shown to train differently, logits apart by a few
     tenths at most (0.058 on the previous record, 0.12 since the layer's mean moved in its last bits)."""
     from experiments import scale
-    from lab.stats import FAILS
+    from lab.results import at_budget
+    from lab.stats import FAILS, UNDECIDED
 
     results = load_results(committed("scale"), scale.check_format)
     page = " ".join(DOCS["scale"].split())
@@ -122,9 +128,14 @@ def test_claims_about_scale():
     assert 4.5 < math.exp(scale.effective_ratio(results, "lr10").mean) < 5.5  # "about five times"
     assert "(×1.9)" in page and "about five times the effective rate" in page and "within 0.1% in every seed" in page
     gap = scale.pair_gap(results)
-    assert abs(gap.mean) < 0.01 and verdict("Batch norm makes the weights", "Li & Arora's equivalence") != FAILS
-    assert max(r["logit_gap"] for r in results["runs"] if r["model"] == scale.PAIR[0]) < 0.5
+    assert abs(gap.mean) < 0.01
+    assert verdict("Batch norm makes the weights", "Li & Arora's equivalence (8 epochs)") != FAILS
+    assert max(r["logit_gap"] for r in scale.runs_of(results, scale.PAIR[0])) < 0.5
     assert "to within a point on average" in page and "differ by a few tenths at most" in page
+    longer = scale.pair_gap(at_budget(results, 24))  # "0.6 points apart on average", "three points either way"
+    assert round(abs(longer.mean), 3) == 0.006 and 0.025 < longer.high - longer.mean < 0.035
+    assert "they end 0.6 points apart on average, and the interval, three points either way" in page
+    assert verdict("Batch norm makes the weights", "Li & Arora's equivalence (24 epochs)") == UNDECIDED
     assert "ten times larger rate is only about five times the effective rate" in " ".join(README.split())
     assert "one mechanism behind batch norm's tolerance of large rates" not in page  # the conv sweep measures no norm
     assert "Does this explain the other experiments?** In part." in page  # the conv page's held norms: its claims test
