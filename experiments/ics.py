@@ -19,7 +19,9 @@ puts the noise's generator back afterwards, so training draws what it would have
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -32,8 +34,8 @@ from lab.loop import steps_per_epoch as training_steps
 from lab.plotting import band, label, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
 from lab.regression import Regression, models_of, ranges_of, run_experiment, runs_of
-from lab.results import rounded, source
-from lab.settings import TEN_SEEDS
+from lab.results import LONGER, at_budget, budgets, longer_runs, rounded, source
+from lab.settings import TEN_SEEDS, flag, positive_int
 from lab.verdicts import EASY, HARD, Part, Verdict, ratio
 
 EVERY = 2  # steps between measurements
@@ -194,8 +196,10 @@ def ics_table(results: dict) -> str:
 
 def ics_verdict(results: dict) -> Verdict:
     """Per range and window (the first epoch, where batch norm makes its difference, and the whole run):
-    does MyBN have less ICS than the plain net, by both readings?"""
+    does MyBN have less ICS than the plain net, by both readings? The whole run also at each longer budget
+    (its first epoch is the preset's: the same batches and steps)."""
     windows = {"first epoch": steps_per_epoch(results), "whole run": None}
+    budget = f"{results['config']['epochs']} epochs"
     measured, parts = [], []
     for r in (HARD, EASY):
         for window, last in windows.items():
@@ -203,27 +207,65 @@ def ics_verdict(results: dict) -> Verdict:
             measured.append(f"{range_text(r)}, {window}: " + ", ".join(f"{READINGS[k]} {ci.ratio_text()}"
                                                                        for k, ci in cis.items()))
             parts += [Part(f"{range_text(r)}, {window}: {READINGS[k]}", f"log(MyBN / plain) of {READINGS[k]}, "
-                           f"{range_text(r)}, {window}", ci, LOWER, scale="log-ratio") for k, ci in cis.items()]
+                           f"{range_text(r)}, {window}", ci, LOWER, budget, scale="log-ratio")
+                      for k, ci in cis.items()]
+    for epochs in budgets(results)[1:]:
+        view = at_budget(results, epochs)
+        for r in (HARD, EASY):
+            if not all(runs_of(view, r, m) for m in ("plain", "my_bn")):
+                continue
+            cis = readings(view, r)
+            where = f"{range_text(r)}, whole run of {epochs} epochs"
+            measured.append(f"{where}: " + ", ".join(f"{READINGS[k]} {ci.ratio_text()}" for k, ci in cis.items()))
+            parts += [Part(f"{where}: {READINGS[k]}", f"log(MyBN / plain) of {READINGS[k]}, {where}", ci, LOWER,
+                           f"{epochs} epochs", scale="log-ratio") for k, ci in cis.items()]
     rule = ("per seed, log(MyBN / plain) of each reading (its median over the window, mean over blocks 2–4); "
             "holds where the interval lies below 0 (MyBN lower), does not hold where it lies above 0, else not "
-            "decided; each reading, range and window a part")
+            "decided; each reading, range and window a part; the whole run also at the longer budget")
     return Verdict("Internal covariate shift (Ioffe & Szegedy 2015)",
                    "BN nets have less ICS (Santurkar's Def. 2.1, and the shift of each block's input), most where BN "
                    "helps most", "MyBN / plain: " + "; ".join(measured), rule, tuple(parts),
                    "[ics](docs/ics.md)")
 
 
-IcsSettings = Regression.preset("IcsSettings", __name__, models=["plain", "my_bn", "my_bn_noisy"], diagnostics=False,
-                                seeds=TEN_SEEDS)
+_Ics = Regression.preset("_Ics", __name__, models=["plain", "my_bn", "my_bn_noisy"], diagnostics=False,
+                         seeds=TEN_SEEDS)
+
+
+@dataclass
+class IcsSettings(_Ics):
+    long_epochs: list[int] = flag([30], "longer budgets, in epochs: the plain net and MyBN on (-5, 5), whose whole "
+                                  "run the verdict reads, train at each too; none: --long-epochs alone",
+                                  type=positive_int, nargs="*", metavar="E")
+
+
+def run(config: IcsSettings, log=print) -> dict:
+    """Every (range, net, seed) at the settings' epochs; and at each of ``long_epochs`` the plain net and
+    MyBN on (-5, 5) (where they are among the settings'), in ``LONGER`` (a run's curves are as long as its
+    training), each with its ``epochs``."""
+    results = run_experiment(config, log, probe=ICSProbe)
+    models = [m for m in ("plain", "my_bn") if m in config.models]
+    longer = {}
+    for epochs in sorted(set(config.long_epochs) - {config.epochs}) if HARD in config.ranges and models else ():
+        extra = run_experiment(dataclasses.replace(config, epochs=epochs, ranges=[HARD], models=models), log,
+                               probe=ICSProbe)
+        longer[str(epochs)] = [{**run_, "epochs": epochs} for run_ in extra["runs"]]
+    return {**results, LONGER: longer}
+
+
+def check_runs(results: dict) -> None:
+    """Every run (the longer budgets' too) measured by its probe."""
+    for runs in (results["runs"], *longer_runs(results).values()):
+        runs_with(("ics",), "runs measured by its probe")({"runs": runs})
 
 
 EXPERIMENT = Experiment(
     name="ics",
     doc=__doc__,
     settings=IcsSettings,
-    run=partial(run_experiment, probe=ICSProbe),
+    run=run,
     figures=lambda results: {"ics.png": partial(plot_ics, results)},
     tables=lambda results: {"ics-table": ics_table(results)},
-    check=runs_with(("ics",), "runs measured by its probe"),
+    check=check_runs,
     verdicts=lambda results: [ics_verdict(results)],
 )

@@ -252,10 +252,11 @@ class RunningStatsSettings(_RunningStats):
 
 def run(config: RunningStatsSettings, log=print) -> dict:
     """Every (range, net, seed) at the settings' epochs; and at each of ``long_epochs`` the runs the verdict
-    reads, in ``LONGER`` (a run's curves are as long as its training), each with its ``epochs``."""
+    reads (where its range is among the settings'), in ``LONGER`` (a run's curves are as long as its
+    training), each with its ``epochs``."""
     results = run_experiment(config, log, probe=RunningStatsProbe)
     longer = {}
-    for epochs in sorted(set(config.long_epochs) - {config.epochs}):
+    for epochs in sorted(set(config.long_epochs) - {config.epochs}) if HARD in config.ranges else ():
         extra = run_experiment(dataclasses.replace(config, epochs=epochs, ranges=[HARD]), log,
                                probe=RunningStatsProbe)
         longer[str(epochs)] = [{**run_, "epochs": epochs} for run_ in extra["runs"]]

@@ -120,8 +120,13 @@ LONGER = "longer"  # {epochs: runs}: the runs of the longer budgets where a run'
 
 
 def longer_runs(results: dict) -> dict[int, list[dict]]:
-    """The runs of each longer budget kept apart from ``runs`` (``LONGER``), by their epochs."""
-    return {int(epochs): runs for epochs, runs in results.get(LONGER, {}).items()}
+    """The runs of each longer budget kept apart from ``runs`` (``LONGER``), by their epochs; a ValueError
+    where ``LONGER`` is not an object of epochs (digits) to lists of runs."""
+    longer = results.get(LONGER, {})
+    if not isinstance(longer, dict) or not all(isinstance(k, str) and k.isdigit() and isinstance(v, list)
+                                               for k, v in longer.items()):
+        raise ValueError(f"{LONGER!r} must map each longer budget's epochs to its list of runs")
+    return {int(epochs): runs for epochs, runs in longer.items()}
 
 
 def budgets(results: dict) -> list[int]:

@@ -249,11 +249,12 @@ def test_the_seeds_and_budgets_behind_the_verdicts():
         budgets.setdefault(part["row"], set()).add(part["budget"])
     trained = ("Batch norm needs the batch", "Batch Renormalization", "Ghost batches", "Batch norm allows larger "
                "learning rates on a conv net", "The self-tuning effective rate", "γ and β alone",
-               "Batch norm makes the weights' scale", "Running statistics that lag")  # conv, only_bn, scale, ...
+               "Batch norm makes the weights' scale", "Running statistics that lag",
+               "Internal covariate shift")  # conv, only_bn, scale, running_stats, ics
     assert all(len(b) == 2 for row, b in budgets.items() if row.startswith(trained))
-    assert sum(row.startswith(trained) for row in budgets) == 8
+    assert sum(row.startswith(trained) for row in budgets) == 9
     assert ("the conv, only_bn, scale and running_stats rows are decided at their preset budget and at three times "
-            "it") in prose
+            "it") in prose and "the ics row's whole run on (-5, 5) at both" in prose
 
 
 def test_claims_about_the_noise():

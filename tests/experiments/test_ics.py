@@ -24,3 +24,45 @@ def test_ics_counts_only_the_layers_below():
     rest = [p for p in net.parameters() if all(p is not q for q in top)]
     opt = torch.optim.SGD([{"params": top, "lr": 0.5}, {"params": rest, "lr": 0.0}])
     assert ics.ics_of(net, x, y, opt)["l2"] == [0.0, 0.0, 0.0]
+
+
+def test_the_longer_budget_on_a_tiny_configuration(tmp_path):
+    """The plain net and MyBN on (-5, 5) train again for the longer budget, kept apart (``longer``); the
+    verdict reads their whole run there, beside the preset's parts, and the results load back."""
+    from experiments import ics
+    from lab.results import load_results, save_results
+
+    config = ics.IcsSettings(seeds=[0, 1], epochs=1, long_epochs=[2], workers=1)
+    results = {"experiment": "ics", **ics.run(config, log=lambda _: None)}
+    assert len(results["runs"]) == 2 * 3 * 2 and list(results["longer"]) == ["2"]
+    assert {(r["range"][1], r["model"], r["epochs"]) for r in results["longer"]["2"]} == {
+        (5.0, "plain", 2), (5.0, "my_bn", 2)}
+    save_results(results, tmp_path)
+    loaded = load_results(tmp_path, experiment="ics", settings=ics.IcsSettings)
+    ics.check_runs(loaded)
+    (row,) = ics.EXPERIMENT.verdicts(loaded)
+    assert [p.label for p in row.parts if p.budget == "2 epochs"] == [
+        "(-5, 5), whole run of 2 epochs: ‖G − G′‖/‖G‖", "(-5, 5), whole run of 2 epochs: input shift"]
+    assert sum(p.budget == "1 epochs" for p in row.parts) == 8
+
+
+def test_claims_about_ics():
+    """The ics page: over the whole run on (-5, 5) both readings are more than 20 times the plain net's with
+    MyBN (the interval's lower end), at 10 epochs and at 30; the verdict's parts there do not hold."""
+    import math
+
+    from experiments import ics
+    from helpers import DOCS, committed, verdict
+    from lab.results import at_budget, load_results
+    from lab.stats import FAILS
+
+    results = load_results(committed("ics"), ics.check_runs)
+    assert results["config"]["epochs"] == 10 and results["config"]["long_epochs"] == [30]  # "three times as long"
+    for epochs in (10, 30):
+        assert all(math.exp(ci.low) > 20 for ci in ics.readings(at_budget(results, epochs), 5.0).values())
+    for reading in ics.READINGS.values():
+        assert verdict("Internal covariate shift", f"(-5, 5), whole run: {reading}") == FAILS
+        assert verdict("Internal covariate shift", f"(-5, 5), whole run of 30 epochs: {reading}") == FAILS
+    page = " ".join(DOCS["ics"].split())
+    assert ("more than 20 times the plain net's (the paired interval's lower end) after the preset's 10 epochs and "
+            "after 30") in page
