@@ -19,7 +19,6 @@ puts the noise's generator back afterwards, so training draws what it would have
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 from functools import partial
@@ -33,8 +32,8 @@ from lab import stats
 from lab.loop import steps_per_epoch as training_steps
 from lab.plotting import band, label, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
-from lab.regression import Regression, models_of, ranges_of, run_experiment, runs_of
-from lab.results import LONGER, at_budget, budgets, longer_runs, rounded, source
+from lab.regression import Regression, models_of, ranges_of, run_with_longer, runs_of
+from lab.results import at_budget, budgets, longer_runs, rounded, source
 from lab.settings import TEN_SEEDS, flag, positive_int
 from lab.verdicts import EASY, HARD, Part, Verdict, ratio
 
@@ -241,16 +240,8 @@ class IcsSettings(_Ics):
 
 def run(config: IcsSettings, log=print) -> dict:
     """Every (range, net, seed) at the settings' epochs; and at each of ``long_epochs`` the plain net and
-    MyBN on (-5, 5) (where they are among the settings'), in ``LONGER`` (a run's curves are as long as its
-    training), each with its ``epochs``."""
-    results = run_experiment(config, log, probe=ICSProbe)
-    models = [m for m in ("plain", "my_bn") if m in config.models]
-    longer = {}
-    for epochs in sorted(set(config.long_epochs) - {config.epochs}) if HARD in config.ranges and models else ():
-        extra = run_experiment(dataclasses.replace(config, epochs=epochs, ranges=[HARD], models=models), log,
-                               probe=ICSProbe)
-        longer[str(epochs)] = [{**run_, "epochs": epochs} for run_ in extra["runs"]]
-    return {**results, LONGER: longer}
+    MyBN on (-5, 5), in the results' ``longer`` (``regression.run_with_longer``)."""
+    return run_with_longer(config, log, ICSProbe, HARD, ("plain", "my_bn"))
 
 
 def check_runs(results: dict) -> None:

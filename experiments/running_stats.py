@@ -25,7 +25,6 @@ enter a training step. The runs the verdict reads (both nets on (-5, 5)) also tr
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,8 +37,8 @@ from lab import stats
 from lab.data import Dataset, target
 from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.probe import Probe
-from lab.regression import Regression, Scaling, models_of, ranges_of, run_experiment, runs_of
-from lab.results import LONGER, at_budget, budgets, longer_runs, rounded, source
+from lab.regression import Regression, Scaling, models_of, ranges_of, run_with_longer, runs_of
+from lab.results import at_budget, budgets, longer_runs, rounded, source
 from lab.settings import TEN_SEEDS, flag, positive_int
 from lab.stats import mean_std
 from lab.verdicts import HARD, Part, Verdict, paired, per_budget
@@ -252,15 +251,8 @@ class RunningStatsSettings(_RunningStats):
 
 def run(config: RunningStatsSettings, log=print) -> dict:
     """Every (range, net, seed) at the settings' epochs; and at each of ``long_epochs`` the runs the verdict
-    reads (where its range is among the settings'), in ``LONGER`` (a run's curves are as long as its
-    training), each with its ``epochs``."""
-    results = run_experiment(config, log, probe=RunningStatsProbe)
-    longer = {}
-    for epochs in sorted(set(config.long_epochs) - {config.epochs}) if HARD in config.ranges else ():
-        extra = run_experiment(dataclasses.replace(config, epochs=epochs, ranges=[HARD]), log,
-                               probe=RunningStatsProbe)
-        longer[str(epochs)] = [{**run_, "epochs": epochs} for run_ in extra["runs"]]
-    return {**results, LONGER: longer}
+    reads, both nets on (-5, 5), in the results' ``longer`` (``regression.run_with_longer``)."""
+    return run_with_longer(config, log, RunningStatsProbe, HARD, tuple(MOMENTA))
 
 
 EXPERIMENT = Experiment(

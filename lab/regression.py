@@ -25,6 +25,7 @@ from lab.diagnostics import Diagnostics
 from lab.loop import BatchOrder, fit, make_optimizer
 from lab.nets import MLP_MODELS, MLPModel, TanhMLP
 from lab.probe import Probe
+from lab.results import LONGER
 from lab.settings import (
     DTYPES,
     Settings,
@@ -233,6 +234,22 @@ def run_experiment(
                 )
     config_dict = dataclasses.asdict(config)
     return {"config": config_dict, "environment": environment(config), "datasets": datasets, "runs": runs}
+
+
+def run_with_longer(config: Regression, log: Callable[[str], None], probe: Callable[..., Probe], r: float,
+                    models: Sequence[str]) -> dict:
+    """``run_experiment`` at the settings' epochs, and at each of their ``long_epochs`` the runs a verdict
+    reads at every budget, ``models`` on range ``r`` (those of them the settings have), in the results'
+    ``LONGER``: a run's curves are as long as its training, so each budget's runs are a list of their own,
+    each run with its ``epochs``."""
+    results = run_experiment(config, log, probe=probe)
+    models = [m for m in models if m in config.models]
+    longer = {}
+    budgets = set(getattr(config, "long_epochs", ())) - {config.epochs}  # a preset of its own names them
+    for epochs in sorted(budgets) if r in config.ranges and models else ():
+        extra = run_experiment(dataclasses.replace(config, epochs=epochs, ranges=[r], models=models), log, probe)
+        longer[str(epochs)] = [{**run, "epochs": epochs} for run in extra["runs"]]
+    return {**results, LONGER: longer}
 
 
 def dataset_entry(config: Regression, r: float, seed: int) -> dict:
