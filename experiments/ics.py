@@ -33,7 +33,7 @@ from lab.loop import steps_per_epoch as training_steps
 from lab.plotting import band, label, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
 from lab.regression import Regression, models_of, ranges_of, run_with_longer, runs_of
-from lab.results import at_budget, budgets, longer_runs, rounded, source
+from lab.results import at_budget, budgets, longer_lists, rounded, source
 from lab.settings import TEN_SEEDS, flag, positive_int
 from lab.verdicts import EASY, HARD, Part, Verdict, ratio
 
@@ -246,7 +246,7 @@ def run(config: IcsSettings, log=print) -> dict:
 
 def check_runs(results: dict) -> None:
     """Every run (the longer budgets' too) measured by its probe."""
-    for runs in (results["runs"], *longer_runs(results).values()):
+    for runs in (results["runs"], *longer_lists(results).values()):
         runs_with(("ics",), "runs measured by its probe")({"runs": runs})
 
 

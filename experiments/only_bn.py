@@ -35,7 +35,7 @@ from lab.data import digits_standardised
 from lab.loop import cosine, fit_members, member_correct, steps_per_epoch
 from lab.nets import ConvNet
 from lab.plotting import COLOURS, interval_bars, save, subplots
-from lab.results import at_budget, budgets, pack_items, rounded, source, unpack_items
+from lab.results import at_budget, budget_runs, budgets, pack_items, rounded, source, unpack_items
 from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
 from lab.verdicts import Part, Verdict, minus, per_budget
 from lab.workers import environment, run_pool
@@ -153,18 +153,13 @@ def check_format(results: dict) -> None:
                              "`python train.py only_bn`")
 
 
-def runs_of(results: dict, which: str) -> list[dict]:
-    """The runs of one way, at the budget read (the settings' ``epochs``; another: ``at_budget``)."""
-    return [r for r in results["runs"] if r["model"] == which and r["epochs"] == results["config"]["epochs"]]
-
-
 def per_seed(results: dict, which: str, key: str = "test_acc") -> dict[int, float]:
-    return {r["seed"]: r[key] for r in runs_of(results, which)}
+    return {r["seed"]: r[key] for r in budget_runs(results, which)}
 
 
 def items(results: dict, which: str) -> dict[int, list[int]]:
     """Per seed, each test digit: 1 right, 0 wrong."""
-    return {r["seed"]: unpack_items(r["test_items"]) for r in runs_of(results, which)}
+    return {r["seed"]: unpack_items(r["test_items"]) for r in budget_runs(results, which)}
 
 
 def interval(results: dict, which: str, key: str = "test_acc") -> stats.Interval:

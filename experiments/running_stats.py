@@ -38,7 +38,7 @@ from lab.data import Dataset, target
 from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.probe import Probe
 from lab.regression import Regression, Scaling, models_of, ranges_of, run_with_longer, runs_of
-from lab.results import at_budget, budgets, longer_runs, rounded, source
+from lab.results import at_budget, budgets, longer_lists, rounded, source
 from lab.settings import TEN_SEEDS, flag, positive_int
 from lab.stats import mean_std
 from lab.verdicts import HARD, Part, Verdict, paired, per_budget
@@ -138,7 +138,7 @@ def plot_running_stats(results: dict, outfile: Path) -> None:
 def check_runs(results: dict) -> None:
     """Every run (the longer budgets' too) holds each mode's test MSE on both test sets."""
     keys = {prefix + mode for prefix in ("", "off_grid_") for mode in MODES}
-    for runs in (results["runs"], *longer_runs(results).values()):
+    for runs in (results["runs"], *longer_lists(results).values()):
         runs_with(("running_stats",), "its probe's runs")({"runs": runs})
         if any(not isinstance(run_["running_stats"], dict) or not keys <= run_["running_stats"].keys()
                for run_ in runs):

@@ -39,7 +39,17 @@ from lab.loop import fit_members, member_accuracy, member_correct
 from lab.nets import ConvNet
 from lab.plotting import COLOURS, save, subplots
 from lab.probe import Probe, Step
-from lab.results import LONGER, at_budget, budgets, pack_items, rounded, source, unpack_items
+from lab.results import (
+    LONGER,
+    at_budget,
+    budget_runs,
+    budgets,
+    longer_lists,
+    pack_items,
+    rounded,
+    source,
+    unpack_items,
+)
 from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
 from lab.verdicts import Part, Verdict, minus, paired, per_budget
 from lab.workers import environment, run_pool
@@ -190,11 +200,8 @@ def run(config, log=print) -> dict:
 def check_format(results: dict) -> None:
     """Its runs (``runs``: the settings' budget; ``LONGER``: Li & Arora's pair at the longer ones), each
     with what the figure, table and verdict read."""
-    longer = results.get(LONGER, {})
-    if not isinstance(longer, dict) or not all(isinstance(runs, list) and runs for runs in longer.values()):
-        raise ValueError(f"{LONGER!r} must map each longer budget (epochs) to a non-empty list of runs")
     listed = [("runs", checked_runs(results, tuple(RUNS)))]
-    listed += [(f"{LONGER}.{e}", checked_runs({"runs": runs}, PAIR)) for e, runs in longer.items()]
+    listed += [(name, checked_runs({"runs": runs}, PAIR)) for name, runs in longer_lists(results).items()]
     for where, runs in listed:
         for i, run_ in enumerate(runs):
             check_run(run_, f"{where}[{i}]")
@@ -215,13 +222,8 @@ def check_run(run_: dict, where: str) -> None:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def runs_of(results: dict, name: str) -> list[dict]:
-    """``name``'s runs at the budget read (the settings' ``epochs``: ``lab.results.at_budget``)."""
-    return [r for r in results["runs"] if r["model"] == name and r["epochs"] == results["config"]["epochs"]]
-
-
 def per_seed(results: dict, name: str, value) -> dict[int, float]:
-    return {r["seed"]: value(r) for r in runs_of(results, name)}
+    return {r["seed"]: value(r) for r in budget_runs(results, name)}
 
 
 def effective(r: dict) -> float:
@@ -260,7 +262,7 @@ def plot_scale(results: dict, outfile: Path) -> None:
     (a, b), (c, d) = axes
     n = len(results["config"]["seeds"])
     for name, setting in RUNS.items():
-        runs = runs_of(results, name)
+        runs = budget_runs(results, name)
         colour, ls = COLOURS[STYLES[name][0]][0], STYLES[name][1]
         w_sq = torch.tensor([r["w_sq"] for r in runs], dtype=torch.float64)  # (seeds, epochs + 1, convolutions)
         epochs = range(w_sq.shape[1])
@@ -302,7 +304,7 @@ def scale_table(results: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, setting in RUNS.items():
-        runs = runs_of(results, name)
+        runs = budget_runs(results, name)
         acc = stats.accuracy_interval([unpack_items(r["test_items"]) for r in runs])
         start, end = (sum(sum(r["w_sq"][i]) for r in runs) / len(runs) for i in (0, -1))
         eff = "" if setting.exponential else f"{math.exp(sum(effective(r) for r in runs) / len(runs)):.3g}"
@@ -311,7 +313,7 @@ def scale_table(results: dict) -> str:
                      f"{max(r['cos_max'] for r in runs):.1e} |")
     for epochs in budgets(results):
         view = at_budget(results, epochs)
-        gaps = [r["logit_gap"] for r in runs_of(view, PAIR[0])]
+        gaps = [r["logit_gap"] for r in budget_runs(view, PAIR[0])]
         lines += ["", f"Li & Arora's pair, {epochs} epochs, seed by seed: test accuracy, exponential rate − weight "
                   f"decay {pair_gap(view).text('+.4f')}; the largest difference of their logits on the test digits "
                   f"(training mode), over the seeds: {max(gaps):.2g}."]
@@ -331,7 +333,7 @@ def scale_verdict(results: dict) -> Verdict:
     grows, kept, tuned = growth_ratio(results), effective_ratio(results, "wd"), effective_ratio(results, "lr10")
 
     def read(view: dict, budget: str) -> tuple[str, list[Part]]:
-        if not all(runs_of(view, name) for name in PAIR):
+        if not all(budget_runs(view, name) for name in PAIR):
             return "", []
         same = pair_gap(view)
         return same.text("+.4f"), [Part(f"Li & Arora's equivalence ({budget})", "test accuracy, Li & Arora's schedule "

@@ -121,12 +121,17 @@ LONGER = "longer"  # {epochs: runs}: the runs of the longer budgets where a run'
 
 def longer_runs(results: dict) -> dict[int, list[dict]]:
     """The runs of each longer budget kept apart from ``runs`` (``LONGER``), by their epochs; a ValueError
-    where ``LONGER`` is not an object of epochs (digits) to lists of runs."""
+    where ``LONGER`` is not an object of epochs (digits) to non-empty lists of runs."""
     longer = results.get(LONGER, {})
-    if not isinstance(longer, dict) or not all(isinstance(k, str) and k.isdigit() and isinstance(v, list)
+    if not isinstance(longer, dict) or not all(isinstance(k, str) and k.isdigit() and isinstance(v, list) and v
                                                for k, v in longer.items()):
-        raise ValueError(f"{LONGER!r} must map each longer budget's epochs to its list of runs")
+        raise ValueError(f"{LONGER!r} must map each longer budget's epochs to its non-empty list of runs")
     return {int(epochs): runs for epochs, runs in longer.items()}
+
+
+def longer_lists(results: dict) -> dict[str, list[dict]]:
+    """Each longer budget's runs under the name an error gives them (``longer.24``)."""
+    return {f"{LONGER}.{epochs}": runs for epochs, runs in longer_runs(results).items()}
 
 
 def budgets(results: dict) -> list[int]:
@@ -145,6 +150,12 @@ def at_budget(results: dict, epochs: int) -> dict:
     view = {**results, "config": {**results["config"], "epochs": epochs}}
     longer = longer_runs(results).get(epochs)
     return {**view, "runs": longer} if longer and epochs != results["config"]["epochs"] else view
+
+
+def budget_runs(results: dict, model: str) -> list[dict]:
+    """``model``'s runs at the budget read (the settings' ``epochs``; another: ``at_budget``), of an
+    experiment whose runs record their epochs."""
+    return [r for r in results["runs"] if r["model"] == model and r["epochs"] == results["config"]["epochs"]]
 
 
 def pack_items(correct) -> str:
@@ -283,9 +294,7 @@ def check_records(results: dict) -> None:
     """Raise ValueError naming the first field of a record (a run, a dataset, ...: the objects of the
     top-level lists) that holds what no figure can read: a leaf that is not a number (or null) where
     numbers go, a seed no generator takes, a ragged list, or a shape unlike the first record's."""
-    lists = dict(results.items())
-    if isinstance(results.get(LONGER), dict):  # each longer budget's runs: a list of records of their own
-        lists.update({f"{LONGER}.{epochs}": runs for epochs, runs in results[LONGER].items()})
+    lists = {**results, **longer_lists(results)}  # each longer budget's runs: a list of records of their own
     for key, records in lists.items():
         if not (isinstance(records, list) and records and all(isinstance(r, dict) for r in records)):
             continue

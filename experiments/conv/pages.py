@@ -12,7 +12,6 @@ from experiments.conv.reading import (
     largest_rate,
     mode_gap,
     models,
-    runs_at,
     sizes,
     sweep_rates,
 )
@@ -56,7 +55,7 @@ def plot_conv(results: dict, outfile: Path) -> None:
     for model in SWEEP:
         bars(d, rates, [interval(results, model, base, lr=lr, sweep=True) for lr in rates], model,
              label(results, model))
-    held = [lr for lr in rates if runs_at(results, HELD, base, lr, sweep=True)]
+    held = sweep_rates(results, (HELD,))
     if held:
         interval_bars(d, held, [interval(results, HELD, base, lr=lr, sweep=True) for lr in held], *COLOURS[HELD],
                       HELD_LABEL)
@@ -172,8 +171,9 @@ def lr_table(results: dict) -> str:
         cells = [interval(results, model, settings.base_batch, lr=lr, sweep=True).text(".3f") for lr in rates]
         largest = sorted(largest_rate(results, model).values())
         lines.append(f"| {label(results, model)} | " + " | ".join(cells) + f" | {largest[len(largest) // 2]:g} |")
-    held = [interval(results, HELD, settings.base_batch, lr=lr, sweep=True).text(".3f")
-            if runs_at(results, HELD, settings.base_batch, lr, sweep=True) else "" for lr in rates]
-    if any(held):
-        lines.append(f"| {HELD_LABEL} | " + " | ".join(held) + " | |")
+    held = sweep_rates(results, (HELD,))
+    if held:
+        cells = [interval(results, HELD, settings.base_batch, lr=lr, sweep=True).text(".3f") if lr in held else ""
+                 for lr in rates]
+        lines.append(f"| {HELD_LABEL} | " + " | ".join(cells) + " | |")
     return "\n".join(lines)

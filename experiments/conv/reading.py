@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 from experiments.conv.training import (
-    HELD,
     ITEMS,
     PRECISE,
     REFERENCE,
@@ -113,9 +112,11 @@ def drop_beyond(results: dict, model: str, baseline: str, key: str = "test_acc")
                                    (-2.0, 2.0))
 
 
-def sweep_rates(results: dict) -> list[float]:
+def sweep_rates(results: dict, models: tuple[str, ...] = SWEEP) -> list[float]:
+    """The rates at which ``models`` trained at the base batch size (at the budget read): the sweep's, or
+    (``(HELD,)``) those of MyBN2d with its filters' norms held."""
     settings = settings_of(results)
-    return sorted({r["lr"] for r in results["runs"] if r["batch_size"] == settings.base_batch and r["model"] in SWEEP
+    return sorted({r["lr"] for r in results["runs"] if r["batch_size"] == settings.base_batch and r["model"] in models
                    and r["epochs"] == settings.epochs})
 
 
@@ -134,13 +135,6 @@ def largest_rate(results: dict, model: str) -> dict[int, float]:
 def wider_rates(results: dict) -> stats.SignCount:
     """log10 of MyBN2d's largest training rate over the plain net's, seed by seed (decades), against 0."""
     return decades(largest_rate(results, "my_bn"), largest_rate(results, "plain"))
-
-
-def held_rates(results: dict) -> list[float]:
-    """The rates at which MyBN2d with its filters' norms held trained (at the budget read)."""
-    settings = settings_of(results)
-    return sorted({r["lr"] for r in results["runs"] if r["model"] == HELD and r["epochs"] == settings.epochs
-                   and r["batch_size"] == settings.base_batch})
 
 
 def mode_gap(results: dict, model: str, batch_size: int) -> stats.Interval:

@@ -6,7 +6,6 @@ from experiments.conv.reading import (
     difference,
     drop,
     drop_beyond,
-    held_rates,
     interval,
     sizes,
     sweep_rates,
@@ -138,7 +137,7 @@ def self_tuning(results: dict) -> Verdict:
     base = settings.base_batch
 
     def read(view: dict, budget: str) -> tuple[str, list[Part]]:
-        rates = held_rates(view)
+        rates = sweep_rates(view, (HELD,))
         if not rates or not set(rates) <= set(sweep_rates(view)):
             return "", []
         low, high = rates[0], rates[-1]

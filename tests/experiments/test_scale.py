@@ -114,7 +114,7 @@ def test_claims_about_scale():
     Li & Arora's pair within a point on average and not shown to train differently, logits apart by a few
     tenths at most (0.058 on the previous record, 0.12 since the layer's mean moved in its last bits)."""
     from experiments import scale
-    from lab.results import at_budget
+    from lab.results import at_budget, budget_runs
     from lab.stats import FAILS, UNDECIDED
 
     results = load_results(committed("scale"), scale.check_format)
@@ -130,7 +130,7 @@ def test_claims_about_scale():
     gap = scale.pair_gap(results)
     assert abs(gap.mean) < 0.01
     assert verdict("Batch norm makes the weights", "Li & Arora's equivalence (8 epochs)") != FAILS
-    assert max(r["logit_gap"] for r in scale.runs_of(results, scale.PAIR[0])) < 0.5
+    assert max(r["logit_gap"] for r in budget_runs(results, scale.PAIR[0])) < 0.5
     assert "to within a point on average" in page and "differ by a few tenths at most" in page
     longer = scale.pair_gap(at_budget(results, 24))  # "0.6 points apart on average", "three points either way"
     assert round(abs(longer.mean), 3) == 0.006 and 0.025 < longer.high - longer.mean < 0.035
