@@ -234,14 +234,15 @@ _Ics = Regression.preset("_Ics", __name__, models=["plain", "my_bn", "my_bn_nois
 @dataclass
 class IcsSettings(_Ics):
     long_epochs: list[int] = flag([30], "longer budgets, in epochs: the plain net and MyBN on (-5, 5), whose whole "
-                                  "run the verdict reads, train at each too; none: --long-epochs alone",
+                                  "run the verdict reads, and MyBN + noise (the noisy row's manipulation check), "
+                                  "train at each too; none: --long-epochs alone",
                                   type=positive_int, nargs="*", metavar="E")
 
 
 def run(config: IcsSettings, log=print) -> dict:
-    """Every (range, net, seed) at the settings' epochs; and at each of ``long_epochs`` the plain net and
-    MyBN on (-5, 5), in the results' ``longer`` (``regression.run_with_longer``)."""
-    return run_with_longer(config, log, ICSProbe, HARD, ("plain", "my_bn"))
+    """Every (range, net, seed) at the settings' epochs; and at each of ``long_epochs`` the plain net, MyBN
+    and MyBN + noise on (-5, 5), in the results' ``longer`` (``regression.run_with_longer``)."""
+    return run_with_longer(config, log, ICSProbe, HARD, ("plain", "my_bn", "my_bn_noisy"))
 
 
 def check_runs(results: dict) -> None:

@@ -13,6 +13,7 @@ signal). Only in training, like dropout: the test MSE is measured without it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -21,10 +22,10 @@ from experiments.record import Experiment, runs_with
 from lab import stats
 from lab.diagnostics import SATURATED, start_end
 from lab.plotting import label, mse_panel, range_text, saturation_panel, save, subplots
-from lab.regression import Regression, final_mse, models_of, ranges_of, run_experiment, runs_of, summarize
-from lab.results import source
-from lab.settings import TEN_SEEDS
-from lab.verdicts import HARD, Part, Verdict, paired, per_seed, versus
+from lab.regression import Regression, final_mse, models_of, ranges_of, run_with_longer, runs_of, summarize
+from lab.results import at_budget, budgets, longer_lists, source
+from lab.settings import TEN_SEEDS, flag, positive_int
+from lab.verdicts import HARD, Part, Verdict, paired, per_budget, per_seed, versus
 
 
 def plot_noisy(results: dict, outfile: Path) -> None:
@@ -66,53 +67,92 @@ RAISES = stats.Rule(0.0, "above")  # log(MyBN + noise / MyBN) of a reading of IC
 RULES = {"the noise takes half the gain": TAKES_HALF, "the noise raises ICS": RAISES}
 
 
-def manipulation(shift: dict) -> dict[str, dict[str, stats.Interval]]:
-    """The manipulation check, from the ics experiment's runs on (-5, 5): per window (the first epoch,
-    the whole run) and reading of ICS, the paired log-ratio MyBN + noise / MyBN."""
-    windows = {"first epoch": ics.steps_per_epoch(shift), "whole run": None}
-    return {window: ics.readings(shift, HARD, last, "my_bn_noisy", "my_bn") for window, last in windows.items()}
+VERDICT_MODELS = ("my_bn", "my_bn_noisy", "plain")  # the nets the verdict compares, on (-5, 5)
+
+
+def manipulation(shift: dict, epochs: int) -> dict[str, dict[str, stats.Interval]]:
+    """The manipulation check, from the ics experiment's runs on (-5, 5) at ``epochs``: per window (the
+    first epoch, the same at every budget, so read at the preset's only; the whole run) and reading of
+    ICS, the paired log-ratio MyBN + noise / MyBN; nothing where the ics runs lack that budget."""
+    if epochs not in budgets(shift):
+        return {}
+    view = at_budget(shift, epochs)
+    if not all(runs_of(view, HARD, model) for model in ("my_bn_noisy", "my_bn")):
+        return {}
+    windows = {"whole run": None}
+    if epochs == shift["config"]["epochs"]:
+        windows = {"first epoch": ics.steps_per_epoch(shift), **windows}
+    return {window: ics.readings(view, HARD, last, "my_bn_noisy", "my_bn") for window, last in windows.items()}
 
 
 def noisy_verdict(results: dict, shift: dict) -> Verdict:
     """The cost of the noise to MyBN, seed by seed, against half of what batch norm gains over the plain
-    net; beside it, whether the noise raised MyBN's ICS at all (``manipulation``)."""
-    noisy, bn, plain = (per_seed(results, HARD, m, final_mse) for m in ("my_bn_noisy", "my_bn", "plain"))
-    cost = stats.paired_log_ratio(*paired(noisy, bn))  # what the noise costs MyBN
-    gain = stats.paired_log_ratio(*paired(plain, bn))  # what batch norm gains over the plain net
-    # per seed: log(noisy / MyBN) − ½·log(plain / MyBN), which is below 0 when the noise costs less than half the gain
-    seeds = sorted(noisy.keys() & bn.keys() & plain.keys())
-    excess = stats.t_interval([math.log(noisy[s] / bn[s]) - 0.5 * math.log(plain[s] / bn[s]) for s in seeds])
-    raised = manipulation(shift)
-    parts = [Part("the noise takes half the gain", "log(MyBN + noise / MyBN) − ½·log(plain / MyBN) of the final test "
-                  "MSE", excess, TAKES_HALF)]
-    parts += [Part(f"the noise raises MyBN's ICS, {window}, {ics.READINGS[k]}", f"log(MyBN + noise / MyBN) of "
-                   f"{ics.READINGS[k]}, {window}", ci, RAISES, scale="log-ratio")
-              for window, cis in raised.items() for k, ci in cis.items()]
-    measured = (f"final test MSE on {range_text(HARD)}: the noise costs MyBN {cost.ratio_text()}; batch norm gains "
-                f"{gain.ratio_text()} over the plain net (plain / MyBN); ICS, MyBN + noise / MyBN: "
-                + "; ".join(f"{window}, " + ", ".join(f"{ics.READINGS[k]} {ci.ratio_text()}" for k, ci in cis.items())
-                            for window, cis in raised.items()))
+    net; beside it, whether the noise raised MyBN's ICS at all (``manipulation``); at each budget."""
+    def read(view: dict, budget: str) -> tuple[str, list[Part]]:
+        noisy, bn, plain = (per_seed(view, HARD, m, final_mse) for m in ("my_bn_noisy", "my_bn", "plain"))
+        seeds = sorted(noisy.keys() & bn.keys() & plain.keys())
+        if not seeds:
+            return "", []
+        cost = stats.paired_log_ratio(*paired(noisy, bn))  # what the noise costs MyBN
+        gain = stats.paired_log_ratio(*paired(plain, bn))  # what batch norm gains over the plain net
+        # per seed: log(noisy / MyBN) − ½·log(plain / MyBN), below 0 when the noise costs less than half the gain
+        excess = stats.t_interval([math.log(noisy[s] / bn[s]) - 0.5 * math.log(plain[s] / bn[s]) for s in seeds])
+        raised = manipulation(shift, view["config"]["epochs"])
+        parts = [Part(f"the noise takes half the gain ({budget})", "log(MyBN + noise / MyBN) − ½·log(plain / MyBN) "
+                      "of the final test MSE", excess, TAKES_HALF, budget)]
+        parts += [Part(f"the noise raises MyBN's ICS, {window}, {ics.READINGS[k]} ({budget})",
+                       f"log(MyBN + noise / MyBN) of {ics.READINGS[k]}, {window}", ci, RAISES, budget,
+                       scale="log-ratio")
+                  for window, cis in raised.items() for k, ci in cis.items()]
+        measured = (f"final test MSE: the noise costs MyBN {cost.ratio_text()}; batch norm gains {gain.ratio_text()} "
+                    "over the plain net (plain / MyBN)"
+                    + "".join(f"; ICS, MyBN + noise / MyBN, {window}: "
+                              + ", ".join(f"{ics.READINGS[k]} {ci.ratio_text()}" for k, ci in cis.items())
+                              for window, cis in raised.items()))
+        return measured, parts
+
+    measured, parts = per_budget(results, read)
     rule = ("per seed, log(MyBN + noise / MyBN) − ½·log(plain / MyBN); holds (the noise costs at least half of batch "
             "norm's gain in log MSE) where the interval lies above 0, does not hold where it lies below 0; the "
             "manipulation check, per seed log(MyBN + noise / MyBN) of each ICS reading (as in the ics row), holds "
-            "where its interval lies above 0")
+            "where its interval lies above 0; at each budget (the first epoch's reading once: it is the same "
+            "epoch at every budget)")
     return Verdict("ICS, tested by injecting it (Santurkar et al. 2018, Alg. 1)",
                    "if steady distributions are what helps, BN with non-stationary noise should train like the plain "
-                   "net", measured, rule, tuple(parts), "[noisy](docs/noisy.md)")
+                   "net", f"on {range_text(HARD)}, " + measured, rule, parts, "[noisy](docs/noisy.md)")
 
 
-NoisySettings = Regression.preset("NoisySettings", __name__, models=["my_bn", "my_bn_noisy", "plain", "plain_noisy"],
-                                  seeds=TEN_SEEDS)
+_Noisy = Regression.preset("_Noisy", __name__, models=["my_bn", "my_bn_noisy", "plain", "plain_noisy"],
+                           seeds=TEN_SEEDS)
+
+
+@dataclass
+class NoisySettings(_Noisy):
+    long_epochs: list[int] = flag([30], "longer budgets, in epochs: the runs the verdict reads (MyBN with and "
+                                  "without the noise and the plain net, on (-5, 5)) train at each too; none: "
+                                  "--long-epochs alone", type=positive_int, nargs="*", metavar="E")
+
+
+def run(config: NoisySettings, log=print) -> dict:
+    """Every (range, net, seed) at the settings' epochs; and at each of ``long_epochs`` the runs the verdict
+    reads, in the results' ``longer`` (``regression.run_with_longer``)."""
+    return run_with_longer(config, log, None, HARD, VERDICT_MODELS)
+
+
+def check_runs(results: dict) -> None:
+    """Every run (the longer budgets' too) with its diagnostics."""
+    for runs in (results["runs"], *longer_lists(results).values()):
+        runs_with(("diagnostics",), "diagnostics")({"runs": runs})
 
 
 EXPERIMENT = Experiment(
     name="noisy",
     doc=__doc__,
     settings=NoisySettings,
-    run=run_experiment,
+    run=run,
     needs=("ics",),  # the manipulation check: the ics experiment measures the noisy net's ICS
     figures=lambda results, shift: {"noisy.png": partial(plot_noisy, results)},
     tables=lambda results, shift: {"noisy-table": noisy_table(results)},
-    check=runs_with(("diagnostics",), "diagnostics"),
+    check=check_runs,
     verdicts=lambda results, shift: [noisy_verdict(results, shift)],
 )

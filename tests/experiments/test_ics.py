@@ -27,8 +27,9 @@ def test_ics_counts_only_the_layers_below():
 
 
 def test_the_longer_budget_on_a_tiny_configuration(tmp_path):
-    """The plain net and MyBN on (-5, 5) train again for the longer budget, kept apart (``longer``); the
-    verdict reads their whole run there, beside the preset's parts, and the results load back."""
+    """The plain net, MyBN and MyBN + noise on (-5, 5) train again for the longer budget, kept apart
+    (``longer``); the verdict reads the whole run of the first two there, beside the preset's parts, and the
+    results load back."""
     from experiments import ics
     from lab.results import load_results, save_results
 
@@ -36,7 +37,7 @@ def test_the_longer_budget_on_a_tiny_configuration(tmp_path):
     results = {"experiment": "ics", **ics.run(config, log=lambda _: None)}
     assert len(results["runs"]) == 2 * 3 * 2 and list(results["longer"]) == ["2"]
     assert {(r["range"][1], r["model"], r["epochs"]) for r in results["longer"]["2"]} == {
-        (5.0, "plain", 2), (5.0, "my_bn", 2)}
+        (5.0, "plain", 2), (5.0, "my_bn", 2), (5.0, "my_bn_noisy", 2)}
     save_results(results, tmp_path)
     loaded = load_results(tmp_path, experiment="ics", settings=ics.IcsSettings)
     ics.check_runs(loaded)

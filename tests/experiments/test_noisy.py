@@ -1,4 +1,5 @@
-"""The noisy experiment: Santurkar et al.'s non-stationary noise has the distribution their Algorithm 1 states."""
+"""The noisy experiment: Santurkar et al.'s non-stationary noise has the distribution their Algorithm 1 states;
+the verdict at each budget."""
 
 import torch
 
@@ -21,3 +22,30 @@ def test_noise_has_the_stated_distribution():
     assert torch.equal(noise.eval()(a), a)  # eval adds nothing
     first, again = NonStationaryNoise(5, seed=3).train(), NonStationaryNoise(5, seed=3).train()
     assert torch.equal(first(torch.ones(4, 5)), again(torch.ones(4, 5)))  # its own generator: reproducible
+
+
+def test_the_longer_budget_on_a_tiny_configuration(tmp_path):
+    """The nets the verdict compares train again for the longer budget, kept apart (``longer``); the verdict
+    has each part at each budget, the manipulation check's first epoch at the preset's only (it is the same
+    epoch), and nothing of the check where the ics runs lack the budget; the results load back."""
+    from experiments import ics, noisy
+    from lab.results import load_results, save_results
+
+    config = noisy.NoisySettings(seeds=[0, 1], epochs=1, long_epochs=[2], workers=1)
+    results = {"experiment": "noisy", **noisy.run(config, log=lambda _: None)}
+    assert len(results["runs"]) == 2 * 4 * 2 and list(results["longer"]) == ["2"]
+    assert {(r["range"][1], r["model"], r["epochs"]) for r in results["longer"]["2"]} == {
+        (5.0, "plain", 2), (5.0, "my_bn", 2), (5.0, "my_bn_noisy", 2)}
+    save_results(results, tmp_path)
+    loaded = load_results(tmp_path, experiment="noisy", settings=noisy.NoisySettings)
+    noisy.check_runs(loaded)
+    shift = {"experiment": "ics", **ics.run(ics.IcsSettings(seeds=[0, 1], epochs=1, long_epochs=[2], workers=1,
+                                                            ranges=[5.0]), log=lambda _: None)}
+    (row,) = noisy.EXPERIMENT.verdicts(loaded, shift)
+    readings = ("‖G − G′‖/‖G‖", "input shift")
+    assert [p.label for p in row.parts] == [
+        "the noise takes half the gain (1 epochs)",
+        *(f"the noise raises MyBN's ICS, {w}, {k} (1 epochs)" for w in ("first epoch", "whole run") for k in readings),
+        "the noise takes half the gain (2 epochs)",
+        *(f"the noise raises MyBN's ICS, whole run, {k} (2 epochs)" for k in readings)]
+    assert noisy.manipulation({**shift, "longer": {}}, 2) == {}  # the ics runs lack that budget: no check there
