@@ -10,7 +10,11 @@ in the paper) and measures, on the same batch:
 
 and the norm of each block's Linear weight. Batch norm makes a block's output the same whatever the
 scale of the weight before it, so β-smoothness in parameter space depends on that norm (it scales
-as 1/‖W‖² for such a weight): the norms are recorded to read the measures against.
+as 1/‖W‖² for such a weight): the norms are recorded to read the measures against. And the verdict
+compares the nets at the same training loss and weight norms: MyBN trains after the plain net, and
+its probe reads it a second time with each block's Linear rescaled to the weight norms of the plain
+net's probe nearest in training loss (``at_norms``: the same function in the plain net's
+parametrisation); a pair counts where the two losses are within ``LOSS_MATCH`` (``matched``).
 
 Gradients are over all parameters. Batch norm runs in training mode on the probing batch, with its
 running statistics put back after the probe, as are the parameters and the optimiser's state
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,6 +61,9 @@ from lab.verdicts import EASY, HARD, Part, Verdict, ratio
 from lab.workers import environment, run_pool
 
 LR = {5.0: 0.03, 1.0: 0.3}  # plain SGD learning rate per input range R
+MATCH = {"my_bn": "plain"}  # a batch-normalised net -> the net at whose training loss and weight norms it is read again
+MATCHED = "_matched"  # the suffix of a measure read at the matched norms
+MATCHED_KEYS = ("gdiff_max" + MATCHED, "beta" + MATCHED)
 FACTORS = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]  # the step sizes probed, times the base step
 PROBES = 24  # about this many probes a run (every steps // PROBES steps from the first: 25 to 27 here)
 EVERY = 33  # steps between probes of a probe made without a schedule: 24 in 50 epochs of 16 steps
@@ -78,24 +86,35 @@ class LandscapeProbe(Probe):
 
     name = "landscape"
 
-    def __init__(self, net: nn.Module, data=None, config=None, base: float | None = None, steps: int = EVERY):
-        """``base``: the step the factors multiply (default: the run's learning rate); ``steps``: between probes."""
-        self.net, self.base, self.steps = net, config.lr if base is None else base, steps
-        self.records: dict[str, list] = {k: [] for k in ("step", "loss", "loss_min", "loss_max", "gdiff_min",
-                                                         "gdiff_max", "beta", "weight_norm")}
+    def __init__(self, net: nn.Module, data=None, config=None, base: float | None = None, steps: int = EVERY,
+                 match: dict | None = None):
+        """``base``: the step the factors multiply (default: the run's learning rate); ``steps``: between probes;
+        ``match``: another net's probe records (its "loss" and "weight_norm" at each probe): at each probe the
+        measures are read a second time, at the weight norms of that net's probe nearest in training loss
+        (``at_norms``), whose index ``pair`` records."""
+        self.net, self.base, self.steps, self.match = net, config.lr if base is None else base, steps, match
+        keys = ("step", "loss", "loss_min", "loss_max", "gdiff_min", "gdiff_max", "beta", "weight_norm")
+        self.records: dict[str, list] = {k: [] for k in keys + (("pair", *MATCHED_KEYS) if match else ())}
 
     def wants(self, step: Step) -> bool:
         return every(self.steps, step)
 
     def measure(self, step: Step, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> None:
         self.records["step"].append(step.number)
-        for key, value in landscape_of(self.net, x, y, opt, [f * self.base for f in FACTORS]).items():
+        etas = [f * self.base for f in FACTORS]
+        for key, value in landscape_of(self.net, x, y, opt, etas).items():
             self.records[key].append(value)
         self.records["weight_norm"].append([b.linear.weight.norm().item() for b in self.net.blocks])
+        if self.match:
+            pair = nearest_loss(self.records["loss"][-1], self.match["loss"])
+            matched = at_norms(self.net, x, y, opt, etas, self.match["weight_norm"][pair])
+            self.records["pair"].append(pair)
+            for key in MATCHED_KEYS:
+                self.records[key].append(matched[key.removesuffix(MATCHED)])
 
     def results(self) -> dict:
         return {"factors": FACTORS, "base": self.base, "every": self.steps,
-                **{k: rounded(v) if k != "step" else v for k, v in self.records.items()}}
+                **{k: rounded(v) if k not in ("step", "pair") else v for k, v in self.records.items()}}
 
 
 def flat_grad(net: nn.Module) -> torch.Tensor:
@@ -125,9 +144,41 @@ def landscape_of(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, etas: li
             "gdiff_max": max(diffs), "beta": max(betas)}
 
 
-def landscape_run(config, job: tuple[float, float, str, int]) -> dict:
-    """One run: ``job`` is (factor, range, net, seed), the factor of the range's SGD rate (0: the Adam recipe)."""
-    factor, r, model, seed = job
+def at_norms(net: nn.Module, x: torch.Tensor, y: torch.Tensor, opt, etas: list[float],
+             norms: list[float]) -> dict[str, float]:
+    """``landscape_of`` with each block's Linear (weight and bias) rescaled so that its weight has the norm
+    ``norms`` gives it, the gradient taken there: for a net whose blocks normalise what their Linear computes
+    (batch norm), the same function in another parametrisation, which is what β-smoothness in parameter space
+    depends on (it scales as 1/‖W‖²). ``net``, its gradient, buffers and ``opt`` are left as they were."""
+    with preserved(net, opt):
+        with torch.no_grad():
+            for block, norm in zip(net.blocks, norms, strict=True):
+                scale = norm / block.linear.weight.norm()
+                block.linear.weight.mul_(scale)
+                block.linear.bias.mul_(scale)
+        net.zero_grad(set_to_none=True)
+        nn.functional.mse_loss(net(x), y).backward()
+        return landscape_of(net, x, y, opt, etas)
+
+
+def nearest_loss(loss: float, losses: list[float]) -> int:
+    """The index of the loss of ``losses`` nearest ``loss`` in ratio (the first of equals)."""
+    return min(range(len(losses)), key=lambda i: abs(math.log(losses[i] / loss)))
+
+
+def as_own_match(run_: dict) -> dict:
+    """A run read at no other net's loss and norms, given the records a matched run has (every run of a
+    results file has one shape): each probe its own pair, its measures its own."""
+    ls = run_["landscape"]
+    return {**run_, "landscape": {**ls, "pair": list(range(len(ls["step"]))),
+                                  **{key: ls[key.removesuffix(MATCHED)] for key in MATCHED_KEYS}}}
+
+
+def landscape_run(config, job: tuple) -> dict:
+    """One run: ``job`` is (factor, range, net, seed, match), the factor of the range's SGD rate (0: the Adam
+    recipe), and for a batch-normalised net the plain net's probe records in the same setting and seed, at
+    which the probe reads it a second time (``LandscapeProbe``; None: no second reading)."""
+    factor, r, model, seed, match = job
     edge = LR[r] if config.lr is None else config.lr
     if factor:
         run_config = Regression(**{**dataclasses.asdict(config), "optimizer": "sgd", "lr": factor * edge})
@@ -136,21 +187,28 @@ def landscape_run(config, job: tuple[float, float, str, int]) -> dict:
         run_config = Regression(**{**dataclasses.asdict(config), "optimizer": "adam", "lr": lr,
                                    "epochs": min(epochs, config.epochs)})
     steps = run_config.epochs * steps_per_epoch(config.batch_size)
-    probe = partial(LandscapeProbe, base=run_config.lr if factor else edge, steps=max(1, steps // PROBES))
+    probe = partial(LandscapeProbe, base=run_config.lr if factor else edge, steps=max(1, steps // PROBES), match=match)
     run_ = train_run(run_config, (r, model, seed), probe=probe)
     return {**run_, "optimizer": run_config.optimizer, "lr": run_config.lr, **({"factor": factor} if factor else {})}
 
 
 def run(config, log=print) -> dict:
-    """Every (setting, range, net, seed) in the worker pool: the SGD runs at each rate, then the recipe's."""
+    """Every (setting, range, net, seed) in the worker pool: the SGD runs at each rate, then the recipe's;
+    MyBN's after the plain net's, whose probe records its second reading is matched to."""
     jobs = [(factor, r, model, s) for factor in (1.0, TENTH, 0.0) for r in config.ranges for model in config.models
             for s in config.seeds]
-    runs = []
+    matched = [job for job in jobs if job[2] in MATCH and MATCH[job[2]] in config.models]
+    done = {}
     with run_pool(config, len(jobs)) as pool_map:
-        for job, run_ in zip(jobs, pool_map(partial(landscape_run, config), jobs), strict=True):
-            runs.append(run_)
-            if job[3] == config.seeds[-1]:
-                log(f"landscape: {run_['optimizer']} lr {run_['lr']:g}, range (-{job[1]:g}, {job[1]:g}), {job[2]}")
+        for batch in ([job for job in jobs if job not in matched], matched):
+            other = {job: done[job[0], job[1], MATCH[job[2]], job[3]]["landscape"] for job in batch if job in matched}
+            full = [(*job, {k: other[job][k] for k in ("loss", "weight_norm")} if job in other else None)
+                    for job in batch]
+            for job, run_ in zip(batch, pool_map(partial(landscape_run, config), full), strict=True):
+                done[job] = run_
+                if job[3] == config.seeds[-1]:
+                    log(f"landscape: {run_['optimizer']} lr {run_['lr']:g}, range (-{job[1]:g}, {job[1]:g}), {job[2]}")
+    runs = [done[job] if job in matched or not matched else as_own_match(done[job]) for job in jobs]
     datasets = [dataset_entry(config, r, s) for r in config.ranges for s in config.seeds]
     return {"config": dataclasses.asdict(config), "environment": environment(config), "datasets": datasets,
             "runs": [r for r in runs if "factor" in r], "recipe": [r for r in runs if "factor" not in r]}
@@ -213,13 +271,16 @@ def plot_settings(results: dict, outfile: Path) -> None:
 def summary(results: dict, r: float, model: str, key: str) -> float:
     """The median over training of a measure, mean over seeds."""
     runs = runs_of(results, r, model)
-    return sum(float(torch.tensor(measure(run_, key)).median()) for run_ in runs) / len(runs)
+    return sum(median_of(run_, key) for run_ in runs) / len(runs)
 
 
 MARGIN = 0.9  # "smoother" means at least 10% lower: a few percent is within the spread over seeds
 SMOOTHER = stats.Rule(math.log(MARGIN), "below")  # log(MyBN / plain) of a measure
 RULES = {"smoother with MyBN": SMOOTHER}
 VERDICT_MEASURES = {"gdiff_max": "gradient change", "beta": "β-smoothness"}
+
+
+LOSS_MATCH = 1.25  # a MyBN probe is at the plain net's training loss where the two losses are within this factor
 
 
 def median_of(run_: dict, key: str) -> float:
@@ -229,10 +290,34 @@ def median_of(run_: dict, key: str) -> float:
 
 def smoother(results: dict, r: float, setting: str = "SGD at the edge") -> dict[str, stats.Interval]:
     """Per measure of ``VERDICT_MEASURES``, in ``setting``: the paired log-ratio MyBN / plain of the median
-    over training (the verdict asks whether it lies below log ``MARGIN``)."""
+    over training, each net in its own weights (the table's description; the verdict reads ``matched``)."""
     part = view(results, setting)
     return {key: ratio(part, r, "my_bn", "plain", lambda run_, key=key: median_of(run_, key))
             for key in VERDICT_MEASURES}
+
+
+def matched_logs(bn: dict, plain: dict, key: str) -> list[float]:
+    """log(MyBN / plain) of a measure at each of MyBN's probes (``bn``, its records) at the plain net's
+    training loss: MyBN read at the weight norms of the plain net's probe nearest in loss (its ``pair``),
+    where the two losses are within ``LOSS_MATCH``, against the plain net's measure at that probe."""
+    return [math.log(bn[key + MATCHED][i] / plain[key][j]) for i, j in enumerate(bn["pair"])
+            if abs(math.log(bn["loss"][i] / plain["loss"][j])) <= math.log(LOSS_MATCH)]
+
+
+def matched(results: dict, r: float, setting: str) -> tuple[dict[str, stats.Interval], list[int]]:
+    """Per measure of ``VERDICT_MEASURES``, in ``setting``: per seed, the median over MyBN's probes at the
+    plain net's training loss and weight norms (``matched_logs``) of log(MyBN / plain), and its t-interval
+    over the seeds that have such a probe (none: no interval, which decides nothing); and per seed, how many
+    probes it has."""
+    part = view(results, setting)
+    bn, plain = ({run_["seed"]: run_["landscape"] for run_ in runs_of(part, r, m)} for m in ("my_bn", "plain"))
+    seeds = sorted(bn.keys() & plain.keys())
+    counts = [len(matched_logs(bn[s], plain[s], "beta")) for s in seeds]
+    out = {}
+    for key in VERDICT_MEASURES:
+        medians = [statistics.median(x) for x in (matched_logs(bn[s], plain[s], key) for s in seeds) if x]
+        out[key] = stats.t_interval(medians) if medians else stats.Interval(math.nan, math.nan, math.nan, 0)
+    return out, counts
 
 
 def landscape_table(results: dict) -> str:
@@ -243,7 +328,7 @@ def landscape_table(results: dict) -> str:
         f"{config['epochs']} epochs, their base step is their rate; the Adam recipe trains {RECIPE[1]} epochs at lr "
         f"{RECIPE[0]:g}, its base step the range's SGD rate at the edge. ‖W‖: the norm of the Linear weights of "
         "blocks 2–4, mean over them, at the first probe → at the last. Below each pair, MyBN / plain of the "
-        "measures the verdict reads: the geometric mean of the per-seed ratios and its 95% interval.",
+        "measures, each net in its own weights: the geometric mean of the per-seed ratios and its 95% interval.",
         "",
         "| setting | inputs | lr | net | final test MSE | " + " | ".join(MEASURES.values()) + " | ‖W‖ |",
         "|---|---|---|---|---|" + "---|" * len(MEASURES) + "---|",
@@ -261,6 +346,30 @@ def landscape_table(results: dict) -> str:
             per = smoother(results, r, setting)
             cells = [per[key].ratio_text() if key in per else "" for key in MEASURES]
             lines.append(f"| {setting} | {range_text(r)} | | *MyBN / plain* | | " + " | ".join(cells) + " | |")
+    if {"plain", "my_bn"} <= set(models_of(results)):
+        lines += ["", matched_table(results)]
+    return "\n".join(lines)
+
+
+def matched_table(results: dict) -> str:
+    """What the verdict reads: MyBN / plain at matched training loss and weight norms, per setting and range."""
+    lines = [
+        f"What the verdict reads: MyBN / plain at the plain net's training loss and weight norms. At each probe "
+        f"MyBN is read a second time with each block's Linear rescaled to the weight norms of the plain net's "
+        f"probe nearest in training loss (the same function: batch norm undoes the scale); a probe counts where "
+        f"the two losses are within ×{LOSS_MATCH:g}. Per seed, the median over those probes of the log-ratio; the "
+        "geometric mean over the seeds that have one and its 95% interval. *Probes*: per seed, how many (lowest–"
+        "highest over seeds).",
+        "",
+        "| setting | inputs | seeds | probes | " + " | ".join(VERDICT_MEASURES.values()) + " |",
+        "|---|---|---|---|" + "---|" * len(VERDICT_MEASURES),
+    ]
+    for setting in SETTINGS:
+        for r in reversed(ranges_of(view(results, setting))):
+            per, counts = matched(results, r, setting)
+            seeds = sum(c > 0 for c in counts)
+            lines.append(f"| {setting} | {range_text(r)} | {seeds} of {len(counts)} | {min(counts)}–{max(counts)} | "
+                         + " | ".join(per[key].ratio_text() for key in VERDICT_MEASURES) + " |")
     return "\n".join(lines)
 
 
@@ -268,18 +377,24 @@ def landscape_verdict(results: dict) -> Verdict:
     measured, parts = [], []
     for setting in SETTINGS:
         for r in (HARD, EASY):
-            per = smoother(results, r, setting)
+            per, counts = matched(results, r, setting)
             where = f"{setting}, {range_text(r)}"
             measured.append(f"{where}: " + ", ".join(f"{VERDICT_MEASURES[k]} {ci.ratio_text()}"
-                                                     for k, ci in per.items()))
-            parts += [Part(f"{where}: {VERDICT_MEASURES[k]}", f"log(MyBN / plain) of the {VERDICT_MEASURES[k]}, "
-                           f"{where}", ci, SMOOTHER, scale="log-ratio") for k, ci in per.items()]
-    rule = (f"per seed, log(MyBN / plain) of each measure's median over training; holds where the interval lies "
-            f"below log {MARGIN:g} (at least 10% lower with MyBN), does not hold where it lies above, else not "
-            f"decided; each measure, setting and range a part ({len(results['config']['seeds'])} seeds)")
+                                                     for k, ci in per.items())
+                            + (f" ({sum(c > 0 for c in counts)} seeds)" if not all(counts) else ""))
+            parts += [Part(f"{where}: {VERDICT_MEASURES[k]}", f"log(MyBN / plain) of the {VERDICT_MEASURES[k]} at the "
+                           f"plain net's training loss and weight norms, {where}", ci, SMOOTHER, scale="log-ratio")
+                      for k, ci in per.items()]
+    rule = (f"per seed, the median over MyBN's probes at the plain net's training loss (within ×{LOSS_MATCH:g} of "
+            "the plain probe nearest in loss) of log(MyBN / plain) of each measure, MyBN read with each block's "
+            "weights rescaled to that plain probe's norms (the same function; β in parameter space scales as "
+            f"1/‖W‖²); holds where the interval lies below log {MARGIN:g} (at least 10% lower with MyBN), does not "
+            "hold where it lies above, else not decided; each measure, setting and range a part "
+            f"({len(results['config']['seeds'])} seeds, those with such a probe)")
     return Verdict("A smoother landscape (Santurkar et al. 2018, §3.2)",
                    "along the gradient, the loss and its gradient change less with BN (both nets in the same setting: "
-                   "SGD at the plain net's edge of stability, at a tenth of that rate, and the Adam recipe)",
+                   "SGD at the plain net's edge of stability, at a tenth of that rate, and the Adam recipe; compared "
+                   "at the same training loss and weight norms)",
                    "MyBN / plain: " + "; ".join(measured), rule, tuple(parts),
                    "[landscape](docs/landscape.md)")
 
@@ -293,6 +408,10 @@ def check_runs(results: dict) -> None:
         runs_with(("landscape", "lr"), "its probe's runs")({**results, "runs": results[part]})
     if any("weight_norm" not in run_["landscape"] for run_ in (*results["runs"], *results["recipe"])):
         raise ValueError("the landscape figures and table need the weight norms: rerun `python train.py landscape`")
+    if {"plain", "my_bn"} <= set(models_of(results)) and any(
+            "pair" not in run_["landscape"] for run_ in (*results["runs"], *results["recipe"])):
+        raise ValueError("the landscape verdict needs MyBN read at the plain net's training loss and weight norms: "
+                         "rerun `python train.py landscape`")
     if any(run_.get("factor") not in (1.0, TENTH) for run_ in results["runs"]):
         raise ValueError(f"each of its SGD runs needs a 'factor' of its range's rate, 1 or {TENTH:g}: rerun "
                          "`python train.py landscape`")

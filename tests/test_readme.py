@@ -3,6 +3,7 @@ against the results it was written from (tests/test_pages.py checks their tables
 
 import json
 import math
+import statistics
 
 import torch
 
@@ -359,9 +360,9 @@ def test_claims_about_the_explanations():
     """The short answer and the prose around the verdict table: the plain net trains on (-5, 5) in every
     seed given 100 epochs and a smaller rate, not within 10 epochs (Adam); by Definition 2.1 MyBN has
     more ICS in the first epoch on (-5, 5), its blocks' inputs shift less then; under SGD the loss is
-    smoother with it on (-5, 5) at both rates, rougher in the Adam recipe (on (-1, 1) by its gradient
-    change) and at a tenth of the rate on (-1, 1); the landscape's learning rates are the largest of the
-    SGD grid at which both nets train within 100 epochs."""
+    smoother with it on (-5, 5) at both rates, rougher in the Adam recipe (on (-1, 1) by its β-smoothness)
+    and at a tenth of the rate on (-1, 1), compared at the same training loss and weight norms; the
+    landscape's learning rates are the largest of the SGD grid at which both nets train within 100 epochs."""
     from experiments import ics, landscape, lr
     from lab.stats import FAILS, HOLDS, decide
 
@@ -381,19 +382,31 @@ def test_claims_about_the_explanations():
     assert "by their Definition 2.1 MyBN's is *higher* than the plain net's in the first epoch on (-5, 5)" in README
     smooth = {(s, r): [verdict("A smoother landscape", f"{s}, {r}: {m}") for m in landscape.VERDICT_MEASURES.values()]
               for s in landscape.SETTINGS for r in ("(-5, 5)", "(-1, 1)")}  # the table's answers, Holm's applied
-    for setting in ("SGD at the edge", f"SGD at {landscape.TENTH:g}×"):
+    scape = load_results(EXPLAINED["landscape"])
+    tenth = f"SGD at {landscape.TENTH:g}×"
+    rougher = {(s, r): [ci.low > 0 for ci in landscape.matched(scape, r, s)[0].values()]  # "rougher": MyBN higher
+               for s, r in (("Adam recipe", 5.0), ("Adam recipe", 1.0), (tenth, 1.0))}
+    for setting in ("SGD at the edge", tenth):  # "smoother ... at the edge of stability and at a tenth of that rate"
         assert smooth[setting, "(-5, 5)"] == [HOLDS, HOLDS]
-    assert smooth["Adam recipe", "(-5, 5)"] == [FAILS, FAILS]
-    assert smooth["Adam recipe", "(-1, 1)"][0] == FAILS  # "by its gradient change"
-    assert smooth[f"SGD at {landscape.TENTH:g}×", "(-1, 1)"] == [FAILS, FAILS]
+    assert smooth["Adam recipe", "(-5, 5)"] == [FAILS, FAILS] and rougher["Adam recipe", 5.0] == [True, True]
+    assert smooth["Adam recipe", "(-1, 1)"][1] == FAILS and rougher["Adam recipe", 1.0][1]  # "by its β-smoothness"
+    assert smooth[tenth, "(-1, 1)"] == [FAILS, FAILS] and rougher[tenth, 1.0] == [True, True]
+    assert smooth["SGD at the edge", "(-1, 1)"][1] != HOLDS  # "not shown smoother at the plain net's weight norms"
+    assert landscape.smoother(scape, 1.0)["beta"].high < 0  # "where MyBN's β-smoothness is lower in its own weights"
+    edge = landscape.view(scape, "SGD at the edge")
+    norms = {m: statistics.mean(landscape.block_norm(x)[-1] for x in runs_of(edge, 1.0, m)) for m in ("my_bn", "plain")}
+    assert (round(norms["my_bn"], 1), round(norms["plain"], 1)) == (6.1, 2.3)  # "reach 6.1 against ... 2.3"
     text = " ".join(README.split())
-    assert ("Under plain SGD at the plain net's edge of stability the loss along the gradient is smoother with it on "
-            "(-5, 5); in the Adam recipe, the one it rescues, it is rougher") in text
+    assert ("Compared at the same training loss and weight norms, under plain SGD at the plain net's edge of stability "
+            "the loss along the gradient is smoother with it on (-5, 5); in the Adam recipe, the one it rescues, it is "
+            "rougher") in text
     page = " ".join(DOCS["landscape"].split())
-    assert ("MyBN's landscape is *rougher* along the gradient than the plain net's there (on (-1, 1) too, by its "
-            "gradient change)") in page
-    assert "on (-1, 1) at a tenth of the rate it is rougher" in page
-    assert "at a tenth of that rate it is smoother on average too, which these seeds decide" in page
+    assert ("MyBN's landscape is *rougher* along the gradient than the plain net's at the same training loss and "
+            "weight norms, by both measures (on (-1, 1) too, by its β-smoothness)") in page
+    assert "Under plain SGD on (-5, 5) it is smoother with MyBN, at the edge of stability and at a tenth of that rate" \
+        in page
+    assert "On (-1, 1) at a tenth of the rate it is rougher" in page
+    assert f"within ×{landscape.LOSS_MATCH:g}" in page
     for r, rate in landscape.LR.items():
         both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
         assert rate == min(both), (r, both)
