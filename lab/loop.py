@@ -49,6 +49,33 @@ class BatchOrder(Sequence):
         return next(itertools.islice(self, epoch % self.epochs, None))
 
 
+class ClassBatchOrder(BatchOrder):
+    """Non-i.i.d. batches: each drawn from at most ``classes`` classes, ``batch_size // classes`` inputs of
+    each, after Ioffe 2017 ("Batch Renormalization", introduction): "for a minibatch of size 32, we may
+    randomly select 16 labels, then choose 2 examples for each of these labels", the kind of batch on which
+    batch norm's training comes to depend on the batch's make-up. With ten classes, 16 labels a batch would
+    cover nearly every class; few classes a batch, many inputs of each, is the reading this takes.
+
+    Each epoch, each class's inputs are shuffled and cut into chunks of ``batch_size // classes`` (a
+    shorter rest is left out that epoch); the chunks are shuffled and joined ``classes`` at a time into
+    batches (a rest of fewer chunks is left out). Two chunks of one batch may share a class."""
+
+    def __init__(self, labels: torch.Tensor, batch_size: int, epochs: int, seed: int, classes: int):
+        super().__init__(len(labels), batch_size, epochs, seed)
+        self.labels, self.classes = labels, classes
+        self.per = batch_size // classes
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        members = [(self.labels == c).nonzero().squeeze(1) for c in self.labels.unique()]  # in class order
+        for _ in range(self.epochs):
+            chunks = [chunk for idx in members for chunk in idx[torch.randperm(len(idx), generator=gen)].split(self.per)
+                      if len(chunk) == self.per]
+            chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=gen).tolist()]
+            whole = len(chunks) - len(chunks) % self.classes
+            yield [torch.cat(chunks[i:i + self.classes]) for i in range(0, whole, self.classes)]
+
+
 def steps_per_epoch(batch_size: int, n: int = N_TRAIN) -> int:
     """The optimiser steps of one epoch of ``n`` training inputs in batches of ``batch_size`` (``BatchOrder``'s)."""
     return len(BatchOrder(n, batch_size, 1, 0)[0])
@@ -84,12 +111,15 @@ def fit(net: nn.Module, opt: torch.optim.Optimizer, order: Iterable[list[torch.T
 
 def fit_members(net: ConvNet, opt: torch.optim.Optimizer, x_train: torch.Tensor, y_train: torch.Tensor,
                 batch_size: int, epochs: int, lr: Callable[[int], float] | None = None, probes: Sequence[Probe] = (),
-                after_epoch: Callable[[int], None] | None = None) -> list[torch.Tensor]:
+                after_epoch: Callable[[int], None] | None = None,
+                order: Callable[[int], BatchOrder] | None = None) -> list[torch.Tensor]:
     """``fit`` for a ``ConvNet`` of K members side by side (one seed each): each step member k trains on
-    its own batch, drawn by the ``BatchOrder`` of its seed (the members share no parameter, so the sum of
+    its own batch, drawn by the ``BatchOrder`` of its seed (``order(seed)``, where given: another order of
+    the same batch size and length, ``ClassBatchOrder``'s) (the members share no parameter, so the sum of
     their losses gives each its own gradient). ``lr(t)``: the rate of step t (from 0), set before it;
     None: the optimiser's own. Returns each step's losses, (K,) per step."""
-    orders = [BatchOrder(len(x_train), batch_size, epochs, s) for s in net.seeds]
+    order = order or (lambda s: BatchOrder(len(x_train), batch_size, epochs, s))
+    orders = [order(s) for s in net.seeds]
     per_epoch = ([torch.stack(b) for b in zip(*epoch, strict=True)] for epoch in zip(*orders, strict=True))
     counter = itertools.count()
 

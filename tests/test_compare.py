@@ -31,6 +31,7 @@ EXPLANATION_TABLES = [
     "conv-budget-table",
     "conv-gap-table",
     "conv-lr-table",
+    "conv-noniid-table",
     "depth-table",
     "scale-table",
     "only-bn-table",

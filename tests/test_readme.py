@@ -254,7 +254,7 @@ def test_the_seeds_and_budgets_behind_the_verdicts():
                "Internal covariate shift", "ICS, tested by injecting it", "Larger learning rates (",
                "Objection")  # conv, only_bn, scale, running_stats, ics, noisy, lr
     assert all(len(b) == 2 for row, b in budgets.items() if row.startswith(trained))
-    assert sum(row.startswith(trained) for row in budgets) == 12
+    assert sum(row.startswith(trained) for row in budgets) == 13  # two rows of Batch Renormalization
     assert ("the conv, only_bn, scale, running_stats and noisy rows are decided at their preset budget and at three "
             "times it") in prose and "the ics row's whole run on (-5, 5) at both" in prose
     assert "the lr rows on their 100-epoch grid read at 10 epochs and at 100" in prose

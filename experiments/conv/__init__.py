@@ -16,7 +16,9 @@ same permutations of the digits at every size and for every norm; ghost batch no
 ghost batches of ``ghost_batch``) at ``ghost_at``; at batch 32, plain and MyBN2d at the rates of
 ``lr_factors`` too (Bjorck et al. 2018), and at ``held_factors`` MyBN2d with each filter scaled
 back to its initial norm after every step (``training.HeldNorms``: does the effective rate's
-self-tuning, Arora, Li & Lyu 2019, let it take those rates?). Measured per seed: the test accuracy in eval mode and in
+self-tuning, Arora, Li & Lyu 2019, let it take those rates?); and at batch 32 MyBN2d and Batch Renorm
+on non-i.i.d. batches, each drawn from ``noniid_classes`` classes (``lab.loop.ClassBatchOrder``;
+Ioffe 2017's second experiment). Measured per seed: the test accuracy in eval mode and in
 training mode (the test set in batches of the run's size, each normalised by its own
 statistics), and the training digits' accuracy. A cell's seeds train as one five-member ``ConvNet``.
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 import functools
 
 from experiments.conv.budgets import budget_table, plot_budgets
-from experiments.conv.pages import batch_table, gap_table, lr_table, plot_conv, precise_table
+from experiments.conv.pages import batch_table, gap_table, lr_table, noniid_table, plot_conv, precise_table
 from experiments.conv.reading import (
     difference,
     fall,
@@ -68,18 +70,19 @@ from experiments.conv.verdicts import (
     larger_rates,
     needs_the_batch,
     renorm_fixes,
+    renorm_noniid,
     self_tuning,
     verdicts,
 )
 from experiments.record import Experiment
 from lab.results import at_budget, budgets
 
-__all__ = ["EXPERIMENT", "HELD", "HIGHER", "ITEMS", "LESS_OVERFITTING", "RULES", "SWEEP", "WIDER", "ConvSettings",
+__all__ = ["ConvSettings", "EXPERIMENT", "HELD", "HIGHER", "ITEMS", "LESS_OVERFITTING", "RULES", "SWEEP", "WIDER",
            "at_budget", "batch_table", "budgets", "cells", "check_format", "difference", "fall", "gap_table",
            "ghost_regularises", "interval", "larger_rates", "largest_rate", "lr_table", "mode_gap", "models",
-           "needs_the_batch", "per_seed", "plot_conv", "precise_table", "renorm_fixes", "renorm_warmup", "run",
-           "scaled_lr", "self_tuning", "settings_of", "sizes", "steps_per_epoch", "sweep_rates", "sweep_seeds",
-           "verdicts", "wider_rates"]
+           "needs_the_batch", "noniid_table", "per_seed", "plot_conv", "precise_table", "renorm_fixes",
+           "renorm_noniid", "renorm_warmup", "run", "scaled_lr", "self_tuning", "settings_of", "sizes",
+           "steps_per_epoch", "sweep_rates", "sweep_seeds", "verdicts", "wider_rates"]
 
 EXPERIMENT = Experiment(
     name="conv",
@@ -90,7 +93,7 @@ EXPERIMENT = Experiment(
                              "conv_budgets.png": functools.partial(plot_budgets, results)},
     tables=lambda results: {"conv-batch-table": batch_table(results), "conv-precise-table": precise_table(results),
                             "conv-budget-table": budget_table(results), "conv-gap-table": gap_table(results),
-                            "conv-lr-table": lr_table(results)},
+                            "conv-lr-table": lr_table(results), "conv-noniid-table": noniid_table(results)},
     results_format=check_format,
     summary=batch_table,
     verdicts=verdicts,

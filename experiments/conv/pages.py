@@ -15,7 +15,7 @@ from experiments.conv.reading import (
     sizes,
     sweep_rates,
 )
-from experiments.conv.training import BATCH_STATS, HELD, SWEEP, TRAINS, scaled_lr, settings_of, sweep_seeds
+from experiments.conv.training import BATCH_STATS, HELD, NONIID, SWEEP, TRAINS, scaled_lr, settings_of, sweep_seeds
 from lab import stats
 from lab.norms import NORMS
 from lab.plotting import COLOURS, interval_bars, save, subplots
@@ -176,4 +176,40 @@ def lr_table(results: dict) -> str:
         cells = [interval(results, HELD, settings.base_batch, lr=lr, sweep=True).text(".3f") if lr in held else ""
                  for lr in rates]
         lines.append(f"| {HELD_LABEL} | " + " | ".join(cells) + " | |")
+    return "\n".join(lines)
+
+
+def noniid_table(results: dict) -> str:
+    """At the base batch size, MyBN2d and Batch Renorm trained on i.i.d. and on non-i.i.d. batches: the test
+    accuracy on each evaluation, and the differences the verdict reads."""
+    settings = settings_of(results)
+    base, k = settings.base_batch, settings.noniid_classes
+    evaluations = {"eval mode, running averages": "test_acc", "eval mode, precise statistics": "precise",
+                   "training mode": "train_mode_acc"}
+    lines = [
+        f"At batch {base}, {settings.epochs} epochs: trained on i.i.d. batches (the grid's) and on non-i.i.d. batches, "
+        f"each drawn from {k} classes, {base // max(k, 1)} digits of each (lab/loop.py, ClassBatchOrder). Test "
+        "accuracy, mean over seeds and its 95% interval over seeds and test digits; training mode normalises each "
+        "test batch (drawn at random from the test digits, so i.i.d.) by its own statistics. The non-i.i.d. cells "
+        f"train the learning-rate sweep's {len(sweep_seeds(settings))} seeds, as does MyBN2d's at this rate; Batch "
+        f"Renorm on i.i.d. batches, the grid's {len(settings.seeds)}. Below, seed by seed, on the seeds both have.",
+        "",
+        "| net | batches | seeds | " + " | ".join(evaluations) + " |",
+        "|---|---|---|" + "---|" * len(evaluations),
+    ]
+    ten = len(sweep_seeds(settings))
+    rows = [(layer, "i.i.d.", layer, layer == "my_bn") for layer in NONIID.values()]  # MyBN2d's: the sweep's cell
+    rows += [(layer, "non-i.i.d.", model, True) for model, layer in NONIID.items()]
+    for layer, batches, model, sweep in rows:
+        cells = [at(results, model, base, interval, model, base, key, None, sweep, fmt=".3f")
+                 for key in evaluations.values()]
+        lines.append(f"| {label(results, layer)} | {batches} | {ten if sweep else len(settings.seeds)} | "
+                     + " | ".join(cells) + " |")
+    (bn, renorm), pairs = NONIID, {}
+    pairs["MyBN2d: non-i.i.d. − i.i.d."] = (bn, "my_bn")
+    pairs["non-i.i.d.: Batch Renorm − MyBN2d"] = (renorm, bn)
+    for name, (a, b) in pairs.items():
+        cells = [at(results, (a, b), base, difference, (a, base), (b, base), key, None, None, True, fmt="+.3f")
+                 for key in evaluations.values()]
+        lines.append(f"| *{name}* | | {ten} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

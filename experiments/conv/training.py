@@ -12,7 +12,15 @@ import torch
 
 from experiments.record import checked_runs
 from lab.data import digits_standardised
-from lab.loop import cosine, fit_members, member_accuracy, member_correct, precise_statistics, steps_per_epoch
+from lab.loop import (
+    ClassBatchOrder,
+    cosine,
+    fit_members,
+    member_accuracy,
+    member_correct,
+    precise_statistics,
+    steps_per_epoch,
+)
 from lab.nets import ConvNet
 from lab.norms import NORMS
 from lab.probe import Probe, Step
@@ -33,6 +41,8 @@ from lab.workers import environment, run_pool
 BATCH_STATS = ("my_bn", "renorm", "ghost")  # the norms whose training mode normalises with the batch's statistics
 SWEEP = ("plain", "my_bn")  # the nets of the learning-rate sweep at the base batch size
 HELD = "my_bn_held"  # MyBN2d with each filter's norm held at its initial value (HeldNorms), at rates of the sweep
+NONIID = {"my_bn_noniid": "my_bn", "renorm_noniid": "renorm"}  # trained on non-i.i.d. batches -> its layer
+LAYER = {HELD: "my_bn", **NONIID}  # a cell's model -> the norm its net is built with (the others: their own)
 TRAINS = 0.5  # a run trains when it ends with at least this test accuracy (five times chance)
 SMALL, REFERENCE = 2, 8  # "batch norm needs the batch": its accuracy at SMALL against that at REFERENCE
 ITEMS = {"test_acc": "test_items", "train_mode_acc": "train_mode_items"}  # an accuracy's per-digit record
@@ -46,7 +56,8 @@ class ConvSettings(Settings):
     epochs: int = flag(4, "training epochs", type=positive_int)
     long_epochs: list[int] = flag([12], "longer budgets, in epochs: the cells that decide a verdict row train at "
                                   "each too (MyBN2d, GroupNorm and Batch Renorm at batch 2 and 8, ghost BN and MyBN2d "
-                                  "where ghost BN trains, the rate sweep); none: --long-epochs alone",
+                                  "where ghost BN trains, the rate sweep, the non-i.i.d. cells); none: --long-epochs "
+                                  "alone",
                                   type=positive_int, nargs="*", metavar="E")
     lr: float = flag(0.1, "learning rate at the base batch size: lr · B / base at batch B", type=positive_float)
     base_batch: int = flag(32, "the base batch size: whose rate lr is, and where the rate sweep runs", type=batch_int)
@@ -65,6 +76,9 @@ class ConvSettings(Settings):
                                      "every step), so that its effective rate cannot tune itself down: the rates where "
                                      "MyBN2d trains and the plain net does not", type=positive_float, nargs="*",
                                      metavar="F")
+    noniid_classes: int = flag(2, "non-i.i.d. batches: MyBN2d and Batch Renorm train again at the base batch size "
+                               "on batches each drawn from this many classes, batch / classes digits of each "
+                               "(lab.loop.ClassBatchOrder; after Ioffe 2017); 0: not at all", type=non_negative_int)
     sweep_more: int = flag(5, "seeds the learning-rate sweep trains beyond --seeds (the next after the largest): "
                            "its outcome is grid-valued, and a sign test needs more than 5 seeds to decide "
                            "(lab/stats.py)", type=non_negative_int)
@@ -74,6 +88,14 @@ class ConvSettings(Settings):
 
     ONLY: ClassVar[dict[str, tuple[object, str]]] = {"device": ("cpu", "it runs on the CPU"),
                                                      "nproc": (1, "each cell trains in one process")}
+
+    def problem(self) -> str | None:
+        """A number of classes a batch cannot be drawn from; then the settings' own checks."""
+        if self.noniid_classes and not 1 <= self.noniid_classes <= min(10, self.base_batch // 2):
+            return (f"argument --noniid-classes: a batch of {self.base_batch} can be drawn from 1 to "
+                    f"{min(10, self.base_batch // 2)} of the 10 classes, at least 2 digits of each (0: none), not "
+                    f"{self.noniid_classes}")
+        return super().problem()
 
 
 def settings_of(results: dict) -> ConvSettings:
@@ -103,12 +125,14 @@ def deciding(config, norm: str, batch_size: int) -> bool:
     at other rates, and MyBN2d's with its norms held, do too)."""
     return ((norm in ("my_bn", "group_norm", "renorm") and batch_size in (SMALL, REFERENCE))
             or (norm in ("ghost", "my_bn") and batch_size in config.ghost_at)
-            or on_sweep(config, norm, batch_size))
+            or sweep_seeded(config, norm, batch_size))
 
 
-def on_sweep(config, norm: str, batch_size: int) -> bool:
-    """Whether the cell is one of the learning-rate sweep's, which trains the sweep's seeds."""
-    return norm in (*SWEEP, HELD) and batch_size == config.base_batch
+def sweep_seeded(config, norm: str, batch_size: int) -> bool:
+    """Whether the cell trains the sweep's seeds (``sweep_seeds``): the learning-rate sweep's cells, and the
+    non-i.i.d. ones, compared with the sweep's MyBN2d at the base rate (their outcomes vary from seed to
+    seed far more than the grid's)."""
+    return norm in (*SWEEP, HELD, *NONIID) and batch_size == config.base_batch
 
 
 class HeldNorms(Probe):
@@ -139,6 +163,7 @@ def cells(config) -> list[tuple[str, int, float, int]]:
     grid += [("ghost", b, scaled_lr(config, b)) for b in config.ghost_at]
     grid += [(norm, base, scaled_lr(config, base, f)) for norm in SWEEP for f in config.lr_factors]
     grid += [(HELD, base, scaled_lr(config, base, f)) for f in config.held_factors]
+    grid += [(model, base, scaled_lr(config, base)) for model in NONIID if config.noniid_classes]
     todo = [(*cell, config.epochs) for cell in grid]
     todo += [(*cell, e) for e in config.long_epochs for cell in grid if deciding(config, *cell[:2])]
     return sorted(dict.fromkeys(todo), key=lambda c: (-c[3] / c[1], c[0] != "renorm"))
@@ -149,14 +174,16 @@ def train_cell(config, cell: tuple[str, int, float, int]) -> list[dict]:
     seed (each member its seed's net on its seed's batches); one run record a seed."""
     norm, batch_size, lr, epochs = cell
     x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
-    seeds = sweep_seeds(config) if on_sweep(config, norm, batch_size) else list(config.seeds)
-    steps = epochs * steps_per_epoch(batch_size, len(x_train))
+    seeds = sweep_seeds(config) if sweep_seeded(config, norm, batch_size) else list(config.seeds)
+    order = (lambda s: ClassBatchOrder(y_train, batch_size, epochs, s, config.noniid_classes)) if norm in NONIID \
+        else None
+    steps = epochs * (len(order(seeds[0])[0]) if order else steps_per_epoch(batch_size, len(x_train)))
     renorm = (config.r_max, config.d_max, renorm_warmup(steps))
-    net = ConvNet("my_bn" if norm == HELD else norm, seeds, bn_momentum=config.bn_momentum, renorm=renorm,
+    net = ConvNet(LAYER.get(norm, norm), seeds, bn_momentum=config.bn_momentum, renorm=renorm,
                   ghost_batch_size=config.ghost_batch, mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum)
     losses = fit_members(net, opt, x_train, y_train, batch_size, epochs, cosine(lr, steps),
-                         [HeldNorms(net)] if norm == HELD else [])
+                         [HeldNorms(net)] if norm == HELD else [], order=order)
     last = torch.stack(losses[-steps // epochs:]).double().mean(0)  # each member's, over the last epoch
     order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))  # the test batches' order
     items = {"test_items": member_correct(net, x_test, y_test),  # (N, K), in the test set's order
@@ -191,7 +218,7 @@ def run(config, log=print) -> dict:
 
 def check_format(results: dict) -> None:
     """What the figures and tables read, named where it is missing (its record's ``results_format``)."""
-    for i, run_ in enumerate(checked_runs(results, (*NORMS, HELD))):
+    for i, run_ in enumerate(checked_runs(results, (*NORMS, *LAYER))):
         if not all(isinstance(run_.get(k), int) for k in ("batch_size", "epochs", "seed")):
             raise ValueError(f"runs[{i}]: needs integers 'batch_size', 'epochs' and 'seed'")
         if not all(isinstance(run_.get(k), (int, float)) for k in ("lr", "test_acc", "train_acc", "train_mode_acc")):

@@ -33,6 +33,31 @@ def test_batch_order_is_drawn_epoch_by_epoch_with_the_same_numbers():
         huge[2_000_000]
 
 
+def test_class_batch_order_draws_each_batch_from_few_classes():
+    """Labels 0 ×6, 1 ×4, 2 ×5; batches of 4 from 2 classes: chunks of 2, three of class 0, two of 1, two
+    of 2 (its fifth input left out), seven chunks, so three batches (one chunk left out); each batch two
+    chunks of one class each, no input twice in an epoch; reshuffled each epoch, the same for a seed."""
+    labels = torch.tensor([0] * 6 + [1] * 4 + [2] * 5)
+    order = loop.ClassBatchOrder(labels, 4, epochs=3, seed=0, classes=2)
+    assert len(order) == 3
+    for epoch in order:
+        assert [len(b) for b in epoch] == [4, 4, 4]
+        flat = torch.cat(epoch)
+        assert len(flat.unique()) == 12  # no input twice
+        for batch in epoch:
+            chunks = batch.split(2)
+            assert all(len(labels[c].unique()) == 1 for c in chunks)  # each chunk one class
+            assert len(labels[batch].unique()) <= 2
+    assert [torch.equal(a, b) for a, b in zip(order[0], loop.ClassBatchOrder(labels, 4, 3, 0, 2)[0], strict=True)] \
+        == [True] * 3
+    assert not torch.equal(torch.cat(order[0]), torch.cat(order[1]))
+    one = loop.ClassBatchOrder(labels, 4, epochs=1, seed=1, classes=1)[0]  # chunks of 4: one of 0, 1 and 2 each
+    assert sorted(labels[b].unique().item() for b in one) == [0, 1, 2]
+    digits = digits_split()[1]
+    batches = loop.ClassBatchOrder(digits, 32, epochs=1, seed=0, classes=2)[0]
+    assert all(len(b) == 32 and len(digits[b].unique()) <= 2 for b in batches)
+
+
 @pytest.mark.parametrize("norm", ["my_bn", "renorm", "ghost", "torch_bn"])
 def test_precise_statistics_normalise_the_training_set_exactly(norm):
     """With precise statistics, each norm layer's eval-mode output over the training set has mean 0 and
