@@ -58,6 +58,11 @@ def noisy_table(results: dict) -> str:
             f"| {versus(results, row['range'], row['model'], 'my_bn')} "
             f"| {row['mean'] / row['noise_floor']:.3g} | {start_end(runs, 'saturation', -1, '.2f')} |"
         )
+    for epochs in budgets(results)[1:]:
+        view = at_budget(results, epochs)
+        cells = ", ".join(f"{label(m)} {versus(view, HARD, m, 'my_bn')}" for m in VERDICT_MODELS[1:])
+        lines += ["", f"Trained {epochs} epochs (the nets the verdict compares, on {range_text(HARD)}), the final test "
+                  f"MSE over MyBN's, seed by seed: {cells}."]
     return "\n".join(lines)
 
 

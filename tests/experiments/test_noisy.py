@@ -49,3 +49,5 @@ def test_the_longer_budget_on_a_tiny_configuration(tmp_path):
         "the noise takes half the gain (2 epochs)",
         *(f"the noise raises MyBN's ICS, whole run, {k} (2 epochs)" for k in readings)]
     assert noisy.manipulation({**shift, "longer": {}}, 2) == {}  # the ics runs lack that budget: no check there
+    table = noisy.noisy_table(loaded)
+    assert "Trained 2 epochs (the nets the verdict compares, on (-5, 5))" in table and table.count("×") >= 2
