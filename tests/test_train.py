@@ -163,6 +163,8 @@ UNUSED_FLAGS = {  # a flag the named experiment does not read -> the start of it
     ("lr", "--lr", "0.1"): "argument --lr: the lr experiment does not use it",
     ("lr", "--mybn-backend", "cpp"): "argument --mybn-backend: the lr experiment runs with python only",
     ("landscape", "--ranges", "3"): "argument --lr: landscape has no learning rate of its own for R = 3",
+    ("conv", "--noniid-classes", "20"): "argument --noniid-classes: a batch of 32 can be drawn from 1 to 10 of the "
+                                        "10 classes",
 }
 
 

@@ -64,7 +64,7 @@ def test_adding_a_norm_to_the_conv_net_is_one_entry(monkeypatch, tmp_path):
     monkeypatch.setattr(conv.training, "digits_standardised", lambda dtype: small)
     config = conv.ConvSettings(norms=["my_bn", "instance_norm"], batch_sizes=[2, 8], base_batch=8, ghost_batch=2,
                                ghost_at=[8], lr_factors=[1.0, 10.0], seeds=[0, 1], epochs=1, dtype="float64", workers=1,
-                               long_epochs=[], held_factors=[])
+                               long_epochs=[], held_factors=[], noniid_classes=0)
     results = {"experiment": "conv", **conv.run(config, log=lambda _: None)}
     conv.check_format(results)
     assert {r["model"] for r in results["runs"]} == {"my_bn", "instance_norm", "ghost", "plain"}
