@@ -324,30 +324,33 @@ def test_claims_about_running_statistics():
 
 
 def test_claims_about_learning_rates():
-    """The lr page: the "Larger learning rates" row holds within 10 epochs for Adam on (-5, 5), every seed
-    above; within 100 epochs it does not hold for SGD on (-1, 1), every seed tied; the other three cells
-    there lean MyBN's way in 8 or 9 seeds and are not decided."""
+    """The lr page: the "Larger learning rates" row does not hold within 100 epochs for SGD on (-1, 1),
+    every seed tied; in every other cell MyBN trains at larger rates in half the seeds or more and at smaller
+    ones in at most one, and no other part does not hold; these seeds decide Adam on (-5, 5) within 10
+    epochs."""
     from experiments import lr
-    from lab.stats import FAILS, HOLDS, UNDECIDED
+    from lab.stats import FAILS, HOLDS
 
     results = load_results(EXPLAINED["lr"])
     row = "Larger learning rates"
     assert lr.budgets(results) == [10, 100]
-    short = lr.wider_rates(results, 5.0, "adam", 10)
-    assert short.above == short.n and verdict(row, "(-5, 5) adam (10 epochs)") == HOLDS  # "in every seed"
-    assert [verdict(row, f"{cell} (10 epochs)") for cell in ("(-5, 5) sgd", "(-1, 1) adam", "(-1, 1) sgd")] == \
-        [UNDECIDED] * 3
-    for cell in ("(-5, 5) sgd", "(-1, 1) adam", "(-1, 1) sgd"):  # "lean the same way": more above than below
-        count = lr.wider_rates(results, *lr_cell(cell), 10)
-        assert count.above > count.below, cell
     tied = lr.wider_rates(results, 1.0, "sgd", 100)
-    assert tied.ties == tied.n and verdict(row, "(-1, 1) sgd (100 epochs)") == FAILS
-    for cell in ("(-5, 5) adam", "(-5, 5) sgd", "(-1, 1) adam"):
-        count = lr.wider_rates(results, *lr_cell(cell), 100)
-        assert count.above in (8, 9) and count.n == 10 and verdict(row, f"{cell} (100 epochs)") == UNDECIDED, cell
+    assert tied.ties == tied.n == 10 and verdict(row, "(-1, 1) sgd (100 epochs)") == FAILS
+    for epochs in (10, 100):
+        for cell in ("(-5, 5) adam", "(-5, 5) sgd", "(-1, 1) adam", "(-1, 1) sgd"):
+            if (cell, epochs) == ("(-1, 1) sgd", 100):
+                continue
+            count = lr.wider_rates(results, *lr_cell(cell), epochs)
+            assert count.above >= 5 and count.below <= 1, (cell, epochs)  # "5 to 10 of 10", "at most one"
+            assert verdict(row, f"{cell} ({epochs} epochs)") != FAILS
+    decided = [(c, e) for c in ("(-5, 5) adam", "(-5, 5) sgd", "(-1, 1) adam", "(-1, 1) sgd") for e in (10, 100)
+               if verdict(row, f"{c} ({e} epochs)") == HOLDS]
+    assert decided == [("(-5, 5) adam", 10)]  # "Adam on (-5, 5) within 10 epochs on these seeds"
     page = " ".join(DOCS["lr"].split())
-    assert "Within 10 epochs MyBN trains at larger rates with Adam on (-5, 5) in every seed (holds)" in page
-    assert "in the other three cells MyBN still trains at larger rates in 8 or 9 seeds of 10" in page
+    assert ("every seed ties, on these seeds and on two other sets of ten (`verdicts.py --start 800`, `--start "
+            "900`), so there the claim does not hold") in page  # the other sets: checked by hand, in runs/ only
+    assert "Adam on (-5, 5) within 10 epochs on these seeds" in page
+    assert "Larger rates with batch norm are the tendency here, not a verdict every seed set gives" in page
 
 
 def lr_cell(cell: str) -> tuple[float, str]:
@@ -397,14 +400,16 @@ def test_claims_about_the_explanations():
     norms = {m: statistics.mean(landscape.block_norm(x)[-1] for x in runs_of(edge, 1.0, m)) for m in ("my_bn", "plain")}
     assert (round(norms["my_bn"], 1), round(norms["plain"], 1)) == (6.1, 2.3)  # "reach 6.1 against ... 2.3"
     text = " ".join(README.split())
-    assert ("Compared at the same training loss and weight norms, under plain SGD at the plain net's edge of stability "
-            "the loss along the gradient is smoother with it on (-5, 5); in the Adam recipe, the one it rescues, it is "
-            "rougher") in text
-    page = " ".join(DOCS["landscape"].split())
+    assert ("Compared at the same training loss and weight norms, under plain SGD on (-5, 5) the loss along the "
+            "gradient is smoother with it (at a tenth of the plain net's edge-of-stability rate on every seed set "
+            "tried, at the edge on two of three); in the Adam recipe, the one it rescues, it is rougher") in text
+    page = " ".join(DOCS["landscape"].split())  # the other seed sets: checked by hand (verdicts.py), in runs/ only
     assert ("MyBN's landscape is *rougher* along the gradient than the plain net's at the same training loss and "
-            "weight norms, by both measures (on (-1, 1) too, by its β-smoothness)") in page
-    assert "Under plain SGD on (-5, 5) it is smoother with MyBN, at the edge of stability and at a tenth of that rate" \
-        in page
+            "weight norms, by both measures, on these seeds and on two other sets of ten") in page
+    assert ("on (-1, 1) by its β-smoothness on these seeds and the set from 800 (not decided on the set from "
+            "900)") in page
+    assert ("Under plain SGD on (-5, 5) it is smoother with MyBN at a tenth of the edge-of-stability rate on all "
+            "three sets, and at the edge on these seeds and the set from 800") in page
     assert "On (-1, 1) at a tenth of the rate it is rougher" in page
     assert f"within ×{landscape.LOSS_MATCH:g}" in page
     for r, rate in landscape.LR.items():
