@@ -121,8 +121,9 @@ def scaled_lr(settings: ConvSettings, batch_size: int, factor: float = 1.0) -> f
 
 
 def deciding(config, norm: str, batch_size: int) -> bool:
-    """Whether the cell (norm, batch size) at the base rate decides a verdict row (the rate sweep's cells
-    at other rates, and MyBN2d's with its norms held, do too)."""
+    """Whether the cell (norm, batch size) at the base rate decides a verdict row, so that it trains at the
+    longer budgets too (the rate sweep's cells at other rates, MyBN2d's with its norms held, and the
+    non-i.i.d. cells do as well)."""
     return ((norm in ("my_bn", "group_norm", "renorm") and batch_size in (SMALL, REFERENCE))
             or (norm in ("ghost", "my_bn") and batch_size in config.ghost_at)
             or sweep_seeded(config, norm, batch_size))
@@ -175,15 +176,15 @@ def train_cell(config, cell: tuple[str, int, float, int]) -> list[dict]:
     norm, batch_size, lr, epochs = cell
     x_train, y_train, x_test, y_test = digits_standardised(DTYPES[config.dtype])
     seeds = sweep_seeds(config) if sweep_seeded(config, norm, batch_size) else list(config.seeds)
-    order = (lambda s: ClassBatchOrder(y_train, batch_size, epochs, s, config.noniid_classes)) if norm in NONIID \
-        else None
-    steps = epochs * (len(order(seeds[0])[0]) if order else steps_per_epoch(batch_size, len(x_train)))
+    batches = (lambda s: ClassBatchOrder(y_train, batch_size, epochs, s, config.noniid_classes)) if norm in NONIID \
+        else None  # None: fit_members' own BatchOrder
+    steps = epochs * (len(batches(seeds[0])[0]) if batches else steps_per_epoch(batch_size, len(x_train)))
     renorm = (config.r_max, config.d_max, renorm_warmup(steps))
     net = ConvNet(LAYER.get(norm, norm), seeds, bn_momentum=config.bn_momentum, renorm=renorm,
                   ghost_batch_size=config.ghost_batch, mybn_backend=config.mybn_backend, dtype=DTYPES[config.dtype])
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=config.momentum)
     losses = fit_members(net, opt, x_train, y_train, batch_size, epochs, cosine(lr, steps),
-                         [HeldNorms(net)] if norm == HELD else [], order=order)
+                         [HeldNorms(net)] if norm == HELD else [], order=batches)
     last = torch.stack(losses[-steps // epochs:]).double().mean(0)  # each member's, over the last epoch
     order = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))  # the test batches' order
     items = {"test_items": member_correct(net, x_test, y_test),  # (N, K), in the test set's order
