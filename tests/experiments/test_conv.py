@@ -396,5 +396,5 @@ def test_claims_about_non_iid_batches():
     assert "by 13 to 17 points after 4 epochs and 8 to 10 after 12" in page
     assert "it does not undo the loss (0.61 against 0.96 on i.i.d. batches after 4 epochs)" in page
     short = " ".join(README.split())
-    assert ("on batches each drawn from two classes, where batch norm's accuracy falls by half, it tests better at "
-            "both budgets, as Ioffe found") in short
+    assert ("on batches each drawn from two classes, where batch norm's accuracy falls (by half after 4 epochs), it "
+            "tests better at both budgets, as Ioffe found") in short
