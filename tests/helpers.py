@@ -24,6 +24,18 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))}  # the pages by name
 
 
+def round_trip(results: dict, tmp_path: Path) -> dict:
+    """``results`` saved as train.py saves them into ``tmp_path`` and loaded back as compare.py loads them
+    (its experiment's format, name and settings), its record's own check passed."""
+    from lab.results import load_results, save_results
+
+    record = EXPERIMENTS[results["experiment"]]
+    save_results(results, tmp_path)
+    loaded = load_results(tmp_path, record.results_format, experiment=record.name, settings=record.settings)
+    record.check(loaded)
+    return loaded
+
+
 def committed(name: str) -> Path:
     """Experiment ``name``'s committed results file, where its record says it is."""
     return EXPERIMENTS[name].results_path(ROOT / "results")

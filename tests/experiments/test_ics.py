@@ -31,16 +31,14 @@ def test_the_longer_budget_on_a_tiny_configuration(tmp_path):
     (``longer``); the verdict reads the whole run of the first two there, beside the preset's parts, and the
     results load back."""
     from experiments import ics
-    from lab.results import load_results, save_results
+    from helpers import round_trip
 
     config = ics.IcsSettings(seeds=[0, 1], epochs=1, long_epochs=[2], workers=1)
     results = {"experiment": "ics", **ics.run(config, log=lambda _: None)}
     assert len(results["runs"]) == 2 * 3 * 2 and list(results["longer"]) == ["2"]
     assert {(r["range"][1], r["model"], r["epochs"]) for r in results["longer"]["2"]} == {
         (5.0, "plain", 2), (5.0, "my_bn", 2), (5.0, "my_bn_noisy", 2)}
-    save_results(results, tmp_path)
-    loaded = load_results(tmp_path, experiment="ics", settings=ics.IcsSettings)
-    ics.check_runs(loaded)
+    loaded = round_trip(results, tmp_path)
     (row,) = ics.EXPERIMENT.verdicts(loaded)
     assert [p.label for p in row.parts if p.budget == "2 epochs"] == [
         "(-5, 5), whole run of 2 epochs: ‖G − G′‖/‖G‖", "(-5, 5), whole run of 2 epochs: input shift"]

@@ -88,13 +88,11 @@ def test_a_tiny_run_reads_mybn_at_the_plain_nets_norms(tmp_path):
     """Every run of a tiny configuration has the matched records (MyBN's its own, the plain net's trivially
     its own); each of MyBN's pairs names a probe of the plain run of its setting and seed; the results load
     back, and the table and verdict read them."""
-    from lab.results import load_results, save_results
+    from helpers import round_trip
 
     config = landscape.LandscapeSettings(seeds=[0, 1], epochs=2, ranges=[5.0], workers=1)
     results = {"experiment": "landscape", **landscape.run(config, log=lambda _: None)}
-    save_results(results, tmp_path)
-    loaded = load_results(tmp_path, experiment="landscape", settings=landscape.LandscapeSettings)
-    landscape.check_runs(loaded)
+    loaded = round_trip(results, tmp_path)
     for run_ in (*loaded["runs"], *loaded["recipe"]):
         ls = run_["landscape"]
         if run_["model"] == "plain":

@@ -29,16 +29,14 @@ def test_the_longer_budget_on_a_tiny_configuration(tmp_path):
     has each part at each budget, the manipulation check's first epoch at the preset's only (it is the same
     epoch), and nothing of the check where the ics runs lack the budget; the results load back."""
     from experiments import ics, noisy
-    from lab.results import load_results, save_results
+    from helpers import round_trip
 
     config = noisy.NoisySettings(seeds=[0, 1], epochs=1, long_epochs=[2], workers=1)
     results = {"experiment": "noisy", **noisy.run(config, log=lambda _: None)}
     assert len(results["runs"]) == 2 * 4 * 2 and list(results["longer"]) == ["2"]
     assert {(r["range"][1], r["model"], r["epochs"]) for r in results["longer"]["2"]} == {
         (5.0, "plain", 2), (5.0, "my_bn", 2), (5.0, "my_bn_noisy", 2)}
-    save_results(results, tmp_path)
-    loaded = load_results(tmp_path, experiment="noisy", settings=noisy.NoisySettings)
-    noisy.check_runs(loaded)
+    loaded = round_trip(results, tmp_path)
     shift = {"experiment": "ics", **ics.run(ics.IcsSettings(seeds=[0, 1], epochs=1, long_epochs=[2], workers=1,
                                                             ranges=[5.0]), log=lambda _: None)}
     (row,) = noisy.EXPERIMENT.verdicts(loaded, shift)

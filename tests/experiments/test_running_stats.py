@@ -33,7 +33,7 @@ def test_running_stats_modes():
 def test_the_experiment_on_a_tiny_configuration(tmp_path):
     """Both nets on both ranges for 2 epochs, and on (-5, 5) for 3 too (kept apart, by budget); the verdict's
     parts at each budget; the results load back, figure and table drawn from them."""
-    from lab.results import load_results, save_results
+    from helpers import round_trip
 
     config = running_stats.RunningStatsSettings(seeds=[0, 1, 2], epochs=2, long_epochs=[3], workers=1)
     results = {"experiment": "running_stats", **running_stats.run(config, log=lambda _: None)}
@@ -41,9 +41,7 @@ def test_the_experiment_on_a_tiny_configuration(tmp_path):
     assert {(r["range"][1], r["model"], r["epochs"]) for r in results["longer"]["3"]} == {
         (5.0, m, 3) for m in ("my_bn", "my_bn_m01")}
     assert all(len(r["running_stats"]["precise"]) == 4 for r in results["longer"]["3"])  # start, then each epoch
-    save_results(results, tmp_path)
-    loaded = load_results(tmp_path, experiment="running_stats", settings=running_stats.RunningStatsSettings)
-    running_stats.check_runs(loaded)
+    loaded = round_trip(results, tmp_path)
     (row,) = running_stats.EXPERIMENT.verdicts(loaded)
     assert [p.budget for p in row.parts] == ["2 epochs"] * 3 + ["3 epochs"] * 3
     assert "Trained 3 epochs" in running_stats.EXPERIMENT.tables(loaded)["running-stats-table"]
