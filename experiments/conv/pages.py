@@ -205,9 +205,8 @@ def noniid_table(results: dict) -> str:
                  for key in evaluations.values()]
         lines.append(f"| {label(results, layer)} | {batches} | {ten if sweep else len(settings.seeds)} | "
                      + " | ".join(cells) + " |")
-    (bn, renorm), pairs = NONIID, {}
-    pairs["MyBN2d: non-i.i.d. − i.i.d."] = (bn, "my_bn")
-    pairs["non-i.i.d.: Batch Renorm − MyBN2d"] = (renorm, bn)
+    bn, renorm = NONIID
+    pairs = {"MyBN2d: non-i.i.d. − i.i.d.": (bn, "my_bn"), "non-i.i.d.: Batch Renorm − MyBN2d": (renorm, bn)}
     for name, (a, b) in pairs.items():
         cells = [at(results, (a, b), base, difference, (a, base), (b, base), key, None, None, True, fmt="+.3f")
                  for key in evaluations.values()]
