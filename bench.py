@@ -44,7 +44,7 @@ from torch.utils import benchmark
 import my_bn
 from lab import numerics
 from lab.benchmarks import format_train_table, train_loop_rows
-from lab.pages import replace_between_markers
+from lab.pages import replace_between_markers, table
 from lab.results import atomic_write
 from lab.settings import build_parser, flag, positive_float, resolve_device
 from my_bn import MyBN, MyBN2d
@@ -272,10 +272,10 @@ def format_table(rows: list[dict]) -> str:
     """One markdown table: a line per (allocator, shape, pass), the variants side by side."""
     variants = [v for v in LABELS if any(r["variant"] == v for r in rows)]
     mine = [v for v in variants if v != "native"]
-    times = " | ".join(f"{LABELS[v]} ms | {LABELS[v]} × native" for v in mine)
-    head = f"| allocator | shape | pass | native ms | {times}"
-    lines = [f"{head} | bound ms | % of bound: {' / '.join(LABELS[v] for v in variants)} |"]
-    lines.append("|---" * (5 + 2 * len(mine) + 1) + "|")
+    header = ("allocator", "shape", "pass", "native ms", *(f"{LABELS[v]} {what}" for v in mine for what in
+                                                        ("ms", "× native")),
+              "bound ms", f"% of bound: {' / '.join(LABELS[v] for v in variants)}")
+    cells = []
     keys = list(dict.fromkeys((r["allocator"], tuple(r["shape"]), r["pass"]) for r in rows))
     for allocator, shape, name in keys:
         cell = {
@@ -299,12 +299,10 @@ def format_table(rows: list[dict]) -> str:
             flag = " ⚠" if cell[variant]["noisy"] else ""
             return f"{cell[variant]['ratio_to_native']:.2f} ({low:.2f}–{high:.2f}){flag}"
 
-        times = " | ".join(f"{ms(v)} | {ratio(v)}" for v in mine)
-        pct = " / ".join(fmt(v, "fraction_of_bound", ".0%") for v in variants)
-        lines.append(
-            f"| {allocator} | {'×'.join(map(str, shape))} | {name} | {ms('native')} | {times} "
-            f"| {fmt('native', 'bound_ms', '.3g')} | {pct} |"
-        )
+        cells.append([allocator, "×".join(map(str, shape)), name, ms("native"),
+                      *(text for v in mine for text in (ms(v), ratio(v))), fmt("native", "bound_ms", ".3g"),
+                      " / ".join(fmt(v, "fraction_of_bound", ".0%") for v in variants)])
+    lines = [table(header, cells)]
     if any("iqr_ms" in r for r in rows):
         noisy = sum(bool(r.get("noisy")) for r in rows if r["variant"] not in ("native", "floor"))
         lines += ["", f"Times: median ±half the interquartile range of every timing, over {ROUNDS} rounds in which "
@@ -317,15 +315,16 @@ def format_table(rows: list[dict]) -> str:
         lines += ["", f"At {'×'.join(map(str, r['shape']))} ({r['allocator']} allocator), a custom autograd.Function "
                   f"that does nothing but one multiply-add, forward and backward, takes {r['median_ms']:.3g} ms: "
                   f"{r['ratio_to_native']:.2f} × native batch norm."]
-    references = [r for r in rows if r["variant"] == "mybn_reference"]
+    references = []
+    for r in rows:
+        if r["variant"] == "mybn_reference":
+            mine = next(m for m in rows if m["variant"] == "mybn" and (m["allocator"], m["shape"], m["pass"])
+                        == (r["allocator"], r["shape"], r["pass"]))
+            references.append([r["allocator"], "×".join(map(str, r["shape"])), r["pass"], f"{r['median_ms']:.3g}",
+                               f"{mine['median_ms']:.3g}", f"{r['median_ms'] / mine['median_ms']:.2f}×"])
     if references:
-        head = "| allocator | shape | pass | reference alone ms | MyBN ms | speed-up over the reference |"
-        lines += ["", head, "|---" * 6 + "|"]
-    for r in references:
-        mine = next(m for m in rows if m["variant"] == "mybn" and (m["allocator"], m["shape"], m["pass"])
-                    == (r["allocator"], r["shape"], r["pass"]))
-        lines.append(f"| {r['allocator']} | {'×'.join(map(str, r['shape']))} | {r['pass']} | {r['median_ms']:.3g} "
-                     f"| {mine['median_ms']:.3g} | {r['median_ms'] / mine['median_ms']:.2f}× |")
+        lines += ["", table(("allocator", "shape", "pass", "reference alone ms", "MyBN ms",
+                             "speed-up over the reference"), references)]
     return "\n".join(lines)
 
 

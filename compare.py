@@ -35,7 +35,7 @@ from experiments import (
     verdict_rows,
 )
 from lab import numerics
-from lab.pages import replace_between_markers, write_pictures
+from lab.pages import replace_between_markers, table, write_pictures
 from lab.plotting import Figures
 from lab.results import inside, staged, unwritable, unwritable_file
 from lab.settings import COMMITTED, TRIALS, build_parser, flag
@@ -74,12 +74,12 @@ def new_page(name: str, bodies: dict[str, str], figures_: list[str], pictures: P
 
 def experiments_table(readme: Path, docs: Path) -> str:
     """The README's list of experiments, from the registry: each one's page, question and command."""
-    lines = ["| experiment | what it asks | run it |", "|---|---|---|"]
+    rows = []
     for e in EXPERIMENTS.values():
         page = Path(os.path.relpath(docs / f"{e.name}.md", readme.parent)).as_posix()
         question = e.first_sentence()
-        lines.append(f"| [{e.name}]({page}) | {question[:1].upper() + question[1:]} | `python train.py {e.name}` |")
-    return "\n".join(lines)
+        rows.append([f"[{e.name}]({page})", question[:1].upper() + question[1:], f"`python train.py {e.name}`"])
+    return table(("experiment", "what it asks", "run it"), rows)
 
 
 def texts(bodies: dict[str, dict[str, str]], readme: Path | None, docs: Path | None, pictures: Path,

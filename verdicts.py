@@ -29,6 +29,7 @@ from pathlib import Path
 
 from experiments import EXPERIMENTS, VERDICTS_FILE, load_experiments, read_verdicts, verdict_data, verdict_rows
 from lab import numerics, stats
+from lab.pages import table
 from lab.results import inside, load_results, staged
 from lab.settings import COMMITTED, TRIALS, build_parser, flag, seed_int
 from lab.verdicts import Verdict
@@ -96,14 +97,14 @@ def comparison(committed: list[dict], rerun: list[dict], heading: str) -> str:
     """Part by part (the data files' records): the committed answer, the rerun's, and whether it flipped; a
     part that only one of them has is shown with "—" on the other side."""
     theirs = {key(p): p["answer"] for p in rerun}
-    lines = [heading, "", "| explanation | part | committed | rerun | flipped |", "|---|---|---|---|---|"]
+    rows = []
     for part in committed:
         answer = theirs.get(key(part), "—")
         moved = "**yes**" if flipped(part["answer"], answer) else "no"
         extra = [x for x in (part["budget"], part["evaluation"]) if x not in part["part"]]  # what its label omits
         label = ", ".join(x for x in (part["part"], *extra) if x) or "—"
-        lines.append(f"| {part['row']} | {label} | {part['answer']} | {answer} | {moved} |")
-    return "\n".join(lines)
+        rows.append([part["row"], label, part["answer"], answer, moved])
+    return "\n".join([heading, "", table(("explanation", "part", "committed", "rerun", "flipped"), rows)])
 
 
 def retrain(config: VerdictsConfig, out: Path, policy: str) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from experiments.record import Experiment, runs_with
 from lab.diagnostics import start_end
 from lab.nets import CONTROLS, MODELS
+from lab.pages import table
 from lab.plotting import label, mse_panel, range_text, saturation_panel, save, subplots
 from lab.regression import Regression, fit_spread, models_of, ranges_of, run_experiment, runs_of, summarize
 from lab.results import source
@@ -37,20 +38,17 @@ def controls_table(results: dict) -> str:
         "t-interval. A seed *fits* when its fit spread is above 0.5; saturation is the fraction of units with "
         "|tanh| > 0.99 in the training batch, mean over seeds, at the first step → at the last.",
         "",
-        "| net | final test MSE | × MyBN | final / floor | seeds that fit | saturation, block 1 "
-        "| saturation, block 4 |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for row in summarize(results):
         runs = runs_of(results, r, row["model"])
         fits = sum(fit_spread(results, run) > 0.5 for run in runs)
         sat = [start_end(runs, "saturation", b, ".2f") for b in (0, -1)]
-        lines.append(
-            f"| {label(row['model'])} | {row['mean']:.4g} ± {row['std']:.2g} "
-            f"| {versus(results, r, row['model'], 'my_bn')} "
-            f"| {row['mean'] / row['noise_floor']:.3g} | {fits} of {len(runs)} | {sat[0]} | {sat[1]} |"
-        )
-    return "\n".join(lines)
+        rows.append([label(row["model"]), f"{row['mean']:.4g} ± {row['std']:.2g}",
+                     versus(results, r, row["model"], "my_bn"),
+                     f"{row['mean'] / row['noise_floor']:.3g}", f"{fits} of {len(runs)}", *sat])
+    return "\n".join([*lines, table(("net", "final test MSE", "× MyBN", "final / floor", "seeds that fit",
+                                      "saturation, block 1", "saturation, block 4"), rows)])
 
 
 ControlsSettings = Regression.preset("ControlsSettings", __name__, ranges=[5.0], models=[*MODELS, *CONTROLS])

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from experiments.record import Experiment
+from lab.pages import table
 from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.regression import Regression, models_of, ranges_of, relative_gap, run_experiment, runs_of
 from lab.results import source
@@ -60,10 +61,8 @@ def ddp_table(ddp: dict, single: dict) -> str:
         f"({source(ddp)} against {source(single)}); the gaps are relative, "
         "the largest over the seeds.",
         "",
-        f"| inputs | net | final test MSE, 1 process | final test MSE, {processes} processes "
-        "| training loss, gap at step 1 | largest gap over training |",
-        "|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in ranges_of(ddp):
         for model in models_of(ddp):
             seeds = ddp["config"]["seeds"]  # the single-process runs of the same seeds
@@ -71,11 +70,11 @@ def ddp_table(ddp: dict, single: dict) -> str:
                             if run["seed"] in seeds])
             many = mean_std([run["test_mse"][-1] for run in runs_of(ddp, r, model)])
             gaps = [g for (rr, m, _), g in loss_gaps.items() if (rr, m) == (r, model)]
-            lines.append(
-                f"| {range_text(r)} | {label(model)} | {one[0]:.4g} ± {one[1]:.2g} | {many[0]:.4g} ± {many[1]:.2g} "
-                f"| {max(g[0].item() for g in gaps):.1e} | {max(g.max().item() for g in gaps):.1e} |"
-            )
-    return "\n".join(lines)
+            rows.append([range_text(r), label(model), f"{one[0]:.4g} ± {one[1]:.2g}", f"{many[0]:.4g} ± {many[1]:.2g}",
+                         f"{max(g[0].item() for g in gaps):.1e}", f"{max(g.max().item() for g in gaps):.1e}"])
+    return "\n".join([*lines, table(("inputs", "net", "final test MSE, 1 process",
+                                      f"final test MSE, {processes} processes", "training loss, gap at step 1",
+                                      "largest gap over training"), rows)])
 
 
 # two seeds: a check of arithmetic, not a claim over seeds

@@ -43,6 +43,7 @@ from torch import nn
 from experiments.record import Experiment, checked_runs
 from lab import stats
 from lab.nets import DeepMLP
+from lab.pages import table
 from lab.plotting import COLOURS, save, subplots
 from lab.results import rounded, source
 from lab.settings import TEN_SEEDS, Settings, batch_int, flag, positive_int, seed_int
@@ -237,25 +238,23 @@ def depth_table(results: dict) -> str:
         f"(geometric mean and 95% interval; mean-field theory for ReLU with batch norm, batch -> ∞: π/(π − 1) = "
         f"{RELU_RATE:.3f}; plain with He weights: 1).",
         "",
-        "| activation | width | batch | rank, plain | rank, MyBN | MyBN / plain | growth per layer, plain | "
-        "growth per layer, MyBN |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    settings = grid(results)
+    settings, rows = grid(results), []
     for activation in settings.activations:
         for width in settings.widths:
             for batch in settings.batch_sizes:
                 ranks = [stats.t_interval(list(per_seed(results, m, activation, width, batch, last_rank).values()))
                          for m in DeepMLP.NORMS]
                 rates = [exp_text(rate(results, m, width, batch, activation)) for m in DeepMLP.NORMS]
-                lines.append(f"| {activation} | {width} | {batch} | " + " | ".join(f"{r.mean:.2f}" for r in ranks)
-                             + f" | {rank_ratio(results, activation, width, batch).ratio_text()} | "
-                             + " | ".join(rates) + " |")
+                rows.append([activation, str(width), str(batch), *(f"{r.mean:.2f}" for r in ranks),
+                             rank_ratio(results, activation, width, batch).ratio_text(), *rates])
     width, batch = settings.limit
     if ("relu", width, batch) not in {(a, w, b) for a in settings.activations for w in settings.widths
                                       for b in settings.batch_sizes}:
-        lines.append(f"| relu | {width} | {batch} | | | | | {exp_text(rate(results, 'my_bn', width, batch))} |")
-    lines += ["", f"The large-batch cell (width {width}, batch {batch}; gradients only): MyBN's growth per layer over "
+        rows.append(["relu", str(width), str(batch), "", "", "", "", exp_text(rate(results, "my_bn", width, batch))])
+    lines += [table(("activation", "width", "batch", "rank, plain", "rank, MyBN", "MyBN / plain",
+                     "growth per layer, plain", "growth per layer, MyBN"), rows), "",
+              f"The large-batch cell (width {width}, batch {batch}; gradients only): MyBN's growth per layer over "
               f"π/(π − 1), seed by seed, {off_prediction(results).ratio_text('.4f')}."]
     return "\n".join(lines)
 

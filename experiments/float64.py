@@ -13,6 +13,7 @@ import torch
 
 from experiments.record import Experiment
 from lab.nets import BN_PAIR
+from lab.pages import table
 from lab.plotting import range_text, save, subplots
 from lab.regression import Regression, models_of, ranges_of, relative_gap, run_experiment, runs_of
 from lab.stats import mean_std
@@ -60,22 +61,17 @@ def plot_parity(by_dtype: dict[str, dict], outfile: Path) -> None:
 
 
 def parity_table(pair: dict[str, dict]) -> str:
-    lines = [
-        "| inputs | dtype | first-step loss, max rel. gap | final test MSE, BatchNorm1d | final test MSE, MyBN "
-        "| final test MSE, max rel. gap over seeds |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for dtype, results in pair.items():
         loss_gaps, mse_gaps = relative_gaps(results, "train_loss"), relative_gaps(results, "test_mse")
         for r in ranges_of(results):
             first = max(gap[0].item() for rr, _, gap in loss_gaps if rr == r)
             final = max(gap[-1].item() for rr, _, gap in mse_gaps if rr == r)
             ref, mine = (mean_std([run["test_mse"][-1] for run in runs_of(results, r, m)]) for m in BN_PAIR)
-            lines.append(
-                f"| {range_text(r)} | {dtype} | {first:.1e} | {ref[0]:.4g} ± {ref[1]:.2g} "
-                f"| {mine[0]:.4g} ± {mine[1]:.2g} | {final:.1e} |"
-            )
-    return "\n".join(lines)
+            rows.append([range_text(r), dtype, f"{first:.1e}", f"{ref[0]:.4g} ± {ref[1]:.2g}",
+                         f"{mine[0]:.4g} ± {mine[1]:.2g}", f"{final:.1e}"])
+    return table(("inputs", "dtype", "first-step loss, max rel. gap", "final test MSE, BatchNorm1d",
+                  "final test MSE, MyBN", "final test MSE, max rel. gap over seeds"), rows)
 
 
 Float64Settings = Regression.preset("Float64Settings", __name__, dtype="float64", models=["torch_bn", "my_bn"],

@@ -30,6 +30,7 @@ from torch import nn
 from experiments.record import Experiment, runs_with
 from lab import stats
 from lab.loop import steps_per_epoch as training_steps
+from lab.pages import table
 from lab.plotting import band, label, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
 from lab.regression import Regression, models_of, ranges_of, run_with_longer, runs_of
@@ -183,14 +184,11 @@ def ics_table(results: dict) -> str:
         "Δ std: the change of each unit's batch mean and std of the block's input in one step, in absolute value, "
         "mean over units.",
         "",
-        "| inputs | net | " + " | ".join(MEASURES.values()) + " |",
-        "|---|---|" + "---|" * len(MEASURES),
     ]
-    for r in reversed(ranges_of(results)):
-        for model in models_of(results):
-            cells = [" / ".join(f"{v:.3g}" for v in summary(results, r, model, key)) for key in MEASURES]
-            lines.append(f"| {range_text(r)} | {label(model)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[range_text(r), label(model), *(" / ".join(f"{v:.3g}" for v in summary(results, r, model, key))
+                                            for key in MEASURES)]
+            for r in reversed(ranges_of(results)) for model in models_of(results)]
+    return "\n".join([*lines, table(("inputs", "net", *MEASURES.values()), rows)])
 
 
 def ics_verdict(results: dict) -> Verdict:

@@ -52,6 +52,7 @@ from torch import nn
 from experiments.record import Experiment, runs_with
 from lab import stats
 from lab.loop import steps_per_epoch
+from lab.pages import table
 from lab.plotting import band, label, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
 from lab.regression import Regression, dataset_entry, models_of, ranges_of, runs_of, train_run
@@ -330,9 +331,8 @@ def landscape_table(results: dict) -> str:
         "blocks 2–4, mean over them, at the first probe → at the last. Below each pair, MyBN / plain of the "
         "measures, each net in its own weights: the geometric mean of the per-seed ratios and its 95% interval.",
         "",
-        "| setting | inputs | lr | net | final test MSE | " + " | ".join(MEASURES.values()) + " | ‖W‖ |",
-        "|---|---|---|---|---|" + "---|" * len(MEASURES) + "---|",
     ]
+    rows = []
     for setting in SETTINGS:
         part = view(results, setting)
         for r in reversed(ranges_of(part)):
@@ -341,11 +341,12 @@ def landscape_table(results: dict) -> str:
                 final = sum(run_["test_mse"][-1] for run_ in runs) / len(runs)
                 cells = [f"{summary(part, r, model, key):.3g}" for key in MEASURES]
                 norms = [sum(block_norm(run_)[k] for run_ in runs) / len(runs) for k in (0, -1)]
-                lines.append(f"| {setting} | {range_text(r)} | {runs[0]['lr']:g} | {label(model)} | {final:.4g} | "
-                             + " | ".join(cells) + f" | {norms[0]:.3g} → {norms[1]:.3g} |")
+                rows.append([setting, range_text(r), f"{runs[0]['lr']:g}", label(model), f"{final:.4g}", *cells,
+                             f"{norms[0]:.3g} → {norms[1]:.3g}"])
             per = smoother(results, r, setting)
-            cells = [per[key].ratio_text() if key in per else "" for key in MEASURES]
-            lines.append(f"| {setting} | {range_text(r)} | | *MyBN / plain* | | " + " | ".join(cells) + " | |")
+            rows.append([setting, range_text(r), "", "*MyBN / plain*", "",
+                         *(per[key].ratio_text() if key in per else "" for key in MEASURES), ""])
+    lines.append(table(("setting", "inputs", "lr", "net", "final test MSE", *MEASURES.values(), "‖W‖"), rows))
     if {"plain", "my_bn"} <= set(models_of(results)):
         lines += ["", matched_table(results)]
     return "\n".join(lines)
@@ -361,16 +362,14 @@ def matched_table(results: dict) -> str:
         "geometric mean over the seeds that have one and its 95% interval. *Probes*: per seed, how many (lowest–"
         "highest over seeds).",
         "",
-        "| setting | inputs | seeds | probes | " + " | ".join(VERDICT_MEASURES.values()) + " |",
-        "|---|---|---|---|" + "---|" * len(VERDICT_MEASURES),
     ]
+    rows = []
     for setting in SETTINGS:
         for r in reversed(ranges_of(view(results, setting))):
             per, counts = matched(results, r, setting)
-            seeds = sum(c > 0 for c in counts)
-            lines.append(f"| {setting} | {range_text(r)} | {seeds} of {len(counts)} | {min(counts)}–{max(counts)} | "
-                         + " | ".join(per[key].ratio_text() for key in VERDICT_MEASURES) + " |")
-    return "\n".join(lines)
+            rows.append([setting, range_text(r), f"{sum(c > 0 for c in counts)} of {len(counts)}",
+                         f"{min(counts)}–{max(counts)}", *(per[key].ratio_text() for key in VERDICT_MEASURES)])
+    return "\n".join([*lines, table(("setting", "inputs", "seeds", "probes", *VERDICT_MEASURES.values()), rows)])
 
 
 def landscape_verdict(results: dict) -> Verdict:

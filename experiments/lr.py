@@ -30,6 +30,7 @@ from lab import stats
 from lab.ensemble import Ensemble
 from lab.loop import BatchOrder
 from lab.nets import TanhMLP
+from lab.pages import table
 from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.probe import preserved
 from lab.regression import Regression, dataset_entry, dataset_for, dataset_of, models_of, ranges_of, runs_of
@@ -214,11 +215,8 @@ def lr_table(results: dict) -> str:
         f"seeds, {config['epochs']} epochs ({source(results)}). *Largest that trains*: every seed's test MSE "
         "below Var(y)/2 within the budget. *Best*: the grid's lowest median test MSE, and where.",
         "",
-        "| inputs | net | optimizer | "
-        + " | ".join(f"largest lr that trains, {e} epochs | best, {e} epochs" for e in epochs_read)
-        + " |",
-        "|---|---|---|" + "---|---|" * len(epochs_read),
     ]
+    rows = []
     for r in reversed(ranges_of(results)):
         for optimizer in GRIDS:
             for model in models_of(results):
@@ -227,8 +225,10 @@ def lr_table(results: dict) -> str:
                     largest = largest_training_lr(results, r, model, optimizer, epochs)
                     lr, mse = best(results, r, model, optimizer, epochs)
                     cells += ["none" if largest is None else f"{largest:g}", f"{mse:.3g} (lr {lr:g})"]
-                lines.append(f"| {range_text(r)} | {label(model)} | {optimizer} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+                rows.append([range_text(r), label(model), optimizer, *cells])
+    header = ("inputs", "net", "optimizer", *(f"{what}, {e} epochs" for e in epochs_read
+                                              for what in ("largest lr that trains", "best")))
+    return "\n".join([*lines, table(header, rows)])
 
 
 def check_grid(results: dict) -> None:

@@ -15,6 +15,7 @@ from experiments.record import Experiment
 from lab.data import make_dataset, target
 from lab.diagnostics import SATURATED, start_end
 from lab.nets import BN_PAIR
+from lab.pages import table
 from lab.plotting import COLOURS, Z_SATURATED, Figures, band, label, mse_panel, range_text, save, stacked, subplots
 from lab.regression import Regression, dataset_of, fit_spread, models_of, ranges_of, run_experiment, runs_of, summarize
 from lab.results import source
@@ -111,23 +112,22 @@ def results_table(results: dict) -> str:
     lines = [
         f"After {config['epochs']} epochs, mean ± std over {len(config['seeds'])} seeds "
         f"({config['dtype']}, {source(results)}). *Fit spread* is the std of the predictions over "
-        "the test inputs divided by the std of the test targets: 0 means the net predicts a constant.",
+        "the test inputs divided by the std of the test targets: 0 means the net predicts a constant. *× plain*: "
+        "the net's final test MSE over the plain net's, seed by seed: the geometric mean of the ratios and its 95% "
+        "t-interval.",
         "",
-        "| inputs | net | test MSE before training | final test MSE | noise floor σ² | final / floor "
-        "| fit spread, min–max |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for row in summarize(results):
         runs = runs_of(results, row["range"], row["model"])
         start = mean_std([run["test_mse"][0] for run in runs])[0]
         spreads = [fit_spread(results, run) for run in runs]
-        lines.append(
-            f"| {range_text(row['range'])} | {label(row['model'])} | {start:.4g} "
-            f"| {row['mean']:.4g} ± {row['std']:.2g} | {versus(results, row['range'], row['model'], 'plain')} "
-            f"| {row['noise_floor']:.3g} "
-            f"| {row['mean'] / row['noise_floor']:.3g} | {min(spreads):.2f}–{max(spreads):.2f} |"
-        )
-    lines.append("")
+        rows.append([range_text(row["range"]), label(row["model"]), f"{start:.4g}",
+                     f"{row['mean']:.4g} ± {row['std']:.2g}", versus(results, row["range"], row["model"], "plain"),
+                     f"{row['noise_floor']:.3g}", f"{row['mean'] / row['noise_floor']:.3g}",
+                     f"{min(spreads):.2f}–{max(spreads):.2f}"])
+    lines += [table(("inputs", "net", "test MSE before training", "final test MSE", "× plain", "noise floor σ²",
+                     "final / floor", "fit spread, min–max"), rows), ""]
     for r in ranges_of(results):
         plain = {run["seed"]: run["test_mse"][-1] for run in runs_of(results, r, "plain")}
         for model in BN_PAIR:
@@ -147,16 +147,12 @@ def saturation_table(results: dict) -> str:
         "Fraction of tanh units with |tanh| > 0.99 in the training batch, per block, and the gradient norm of "
         f"block 4's weights: at the first step → at the last, mean over seeds ({source(results)}).",
         "",
-        "| inputs | net | " + " | ".join(f"block {b + 1}" for b in range(blocks)) + " | ‖∂loss/∂W‖, block 4 |",
-        "|---" * (blocks + 3) + "|",
     ]
-    for r in ranges_of(results):
-        for model in models_of(results):
-            runs = runs_of(results, r, model)
-            cells = [start_end(runs, "saturation", b, ".2f") for b in range(blocks)]
-            cells.append(start_end(runs, "grad_norm", -1, ".2g"))
-            lines.append(f"| {range_text(r)} | {label(model)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[range_text(r), label(model), *(start_end(runs, "saturation", b, ".2f") for b in range(blocks)),
+             start_end(runs, "grad_norm", -1, ".2g")]
+            for r in ranges_of(results) for model in models_of(results) for runs in [runs_of(results, r, model)]]
+    header = ("inputs", "net", *(f"block {b + 1}" for b in range(blocks)), "‖∂loss/∂W‖, block 4")
+    return "\n".join([*lines, table(header, rows)])
 
 
 def figures(main: dict) -> Figures:

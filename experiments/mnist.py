@@ -39,6 +39,7 @@ from lab.diagnostics import QUANTILES, SIGMOID_Z_SATURATED, UNIT
 from lab.ensemble import Ensemble
 from lab.loop import BatchOrder
 from lab.nets import SigmoidMLP
+from lab.pages import table
 from lab.plotting import COLOURS, label, save, subplots
 from lab.probe import Probe, Step
 from lab.results import pack_items, rounded, source, unpack_items
@@ -313,10 +314,8 @@ def mnist_table(results: dict) -> str:
         "training / at the end of its 50,000 steps. *Saturated*: the fraction of sigmoid outputs below 0.01 or "
         "above 0.99 over the test digits at the end, mean over seeds.",
         "",
-        "| SGD lr | net | " + " | ".join(f"after {s:,} steps" for s in steps)
-        + " | the paper, early / end | saturated sigmoids, layers 1 / 2 / 3 |",
-        "|---|---|" + "---|" * len(steps) + "---|---|",
     ]
+    rows = []
     for lr in rates(results):
         chosen = " (chosen)" if lr == chosen_rate(results) else ""
         for model in models(results):
@@ -324,12 +323,14 @@ def mnist_table(results: dict) -> str:
             early, end = PAPER["plain" if model == "plain" else "bn"]
             runs = runs_at(results, model, lr)
             saturated = [sum(r["saturation"][-1][k] for r in runs) / len(runs) for k in range(3)]
-            lines.append(f"| {lr:g}{chosen} | {label(model)} | " + " | ".join(cells) + f" | {early:.2f} / {end:.2f} | "
-                         + " / ".join(f"{v:.2f}" for v in saturated) + " |")
+            rows.append([f"{lr:g}{chosen}", label(model), *cells, f"{early:.2f} / {end:.2f}",
+                         " / ".join(f"{v:.2f}" for v in saturated)])
         if {"plain", "my_bn"} <= set(models(results)):
-            cells = [gain(results, lr, step).text("+.3f") for step in steps]
-            lines.append(f"| {lr:g}{chosen} | *MyBN − plain* | " + " | ".join(cells) + " | | |")
-    return "\n".join(lines)
+            rows.append([f"{lr:g}{chosen}", "*MyBN − plain*", *(gain(results, lr, step).text("+.3f") for step in steps),
+                         "", ""])
+    header = ("SGD lr", "net", *(f"after {s:,} steps" for s in steps), "the paper, early / end",
+              "saturated sigmoids, layers 1 / 2 / 3")
+    return "\n".join([*lines, table(header, rows)])
 
 
 def mnist_verdict(results: dict) -> Verdict:
@@ -376,19 +377,19 @@ def diagnostics_table(results: dict) -> str:
         "pair of nets, MyBN / plain of ‖G − G′‖ / ‖G‖: the geometric mean of the per-seed ratios and its 95% "
         "interval.",
         "",
-        "| SGD lr | net | gradient norm, layers 1 / 2 / 3 | ‖G − G′‖ / ‖G‖, layers 2 / 3 | cos(G, G′), layers 2 / 3 |",
-        "|---|---|---|---|---|",
     ]
+    rows = []
     for lr in rates(results):
         for model in models(results):
             cells = [" / ".join(f"{v:.3g}" for v in torch.stack(list(median_per_seed(results, model, lr, key)
                                                                      .values())).mean(0).tolist())
                      for key in ("grad_norm", "ics_rel", "ics_cos")]
-            lines.append(f"| {lr:g} | {label(model)} | " + " | ".join(cells) + " |")
+            rows.append([f"{lr:g}", label(model), *cells])
         if {"plain", "my_bn"} <= set(models(results)):
             ratios = " / ".join(ics_ratio(results, lr, layer).ratio_text() for layer in (0, 1))
-            lines.append(f"| {lr:g} | *MyBN / plain* | | {ratios} | |")
-    return "\n".join(lines)
+            rows.append([f"{lr:g}", "*MyBN / plain*", "", ratios, ""])
+    return "\n".join([*lines, table(("SGD lr", "net", "gradient norm, layers 1 / 2 / 3", "‖G − G′‖ / ‖G‖, layers 2 / 3",
+                                      "cos(G, G′), layers 2 / 3"), rows)])
 
 
 EXPERIMENT = Experiment(

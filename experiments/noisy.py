@@ -21,6 +21,7 @@ from experiments import ics
 from experiments.record import Experiment, runs_with
 from lab import stats
 from lab.diagnostics import SATURATED, start_end
+from lab.pages import table
 from lab.plotting import label, mse_panel, range_text, saturation_panel, save, subplots
 from lab.regression import Regression, final_mse, models_of, ranges_of, run_with_longer, runs_of, summarize
 from lab.results import at_budget, budgets, longer_lists, source
@@ -48,16 +49,13 @@ def noisy_table(results: dict) -> str:
         f"saturation is the fraction of units with |tanh| > {SATURATED} in the last block's training batch, mean "
         "over seeds, at the first step → at the last.",
         "",
-        "| inputs | net | final test MSE | × MyBN | final / noise floor | saturation, block 4 |",
-        "|---|---|---|---|---|---|",
     ]
-    for row in sorted(summarize(results), key=lambda row: -row["range"]):
-        runs = runs_of(results, row["range"], row["model"])
-        lines.append(
-            f"| {range_text(row['range'])} | {label(row['model'])} | {row['mean']:.4g} ± {row['std']:.2g} "
-            f"| {versus(results, row['range'], row['model'], 'my_bn')} "
-            f"| {row['mean'] / row['noise_floor']:.3g} | {start_end(runs, 'saturation', -1, '.2f')} |"
-        )
+    rows = [[range_text(row["range"]), label(row["model"]), f"{row['mean']:.4g} ± {row['std']:.2g}",
+             versus(results, row["range"], row["model"], "my_bn"), f"{row['mean'] / row['noise_floor']:.3g}",
+             start_end(runs_of(results, row["range"], row["model"]), "saturation", -1, ".2f")]
+            for row in sorted(summarize(results), key=lambda row: -row["range"])]
+    lines.append(table(("inputs", "net", "final test MSE", "× MyBN", "final / noise floor", "saturation, block 4"),
+                       rows))
     for epochs in budgets(results)[1:]:
         view = at_budget(results, epochs)
         cells = ", ".join(f"{label(m)} {versus(view, HARD, m, 'my_bn')}" for m in VERDICT_MODELS[1:])

@@ -34,6 +34,7 @@ from lab import stats
 from lab.data import digits_standardised
 from lab.loop import cosine, fit_members, member_correct, steps_per_epoch
 from lab.nets import ConvNet
+from lab.pages import table
 from lab.plotting import COLOURS, interval_bars, save, subplots
 from lab.results import at_budget, budget_runs, budgets, pack_items, rounded, source, unpack_items
 from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
@@ -201,22 +202,20 @@ def only_bn_table(results: dict) -> str:
         f"test accuracy (mean and 95% interval), and the fraction of channels whose |γ| ends below {OFF:g}. Below, "
         "seed by seed: γ and β only minus as many random other weights.",
         "",
-        "| what is trained | numbers trained per net | test accuracy | channels turned off |",
-        "|---|---|---|---|",
     ]
     net = ConvNet("my_bn", 0)
     counts = {"all": sum(p.numel() for p in net.parameters()), "bn": sum(p.numel() for p in net.norms.parameters())}
     counts |= {"bn_head": counts["bn"] + sum(p.numel() for p in net.head.parameters()), "random": counts["bn"]}
-    for which, text in SETS.items():
-        lines.append(f"| {text} | {counts[which]:,} | {interval(results, which).text('.3f')} | "
-                     f"{interval(results, which, 'off').text('.2f')} |")
-    lines.append(f"| *γ and β only − random* | | {over_random(results).text('+.3f')} | |")
+    rows = [[text, f"{counts[which]:,}", interval(results, which).text(".3f"),
+             interval(results, which, "off").text(".2f")] for which, text in SETS.items()]
+    rows.append(["*γ and β only − random*", "", over_random(results).text("+.3f"), ""])
     for epochs in budgets(results)[1:]:  # the longer budgets: the two ways the verdict compares
         view = at_budget(results, epochs)
-        lines += [f"| {SETS[w]}, {epochs} epochs | {counts[w]:,} | {interval(view, w).text('.3f')} | "
-                  f"{interval(view, w, 'off').text('.2f')} |" for w in DECIDING]
-        lines.append(f"| *γ and β only − random, {epochs} epochs* | | {over_random(view).text('+.3f')} | |")
-    return "\n".join(lines)
+        rows += [[f"{SETS[w]}, {epochs} epochs", f"{counts[w]:,}", interval(view, w).text(".3f"),
+                  interval(view, w, "off").text(".2f")] for w in DECIDING]
+        rows.append([f"*γ and β only − random, {epochs} epochs*", "", over_random(view).text("+.3f"), ""])
+    return "\n".join([*lines, table(("what is trained", "numbers trained per net", "test accuracy",
+                                      "channels turned off"), rows)])
 
 
 ABOVE_TRAINS = stats.Rule(TRAINS, "above")  # the test accuracy with γ and β only

@@ -35,6 +35,7 @@ from torch import nn
 from experiments.record import Experiment, runs_with
 from lab import stats
 from lab.data import Dataset, target
+from lab.pages import table
 from lab.plotting import COLOURS, label, range_text, save, subplots
 from lab.probe import Probe
 from lab.regression import Regression, Scaling, models_of, ranges_of, run_with_longer, runs_of
@@ -161,22 +162,17 @@ def running_stats_table(results: dict) -> str:
         "test MSE's ratio from one epoch to the next over the second half of training, on the experiments' test set "
         "(0: smooth; 0.69: jumps of 2×).",
         "",
-        "| inputs | net | "
-        + " | ".join(f"final test MSE, {text}" for text in MODES.values())
-        + " | "
-        + " | ".join(f"off grid, {text}" for text in MODES.values())
-        + " | "
-        + " | ".join(f"wobble, {text}" for text in MODES.values())
-        + " |",
-        "|---|---|" + "---|" * (3 * len(MODES)),
     ]
+    rows = []
     for r in reversed(ranges_of(results)):
         for model in models_of(results):
             finals = [mean_std(curves(results, r, model, prefix + mode)[:, -1].tolist())
                       for prefix in ("", "off_grid_") for mode in MODES]
             cells = [f"{m:.4g} ± {s:.2g}" for m, s in finals]
             cells += [f"{wobble(curves(results, r, model, mode)):.2f}" for mode in MODES]
-            lines.append(f"| {range_text(r)} | {label(model)} | " + " | ".join(cells) + " |")
+            rows.append([range_text(r), label(model), *cells])
+    lines.append(table(("inputs", "net", *(f"{what}, {text}" for what in ("final test MSE", "off grid", "wobble")
+                                           for text in MODES.values())), rows))
     for epochs in budgets(results)[1:]:
         view = at_budget(results, epochs)
         ratios = ", ".join(f"momentum {m} {precise_over_running(view, HARD, model).ratio_text()}"

@@ -37,6 +37,7 @@ from lab import stats
 from lab.data import digits_standardised
 from lab.loop import fit_members, member_accuracy, member_correct
 from lab.nets import ConvNet
+from lab.pages import table
 from lab.plotting import COLOURS, save, subplots
 from lab.probe import Probe, Step
 from lab.results import (
@@ -299,18 +300,17 @@ def scale_table(results: dict) -> str:
         "convolutions and seeds. *|cos(W, ∇W)|*: the largest over every step, convolution and seed (0 for an "
         "exactly scale-invariant layer).",
         "",
-        "| run | test accuracy | Σ‖W‖², start → end | growth / theory | effective rate, end | largest "
-        "\\|cos(W, ∇W)\\| |",
-        "|---|---|---|---|---|---|",
     ]
+    rows = []
     for name, setting in RUNS.items():
         runs = budget_runs(results, name)
         acc = stats.accuracy_interval([unpack_items(r["test_items"]) for r in runs])
         start, end = (sum(sum(r["w_sq"][i]) for r in runs) / len(runs) for i in (0, -1))
         eff = "" if setting.exponential else f"{math.exp(sum(effective(r) for r in runs) / len(runs)):.3g}"
-        lines.append(f"| {setting.label} | {acc.text('.3f')} | {start:.3g} → {end:.3g} | "
-                     f"{growth_ratio(results, name).ratio_text('.4f')} | {eff} | "
-                     f"{max(r['cos_max'] for r in runs):.1e} |")
+        rows.append([setting.label, acc.text(".3f"), f"{start:.3g} → {end:.3g}",
+                     growth_ratio(results, name).ratio_text(".4f"), eff, f"{max(r['cos_max'] for r in runs):.1e}"])
+    lines.append(table(("run", "test accuracy", "Σ‖W‖², start → end", "growth / theory", "effective rate, end",
+                        "largest \\|cos(W, ∇W)\\|"), rows))
     for epochs in budgets(results):
         view = at_budget(results, epochs)
         gaps = [r["logit_gap"] for r in budget_runs(view, PAIR[0])]

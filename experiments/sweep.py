@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from experiments.record import Experiment
+from lab.pages import table
 from lab.plotting import band, label, save, subplots
 from lab.regression import Regression, dataset_of, models_of, ranges_of, run_experiment, runs_of
 from lab.results import source
@@ -60,22 +61,22 @@ def sweep_table(results: dict) -> str:
         ]
 
     paired = "my_bn" in models and "plain" in models
-    header = " | ".join(label(m) for m in models) + " | " + " | ".join(f"reach, {label(m)}" for m in models)
     lines = [
         f"Final test MSE ÷ Var(y_test), mean ± std over {len(results['config']['seeds'])} seeds "
         f"({source(results)}); 1 is what predicting the mean of y scores. *MyBN × plain*: MyBN's final test MSE "
         "over the plain net's, seed by seed: the geometric mean of the ratios and its 95% t-interval. *Reach* is "
         "the largest prediction divided by the largest test target, mean over seeds.",
         "",
-        f"| R | noise floor | {header}{' | MyBN × plain' if paired else ''} |",
-        "|---" * (2 * len(models) + 2 + paired) + "|",
     ]
+    rows = []
     for i, r in enumerate(ranges):
         cells = [f"{curves[m][1][:, i].mean():.3f} ± {curves[m][1][:, i].std():.3f}" for m in models]
         cells += [f"{reach(r, m):.2f}" for m in models]
         cells += [versus(results, r, "my_bn", "plain")] if paired else []
-        lines.append(f"| {r:g} | {floors[i]:.3f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([f"{r:g}", f"{floors[i]:.3f}", *cells])
+    header = ("R", "noise floor", *(label(m) for m in models), *(f"reach, {label(m)}" for m in models),
+              *(["MyBN × plain"] if paired else []))
+    return "\n".join([*lines, table(header, rows)])
 
 
 def check_scaled(results: dict) -> None:

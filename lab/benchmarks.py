@@ -18,6 +18,7 @@ from lab import loop, regression
 from lab.data import make_dataset
 from lab.nets import MLP_MODELS as NETS
 from lab.nets import TanhMLP
+from lab.pages import table
 from lab.regression import Regression
 from my_bn import cpp as my_bn_cpp
 
@@ -103,16 +104,14 @@ def train_loop_rows(repeats: int = 3, cpp: bool = True) -> list[dict]:
 
 
 def format_train_table(rows: list[dict]) -> str:
-    lines = [
-        "| one training run, 10 epochs, x in (-5, 5) | train.py loop, s | DataLoader(num_workers=2) loop, s "
-        "| speed-up |",
-        "|---|---|---|---|",
-    ]
+    cells = []
     for row in rows:
         if "train_py_s" in row:
             ours, theirs = row["train_py_s"], row["dataloader_s"]
             label = NETS["my_bn"].label + ", C++ backend" if row["what"] == "my_bn_cpp" else NETS[row["what"]].label
-            lines.append(f"| {label} | {ours:.3f} | {theirs:.3f} | {theirs / ours:.1f}× |")
+            cells.append([label, f"{ours:.3f}", f"{theirs:.3f}", f"{theirs / ours:.1f}×"])
+    lines = [table(("one training run, 10 epochs, x in (-5, 5)", "train.py loop, s",
+                    "DataLoader(num_workers=2) loop, s", "speed-up"), cells)]
     main = {row["backend"]: row["wall_s"] for row in rows if row["what"] == "main"}
     build = [row["wall_s"] for row in rows if row["what"] == "build"]
     if main:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import re
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lab.plotting import Figures, pyplot
@@ -22,6 +24,31 @@ def replace_between_markers(text: str, name: str, body: str, where: str = "the R
     _, tail = rest.split(end)
     return f"{head}{start}\n{body}\n{end}{tail}"
 
+
+UNESCAPED_BAR = re.compile(r"(?<!\\)\|")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table, the one way the record writes one: the header, the rule under it and the rows,
+    each cell padded by a space (an empty one: a single space). Refused with a ValueError that names it:
+    a row whose cells are not as many as the header's (GitHub would drop or shift them silently), and a
+    cell that holds a line break or an unescaped ``|`` (either ends or splits the row)."""
+    header = list(header)
+    lines = [_row(header, "the header"), "|" + "---|" * len(header)]
+    for i, cells in enumerate(rows, 1):
+        cells = list(cells)
+        if len(cells) != len(header):
+            raise ValueError(f"table row {i} has {len(cells)} cells and its header {len(header)} "
+                             f"({' | '.join(header)}): {' | '.join(map(str, cells))}")
+        lines.append(_row(cells, f"row {i}"))
+    return "\n".join(lines)
+
+
+def _row(cells: list[str], where: str) -> str:
+    for cell in cells:
+        if not isinstance(cell, str) or "\n" in cell or UNESCAPED_BAR.search(cell):
+            raise ValueError(f"table {where}: a cell must be text on one line without an unescaped '|', not {cell!r}")
+    return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
 
 
 _TODO: Figures = {}  # what forked drawing processes draw, by name

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lab import stats
+from lab.pages import table
 from lab.regression import final_mse, runs_of
 from lab.results import at_budget, budgets, rounded
 
@@ -149,9 +150,6 @@ def bold(answer: str) -> str:
 
 
 def verdict_table(rows: list[Verdict]) -> str:
-    columns = ("explanation", "what it predicts here", "what was measured (95% interval over seeds)", "rule", "verdict",
-               "evidence")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join((v.explanation, v.predicts, v.measured, v.rule, v.verdict, v.evidence)) + " |"
-              for v in rows]
-    return "\n".join(lines)
+    return table(("explanation", "what it predicts here", "what was measured (95% interval over seeds)", "rule",
+                  "verdict", "evidence"),
+                 [(v.explanation, v.predicts, v.measured, v.rule, v.verdict, v.evidence) for v in rows])

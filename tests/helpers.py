@@ -124,6 +124,27 @@ def broken_links(page: Path) -> list[str]:
     return broken
 
 
+def cells(line: str) -> int:
+    """How many cells a Markdown table line holds, as GitHub splits it: at each ``|`` not escaped, the
+    outer ones aside."""
+    return len(re.split(r"(?<!\\)\|", line.strip().strip("|")))
+
+
+def broken_tables(page: Path) -> list[str]:
+    """The lines of Markdown ``page``'s tables (outside code blocks) whose cell count differs from their
+    table's header (GitHub drops the extra cells, or leaves the missing ones empty, without a word)."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    broken, header = [], None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            header = None
+        elif header is None:
+            header = cells(line)
+        elif cells(line) != header:
+            broken.append(line)
+    return broken
+
+
 # MyBN against PyTorch's layers (tests/my_bn/test_layer.py, test_layer_api.py)
 
 CONFIGS = {

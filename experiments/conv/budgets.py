@@ -11,6 +11,7 @@ from pathlib import Path
 from experiments.conv.reading import drop, drop_beyond, mode_gap, per_seed, sizes
 from experiments.conv.training import REFERENCE, SMALL, settings_of
 from lab import stats
+from lab.pages import table
 from lab.plotting import COLOURS, interval_bars, save, subplots
 from lab.results import at_budget, budgets, source
 
@@ -72,13 +73,11 @@ def budget_table(results: dict) -> str:
         f"eval-mode test accuracy at batch {SMALL}; and how far MyBN2d's training got: its training loss over "
         "the last epoch and its training accuracy (eval mode), mean and 95% interval over seeds.",
         "",
-        f"| epochs | MyBN2d, running averages | MyBN2d, precise statistics | GroupNorm | Batch Renorm | MyBN2d − "
-        f"GroupNorm | MyBN2d, training − eval mode at {SMALL} | loss at {SMALL} | loss at {REFERENCE} | training "
-        f"accuracy at {SMALL} | at {REFERENCE} |",
-        "|---|" + "---|" * 10,
     ]
+    rows = []
     for epochs, view in views(results):
-        cells = [drop(view, m, key).text("+.3f") if {SMALL, REFERENCE} <= set(sizes(view, m)) else ""
+        cells = [str(epochs)]
+        cells += [drop(view, m, key).text("+.3f") if {SMALL, REFERENCE} <= set(sizes(view, m)) else ""
                  for m, key, _, _ in FALLING]
         cells.append(drop_beyond(view, "my_bn", "group_norm").text("+.3f"))
         cells.append(mode_gap(view, "my_bn", SMALL).text("+.3f"))
@@ -86,5 +85,8 @@ def budget_table(results: dict) -> str:
         cells += [stats.t_interval(list(per_seed(view, "my_bn", b, key="train_acc").values()),
                                    bounds=(0.0, 1.0)).text(".3f")
                   for b in (SMALL, REFERENCE)]
-        lines.append(f"| {epochs} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    header = ("epochs", "MyBN2d, running averages", "MyBN2d, precise statistics", "GroupNorm", "Batch Renorm",
+              "MyBN2d − GroupNorm", f"MyBN2d, training − eval mode at {SMALL}", f"loss at {SMALL}",
+              f"loss at {REFERENCE}", f"training accuracy at {SMALL}", f"at {REFERENCE}")
+    return "\n".join([*lines, table(header, rows)])

@@ -18,6 +18,7 @@ from experiments.conv.reading import (
 from experiments.conv.training import BATCH_STATS, HELD, NONIID, SWEEP, TRAINS, scaled_lr, settings_of, sweep_seeds
 from lab import stats
 from lab.norms import NORMS
+from lab.pages import table
 from lab.plotting import COLOURS, interval_bars, save, subplots
 from lab.results import source
 
@@ -94,21 +95,16 @@ def batch_table(results: dict) -> str:
         "batch-statistics layers, the test accuracy in training mode (the test set in batches of the run's size, "
         "each normalised by its own statistics) minus that in eval mode.",
         "",
-        "| batch size | lr | " + " | ".join(label(results, m) for m in nets) + " |",
-        "|---|---|" + "---|" * len(nets),
     ]
-    for bs in grid_sizes(results):
-        cells = [at(results, m, bs, interval, m, bs, fmt=".3f") for m in nets]
-        lines.append(f"| {bs} | {scaled_lr(settings, bs):g} | " + " | ".join(cells) + " |")
+    lines.append(table(("batch size", "lr", *(label(results, m) for m in nets)),
+                       [[str(bs), f"{scaled_lr(settings, bs):g}", *(at(results, m, bs, interval, m, bs, fmt=".3f")
+                                                                   for m in nets)] for bs in grid_sizes(results)]))
     pairs = [("MyBN2d − GroupNorm", "my_bn", "group_norm"), ("Batch Renorm − MyBN2d", "renorm", "my_bn"),
              ("ghost BN − MyBN2d", "ghost", "my_bn")]
-    lines += ["", "| batch size | " + " | ".join(p[0] for p in pairs) + " | "
-              + " | ".join(f"{label(results, m)}: training − eval mode" for m in BATCH_STATS) + " |",
-              "|---|" + "---|" * (len(pairs) + len(BATCH_STATS))]
-    for bs in grid_sizes(results):
-        cells = [at(results, (a, b), bs, difference, (a, bs), (b, bs), fmt="+.3f") for _, a, b in pairs]
-        cells += [at(results, m, bs, mode_gap, m, bs, fmt="+.3f") for m in BATCH_STATS]
-        lines.append(f"| {bs} | " + " | ".join(cells) + " |")
+    rows = [[str(bs), *(at(results, (a, b), bs, difference, (a, bs), (b, bs), fmt="+.3f") for _, a, b in pairs),
+             *(at(results, m, bs, mode_gap, m, bs, fmt="+.3f") for m in BATCH_STATS)] for bs in grid_sizes(results)]
+    lines += ["", table(("batch size", *(p[0] for p in pairs),
+                         *(f"{label(results, m)}: training − eval mode" for m in BATCH_STATS)), rows)]
     return "\n".join(lines)
 
 
@@ -123,17 +119,17 @@ def precise_table(results: dict) -> str:
         "lab/loop.py, precise_statistics). Test accuracy, mean and 95% interval over seeds and test digits; "
         "*precise − running*: seed by seed and digit by digit.",
         "",
-        "| batch size | " + " | ".join(f"{label(results, m)}: {what}" for m in nets
-                                      for what in ("running", "precise", "precise − running")) + " |",
-        "|---|" + "---|" * (3 * len(nets)),
     ]
+    rows = []
     for bs in grid_sizes(results):
-        cells = []
+        cells = [str(bs)]
         for m in nets:
             cells += [at(results, m, bs, interval, m, bs, key, fmt=".3f") for key in ("test_acc", "precise")]
             cells.append(at(results, m, bs, difference, (m, bs), (m, bs), "precise", "test_acc", fmt="+.3f"))
-        lines.append(f"| {bs} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    header = ("batch size", *(f"{label(results, m)}: {what}" for m in nets
+                              for what in ("running", "precise", "precise − running")))
+    return "\n".join([*lines, table(header, rows)])
 
 
 def gap_table(results: dict) -> str:
@@ -144,14 +140,11 @@ def gap_table(results: dict) -> str:
         f"(mean over {len(results['config']['seeds'])} seeds and its 95% interval over seeds and test digits). The "
         "last column: ghost BN − MyBN2d of that gap, seed by seed.",
         "",
-        "| batch size | " + " | ".join(label(results, m) for m in nets) + " | ghost BN − MyBN2d |",
-        "|---|" + "---|" * (len(nets) + 1),
     ]
-    for bs in grid_sizes(results):
-        cells = [at(results, m, bs, interval, m, bs, "gap", fmt="+.3f") for m in nets]
-        cells.append(at(results, ("ghost", "my_bn"), bs, difference, ("ghost", bs), ("my_bn", bs), "gap", fmt="+.3f"))
-        lines.append(f"| {bs} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[str(bs), *(at(results, m, bs, interval, m, bs, "gap", fmt="+.3f") for m in nets),
+             at(results, ("ghost", "my_bn"), bs, difference, ("ghost", bs), ("my_bn", bs), "gap", fmt="+.3f")]
+            for bs in grid_sizes(results)]
+    return "\n".join([*lines, table(("batch size", *(label(results, m) for m in nets), "ghost BN − MyBN2d"), rows)])
 
 
 def lr_table(results: dict) -> str:
@@ -164,19 +157,18 @@ def lr_table(results: dict) -> str:
         f"{TRAINS:g}, the median over seeds. *{HELD_LABEL}*: MyBN2d with every filter scaled back to its initial norm "
         "after each step, at the rates where MyBN2d trains and the plain net does not.",
         "",
-        "| net | " + " | ".join(f"lr {lr:g}" for lr in rates) + " | largest that trains |",
-        "|---|" + "---|" * (len(rates) + 1),
     ]
+    rows = []
     for model in SWEEP:
         cells = [interval(results, model, settings.base_batch, lr=lr, sweep=True).text(".3f") for lr in rates]
         largest = sorted(largest_rate(results, model).values())
-        lines.append(f"| {label(results, model)} | " + " | ".join(cells) + f" | {largest[len(largest) // 2]:g} |")
+        rows.append([label(results, model), *cells, f"{largest[len(largest) // 2]:g}"])
     held = sweep_rates(results, (HELD,))
     if held:
         cells = [interval(results, HELD, settings.base_batch, lr=lr, sweep=True).text(".3f") if lr in held else ""
                  for lr in rates]
-        lines.append(f"| {HELD_LABEL} | " + " | ".join(cells) + " | |")
-    return "\n".join(lines)
+        rows.append([HELD_LABEL, *cells, ""])
+    return "\n".join([*lines, table(("net", *(f"lr {lr:g}" for lr in rates), "largest that trains"), rows)])
 
 
 def noniid_table(results: dict) -> str:
@@ -194,21 +186,17 @@ def noniid_table(results: dict) -> str:
         f"train the learning-rate sweep's {len(sweep_seeds(settings))} seeds, as does MyBN2d's at this rate; Batch "
         f"Renorm on i.i.d. batches, the grid's {len(settings.seeds)}. Below, seed by seed, on the seeds both have.",
         "",
-        "| net | batches | seeds | " + " | ".join(evaluations) + " |",
-        "|---|---|---|" + "---|" * len(evaluations),
     ]
     ten = len(sweep_seeds(settings))
-    rows = [(layer, "i.i.d.", layer, layer == "my_bn") for layer in NONIID.values()]  # MyBN2d's: the sweep's cell
-    rows += [(layer, "non-i.i.d.", model, True) for model, layer in NONIID.items()]
-    for layer, batches, model, sweep in rows:
-        cells = [at(results, model, base, interval, model, base, key, None, sweep, fmt=".3f")
-                 for key in evaluations.values()]
-        lines.append(f"| {label(results, layer)} | {batches} | {ten if sweep else len(settings.seeds)} | "
-                     + " | ".join(cells) + " |")
+    cells = [(layer, "i.i.d.", layer, layer == "my_bn") for layer in NONIID.values()]  # MyBN2d's: the sweep's cell
+    cells += [(layer, "non-i.i.d.", model, True) for model, layer in NONIID.items()]
+    rows = [[label(results, layer), batches, str(ten if sweep else len(settings.seeds)),
+             *(at(results, model, base, interval, model, base, key, None, sweep, fmt=".3f")
+               for key in evaluations.values())] for layer, batches, model, sweep in cells]
     bn, renorm = NONIID
     pairs = {"MyBN2d: non-i.i.d. − i.i.d.": (bn, "my_bn"), "non-i.i.d.: Batch Renorm − MyBN2d": (renorm, bn)}
     for name, (a, b) in pairs.items():
-        cells = [at(results, (a, b), base, difference, (a, base), (b, base), key, None, None, True, fmt="+.3f")
-                 for key in evaluations.values()]
-        lines.append(f"| *{name}* | | {ten} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([f"*{name}*", "", str(ten),
+                     *(at(results, (a, b), base, difference, (a, base), (b, base), key, None, None, True, fmt="+.3f")
+                       for key in evaluations.values())])
+    return "\n".join([*lines, table(("net", "batches", "seeds", *evaluations), rows)])
