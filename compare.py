@@ -7,8 +7,10 @@
 Nothing is trained here: figures and tables come from the results.json files that train.py wrote,
 OUT/results.json for the main experiment and OUT/NAME/results.json for the others; each experiment's
 record (experiments/NAME.py) says which figures and tables it draws. Each experiment's tables go into
-its page docs/NAME.md (made, with its docstring, figures and markers, where it has none), the verdict
-table and the list of experiments into the README. Only the experiments' own presets (results/) reach
+its page docs/NAME.md (made, with its docstring, figures and markers, where it has none); the verdict
+table (a line per row) and the list of experiments into the README; every row of the verdict table whole
+into docs/verdicts.md, the experiments' questions into docs/runs.md, and every verdict part as a picture
+(lab/forest.py) into picture/verdicts.png. Only the experiments' own presets (results/) reach
 picture/, docs/ and the README; any other folder's figures go to FOLDER/picture/ and all its tables
 to FOLDER/tables.md. In results/ the main results are required; a missing other experiment skips its
 figures and tables.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from experiments import (
     verdict_rows,
 )
 from lab import numerics
+from lab.forest import plot_verdicts
 from lab.pages import replace_between_markers, table, write_pictures
 from lab.plotting import Figures
 from lab.results import inside, staged, unwritable, unwritable_file
@@ -43,6 +47,8 @@ from lab.workers import stop_signals_as_interrupt
 
 ROOT = Path(__file__).resolve().parent
 PICTURES, README, DOCS = "picture", "README.md", "docs"  # the committed figures, README and pages: presets only
+VERDICTS_FIGURE = "verdicts.png"  # the forest plot of every verdict part
+RUNS_PAGE = "runs.md"  # in docs/: how to run each experiment, and one's own configurations
 
 
 @dataclass
@@ -72,14 +78,29 @@ def new_page(name: str, bodies: dict[str, str], figures_: list[str], pictures: P
     return text + "".join(f"<!-- {marker}:start -->\n<!-- {marker}:end -->\n\n" for marker in bodies).rstrip() + "\n"
 
 
-def experiments_table(readme: Path, docs: Path) -> str:
-    """The README's list of experiments, from the registry: each one's page, question and command."""
+def verdicts_page(bodies: dict[str, str], pictures: Path, docs: Path) -> str:
+    """The verdicts' page where it has none yet: a title, the forest plot, and every row whole between markers."""
+    link = Path(os.path.relpath(pictures / VERDICTS_FIGURE, docs)).as_posix()
+    markers = "".join(f"<!-- {marker}:start -->\n<!-- {marker}:end -->\n" for marker in bodies
+                      if marker != "verdict-summary")
+    return f"# The verdicts, row by row\n\n![{VERDICTS_FIGURE}]({link})\n\n{markers}"
+
+
+def experiments_table(where: Path, docs: Path) -> str:
+    """The list of experiments on page ``where`` (docs/runs.md), from the registry: each one's page, question and
+    command."""
     rows = []
     for e in EXPERIMENTS.values():
-        page = Path(os.path.relpath(docs / f"{e.name}.md", readme.parent)).as_posix()
+        page = Path(os.path.relpath(docs / f"{e.name}.md", where.parent)).as_posix()
         question = e.first_sentence()
         rows.append([f"[{e.name}]({page})", question[:1].upper() + question[1:], f"`python train.py {e.name}`"])
     return table(("experiment", "what it asks", "run it"), rows)
+
+
+def experiments_list(readme: Path, docs: Path) -> str:
+    """The README's list of experiments: each one's page, in the registry's order, on one line."""
+    return " · ".join(f"[{name}]({Path(os.path.relpath(docs / f'{name}.md', readme.parent)).as_posix()})"
+                      for name in EXPERIMENTS)
 
 
 def texts(bodies: dict[str, dict[str, str]], readme: Path | None, docs: Path | None, pictures: Path,
@@ -96,11 +117,22 @@ def texts(bodies: dict[str, dict[str, str]], readme: Path | None, docs: Path | N
         out[path] = text
 
     if docs is not None and readme is not None:
-        fill(readme, {"experiments-table": experiments_table(readme, docs)})
+        fill(readme, {"experiments-list": experiments_list(readme, docs)})
+        runs = docs / RUNS_PAGE
+        fill(runs, {"experiments-table": experiments_table(runs, docs)},
+             None if runs.exists() else "# Other configurations\n\n<!-- experiments-table:start -->\n"
+                                        "<!-- experiments-table:end -->\n")
     for name, tables_ in bodies.items():
-        if docs is None or name == "verdicts":
+        if docs is None:
             if readme is not None:
                 fill(readme, tables_)
+            continue
+        if name == "verdicts":
+            if readme is not None:
+                fill(readme, {k: v for k, v in tables_.items() if k == "verdict-summary"})
+            page = docs / "verdicts.md"
+            fill(page, {k: v for k, v in tables_.items() if k != "verdict-summary"},
+                 None if page.exists() else verdicts_page(tables_, pictures, docs))
             continue
         page = docs / f"{name}.md"
         fill(page, tables_, None if page.exists() else new_page(name, tables_, list(drawn[name]), pictures, docs))
@@ -136,8 +168,11 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
                                  f"only the presets' results reach {PICTURES}/, {DOCS}/ and {README} (draw it with "
                                  f"--pictures, --docs and --readme elsewhere)")
         drawn = figures(experiments)
-        todo = {file: draw_ for figures_ in drawn.values() for file, draw_ in figures_.items()}
         rows = verdict_rows(experiments)
+        if rows:  # the verdicts as a picture, from their parts as data
+            records = [record for row in rows for record in row.records()]
+            drawn["verdicts"] = {VERDICTS_FIGURE: functools.partial(plot_verdicts, records)}
+        todo = {file: draw_ for figures_ in drawn.values() for file, draw_ in figures_.items()}
         bodies = tables(experiments, rows)  # made even without a README: they check what the figures will read
         if whole:
             new = {readme: trials_table_file(results, bodies)}

@@ -43,7 +43,7 @@ from experiments.record import Experiment
 from lab import stats
 from lab.plotting import Figures
 from lab.results import load_results, rounded
-from lab.verdicts import Verdict, verdict_table
+from lab.verdicts import Verdict, details, summary_table
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
@@ -145,10 +145,12 @@ def read_verdicts(folder: Path) -> list[dict]:
 
 def tables(experiments: dict[str, dict], rows: list[Verdict] | None = None) -> dict[str, dict[str, str]]:
     """Experiment name -> its tables (marker name -> generated body), for every experiment present;
-    and under "verdicts", the verdict table, once every experiment with verdicts is there (``rows``: those
-    ``verdict_rows`` gave already, not made again)."""
+    and under "verdicts", the verdict table (a line per row, for the README) and every row whole (for its
+    page, docs/verdicts.md), once every experiment with verdicts is there (``rows``: those ``verdict_rows``
+    gave already, not made again)."""
     bodies = {e.name: e.tables(*inputs) for e in EXPERIMENTS.values() if (inputs := e.inputs(experiments))}
     rows = verdict_rows(experiments) if rows is None else rows
     if rows:
-        bodies["verdicts"] = {"verdict-table": verdict_table(rows)}
+        bodies["verdicts"] = {"verdict-summary": summary_table(rows),  # the README's
+                              "verdict-table": details(rows, lambda link: link.replace("](docs/", "]("))}  # its page's
     return bodies

@@ -8,8 +8,9 @@ only downwards.
 - ``loop``, ``workers``, ``probe``, ``diagnostics``, ``ensemble``: the training loop, the processes it
   runs in, and the one way to measure while a net trains.
 - ``regression``: the original write-up's task, which ten of the experiments train.
-- ``stats``, ``verdicts``: the verdicts' arithmetic and the verdict table; ``plotting``, ``pages``: the
-  figures and the generated Markdown; ``numerics``: the CPU numerics policy; ``progress``; ``benchmarks``.
+- ``stats``, ``verdicts``, ``forest``: the verdicts' arithmetic, the verdict table and its forest plot;
+  ``plotting``, ``pages``: the figures and the generated Markdown; ``numerics``: the CPU numerics policy;
+  ``progress``; ``benchmarks``.
 
 Importing any of it computes nothing: the entry points apply the numerics policy first.
 """

@@ -28,6 +28,11 @@ def replace_between_markers(text: str, name: str, body: str, where: str = "the R
 UNESCAPED_BAR = re.compile(r"(?<!\\)\|")
 
 
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", re.sub(r"[`*_]", "", heading.strip().lower())).replace(" ", "-")
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A Markdown table, the one way the record writes one: the header, the rule under it and the rows,
     each cell padded by a space (an empty one: a single space). Refused with a ValueError that names it:

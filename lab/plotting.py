@@ -104,6 +104,7 @@ def interval_bars(ax, xs: list[float], cis: list, colour: str, ls: str, text: st
     ax.errorbar(xs, ys, yerr=err, fmt="o" + ls, color=colour, lw=2, ms=4, capsize=3, label=text)
 
 
+DPI = 110  # every figure's resolution
 BANDS = "Lines: the mean over {} seeds; shaded bands: from the lowest seed to the highest (not a confidence interval)."
 
 
@@ -114,7 +115,7 @@ def save(fig, outfile: Path) -> None:
         fig.tight_layout(rect=(0, 0.025, 1, 1))
     else:
         fig.tight_layout()
-    fig.savefig(outfile, format="png", dpi=110)
+    fig.savefig(outfile, format="png", dpi=DPI)
     pyplot().close(fig)
 
 

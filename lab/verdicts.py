@@ -1,4 +1,5 @@
-"""Which explanation of batch norm holds here? The README's verdict table, from the rows the experiments
+"""Which explanation of batch norm holds here? The README's verdict table (``summary_table``: a line per
+row, a mark per part) and every row whole on docs/verdicts.md (``details``), from the rows the experiments
 that test an explanation declare (their record's ``verdicts``: experiments/ics, noisy, landscape, lr,
 running_stats, mnist, conv, depth, scale and only_bn), in the registry's order.
 
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lab import stats
-from lab.pages import table
+from lab.pages import anchor, table
 from lab.regression import final_mse, runs_of
 from lab.results import at_budget, budgets, rounded
 
@@ -60,17 +61,22 @@ class Verdict:
         decided = dict(zip(tested, stats.holm([self.parts[i].p_values() for i in tested]), strict=True))
         return [decided.get(i, part.answer) for i, part in enumerate(self.parts)]
 
-    @property
-    def verdict(self) -> str:
-        """The verdict column: each part's label and answer, in bold where decided; "not decided (Holm)"
-        where the part alone would be decided but the family's correction does not decide it."""
+    def verdict_cells(self) -> list[str]:
+        """Each part's answer, in bold where decided; "not decided (Holm)" where the part alone would be
+        decided but the family's correction does not decide it."""
         cells = []
         for part, answer in zip(self.parts, self.answers(), strict=True):
             text = bold(answer)
             if part.rule is not None and answer == stats.UNDECIDED and part.rule.decide(part.evidence) != answer:
                 text = f"{stats.UNDECIDED} (Holm)"
-            cells.append(f"{part.label}: {text}" if part.label else text)
-        return "; ".join(cells)
+            cells.append(text)
+        return cells
+
+    @property
+    def verdict(self) -> str:
+        """The verdict column: each part's label and answer (``verdict_cells``)."""
+        return "; ".join(f"{part.label}: {text}" if part.label else text
+                         for part, text in zip(self.parts, self.verdict_cells(), strict=True))
 
     def records(self) -> list[dict]:
         """Each part as data (``compare.py`` writes them to results/verdicts.json)."""
@@ -149,7 +155,72 @@ def bold(answer: str) -> str:
     return f"**{answer}**" if answer not in (stats.UNDECIDED, "") else answer
 
 
-def verdict_table(rows: list[Verdict]) -> str:
-    return table(("explanation", "what it predicts here", "what was measured (95% interval over seeds)", "rule",
-                  "verdict", "evidence"),
-                 [(v.explanation, v.predicts, v.measured, v.rule, v.verdict, v.evidence) for v in rows])
+MARKS = {stats.HOLDS: "✓", stats.FAILS: "✗", stats.UNDECIDED: "?", "yes": "✓", "no": "✗"}  # an answer's mark
+DETAILS = "docs/verdicts.md"  # the page with every row whole: what it predicts, its parts, what was measured, its rule
+
+
+def part_name(record: dict) -> str:
+    """A part's label, with its budget and evaluation where the label does not say them."""
+    extra = [x for x in (record["budget"], record["evaluation"]) if x and x not in record["part"]]
+    return ", ".join(x for x in (record["part"], *extra) if x) or "—"
+
+
+def short(x: float) -> str:
+    """A number in two significant digits, without an exponent where it has three digits or more."""
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.2g}"
+
+
+def estimate(record: dict) -> str:
+    """A part's estimate, as its scale reads: ×ratio for a log-ratio; a difference signed where the claim
+    compares it with 0 (a level, an accuracy against 0.5 say, unsigned); a grid-valued part's median; empty
+    where there is none."""
+    value = record.get("median") if record.get("test") == "sign" else record.get("mean")
+    if value is None or not math.isfinite(value):
+        return ""
+    if record["scale"] == "log-ratio":
+        return f"×{short(math.exp(value))}"
+    if record.get("margin", 0.0) != 0.0 and record.get("claim") != "within":
+        return short(value)
+    return f"{'+' if value >= 0 else '-'}{short(abs(value))}"
+
+
+def claim_text(record: dict) -> str:
+    """What a part's rule claims of its statistic: "below ×1", "above +0.5", "within ±0.01"."""
+    if "claim" not in record:
+        return "a fact"
+    margin = record["margin"]
+    if record["scale"] == "log-ratio":
+        bound = f"×{math.exp(margin):.3g}" if record["claim"] != "within" else \
+            f"×{math.exp(-margin):.3g}–{math.exp(margin):.3g}"
+    else:
+        bound = f"±{margin:.3g}" if record["claim"] == "within" else f"{margin:+.3g}" if margin else "0"
+    return f"{record['claim']} {bound}"
+
+
+def summary_table(rows: list[Verdict]) -> str:
+    """The README's verdict table: a line per row, its claim (linked to the row whole on ``DETAILS``), one mark
+    per part with its estimate, and the page of its experiment."""
+    lines = []
+    for v in rows:
+        marks = " ".join(f"{MARKS[r['answer']]} {estimate(r)}".strip() for r in v.records())
+        lines.append((f"[{v.explanation}]({DETAILS}#{anchor(v.explanation)})", marks, v.evidence))
+    return table(("explanation", "its parts: ✓ holds, ✗ does not hold, ? not decided, each with its estimate",
+                  "page"), lines)
+
+
+def details(rows: list[Verdict], relink: Callable[[str], str] = lambda link: link) -> str:
+    """``DETAILS``' body: each row whole, under a heading of its own: what it predicts, its parts (the
+    estimate and its 95% interval, the claim, the answer), what was measured and the rule. ``relink`` makes a
+    row's evidence link relative to the page."""
+    out = []
+    for v in rows:
+        parts = []
+        for part, record, answer in zip(v.parts, v.records(), v.verdict_cells(), strict=True):
+            ev = part.evidence
+            evidence = "" if ev is None else ev.ratio_text() if part.scale == "log-ratio" else ev.text(".3g")
+            parts.append((part_name(record), evidence, claim_text(record), answer))
+        out += [f"### {v.explanation}", "", f"*What it predicts here:* {v.predicts}.", "",
+                table(("part", "estimate [95% interval]", "the claim", "answer"), parts), "",
+                f"*Measured* (95% intervals over seeds): {v.measured}.", "", f"*Rule:* {v.rule}.", "",
+                f"*Where:* {relink(v.evidence)}.", ""]
+    return "\n".join(out).rstrip()

@@ -22,6 +22,7 @@ TINY = ["--ranges", "1", "5", "--seeds", "0", "1", "--epochs", "2"]  # every exp
 TINY_ALL = [*TINY, "--long-epochs"]  # ... and, for `train.py all`, no longer budgets (conv, only_bn)
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))}  # the pages by name
+VERDICTS = DOCS["verdicts"]  # the verdicts' page: every row whole, what the verdicts say and how they are decided
 
 
 def round_trip(results: dict, tmp_path: Path) -> dict:

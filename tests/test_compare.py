@@ -23,6 +23,7 @@ EXPLANATION_TABLES = [
     "running-stats-table",
     "lr-table",
     "landscape-table",
+    "verdict-summary",
     "verdict-table",
     "mnist-table",
     "mnist-diagnostics-table",
@@ -54,28 +55,31 @@ def readme_with_markers(tmp_path):
 
 
 def test_compare_writes_every_figure_page_and_table(tiny_results, tmp_path):
-    """With a docs folder: every figure drawn; each experiment's page made (its docstring, figures and
-    tables); the README's list of experiments and verdict table; every link of them resolves."""
+    """With a docs folder: every figure drawn, the verdicts' forest plot among them; each experiment's page
+    made (its docstring, figures and tables), the verdicts' page (every row whole) and the page that lists
+    the experiments; the README's list of experiments and verdict table; every link of them resolves."""
     docs, pictures, readme = tmp_path / "docs", tmp_path / "picture", tmp_path / "README.md"
-    markers = ("experiments-table", "verdict-table")
+    markers = ("experiments-list", "verdict-summary")
     readme.write_text("intro\n" + "".join(f"<!-- {m}:start -->\nstale\n<!-- {m}:end -->\n" for m in markers) + "end\n")
     argv = ["--results", str(tiny_results), "--pictures", str(pictures), "--docs", str(docs), "--readme", str(readme)]
     assert compare.main(argv) == 0
     per_range = {f"{kind}_r{r}.png" for kind in ("data", "loss_fit", "diagnostics") for r in (1, 5)}
     expected = per_range | {"percentiles.png", "parity.png", "controls.png", "sweep.png", "ddp.png"}
     expected |= {"ics.png", "noisy.png", "running_stats.png", "lr.png", "landscape.png", "landscape_settings.png",
-                 "mnist.png", "conv.png", "conv_budgets.png", "depth.png", "scale.png", "only_bn.png"}
+                 "mnist.png", "conv.png", "conv_budgets.png", "depth.png", "scale.png", "only_bn.png", "verdicts.png"}
     assert {p.name for p in pictures.iterdir()} == expected
     for p in pictures.iterdir():
         assert p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 10_000
     pages = {p.stem: p.read_text() for p in docs.glob("*.md")}
-    assert set(pages) == set(EXPERIMENTS)
+    assert set(pages) == {*EXPERIMENTS, "verdicts", "runs"}
+    assert "](../picture/verdicts.png)" in pages["verdicts"] and "### Internal covariate shift" in pages["verdicts"]
+    assert "| [ics](ics.md) | " in pages["runs"]
     assert pages["ics"].startswith("# ics\n\nics: internal covariate shift")
     assert "<!-- ics-table:start -->\n" in pages["ics"] and "| inputs | net |" in pages["ics"]
     assert "](../picture/ics.png)" in pages["ics"] and "| (-5, 5) | MyBN |" in pages["main"]
     text = readme.read_text()
     assert "stale" not in text and text.startswith("intro\n") and text.endswith("end\n")
-    assert "| [ics](docs/ics.md) |" in text and "| Internal covariate shift" in text
+    assert "[ics](docs/ics.md) · " in text and "| [Internal covariate shift" in text
     for page in [readme, *docs.glob("*.md")]:
         assert broken_links(page) == [], page
     assert not list(tmp_path.glob(".*")) and not list(pictures.glob(".*")), "temporary files left behind"
@@ -90,7 +94,8 @@ def test_without_docs_every_table_goes_into_the_readme(tiny_results, tmp_path):
     text = new[readme]
     assert "stale table" not in text and text.startswith("intro\n") and text.endswith("end\n")
     assert "| (-5, 5) | MyBN |" in text and "| (-1, 1) | float64 |" in text
-    assert "| plain, targets standardised |" in text and "| 5 | 0.0" in text and "| Internal covariate" in text
+    assert "| plain, targets standardised |" in text and "| 5 | 0.0" in text and "| [Internal covariate" in text
+    assert "### Internal covariate shift" in text  # every row whole too
 
 
 def test_compare_without_results_says_so(tmp_path, capsys):

@@ -67,12 +67,14 @@ def test_every_experiment_has_its_page_and_every_figure_is_shown():
 
 
 def test_the_pages_tables_are_the_code_output():
-    """Each experiment's tables are in its page and the verdict table in the README, as compare.py
-    writes them from the committed results: the pages are what `compare.py` leaves unchanged."""
+    """Each experiment's tables are in its page, the verdict table in the README and every row whole in the
+    verdicts' page, as compare.py writes them from the committed results: the pages are what `compare.py`
+    leaves unchanged."""
     experiments = compare.load_experiments(ROOT / "results")
     bodies = compare.tables(experiments)
     assert set(bodies) == {*EXPERIMENTS, "verdicts"}
     new = compare.texts(bodies, ROOT / "README.md", ROOT / "docs", ROOT / "picture", compare.figures(experiments))
-    assert set(new) == {ROOT / "README.md", *(ROOT / "docs" / f"{name}.md" for name in EXPERIMENTS)}
+    pages = (*EXPERIMENTS, "verdicts", "runs")
+    assert set(new) == {ROOT / "README.md", *(ROOT / "docs" / f"{name}.md" for name in pages)}
     for path, text in new.items():
         assert path.read_text(encoding="utf-8") == text, path

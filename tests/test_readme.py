@@ -8,7 +8,7 @@ import statistics
 import torch
 
 from experiments import ddp, float64, read_verdicts, sweep
-from helpers import DOCS, README, ROOT, committed, verdict
+from helpers import DOCS, README, ROOT, VERDICTS, committed, verdict
 from lab.nets import BN_PAIR
 from lab.plotting import Z_SATURATED
 from lab.regression import dataset_of, fit_spread, models_of, ranges_of, runs_of
@@ -133,7 +133,7 @@ def test_claims_about_controls():
         assert abs(final[model].mean() / final["plain"].mean() - 1) < 0.05
     short = ("standardising the targets rescues it in every seed, as do centring them alone, scaling them alone and\n"
              "batch norm before the last tanh only")
-    assert short in README  # the short answer
+    assert short in VERDICTS  # the verdicts' page, what they say
     for model in ("plain_std_y", "plain_std_xy"):
         runs = runs_of(results, 5.0, model)
         assert all(fit_spread(results, run) > 0.5 for run in runs)
@@ -240,7 +240,7 @@ def test_the_seeds_and_budgets_behind_the_verdicts():
     assert all(n == (5 if name in digits else 10) for name, n in seeds.items()), seeds
     sweep = conv.sweep_seeds(conv.settings_of(json.loads(EXPLAINED["conv"].read_text())))
     assert len(sweep) == 10
-    prose = " ".join(README.split())
+    prose = " ".join(VERDICTS.split())
     assert ("The experiments on the regression task and the deep nets at initialisation ran 10 seeds, those on "
             "digits 5 (conv's learning-rate sweep 10: a sign test cannot decide on 5)") in prose
     assert "or `--seeds` with at least 3" in prose and "One seed has no interval and decides nothing" in prose
@@ -376,13 +376,13 @@ def test_claims_about_the_explanations():
     assert lr.largest_training_lr(grid, hard, "plain", "adam", 100) is not None  # every seed trains
     assert lr.best(grid, hard, "plain", "adam", 100)[0] < 0.02  # "a smaller learning rate" than the main 0.02
     assert "given 100 epochs and a smaller\nlearning rate the plain net trains on (-5, 5) in every seed too" in TEXT
-    assert "Given 100 epochs and a smaller learning rate the plain net trains on (-5, 5) in every seed too" in README
+    assert "Given 100 epochs and a smaller learning rate the plain net trains on (-5, 5) in every seed too" in VERDICTS
     shift = load_results(EXPLAINED["ics"])
     first = ics.readings(shift, hard, ics.steps_per_epoch(shift))
     assert decide(first["santurkar"], 0.0, "below") == FAILS and decide(first["ioffe"], 0.0, "below") == HOLDS
     assert verdict("Internal covariate shift", "(-5, 5), first epoch: ‖G − G′‖/‖G‖") == FAILS  # with Holm's correction
     assert verdict("Internal covariate shift", "(-5, 5), first epoch: input shift") == HOLDS
-    assert "by their Definition 2.1 MyBN's is *higher* than the plain net's in the first epoch on (-5, 5)" in README
+    assert "by their Definition 2.1 MyBN's is *higher* than the plain net's in the first epoch on (-5, 5)" in VERDICTS
     smooth = {(s, r): [verdict("A smoother landscape", f"{s}, {r}: {m}") for m in landscape.VERDICT_MEASURES.values()]
               for s in landscape.SETTINGS for r in ("(-5, 5)", "(-1, 1)")}  # the table's answers, Holm's applied
     scape = load_results(EXPLAINED["landscape"])
@@ -399,7 +399,7 @@ def test_claims_about_the_explanations():
     edge = landscape.view(scape, "SGD at the edge")
     norms = {m: statistics.mean(landscape.block_norm(x)[-1] for x in runs_of(edge, 1.0, m)) for m in ("my_bn", "plain")}
     assert (round(norms["my_bn"], 1), round(norms["plain"], 1)) == (6.1, 2.3)  # "reach 6.1 against ... 2.3"
-    text = " ".join(README.split())
+    text = " ".join(VERDICTS.split())
     assert ("Compared at the same training loss and weight norms, under plain SGD on (-5, 5) the loss along the "
             "gradient is smoother with it (at a tenth of the plain net's edge-of-stability rate on every seed set "
             "tried, at the edge on two of three); in the Adam recipe, the one it rescues, it is rougher") in text
@@ -415,3 +415,48 @@ def test_claims_about_the_explanations():
     for r, rate in landscape.LR.items():
         both = [lr.largest_training_lr(grid, r, m, "sgd", 100) for m in ("plain", "my_bn")]
         assert rate == min(both), (r, both)
+
+
+def test_the_readme_is_a_landing_page():
+    """Issue 35: under 1,500 words, a figure at the top, the forest plot linked there, and the verdict table a
+    line per row, with one mark per part of that row (as results/verdicts.json gives them)."""
+    assert len(README.split()) < 1500
+    head = README.split("\n## ")[0]  # above the first section
+    assert head.splitlines()[2].startswith("[![") and "(picture/verdicts.png)" in head
+    parts = {}
+    for part in read_verdicts(ROOT / "results"):
+        parts.setdefault(part["row"], []).append(part["answer"])
+    table = README.split("<!-- verdict-summary:start -->")[1].split("<!-- verdict-summary:end -->")[0]
+    lines = table.strip().splitlines()[2:]
+    assert len(lines) == len(parts)
+    marks = {"holds": "✓", "does not hold": "✗", "not decided": "?"}
+    for line, (row, answers) in zip(lines, parts.items(), strict=True):
+        assert line.startswith(f"| [{row}](docs/verdicts.md#")
+        assert [c for c in line if c in "✓✗?"] == [marks[a] for a in answers], row
+
+
+def test_the_short_answer_is_no_larger_than_the_table():
+    """Each sentence of the README's short answer: the verdict parts it rests on, and the sentence of the
+    verdicts' page (held to the results by its own test) that it condenses."""
+    short = " ".join(README.split("## The short answer")[1].split("## ")[0].split())
+    page = " ".join(VERDICTS.split())
+    assert ("the plain net fails because its large targets push its top units into saturation, and standardising "
+            "the targets rescues it too") in short
+    assert "pushing its top tanh units into saturation" in page and "standardising the targets rescues it" in page
+    assert "by Santurkar et al.'s definition batch norm's is *higher* where it matters" in short
+    assert verdict("Internal covariate shift", "(-5, 5), first epoch: ‖G − G′‖/‖G‖") == "does not hold"
+    assert ("Under plain SGD on (-5, 5) the loss along the gradient is smoother with it at a tenth of the "
+            "edge-of-stability rate; in the Adam recipe it rescues, it is rougher") in short
+    for measure in ("gradient change", "β-smoothness"):
+        assert verdict("A smoother landscape", f"SGD at 0.1×, (-5, 5): {measure}") == "holds"
+        assert verdict("A smoother landscape", f"Adam recipe, (-5, 5): {measure}") == "does not hold"
+    assert "far ahead after 100 and 300 steps at every learning rate tried" in short
+    assert "far ahead after 100 and 300 steps at every learning rate tried" in page  # tests/experiments/test_mnist.py
+    assert "keeps a deep ReLU net's rank at initialisation while its gradients explode with depth" in short
+    assert verdict("Batch norm keeps a deep net's rank", "relu") == verdict("Batch norm makes gradients", "explodes")
+    assert verdict("Batch norm makes gradients", "explodes") == "holds"
+    assert "lets a conv net on real digits train at learning rates ten times larger" in short
+    assert {verdict("Batch norm allows larger learning rates", f"{e} epochs") for e in (4, 12)} == {"holds"}
+    assert "Batch Renormalization repairs batches drawn from two classes" in short
+    assert {p["answer"] for p in read_verdicts(ROOT / "results")
+            if p["row"].startswith("Batch Renormalization fixes non-i.i.d.")} == {"holds"}

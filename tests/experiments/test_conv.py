@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from experiments import conv
-from helpers import DOCS, README, committed, verdict
+from helpers import DOCS, VERDICTS, committed, verdict
 from lab.data import digits_split
 from lab.loop import BatchOrder, ClassBatchOrder, member_accuracy, precise_statistics
 from lab.nets import ConvNet
@@ -277,7 +277,7 @@ def test_claims_about_conv():
     assert conv.difference(results, ("renorm", 128), ("my_bn", 128)).mean < -0.10
     assert "it is behind at 128, by more than ten points" in page
     assert "these seeds do not show it testing better" in page
-    short = " ".join(README.split())  # the short answer: the budgets named, and Batch Renorm's match as its design
+    short = " ".join(VERDICTS.split())  # the short answer: the budgets named, and Batch Renorm's match as its design
     assert (f"On a conv net of 8×8 digits, trained for {results['config']['epochs']} epochs, its test accuracy falls "
             "from batch 8 to batch 2 in every seed while GroupNorm's rises") in short
     assert ("trained three times as long, the fall shrinks to under a point and is not decided, so what the batch "
@@ -335,7 +335,7 @@ def test_claims_about_held_norms():
     most a point, and it trains in every seed (0.972, 0.989) where the plain net is at chance; the row's two
     parts answer holds and does not hold at both budgets, on both evaluations."""
     results = load_results(committed("conv"), conv.check_format)
-    page, scale, short = (" ".join(text.split()) for text in (DOCS["conv"], DOCS["scale"], README))
+    page, scale, short = (" ".join(text.split()) for text in (DOCS["conv"], DOCS["scale"], VERDICTS))
     settings = conv.settings_of(results)
     assert settings.held_factors == [10.0, 30.0] and conv.scaled_lr(settings, 32, 30.0) == 3.0
     numbers = {}
@@ -397,6 +397,6 @@ def test_claims_about_non_iid_batches():
     assert "`MyBN2d` loses half its accuracy after 4 epochs (0.48 against 0.98 on i.i.d. batches)" in page
     assert "by 13 to 17 points after 4 epochs and 8 to 10 after 12" in page
     assert "it does not undo the loss (0.61 against 0.96 on i.i.d. batches after 4 epochs)" in page
-    short = " ".join(README.split())
+    short = " ".join(VERDICTS.split())
     assert ("on batches each drawn from two classes, where batch norm's accuracy falls (by half after 4 epochs), it "
             "tests better at both budgets, as Ioffe found") in short

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from experiments import depth
-from helpers import DOCS, README, committed, verdict
+from helpers import DOCS, VERDICTS, committed, verdict
 from lab.nets import DeepMLP
 from lab.results import load_results
 from lab.stats import FAILS, HOLDS, UNDECIDED
@@ -103,7 +103,7 @@ def test_claims_about_depth():
     assert f"{math.exp(depth.rate(results, 'my_bn', 128, 64).mean):.3f}" == "1.486"
     small = [round(math.exp(depth.rate(results, "my_bn", w, 8).mean), 2) for w in grid.widths]
     assert small == [1.69, 1.77] and "1.69 to 1.77 per block" in page
-    text = " ".join(README.split())
+    text = " ".join(VERDICTS.split())
     assert ("ReLU net keeps its representations' rank where the plain net's collapse (a linear one loses rank more "
             "slowly than the plain net, but loses it), and its gradients explode with depth, at batch 64 by 1–2% more "
             "per ReLU block than the rate mean-field theory gives for large batches") in text

@@ -8,7 +8,7 @@ import torch
 import experiments
 import train
 from experiments import mnist
-from helpers import DOCS, README, ROOT, verdict
+from helpers import DOCS, ROOT, VERDICTS, verdict
 from lab.data import MNIST_TRAIN_PER_CLASS, mnist_split
 from lab.nets import SigmoidMLP
 from lab.results import FORMAT, load_results
@@ -150,7 +150,7 @@ def test_claims_about_mnist():
     assert "batch norm buys speed at every rate, and a better end point only at the smallest" in page
     assert verdict("Faster training", f"lr {low:g}: higher at the end") == HOLDS  # "ends higher only at the smallest"
     assert ("batch norm is far ahead after 100 and 300 steps at every learning rate tried, and ends higher only at "
-            "the smallest") in " ".join(README.split())
+            "the smallest") in " ".join(VERDICTS.split())
     plain_high = mnist.runs_at(results, "plain", high)
     assert sum(r["saturation"][-1][0] for r in plain_high) / len(plain_high) > 0.5  # "more than half"
     for lr in (low, chosen):  # "a larger ‖G − G′‖ / ‖G‖ ..."

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from experiments import only_bn
-from helpers import DOCS, README, committed, verdict
+from helpers import DOCS, VERDICTS, committed, verdict
 from lab.data import digits_split
 from lab.loop import fit_members
 from lab.results import load_results
@@ -98,5 +98,5 @@ def test_claims_about_only_bn():
     assert "Trained three times as long they reach about 0.38, still below 0.5" in page
     assert "these seeds decide that they beat them at 24 epochs, another set of five" in page
     assert ("on a net this small γ and β alone do not train it to half its accuracy on average, in 8 epochs or in 24"
-            in " ".join(README.split()))
+            in " ".join(VERDICTS.split()))
     assert "Below 0.5 on average they stay at both budgets, on every seed set and rounding tried" in page

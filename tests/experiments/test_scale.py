@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from experiments import scale
-from helpers import DOCS, README, committed, verdict
+from helpers import DOCS, VERDICTS, committed, verdict
 from lab.data import digits_split
 from lab.loop import fit_members
 from lab.nets import ConvNet
@@ -136,6 +136,6 @@ def test_claims_about_scale():
     assert round(abs(longer.mean), 3) == 0.006 and 0.025 < longer.high - longer.mean < 0.035
     assert "they end 0.6 points apart on average, and the interval, three points either way" in page
     assert verdict("Batch norm makes the weights", "Li & Arora's equivalence (24 epochs)") == UNDECIDED
-    assert "ten times larger rate is only about five times the effective rate" in " ".join(README.split())
+    assert "ten times larger rate is only about five times the effective rate" in " ".join(VERDICTS.split())
     assert "one mechanism behind batch norm's tolerance of large rates" not in page  # the conv sweep measures no norm
     assert "Does this explain the other experiments?** In part." in page  # the conv page's held norms: its claims test
