@@ -29,11 +29,14 @@ from pathlib import Path
 
 from experiments import (
     EXPERIMENTS,
+    VERDICTS_CSV,
     VERDICTS_FILE,
     figures,
     load_experiments,
     result_paths,
     tables,
+    tidy_data,
+    verdict_csv,
     verdict_data,
     verdict_rows,
 )
@@ -178,8 +181,10 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
             new = {readme: trials_table_file(results, bodies)}
         else:
             new = texts(bodies, readme, docs, pictures, drawn)
+        new |= tidy_data(experiments, results)  # each experiment's results as tidy data, beside them
         if rows:  # every part of the verdict table as data, beside the results it was decided on
             new[results / VERDICTS_FILE] = verdict_data(rows)
+            new[results / VERDICTS_CSV] = verdict_csv(rows)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:
@@ -190,7 +195,7 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
     for path in new:
         problem = unwritable_file(path) if path.exists() or path == readme else unwritable(path.parent)
         if problem:
-            flag_ = "--readme" if path == readme else "--results" if path.name == VERDICTS_FILE else "--docs"
+            flag_ = "--readme" if path == readme else "--results" if path.suffix != ".md" else "--docs"
             parser.error(f"argument {flag_}: cannot write {str(path)!r}: {problem}")
     files = [str(path) for path in new if docs is None or path.parent != docs] + ([f"{docs}/"] if docs else [])
     kept = f"{pictures}/ and {' and '.join(files)} are as they were" if new else f"{pictures}/ is as it was"
@@ -200,12 +205,18 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
         with contextlib.ExitStack() as stack:
             for path, text in new.items():
                 stack.enter_context(staged(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8")))
-            for path in write_pictures(todo, pictures):
-                print(f"wrote {path}")
+            drawn_ = write_pictures(todo, pictures)
     except OSError as exc:
         sys.exit(f"compare.py: cannot write {exc.filename} ({exc.strerror or exc}): {kept}")
-    for path in new:
-        print(f"wrote {path}" if whole or path.name == VERDICTS_FILE else f"updated the tables in {path}")
+    pages = [path for path in new if path.suffix == ".md"]
+    in_docs = [path for path in pages if docs is not None and path.parent == docs]
+    texts_ = [str(path) for path in pages if path not in in_docs] + ([f"{len(in_docs)} pages in {docs}/"]
+                                                                     if in_docs else [])
+    names = [path.name for path in new if path.suffix != ".md"]
+    data = [f"{names.count(name)} × {name}" if names.count(name) > 1 else name for name in sorted(set(names))]
+    print(f"{results}/: {len(drawn_)} figures into {pictures}/"
+          + (f"; the tables into {' and '.join(texts_)}" if texts_ else "")
+          + (f"; the data beside the results ({', '.join(data)})" if data else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     draw(parser, dataclasses.replace(config, results=COMMITTED))
     if any(path.exists() for path in result_paths(Path(TRIALS)).values()):  # runs of other configurations
         draw(parser, CompareConfig(results=TRIALS))
+        print(f"Your own runs: their figures are in {TRIALS}/picture/, their tables in {TRIALS}/tables.md.")
     return 0
 
 

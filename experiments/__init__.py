@@ -17,6 +17,7 @@ checked by its experiment's record and settings), and what the records make of t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -43,6 +44,7 @@ from experiments.record import Experiment
 from lab import stats
 from lab.plotting import Figures
 from lab.results import load_results, rounded
+from lab.tidy import COLUMNS, cell, tidy_rows, to_csv
 from lab.verdicts import Verdict, details, summary_table
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -136,6 +138,25 @@ def verdict_data(rows: list[Verdict]) -> str:
             "family": "the parts of a row with a rule, by Holm's step-down; each direction one-sided at alpha",
             "parts": parts}
     return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+
+
+VERDICT_COLUMNS = ("row", "part", "budget", "evaluation", "statistic", "scale", "test", "n", "mean", "low", "high",
+                   "median", "above", "ties", "below", "claim", "margin", "p_holds", "p_fails", "answer")
+TIDY_FILE, VERDICTS_CSV = "results.csv", "verdicts.csv"  # beside each results.json; beside VERDICTS_FILE
+
+
+def verdict_csv(rows: list[Verdict]) -> str:
+    """The text of VERDICTS_CSV: VERDICTS_FILE's parts as a table, a row each (lab/tidy.py's cells)."""
+    return to_csv(({k: cell(v) if isinstance(v, float) else v for k, v in record.items()}
+                   for row in rows for record in row.records()), VERDICT_COLUMNS)
+
+
+def tidy_data(experiments: dict[str, dict], folder: Path) -> dict[Path, str]:
+    """Each experiment's results as one long-format CSV (lab/tidy.py), beside its results.json in ``folder``."""
+    return {EXPERIMENTS[name].results_path(folder).with_name(TIDY_FILE):
+            to_csv(tidy_rows(name, results, EXPERIMENTS[name].part and functools.partial(EXPERIMENTS[name].part,
+                                                                                         results)), COLUMNS)
+            for name, results in experiments.items()}
 
 
 def read_verdicts(folder: Path) -> list[dict]:

@@ -75,6 +75,7 @@ class Experiment:
     results_format: Callable[[dict], None] = check_results  # a ValueError for what its results file lacks
     summary: Callable[[dict], str] = summary_of_runs  # what train.py prints when it is done
     verdicts: Callable[..., list[Verdict]] | None = None  # its rows of the verdict table
+    part: Callable[[dict, dict], str] | None = None  # (results, run) -> the part of its design the run is, in its CSV
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):

@@ -110,7 +110,9 @@ def test_in_a_clone_a_trial_and_compare_leave_the_committed_record_as_it_is(tmp_
         assert done.returncode == 0, done.stderr
     assert _digest(clone) == before
     assert (clone / "runs" / "picture" / "loss_fit_r1.png").exists() and (clone / "runs" / "tables.md").exists()
-    assert "wrote runs/tables.md" in done.stdout
+    assert "the tables into runs/tables.md" in done.stdout
+    assert done.stdout.splitlines()[-1] == ("Your own runs: their figures are in runs/picture/, their tables in "
+                                            "runs/tables.md.")
 
 
 # ---------------------------------------------------------------------------------------------- help

@@ -54,6 +54,7 @@ from experiments.conv.training import (
     ConvSettings,
     cells,
     check_format,
+    part_of,
     renorm_warmup,
     run,
     scaled_lr,
@@ -80,7 +81,7 @@ from lab.results import at_budget, budgets
 __all__ = ["ConvSettings", "EXPERIMENT", "HELD", "HIGHER", "ITEMS", "LESS_OVERFITTING", "RULES", "SWEEP", "WIDER",
            "at_budget", "batch_table", "budgets", "cells", "check_format", "difference", "fall", "gap_table",
            "ghost_regularises", "interval", "larger_rates", "largest_rate", "lr_table", "mode_gap", "models",
-           "needs_the_batch", "noniid_table", "per_seed", "plot_conv", "precise_table", "renorm_fixes",
+           "needs_the_batch", "noniid_table", "part_of", "per_seed", "plot_conv", "precise_table", "renorm_fixes",
            "renorm_noniid", "renorm_warmup", "run", "scaled_lr", "self_tuning", "settings_of", "sizes",
            "steps_per_epoch", "sweep_rates", "sweep_seeds", "verdicts", "wider_rates"]
 
@@ -97,4 +98,5 @@ EXPERIMENT = Experiment(
     results_format=check_format,
     summary=batch_table,
     verdicts=verdicts,
+    part=part_of,
 )

@@ -136,6 +136,22 @@ def sweep_seeded(config, norm: str, batch_size: int) -> bool:
     return norm in (*SWEEP, HELD, *NONIID) and batch_size == config.base_batch
 
 
+def part_of(results: dict, run: dict) -> str:
+    """The part of the design a run belongs to (the tidy CSV's ``part``): the grid (every norm at every batch
+    size at its rate, ghost BN where it trains, the settings' seeds), the learning-rate sweep (plain and
+    MyBN2d at the base batch size at the other rates, and the seeds the sweep adds at the base rate: the
+    sweep there is these and the grid's cell), the norms held, or the non-i.i.d. batches."""
+    settings = settings_of(results)
+    if run["model"] == HELD:
+        return "norms held"
+    if run["model"] in NONIID:
+        return "non-i.i.d. batches"
+    if run["model"] in SWEEP and run["batch_size"] == settings.base_batch and (
+            run["lr"] != scaled_lr(settings, run["batch_size"]) or run["seed"] not in settings.seeds):
+        return "learning-rate sweep"
+    return "grid"
+
+
 class HeldNorms(Probe):
     """After every step, each convolution's filters (one a row of its weight: an output channel of a member)
     scaled back to the norm they started with. Batch norm after the convolution makes the net's function
