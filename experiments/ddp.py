@@ -42,11 +42,16 @@ def plot_ddp(ddp: dict, single: dict, outfile: Path) -> None:
     for model, gap in ddp_gaps(ddp, single, "train_loss"):
         colour, ls = COLOURS[model]
         text = None if model in labelled else label(model)
+        if model == "my_bn_local" and text:  # it normalises each process's half alone, as nn.BatchNorm1d does
+            text += " (on nn.BatchNorm1d's curve)"
         labelled.add(model)
-        ax.plot(range(1, len(gap) + 1), gap.clamp_min(1e-17), ls, color=colour, lw=0.9, alpha=0.7, label=text)
+        wide = model == "torch_bn"  # drawn wide and light, so that the curve on it shows
+        ax.plot(range(1, len(gap) + 1), gap.clamp_min(1e-17), ls, color=colour, lw=4 if wide else 0.9,
+                alpha=0.3 if wide else 0.9, label=text)
     processes = ddp["environment"]["processes"]
-    ax.set(yscale="log", xlabel="training step", ylabel="relative gap in training loss",
-           title=f"{processes} processes vs 1, same batches ({ddp['config']['dtype']})")
+    ax.set(yscale="log", xlabel="training step",
+           ylabel=f"|loss({processes} processes) − loss(1)| / loss(1)",
+           title=f"Training loss, {processes} processes against 1, same batches ({ddp['config']['dtype']})")
     ax.legend(fontsize=8)
     save(fig, outfile)
 

@@ -44,7 +44,7 @@ from experiments.record import Experiment, checked_runs
 from lab import stats
 from lab.nets import DeepMLP
 from lab.pages import table
-from lab.plotting import COLOURS, save, subplots
+from lab.plotting import COLOURS, save, seeds_text, subplots
 from lab.results import rounded, source
 from lab.settings import TEN_SEEDS, Settings, batch_int, flag, positive_int, seed_int
 from lab.verdicts import Part, Verdict, paired
@@ -220,7 +220,7 @@ def plot_depth(results: dict, outfile: Path) -> None:
                     centre = values.mean(0) if key == "erank" else values.log().mean(0).exp()
                     ax.plot(layers, centre, ls, color=colour, lw=2, label=f"{LABELS[model]}, batch {batch}")
         axes[0][col].set(xlabel="block", ylabel="effective rank of its output", yscale="log",
-                         title=f"{activation}: rank of the representations, width {width}\nmean over {n} seeds")
+                         title=f"{activation}: rank of the representations, width {width}\nmean over {seeds_text(n)}")
         axes[1][col].set(xlabel="block (1: next to the input)", ylabel="‖∇W‖², geometric mean", yscale="log",
                          title=f"{activation}: squared weight-gradient norm per block, width {width}")
     for ax in axes.flat:

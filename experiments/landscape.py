@@ -53,7 +53,7 @@ from experiments.record import Experiment, runs_with
 from lab import stats
 from lab.loop import steps_per_epoch
 from lab.pages import table
-from lab.plotting import band, label, range_text, save, stacked, subplots
+from lab.plotting import band, label, plain_log_ticks, range_text, save, stacked, subplots
 from lab.probe import Probe, Step, every, preserved
 from lab.regression import Regression, dataset_entry, models_of, ranges_of, runs_of, train_run
 from lab.results import rounded, source
@@ -256,17 +256,20 @@ def plot_settings(results: dict, outfile: Path) -> None:
     for col, setting in enumerate(SETTINGS):
         part = view(results, setting)
         for i, r in enumerate(ranges):
-            for row, (value, what) in enumerate(((lambda run_: measure(run_, "beta"), "effective β-smoothness"),
-                                                 (block_norm, "‖W‖, blocks 2–4 (mean)"))):
+            for row, (value, what, unit) in enumerate(
+                    ((lambda run_: measure(run_, "beta"), "effective β-smoothness", "β (log scale)"),
+                     (block_norm, "‖W‖, blocks 2–4 (mean)", "‖W‖ (log scale)"))):
                 ax = axes[2 * i + row][col]
                 for model in models_of(part):
                     runs = runs_of(part, r, model)
                     band(ax, runs[0]["landscape"]["step"], stacked(runs, value), model)
                 lr = runs_of(part, r, models_of(part)[0])[0]["lr"]
-                ax.set(yscale="log", xlabel="training step",
+                ax.set(yscale="log", xlabel="training step", ylabel=unit,
                        title=f"{what}\n{setting} (lr {lr:g}), x in {range_text(r)}")
-                ax.legend(fontsize=7)
-    save(fig, outfile)
+                plain_log_ticks(ax)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=10)
+    save(fig, outfile, top=0.98)
 
 
 def summary(results: dict, r: float, model: str, key: str) -> float:

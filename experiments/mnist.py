@@ -38,9 +38,9 @@ from lab import stats
 from lab.diagnostics import QUANTILES, SIGMOID_Z_SATURATED, UNIT
 from lab.ensemble import Ensemble
 from lab.loop import BatchOrder
-from lab.nets import SigmoidMLP
+from lab.nets import MLP_MODELS, SigmoidMLP
 from lab.pages import table
-from lab.plotting import COLOURS, label, save, subplots
+from lab.plotting import COLOURS, label, save, seeds_text, subplots
 from lab.probe import Probe, Step
 from lab.results import pack_items, rounded, source, unpack_items
 from lab.settings import DTYPES, Settings, batch_int, flag, positive_float, positive_int, unit_float
@@ -60,7 +60,8 @@ class MnistSettings(Settings):
     """The mnist experiment's settings: the paper's net and training, its preset as the defaults (20 epochs
     of 67 batches: 1,340 steps)."""
 
-    models: list[str] = flag(["plain", "my_bn"], "nets to train", metavar="MODEL", choices=tuple(SigmoidMLP.NORMS))
+    models: list[str] = flag(["plain", "my_bn"], "nets to train", metavar="MODEL", choices=tuple(SigmoidMLP.NORMS),
+                             labels={n: MLP_MODELS[n].label for n in SigmoidMLP.NORMS})
     epochs: int = flag(20, "training epochs", type=positive_int)
     batch_size: int = flag(60, "mini-batch size (the paper's)", type=batch_int)
     lr: float = flag(0.5, "the chosen learning rate", type=positive_float)
@@ -271,11 +272,13 @@ def gain(results: dict, lr: float, step: int, model: str = "my_bn") -> stats.Int
 
 
 def plot_mnist(results: dict, outfile: Path) -> None:
-    """(a) test accuracy over training at each learning rate; (b, c, d) one last-layer unit's sigmoid
-    input, 15th/50th/85th percentiles over the test set, per net (seed 0, the chosen rate)."""
+    """(a–c) test accuracy over training at each learning rate; (d, e) one last-layer unit's sigmoid
+    input, 15th/50th/85th percentiles over the test set, per net (the first seed, the chosen rate); (f) the
+    paired difference MyBN − plain of the test accuracy at each rate, what the verdict reads."""
     nets = models(results)
     fig, axes = subplots(2, 3, figsize=(16, 8.4))
-    seeds = len(results["config"]["seeds"])
+    seeds = seeds_text(len(results["config"]["seeds"]))
+    letters = iter("abcdef")
     for ax, lr in zip(axes[0], rates(results), strict=False):
         for model in nets:
             runs = runs_at(results, model, lr)
@@ -283,22 +286,36 @@ def plot_mnist(results: dict, outfile: Path) -> None:
             colour, ls = COLOURS[model]
             ax.plot(runs[0]["step"], acc.mean(0), ls, color=colour, lw=2, label=f"{label(model)}, mean")
             ax.fill_between(runs[0]["step"], acc.min(0).values, acc.max(0).values, color=colour, alpha=0.15, lw=0)
-            fig.banded = len(runs)  # save() says what the bands are
         chosen = " (chosen)" if lr == chosen_rate(results) else ""
         ax.set(ylim=(0.0, 1.0), xlabel="training step", ylabel="test accuracy",
-               title=f"(a) test accuracy, SGD lr {lr:g}{chosen}\nband: lowest to highest of {seeds} seeds")
+               title=f"({next(letters)}) test accuracy, SGD lr {lr:g}{chosen}\nband: lowest to highest of {seeds}")
         ax.legend(fontsize=8, loc="lower right")
+    first = results["config"]["seeds"][0]
     for ax, model in zip(axes[1], nets, strict=False):
-        run_ = next(
-            r for r in runs_at(results, model, chosen_rate(results)) if r["seed"] == results["config"]["seeds"][0]
-        )
+        run_ = next(r for r in runs_at(results, model, chosen_rate(results)) if r["seed"] == first)
         uq = torch.tensor(run_["unit_q"])
         for j, (quantile, style) in enumerate(zip(QUANTILES, (":", "-", "--"), strict=True)):
             ax.plot(run_["step"], uq[:, j], style, color=COLOURS[model][0], lw=2, label=f"{quantile:.0%}")
         ax.set(xlabel="training step", ylabel=f"sigmoid input, unit {UNIT} of the last hidden layer",
-               title=f"{label(model)}: percentiles over the test set")
+               title=f"({next(letters)}) {label(model)}: percentiles over the test set\n"
+                     f"seed {first} alone, SGD lr {chosen_rate(results):g}")
         ax.legend(fontsize=8, title="percentile", title_fontsize=8)
-    for ax in axes[1][len(nets):]:
+    spare = axes[1][len(nets):]
+    if spare.size and {"plain", "my_bn"} <= set(nets):
+        ax = spare[0]
+        for lr, style in zip(rates(results), (":", "-", "--"), strict=False):
+            runs = {m: {r["seed"]: r for r in runs_at(results, m, lr)} for m in ("my_bn", "plain")}
+            gap = torch.tensor([runs["my_bn"][s]["test_acc"] for s in sorted(runs["my_bn"])], dtype=torch.float64) \
+                - torch.tensor([runs["plain"][s]["test_acc"] for s in sorted(runs["my_bn"])], dtype=torch.float64)
+            steps = runs["my_bn"][first]["step"]
+            ax.plot(steps, gap.mean(0), style, color="0.2", lw=2, label=f"lr {lr:g}")
+            ax.fill_between(steps, gap.min(0).values, gap.max(0).values, color="0.5", alpha=0.15, lw=0)
+        ax.axhline(0.0, color="0.6", lw=1)
+        ax.set(xlabel="training step", ylabel="test accuracy, MyBN − plain",
+               title=f"({next(letters)}) MyBN − plain, seed by seed: the mean\nband: lowest to highest of {seeds}")
+        ax.legend(fontsize=8, title="SGD", title_fontsize=8)
+        spare = spare[1:]
+    for ax in spare:
         ax.axis("off")
     save(fig, outfile)
 

@@ -38,7 +38,7 @@ from lab.data import digits_standardised
 from lab.loop import fit_members, member_accuracy, member_correct
 from lab.nets import ConvNet
 from lab.pages import table
-from lab.plotting import COLOURS, save, subplots
+from lab.plotting import COLOURS, save, seeds_text, subplots
 from lab.probe import Probe, Step
 from lab.results import (
     LONGER,
@@ -278,12 +278,12 @@ def plot_scale(results: dict, outfile: Path) -> None:
     low, high = c.get_xlim()
     c.plot([low, high], [low, high], color="0.5", lw=1, label="growth = theory")
     a.set(xlabel="epoch", ylabel="Σ ‖W‖² over the convolutions", yscale="log",
-          title=f"(a) The weights' squared norm, mean over {n} seeds")
+          title=f"(a) The weights' squared norm, mean over {seeds_text(n)}")
     b.set(xlabel="epoch", ylabel="η / ‖W‖², geometric mean over convolutions", yscale="log",
           title="(b) The effective learning rate")
     c.set(xlabel="theory: Σ_t (1 − ηλ)²‖W‖² + η²‖∇W‖² − ‖W‖²", ylabel="measured growth of ‖W‖² over the run",
           title="(c) Each seed's and convolution's ‖W‖² growth")
-    d.set(xlabel="epoch", ylabel="test accuracy", title=f"(d) Test accuracy, mean over {n} seeds")
+    d.set(xlabel="epoch", ylabel="test accuracy", title=f"(d) Test accuracy, mean over {seeds_text(n)}")
     for ax in axes.flat:
         ax.legend(fontsize=8)
     save(fig, outfile)

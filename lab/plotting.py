@@ -108,13 +108,35 @@ DPI = 110  # every figure's resolution
 BANDS = "Lines: the mean over {} seeds; shaded bands: from the lowest seed to the highest (not a confidence interval)."
 
 
-def save(fig, outfile: Path) -> None:
-    """Lay out and write ``fig``; a figure with bands (``band``) says under it what they are."""
+def seeds_text(n: int) -> str:
+    """"1 seed", "5 seeds"."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
+def plain_log_ticks(ax) -> None:
+    """A log y axis whose tick labels are plain numbers (2, 0.5, 200; not 2×10⁰), and only at its major
+    ticks: decades where it spans more than one, about five evenly spaced values where it spans less."""
+    ticker = pyplot().matplotlib.ticker
+    low, high = ax.get_ylim()
+    if high / low < 10:
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(5))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def save(fig, outfile: Path, top: float = 1.0) -> None:
+    """Lay out and write ``fig``, its panels below ``top`` (a fraction of its height: room for a legend of the
+    whole figure above them); a figure with bands (``band``) says under it what they are. An axis of epochs
+    ticks whole epochs only (a run of 2 epochs shows no 0.25)."""
+    ticker = pyplot().matplotlib.ticker
+    for ax in fig.axes:
+        if ax.get_xlabel() == "epoch":
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True))
     if getattr(fig, "banded", 0):
         fig.text(0.5, 0.005, BANDS.format(fig.banded), ha="center", va="bottom", fontsize=8, color="0.3")
-        fig.tight_layout(rect=(0, 0.025, 1, 1))
+        fig.tight_layout(rect=(0, 0.025, 1, top))
     else:
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(outfile, format="png", dpi=DPI)
     pyplot().close(fig)
 
@@ -128,7 +150,7 @@ def mse_panel(ax, results: dict, r: float, models: list[str]) -> None:
     ax.axhline(floor, color="0.3", ls=":", lw=1.5, label=f"noise floor σ² = {floor:.3g}")
     seeds = len(results["config"]["seeds"])
     ax.set(yscale="log", xlabel="epoch", ylabel="test MSE",
-           title=f"Test MSE, x in {range_text(r)}; mean, band: min–max over {seeds} seeds")
+           title=f"Test MSE, x in {range_text(r)}; mean, band: min–max over {seeds_text(seeds)}")
     ax.legend(fontsize=8)
 
 

@@ -21,6 +21,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 LINE_EVERY_S = 10.0  # the plain lines' spacing, at most one per this many seconds
+ESTIMATE_AFTER = 0.25  # the fraction of an experiment's runs that must have ended before it estimates the rest
 
 
 class Progress:
@@ -56,8 +57,10 @@ class Progress:
         return max(self.total, self.planned)
 
     def left_s(self) -> float | None:
-        """The time left, from the mean time per run so far; None before the first run has ended."""
-        if not self.done:
+        """The time left, from the mean time per run so far; None before ``ESTIMATE_AFTER`` of the runs have
+        ended (an experiment's runs differ in cost, the slowest often first: the first run's time, scaled to
+        all, once said 06:21 for a run that took 00:32)."""
+        if not self.done or self.done < ESTIMATE_AFTER * self.runs:
             return None
         return (self.clock() - self.started) / self.done * max(self.runs - self.done, 0)
 

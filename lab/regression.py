@@ -50,7 +50,7 @@ class Regression(Settings):
 
     ranges: list[float] = flag([1.0, 5.0], "each R trains on inputs in (-R, R)", type=positive_float, metavar="R")
     models: list[str] = flag(["plain", "torch_bn", "my_bn"], "nets to train", metavar="MODEL",
-                             choices=tuple(MLP_MODELS))
+                             choices=tuple(MLP_MODELS), labels={k: m.label for k, m in MLP_MODELS.items()})
     epochs: int = flag(10, "training epochs", type=positive_int)
     batch_size: int = flag(64, "mini-batch size", type=batch_int)
     lr: float | None = flag(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -54,7 +55,8 @@ batch_int = _number(int, lambda v: v >= 2, "an integer >= 2 (batch norm needs tw
 
 
 def flag(default, help: str, **argparse_kwargs):
-    """A settings field that carries its own argparse settings (``help_hidden=True``: not in --help)."""
+    """A settings field that carries its own argparse settings (``help_hidden=True``: not in --help;
+    ``labels``: a name -> description of each choice, shown in --help beside it)."""
     return _field(default, {"help": help, **argparse_kwargs})
 
 
@@ -202,6 +204,11 @@ def check_values(config_cls: type, values: dict) -> None:
                 raise ValueError(f"config: {name!r} cannot be {item!r}{any_of}")
 
 
+def plain_text(text: str | None) -> str | None:
+    """A docstring's text as a terminal shows it: reST's ``code`` as `code`."""
+    return None if text is None else re.sub(r"``([^`]+)``", r"`\1`", text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """One line naming the flag, exit status 2: no usage dump above it."""
@@ -224,7 +231,8 @@ def build_parser(
     other settings classes whose fields the command line takes too, left out of the help (each
     experiment's own flags, which ``train.py all`` passes on to the experiments that read them).
     """
-    parser = _Parser(description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(description=plain_text(description), epilog=plain_text(epilog),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     seen, common = set(), {f.name for f in dataclasses.fields(Settings)}
     for cls in (config_cls, *also):
         for f in sorted(dataclasses.fields(cls), key=lambda f: f.name in common):  # its own settings first
@@ -232,11 +240,15 @@ def build_parser(
                 continue
             seen.add(f.name)
             meta, default = dict(f.metadata), _default(f)
-            note = (shown or {}).get(f.name, f"default: {as_text(default)}")
-            text, hidden = meta.pop("help"), meta.pop("help_hidden", False) or cls is not config_cls
+            text, hidden = plain_text(meta.pop("help")), meta.pop("help_hidden", False) or cls is not config_cls
+            labels = meta.pop("labels", None)
             if isinstance(default, list) and "choices" in meta:
-                text = f"{text}, any of: {' '.join(meta['choices'])}"
-            kwargs = {"help": argparse.SUPPRESS if hidden else f"{text} ({note})", "default": default, **meta}
+                choices = (f"{c}: {labels[c]}" if labels and c in labels else c for c in meta["choices"])
+                text = f"{text}, any of: {('; ' if labels else ' ').join(choices)}"
+            note = (shown or {}).get(f.name, None if "(default:" in text or default is None else
+                                     f"default: {as_text(default)}")  # a help that says its default: once
+            kwargs = {"help": argparse.SUPPRESS if hidden else f"{text} ({note})" if note else text, "default": default,
+                      **meta}
             if isinstance(default, list):
                 kwargs.setdefault("nargs", "+")
             if suppress_defaults:

@@ -206,6 +206,18 @@ def test_plain_lines_with_the_time_left_at_most_every_ten_seconds():
                                                   "main: 4/4 runs, done in 00:21"]
 
 
+def test_no_estimate_before_a_quarter_of_the_runs_have_ended():
+    """The first of 40 runs ended after 10 s: 40 × 10 s would be a guess (runs differ in cost), so none."""
+    clock, stream = Clock(), io.StringIO()
+    shown = progress.Progress("conv", stream=stream, terminal=False, clock=clock)
+    shown.expect(40)
+    clock.now += 10
+    shown.advance()
+    assert stream.getvalue() == "conv: 1/40 runs, 00:10 so far\n" and shown.left_s() is None
+    shown.advance(9)
+    assert shown.left_s() == pytest.approx(30.0)  # 10 of 40 ended: 10 s for 10, 30 s for the other 30
+
+
 def test_a_plan_sets_the_total_of_runs_started_in_rounds():
     shown = progress.Progress("landscape", stream=io.StringIO(), terminal=False, clock=Clock())
     shown.plan(30)

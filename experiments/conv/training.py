@@ -65,7 +65,8 @@ class ConvSettings(Settings):
     bn_momentum: float = flag(0.1, "momentum of the batch-norm layers' running estimates", type=unit_float)
     norms: list[str] = flag(["plain", "my_bn", "group_norm", "layer_norm", "renorm"],
                             "the norms trained at every batch size", metavar="NORM",
-                            choices=tuple(n for n in NORMS if n != "ghost"))
+                            choices=tuple(n for n in NORMS if n != "ghost"),
+                            labels={n: NORMS[n].label for n in NORMS})
     batch_sizes: list[int] = flag([2, 8, 32, 128], "the batch sizes every norm trains at", type=batch_int, metavar="B")
     ghost_batch: int = flag(8, "ghost batch norm's ghost batch size G", type=batch_int)
     ghost_at: list[int] = flag([32, 128], "the batch sizes ghost batch norm trains at", type=batch_int, metavar="B")

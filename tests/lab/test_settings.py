@@ -71,3 +71,25 @@ def test_an_experiments_own_flags_are_checked_in_one_line(argv, error, capsys):
         train.parse_config(argv)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.count("\n") == 1 and error in err, err
+
+
+def test_help_says_each_default_once_without_markup_and_describes_each_model():
+    """Issue 35: a help that states its own default is not followed by "(default: None)"; the docstrings'
+    reST ``code`` shows as `code`; each model id of --models comes with its label."""
+    text = " ".join(build_parser(Regression, "Uses ``lab.nets.TanhMLP``.").format_help().split())
+    assert "(default: 0.1 for R=1" in text and "(default: None)" not in text
+    assert "``" not in text and "Uses `lab.nets.TanhMLP`." in text
+    assert "torch_bn: nn.BatchNorm1d; my_bn: MyBN;" in text and "bn_first: BN before the first tanh only;" in text
+    conv_help = " ".join(build_parser(conv.ConvSettings, conv.__doc__).format_help().split())
+    assert "``" not in conv_help and "group_norm: GroupNorm (4 groups);" in conv_help
+
+
+def test_figures_tick_whole_epochs_and_count_seeds_in_words(tmp_path):
+    from lab.plotting import save, seeds_text, subplots
+
+    fig, ax = subplots()
+    ax.plot([0, 1, 2], [3.0, 2.0, 1.0])
+    ax.set(xlabel="epoch")
+    save(fig, tmp_path / "two_epochs.png")
+    assert [t for t in ax.get_xticks() if 0 <= t <= 2] == [0, 1, 2]  # no 0.25
+    assert (seeds_text(1), seeds_text(5)) == ("1 seed", "5 seeds")
