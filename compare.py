@@ -197,7 +197,9 @@ def draw(parser: argparse.ArgumentParser, config: CompareConfig) -> None:
         if problem:
             flag_ = "--readme" if path == readme else "--results" if path.suffix != ".md" else "--docs"
             parser.error(f"argument {flag_}: cannot write {str(path)!r}: {problem}")
-    files = [str(path) for path in new if docs is None or path.parent != docs] + ([f"{docs}/"] if docs else [])
+    files = [str(path) for path in new if path.suffix == ".md" and (docs is None or path.parent != docs)]
+    files += [f"{docs}/"] if docs else []
+    files += [f"the data beside the results in {results}/"] if any(path.suffix != ".md" for path in new) else []
     kept = f"{pictures}/ and {' and '.join(files)} are as they were" if new else f"{pictures}/ is as it was"
     try:
         # The tables' new texts are written first and renamed into place last, once every figure is in

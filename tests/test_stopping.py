@@ -213,7 +213,8 @@ def test_a_full_disk_ends_each_script_in_one_line_and_keeps_the_old_files(small_
     assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith(f"compare.py: cannot write {pictures}/") and ".png (File too large)" in lines[0]
     tidy = small_results / "results.csv"  # the results as tidy data, which it writes beside them
-    assert lines[0].endswith(f"{pictures}/ and {readme} and {tidy} are as they were") and unchanged(pictures, readme)
+    assert lines[0].endswith(f"{pictures}/ and {readme} and the data beside the results in {small_results}/ are as "
+                             "they were") and unchanged(pictures, readme)
     assert not list(tmp_path.rglob(".*.tmp")) and not tidy.exists()
 
     out = tmp_path / "out"

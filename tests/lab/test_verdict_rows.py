@@ -54,3 +54,38 @@ def test_each_part_as_data():
     one = json.loads(experiments.verdict_data([row(Part("d", "x", t_interval([0.3]), ABOVE))]))["parts"][0]
     assert one["low"] is None and one["p_holds"] is None and one["answer"] == UNDECIDED  # NaN as null
     assert math.isclose(data["parts"][0]["mean"], -0.5)
+
+
+def test_a_parts_estimate_and_claim_read_as_its_scale_says():
+    """The README's marks and docs/verdicts.md's claims, on parts with known numbers."""
+    import math
+
+    from lab.verdicts import claim_text, estimate
+
+    ratio = {"scale": "log-ratio", "test": "t", "mean": math.log(0.5), "claim": "below", "margin": math.log(0.9)}
+    assert (estimate(ratio), claim_text(ratio)) == ("×0.5", "below ×0.9")
+    assert estimate({**ratio, "mean": math.log(154.2)}) == "×154"  # no exponent
+    within = {**ratio, "claim": "within", "margin": math.log(1.02)}
+    assert claim_text(within) == "within ×0.98–1.02"
+    gap = {"scale": "difference", "test": "t", "mean": -0.0271, "claim": "below", "margin": 0.0}
+    assert (estimate(gap), claim_text(gap)) == ("-0.027", "below 0")
+    level = {**gap, "mean": 0.972, "claim": "above", "margin": 0.5}  # an accuracy against a level: unsigned
+    assert (estimate(level), claim_text(level)) == ("0.97", "above +0.5")
+    sign = {"scale": "difference", "test": "sign", "median": 1.0, "claim": "above", "margin": 0.0}
+    assert estimate(sign) == "+1" and estimate({**gap, "mean": None}) == ""
+    assert claim_text({"scale": "difference", "answer": "yes"}) == "a fact"
+
+
+def test_the_forest_plot_puts_a_rows_scales_in_panels_of_their_own_and_balances_its_columns():
+    from lab.forest import columns, panels
+
+    def part(row, scale):
+        return {"row": row, "scale": scale, "claim": "above"}
+
+    records = [part("a", "log-ratio"), part("a", "difference"), part("a", "log-ratio"), part("b", "difference"),
+               {"row": "b", "scale": "difference"}]  # a fact: not drawn
+    assert [(row, scale, len(parts)) for row, scale, parts in panels(records)] == [
+        ("a", "log-ratio", 2), ("a", "difference", 1), ("b", "difference", 1)]
+    groups = [(str(i), "difference", [{}] * n) for i, n in enumerate((10, 2, 2, 2, 2, 2))]
+    # panel heights 3.15 and 1.23 inches: 4.38 against 4.92 (the first alone: 3.15 against 6.15)
+    assert [[g[0] for g in col] for col in columns(groups)] == [["0", "1"], ["2", "3", "4", "5"]]
