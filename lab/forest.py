@@ -98,9 +98,10 @@ def plot_verdicts(records: list[dict], outfile: Path) -> None:
     cols = columns(panels(records))
     height = max(sum(len(p) * ROW_HEIGHT + PANEL_EXTRA for _, _, p in col) for col in cols) + 0.6
     fig = plt.figure(figsize=(15, height), layout="constrained")
-    for sub, col in zip(fig.subfigures(1, len(cols)), cols, strict=True):
-        axes = sub.subplots(len(col), 1, gridspec_kw={"height_ratios": [len(p) + 2.2 for _, _, p in col]})
-        for ax, (row, scale, parts) in zip([axes] if len(col) == 1 else axes, col, strict=True):
+    for sub, col in zip(fig.subfigures(1, len(cols), squeeze=False).flat, cols, strict=True):
+        ratios = [len(p) + 2.2 for _, _, p in col]  # a part's line, and room for the title and the axis
+        axes = sub.subplots(len(col), 1, squeeze=False, gridspec_kw={"height_ratios": ratios})
+        for ax, (row, scale, parts) in zip(axes.flat, col, strict=True):
             draw_panel(ax, row, scale, parts)
     fig.suptitle("Every part of every verdict: its estimate and 95% interval (a diamond: a grid-valued part's median, "
                  "beside its count of seeds), against its margin\n(the black tick, its triangle on the side the "

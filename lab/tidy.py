@@ -47,10 +47,6 @@ def setting(run: dict) -> dict:
     return out
 
 
-def number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) or isinstance(value, bool)
-
-
 def measures(record: dict, prefix: str = "") -> Iterator[tuple[str, str | int, str, float]]:
     """(axis, index, metric, value) of every number of one run's record: its scalars at the end, its curves
     along epochs, steps (a record with a ``step`` list) or blocks, a list of lists a metric per inner entry."""
@@ -61,7 +57,7 @@ def measures(record: dict, prefix: str = "") -> Iterator[tuple[str, str | int, s
         name = prefix + key
         if isinstance(value, dict):
             yield from measures(value, name + ".")
-        elif number(value) or value is None:
+        elif isinstance(value, (int, float)) or value is None:  # a bool too
             yield "end", "", name, value
         elif isinstance(value, list) and value and all(isinstance(v, list) for v in value):
             inner = len(value[0])

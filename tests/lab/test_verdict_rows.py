@@ -89,3 +89,14 @@ def test_the_forest_plot_puts_a_rows_scales_in_panels_of_their_own_and_balances_
     groups = [(str(i), "difference", [{}] * n) for i, n in enumerate((10, 2, 2, 2, 2, 2))]
     # panel heights 3.15 and 1.23 inches: 4.38 against 4.92 (the first alone: 3.15 against 6.15)
     assert [[g[0] for g in col] for col in columns(groups)] == [["0", "1"], ["2", "3", "4", "5"]]
+
+
+def test_the_forest_plot_draws_one_panel_and_parts_without_an_interval(tmp_path):
+    """A trial's smallest case: one row, one part with one seed (no interval), one sign-test part."""
+    from lab.forest import plot_verdicts
+
+    one = {"row": "r", "part": "p", "budget": "", "evaluation": "", "scale": "difference", "test": "t", "n": 1,
+           "mean": 0.1, "low": None, "high": None, "claim": "above", "margin": 0.0, "answer": "not decided"}
+    sign = {**one, "part": "q", "test": "sign", "median": 1.0, "above": 3, "ties": 0, "below": 0, "n": 3}
+    plot_verdicts([one, sign], tmp_path / "verdicts.png")
+    assert (tmp_path / "verdicts.png").stat().st_size > 5_000
