@@ -347,8 +347,8 @@ def test_claims_about_learning_rates():
                if verdict(row, f"{c} ({e} epochs)") == HOLDS]
     assert decided == [("(-5, 5) adam", 10)]  # "Adam on (-5, 5) within 10 epochs on these seeds"
     page = " ".join(DOCS["lr"].split())
-    assert ("every seed ties, on these seeds and on two other sets of ten (`verdicts.py --start 800`, `--start "
-            "900`), so there the claim does not hold") in page  # the other sets: checked by hand, in runs/ only
+    assert ("every seed ties, on these seeds and on three other sets of ten (`verdicts.py --start 800`, `--start "
+            "900`, `--start 1100`), so there the claim does not hold") in page  # the other sets: by hand, in runs/
     assert "Adam on (-5, 5) within 10 epochs on these seeds" in page
     assert "Larger rates with batch norm are the tendency here, not a verdict every seed set gives" in page
 
@@ -402,14 +402,15 @@ def test_claims_about_the_explanations():
     text = " ".join(VERDICTS.split())
     assert ("Compared at the same training loss and weight norms, under plain SGD on (-5, 5) the loss along the "
             "gradient is smoother with it (at a tenth of the plain net's edge-of-stability rate on every seed set "
-            "tried, at the edge on two of three); in the Adam recipe, the one it rescues, it is rougher") in text
+            "tried, at the edge on two of four); in the Adam recipe, the one it rescues, it is rougher") in text
     page = " ".join(DOCS["landscape"].split())  # the other seed sets: checked by hand (verdicts.py), in runs/ only
     assert ("MyBN's landscape is *rougher* along the gradient than the plain net's at the same training loss and "
-            "weight norms, by both measures, on these seeds and on two other sets of ten") in page
-    assert ("on (-1, 1) by its β-smoothness on these seeds and the set from 800 (not decided on the set from "
-            "900)") in page
+            "weight norms, by both measures, on these seeds and on three other sets of ten") in page
+    assert ("on (-1, 1) by its β-smoothness on these seeds and the sets from 800 and 1100 (not decided on the set "
+            "from 900)") in page
     assert ("Under plain SGD on (-5, 5) it is smoother with MyBN at a tenth of the edge-of-stability rate on all "
-            "three sets, and at the edge on these seeds and the set from 800") in page
+            "four sets, and at the edge on these seeds and the set from 800") in page
+    assert "not shown smoother at the plain net's weight norms on these seeds" in page
     assert "On (-1, 1) at a tenth of the rate it is rougher" in page
     assert f"within ×{landscape.LOSS_MATCH:g}" in page
     for r, rate in landscape.LR.items():
