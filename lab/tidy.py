@@ -29,7 +29,7 @@ import io
 import math
 from collections.abc import Callable, Iterator
 
-from lab.results import rounded
+from lab.results import longer_runs, rounded
 
 SETTING = {"range": "range", "optimizer": "optimizer", "lr": "lr", "batch_size": "batch_size", "epochs": "budget",
            "activation": "activation", "width": "width", "factor": "factor", "weight_decay": "weight_decay"}
@@ -84,10 +84,10 @@ def curve(values: list, name: str, key: str, steps: list | None) -> Iterator[tup
 
 def tidy_rows(name: str, results: dict, part: Callable[[dict], str] | None = None) -> Iterator[dict]:
     """Every row of experiment ``name``'s CSV: its runs (``part(run)`` naming each one's part of the design),
-    then any trained again for longer (results["longer"]: budget -> runs)."""
+    then any trained again for longer (``lab.results.longer_runs``: budget -> runs)."""
     groups = [(run, part(run) if part else "") for run in results["runs"]]
-    for budget, runs in sorted((results.get("longer") or {}).items(), key=lambda kv: int(kv[0])):
-        groups += [({**run, "epochs": int(budget)}, "longer budget") for run in runs]
+    for budget, runs in sorted(longer_runs(results).items()):
+        groups += [({**run, "epochs": budget}, "longer budget") for run in runs]
     for run, which in groups:
         head = {"experiment": name, "part": which, **setting(run), "net": run.get("model", ""),
                 "seed": run.get("seed", "")}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 from experiments.conv.reading import (
     difference,
     drop,
@@ -34,20 +37,40 @@ def has(results: dict, model: str, *batch_sizes: int) -> bool:
     return set(batch_sizes) <= set(sizes(results, model))
 
 
+class Reading(NamedTuple):
+    """One part a row reads on each evaluation: its name and its evidence's format in the measured text, and
+    the part's label, statistic, evidence and rule."""
+
+    name: str
+    fmt: str
+    label: str
+    statistic: str
+    evidence: stats.Interval
+    rule: stats.Rule
+
+
+def on_each_evaluation(budget: str, read: Callable[[str], list[Reading]], sep: str = ", ") -> tuple[str, list[Part]]:
+    """A row's measured text and parts at one budget, on each evaluation of ``EVALUATIONS``: ``read(key)`` gives
+    the readings on the statistics ``key`` names, each part labelled "label (evaluation, budget)"; the
+    evaluations' texts joined by ``sep``."""
+    measured, parts = [], []
+    for evaluation, key in EVALUATIONS.items():
+        readings = read(key)
+        measured.append(f"{evaluation}: " + ", ".join(f"{r.name} {r.evidence.text(r.fmt)}" for r in readings))
+        parts += [Part(f"{r.label} ({evaluation}, {budget})", r.statistic, r.evidence, r.rule, budget, evaluation)
+                  for r in readings]
+    return sep.join(measured), parts
+
+
 def needs_the_batch(results: dict) -> Verdict:
     def read(view: dict, budget: str) -> tuple[str, list[Part]]:
         if not all(has(view, m, SMALL, REFERENCE) for m in ("my_bn", "group_norm")):
             return "", []
-        measured, parts = [], []
-        for evaluation, key in EVALUATIONS.items():
-            falls, more = drop(view, "my_bn", key), drop_beyond(view, "my_bn", "group_norm", key)
-            measured.append(f"{evaluation}: MyBN2d {falls.text('+.3f')}, MyBN2d − GroupNorm {more.text('+.3f')}")
-            where = f"{evaluation}, {budget}"
-            parts += [Part(f"falls ({where})", f"MyBN2d's test accuracy, batch {SMALL} − batch {REFERENCE}", falls,
-                           FALLS, budget, evaluation),
-                      Part(f"more than GroupNorm's ({where})", "that, MyBN2d − GroupNorm", more, FALLS, budget,
-                           evaluation)]
-        return ", ".join(measured), parts
+        return on_each_evaluation(budget, lambda key: [
+            Reading("MyBN2d", "+.3f", "falls", f"MyBN2d's test accuracy, batch {SMALL} − batch {REFERENCE}",
+                    drop(view, "my_bn", key), FALLS),
+            Reading("MyBN2d − GroupNorm", "+.3f", "more than GroupNorm's", "that, MyBN2d − GroupNorm",
+                    drop_beyond(view, "my_bn", "group_norm", key), FALLS)])
 
     measured, parts = per_budget(results, read)
     rule = (f"per seed, MyBN2d's test accuracy at batch {SMALL} minus at batch {REFERENCE} (falls), and that "
@@ -66,13 +89,10 @@ def renorm_fixes(results: dict) -> Verdict:
     def read(view: dict, budget: str) -> tuple[str, list[Part]]:
         if not all(has(view, m, SMALL, REFERENCE) for m in ("my_bn", "renorm")):
             return "", []
-        measured, parts = [], []
-        for evaluation, key in EVALUATIONS.items():
-            higher = {bs: difference(view, ("renorm", bs), ("my_bn", bs), key) for bs in (SMALL, REFERENCE)}
-            measured.append(f"{evaluation}: " + ", ".join(f"batch {bs} {ci.text('+.3f')}" for bs, ci in higher.items()))
-            parts += [Part(f"higher at batch {bs} ({evaluation}, {budget})", f"test accuracy at batch {bs}, Batch "
-                           "Renorm − MyBN2d", ci, HIGHER, budget, evaluation) for bs, ci in higher.items()]
-        return ", ".join(measured), parts
+        return on_each_evaluation(budget, lambda key: [
+            Reading(f"batch {bs}", "+.3f", f"higher at batch {bs}", f"test accuracy at batch {bs}, Batch Renorm − "
+                    "MyBN2d", difference(view, ("renorm", bs), ("my_bn", bs), key), HIGHER)
+            for bs in (SMALL, REFERENCE)])
 
     measured, parts = per_budget(results, read)
     rule = (f"per seed, Batch Renorm's test accuracy minus MyBN2d's at batch {SMALL} (batch {REFERENCE} beside it); "
@@ -93,17 +113,13 @@ def renorm_noniid(results: dict) -> Verdict:
     def read(view: dict, budget: str) -> tuple[str, list[Part]]:
         if not all(has(view, m, base) for m in (bn, renorm, "my_bn")):
             return "", []
-        measured, parts = [], []
-        for evaluation, key in EVALUATIONS.items():
-            falls = difference(view, (bn, base), ("my_bn", base), key, sweep=True)
-            higher = difference(view, (renorm, base), (bn, base), key, sweep=True)
-            measured.append(f"{evaluation}: MyBN2d, non-i.i.d. − i.i.d. {falls.text('+.3f')}, Batch Renorm − MyBN2d "
-                            f"{higher.text('+.3f')}")
-            parts += [Part(f"MyBN2d falls ({evaluation}, {budget})", f"MyBN2d's test accuracy at batch {base}, "
-                           "non-i.i.d. − i.i.d. batches", falls, FALLS, budget, evaluation),
-                      Part(f"Batch Renorm higher ({evaluation}, {budget})", f"test accuracy at batch {base} on "
-                           "non-i.i.d. batches, Batch Renorm − MyBN2d", higher, HIGHER, budget, evaluation)]
-        return "; ".join(measured), parts
+        return on_each_evaluation(budget, lambda key: [
+            Reading("MyBN2d, non-i.i.d. − i.i.d.", "+.3f", "MyBN2d falls", f"MyBN2d's test accuracy at batch {base}, "
+                    "non-i.i.d. − i.i.d. batches", difference(view, (bn, base), ("my_bn", base), key, sweep=True),
+                    FALLS),
+            Reading("Batch Renorm − MyBN2d", "+.3f", "Batch Renorm higher", f"test accuracy at batch {base} on "
+                    "non-i.i.d. batches, Batch Renorm − MyBN2d",
+                    difference(view, (renorm, base), (bn, base), key, sweep=True), HIGHER)], sep="; ")
 
     measured, parts = per_budget(results, read)
     rule = (f"at batch {base}, per seed ({len(sweep_seeds(settings))}, the sweep's), trained on non-i.i.d. batches "
@@ -174,17 +190,13 @@ def self_tuning(results: dict) -> Verdict:
         if not rates or not set(rates) <= set(sweep_rates(view)):
             return "", []
         low, high = rates[0], rates[-1]
-        measured, parts = [], []
-        for evaluation, key in EVALUATIONS.items():
-            cost = difference(view, ("my_bn", base), (HELD, base), key, lr=high, sweep=True)
-            left = interval(view, HELD, base, key, lr=low, sweep=True)
-            measured.append(f"{evaluation}: MyBN2d − norms held at lr {high:g} {cost.text('+.3f')}, norms held at "
-                            f"lr {low:g} {left.text('.3f')}")
-            parts += [Part(f"costs accuracy at lr {high:g} ({evaluation}, {budget})", f"test accuracy at lr {high:g}, "
-                           "MyBN2d − MyBN2d with its filters' norms held", cost, COSTS, budget, evaluation),
-                      Part(f"no longer trains at lr {low:g} ({evaluation}, {budget})", f"test accuracy at lr {low:g} "
-                           "of MyBN2d with its filters' norms held", left, GONE, budget, evaluation)]
-        return "; ".join(measured), parts
+        return on_each_evaluation(budget, lambda key: [
+            Reading(f"MyBN2d − norms held at lr {high:g}", "+.3f", f"costs accuracy at lr {high:g}",
+                    f"test accuracy at lr {high:g}, MyBN2d − MyBN2d with its filters' norms held",
+                    difference(view, ("my_bn", base), (HELD, base), key, lr=high, sweep=True), COSTS),
+            Reading(f"norms held at lr {low:g}", ".3f", f"no longer trains at lr {low:g}", f"test accuracy at lr "
+                    f"{low:g} of MyBN2d with its filters' norms held",
+                    interval(view, HELD, base, key, lr=low, sweep=True), GONE)], sep="; ")
 
     measured, parts = per_budget(results, read)
     rule = (f"at batch {base}, per seed ({len(sweep_seeds(settings))}, the sweep's), MyBN2d with every filter scaled "
