@@ -36,6 +36,7 @@ from experiments import (
     mnist,
     noisy,
     only_bn,
+    residual,
     running_stats,
     scale,
     sweep,
@@ -65,6 +66,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         depth.EXPERIMENT,
         scale.EXPERIMENT,
         only_bn.EXPERIMENT,
+        residual.EXPERIMENT,
     )
 }
 

@@ -140,24 +140,29 @@ def cosine(lr: float, steps: int) -> Callable[[int], float]:
 
 
 @torch.no_grad()
-def precise_statistics(net: ConvNet, x: torch.Tensor) -> ConvNet:
-    """A copy of ``net`` whose norm layers' running estimates are the exact statistics of their inputs over
-    ``x`` (the training set) under the final weights: layer by layer from the input, each computed in eval
-    mode with the layers below it already precise, as Wu & Johnson 2021 ("Rethinking 'Batch' in
-    BatchNorm", §3, "precise BatchNorm") recommend over the moving averages (which average statistics of
-    weights that have since moved). The variance is the unbiased one, as the running estimates store it."""
+def precise_statistics(net: nn.Module, x: torch.Tensor) -> nn.Module:
+    """A copy of ``net`` (a ``ConvNet`` or a ``lab.resnets.ResNet``: its ``norms`` in forward order) whose norm
+    layers' running estimates are the exact statistics of their inputs over ``x`` (the training set) under the
+    final weights: layer by layer from the input, each computed in eval mode with the layers below it already
+    precise, as Wu & Johnson 2021 ("Rethinking 'Batch' in BatchNorm", §3, "precise BatchNorm") recommend over
+    the moving averages (which average statistics of weights that have since moved). The variance is the
+    unbiased one, as the running estimates store it. One forward in eval mode over all of ``x``: each layer,
+    reached, first takes its estimates from its input (the layers below it already precise), then normalises
+    with them."""
     precise = copy.deepcopy(net).eval()
     inputs = x.unsqueeze(1).expand(-1, net.k, *x.shape[1:]) if net.grouped else x
-    for layer in precise.norms:
-        if getattr(layer, "running_mean", None) is None:
-            continue  # a norm without running estimates (GroupNorm, LayerNorm): nothing to make precise
-        seen: list[torch.Tensor] = []
-        hook = layer.register_forward_pre_hook(lambda _, args, seen=seen: seen.append(args[0].double()))
-        precise(inputs)
-        hook.remove()
-        z = seen[0].transpose(0, 1).flatten(1)  # (channels, N·H·W)
+
+    def take(layer: nn.Module, args: tuple) -> None:
+        z = args[0].double().transpose(0, 1).flatten(1)  # (channels, N·H·W)
         layer.running_mean.copy_(z.mean(1))
         layer.running_var.copy_(z.var(1, correction=1))
+
+    # a norm without running estimates (GroupNorm, LayerNorm) has nothing to make precise
+    hooks = [layer.register_forward_pre_hook(take) for layer in precise.norms
+             if getattr(layer, "running_mean", None) is not None]
+    precise(inputs)
+    for hook in hooks:
+        hook.remove()
     return precise
 
 

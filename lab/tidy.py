@@ -9,7 +9,7 @@ flattens them into the same columns for every experiment:
   longer; the record's own ``part``, where it declares one);
 - the run's setting, a column each, those the experiment has: ``range`` (R, the inputs in (-R, R)),
   ``optimizer``, ``lr``, ``batch_size``, ``budget`` (the epochs it trained), ``activation``, ``width``,
-  ``factor``, ``weight_decay``;
+  ``depth`` (a residual net's blocks), ``factor``, ``weight_decay``;
 - ``net`` and ``seed``;
 - ``axis`` and ``index``: where along the run the number was measured: ``epoch`` (0: before training),
   ``step`` (training steps taken), ``block`` (a deep net's block, from 1) or ``end`` (once, at the end;
@@ -19,7 +19,8 @@ flattens them into the same columns for every experiment:
 
 Left in results.json alone, which the tables and verdicts read but a CSV row each would make ten times
 larger: each step's training loss, each test input's prediction, which test items each run got right
-(packed), and what the probes record per block every few steps (``diagnostics``, ``ics``).
+(packed), what the probes record per block every few steps (``diagnostics``, ``ics``), and the residual nets'
+measurements at initialisation (``initialisation``, by block).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from collections.abc import Callable, Iterator
 from lab.results import longer_runs, rounded
 
 SETTING = {"range": "range", "optimizer": "optimizer", "lr": "lr", "batch_size": "batch_size", "epochs": "budget",
-           "activation": "activation", "width": "width", "factor": "factor", "weight_decay": "weight_decay"}
+           "activation": "activation", "width": "width", "depth": "depth", "factor": "factor",
+           "weight_decay": "weight_decay"}
 LEFT = {"train_loss", "predictions", "step", "model", "seed", "every", "blocks", "quantiles", "unit", "factors",
         "base", "alpha", "diagnostics", "ics"}  # kept in results.json alone (or read here as an axis)
 COLUMNS = ("experiment", "part", *dict.fromkeys(SETTING.values()), "net", "seed", "axis", "index", "metric", "value")

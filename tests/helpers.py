@@ -19,7 +19,8 @@ from my_bn import MyBN2d, MyBN3d, MySyncBN
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--ranges", "1", "5", "--seeds", "0", "1", "--epochs", "2"]  # every experiment, as small as it runs
-TINY_ALL = [*TINY, "--long-epochs"]  # ... and, for `train.py all`, no longer budgets (conv, only_bn)
+TINY_ALL = [*TINY, "--long-epochs", "--depths", "2", "--init-depths", "2", "3", "--rates", "0.1", "1"]  # ... and, for
+# `train.py all`, no longer budgets (conv, only_bn, residual), and residual's nets shallow at two rates
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 DOCS = {p.stem: p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md"))}  # the pages by name
 VERDICTS = DOCS["verdicts"]  # the verdicts' page: every row whole, what the verdicts say and how they are decided

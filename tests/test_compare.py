@@ -36,6 +36,8 @@ EXPLANATION_TABLES = [
     "depth-table",
     "scale-table",
     "only-bn-table",
+    "residual-init-table",
+    "residual-table",
 ]
 
 
@@ -66,7 +68,8 @@ def test_compare_writes_every_figure_page_and_table(tiny_results, tmp_path):
     per_range = {f"{kind}_r{r}.png" for kind in ("data", "loss_fit", "diagnostics") for r in (1, 5)}
     expected = per_range | {"percentiles.png", "parity.png", "controls.png", "sweep.png", "ddp.png"}
     expected |= {"ics.png", "noisy.png", "running_stats.png", "lr.png", "landscape.png", "landscape_settings.png",
-                 "mnist.png", "conv.png", "conv_budgets.png", "depth.png", "scale.png", "only_bn.png", "verdicts.png"}
+                 "mnist.png", "conv.png", "conv_budgets.png", "depth.png", "scale.png", "only_bn.png", "verdicts.png",
+                 "residual.png", "residual_init.png"}
     assert {p.name for p in pictures.iterdir()} == expected
     for p in pictures.iterdir():
         assert p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 10_000

@@ -224,25 +224,29 @@ def test_readme_torch_func_example_runs():
         torch.testing.assert_close(net[1].running_var, buffers["1.running_var"][i])
 
 
+def residual_config() -> dict:
+    return json.loads(committed("residual").read_text())["config"]
+
+
 EXPLAINED = {name: committed(name)
              for name in ("ics", "noisy", "landscape", "lr", "running_stats", "mnist", "conv", "depth", "scale",
-                          "only_bn")}
+                          "only_bn", "residual")}
 
 
 def test_the_seeds_and_budgets_behind_the_verdicts():
-    """The prose above the verdict table: the regression task's experiments and depth ran 10 seeds, those
-    on digits 5, conv's learning-rate sweep 10; the statistics it names."""
+    """The prose above the verdict table: the regression task's experiments, depth and residual ran 10 seeds,
+    the others on digits 5, conv's learning-rate sweep 10; the statistics it names; each row's budgets."""
     from experiments import EXPERIMENTS, conv
 
     assert {name for name, record in EXPERIMENTS.items() if record.verdicts} == EXPLAINED.keys()
     seeds = {name: len(json.loads(path.read_text())["config"]["seeds"]) for name, path in EXPLAINED.items()}
-    digits = {"mnist", "conv", "scale", "only_bn"}
+    digits = {"mnist", "conv", "scale", "only_bn"}  # residual trains on digits too, with 10 seeds
     assert all(n == (5 if name in digits else 10) for name, n in seeds.items()), seeds
     sweep = conv.sweep_seeds(conv.settings_of(json.loads(EXPLAINED["conv"].read_text())))
     assert len(sweep) == 10
     prose = " ".join(VERDICTS.split())
-    assert ("The experiments on the regression task and the deep nets at initialisation ran 10 seeds, those on "
-            "digits 5 (conv's learning-rate sweep 10: a sign test cannot decide on 5)") in prose
+    assert ("The experiments on the regression task, the deep nets at initialisation and the residual nets ran 10 "
+            "seeds, the others on digits 5 (conv's learning-rate sweep 10: a sign test cannot decide on 5)") in prose
     assert "or `--seeds` with at least 3" in prose and "One seed has no interval and decides nothing" in prose
     assert "corrected together by Holm's step-down" in prose and "by the sign test, a tie counting against" in prose
     budgets = {}
@@ -252,15 +256,20 @@ def test_the_seeds_and_budgets_behind_the_verdicts():
                "learning rates on a conv net", "The self-tuning effective rate", "γ and β alone",
                "Batch norm makes the weights' scale", "Running statistics that lag",
                "Internal covariate shift", "ICS, tested by injecting it", "Larger learning rates (",
-               "Objection")  # conv, only_bn, scale, running_stats, ics, noisy, lr
+               "Objection", "SkipInit and Fixup", "Deep batch-normalised nets")  # conv, only_bn, scale,
+    # running_stats, ics, noisy, lr, residual
     assert all(len(b) == 2 for row, b in budgets.items() if row.startswith(trained))
-    assert sum(row.startswith(trained) for row in budgets) == 13  # two rows of Batch Renormalization
+    assert sum(row.startswith(trained) for row in budgets) == 15  # two rows of Batch Renormalization
     assert ("the conv, only_bn, scale, running_stats and noisy rows are decided at their preset budget and at three "
             "times it") in prose and "the ics row's whole run on (-5, 5) at both" in prose
     assert "the lr rows on their 100-epoch grid read at 10 epochs and at 100" in prose
+    assert "residual's rows at the common rate at 2 epochs and at twice it" in prose
+    assert residual_config()["epochs"] == 2 and residual_config()["long_epochs"] == [4]
     single = {row for row, b in budgets.items() if len(b) < 2}  # "landscape's at one budget; depth's train nothing"
-    assert len(single) == 3 and all(row.startswith(("A smoother landscape", "Batch norm keeps a deep net's rank",
-                                                    "Batch norm makes gradients explode")) for row in single), single
+    assert len(single) == 5 and all(row.startswith(("A smoother landscape", "Batch norm keeps a deep net's rank",
+                                                    "Batch norm makes gradients explode", "Batch norm biases residual",
+                                                    "Batch norm trains at larger learning rates than SkipInit"))
+                                    for row in single), single
     faster = {part["part"].split(":")[1].strip(): part["budget"] for part in read_verdicts(ROOT / "results")
               if part["row"].startswith("Faster training")}  # mnist: each part at one budget
     assert set(faster.values()) == {"500 steps", "1,340 steps"} and faster["faster"] == "500 steps"
@@ -461,3 +470,7 @@ def test_the_short_answer_is_no_larger_than_the_table():
     assert "Batch Renormalization repairs batches drawn from two classes" in short
     assert {p["answer"] for p in read_verdicts(ROOT / "results")
             if p["row"].startswith("Batch Renormalization fixes non-i.i.d.")} == {"holds"}
+    assert "In residual nets it starts each block near the identity, as De & Smith argue" in short
+    assert {p["answer"] for p in read_verdicts(ROOT / "results")  # the rest of it: tests/experiments/test_residual.py
+            if p["row"].startswith(("Batch norm biases residual", "Batch norm trains at larger learning rates than"))
+            } == {"holds"}

@@ -125,7 +125,8 @@ def test_claims_about_depth():
     assert depth.PREDICTED == 0.02 and "within 2% per block" in page and 2 < 1.02**40 < 2.3  # "a factor 2.2"
     assert verdict("Batch norm makes gradients explode", "at the predicted rate (width 512, batch 256)") == HOLDS
     assert ("Yang et al. argue that this is why deep batch-normalised nets without skip connections are hard to "
-            "train; nothing is trained here, so this page does not test that") in page
+            "train; nothing is trained here, so this page does not test that ([residual](residual.md) trains such a "
+            "net, and its residual twin)") in page
 
 
 def test_the_predicted_rate_on_known_cases():
