@@ -24,12 +24,13 @@ with Scaled WS, and no norm and ``MyBN2d`` without the skips (each written from 
 lab/resnets.py, and tested on a case with a known answer); every variant from the same draws at a seed.
 
 **At initialisation** (no training): at each of ``init_depths``, each variant's nets on ``init_batch``
-training digits, in float64 and training mode, block by block: the stream's mean square E[x_l²] and its
+training digits, in training mode, block by block: the stream's mean square E[x_l²] and its
 average channel variance (Brock et al.'s signal-propagation plots), and the branch's variance over the
 stream's, which De & Smith predict falls as 1/(l + 1) with batch norm.
 
 **Under training**, on scikit-learn's 8×8 digits (1,297 to train on, 500 to test on, as the conv
-experiment's): each variant at each of ``depths`` and each rate of ``rates``, SGD with momentum 0.9 on a
+experiment's): each variant with skips at each of ``depths`` and those without at the deepest, at each rate
+of ``rates``, SGD with momentum 0.9 on a
 cosine schedule, batch 32, ``epochs`` epochs; the seeds of a cell train as one grouped net, each seed's
 batches the same for every variant. Measured per seed: the test accuracy in eval mode (on the running
 averages, and for batch norm on precise statistics too), the largest rate at which a net trains (test

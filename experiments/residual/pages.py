@@ -113,8 +113,10 @@ def plot_training(results: dict, outfile: Path) -> None:
         ax.axhline(TRAINS, color="0.5", lw=1)
         ax.set(ylim=(0, 1), ylabel="test accuracy (eval mode)")
         ax.set_title(f"{ax.get_title()}\n{seeds_text(len(settings.seeds))}, 95% intervals")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
+    shown = {}  # each net once, from whichever panel draws it (those without skips: the deepest only)
+    for ax in axes[0][:len(settings.depths)]:
+        shown |= {text: handle for handle, text in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(list(shown.values()), list(shown), loc="upper center", ncol=len(shown), fontsize=8, frameon=False)
     save(fig, outfile, top=0.9)
 
 

@@ -30,7 +30,9 @@ def test_the_experiment_on_a_tiny_configuration(tiny, tmp_path):
     config = residual.settings_of(tiny)
     assert {d: len(v) for d, v in tiny["initialisation"].items()} == {"2": 7 * 3, "5": 7 * 3}
     assert len(tiny["runs"]) == len(residual.cells(config)) * 3
-    assert residual.cells(config)[0][1:] == (3, 1.0, 2) or residual.cells(config)[0][3] == 2  # the slowest first
+    todo = residual.cells(config)  # the slowest first: the longer budget's, batch norm's before the others'
+    assert todo[:2] == [("my_bn", 3, 0.1, 2), ("my_bn_noskip", 3, 0.1, 2)] and todo[-1][1:] == (2, 1.0, 1)
+    assert {c[1] for c in todo if c[0].endswith("noskip")} == {3}  # without skips: at the deepest depth alone
     rows = residual.verdicts(tiny)
     assert [v.explanation.split(" (")[0] for v in rows] == [
         "Batch norm biases residual blocks towards the identity at initialisation",
@@ -40,8 +42,8 @@ def test_the_experiment_on_a_tiny_configuration(tiny, tmp_path):
     assert [p.budget for p in rows[1].parts] == ["1 epochs"] * 2 + ["2 epochs"] * 2
     assert len(rows[2].parts) == 2 * 2  # two depths and two evaluations, at the preset's budget alone
     tables = residual.EXPERIMENT.tables(tiny)
-    assert tables["residual-table"].count("\n| ") == 1 + 7 * 2 + 4  # header, each net at each depth, the longer
-    # budget's four
+    assert tables["residual-table"].count("\n| ") == 1 + 5 * 2 + 2 + 4  # header, each net with skips at each
+    # depth, those without at the deepest, the longer budget's four
     assert tables["residual-init-table"].count("\n| ") == 1 + 7 * 2
     for name, draw in residual.EXPERIMENT.figures(tiny).items():
         draw(tmp_path / name)
@@ -94,26 +96,28 @@ def test_the_rules_on_known_numbers():
 
 def test_claims_about_residual_nets():
     """The residual page, the verdicts' page and the README's short answer, against the committed results: the
-    branch's share falls as 1/(l + 1) with MyBN2d (slope −0.98, −1.00 to −0.96) to ×0.045 of the He net's; the He
-    net's share does not fall and its stream reaches ~10¹¹; each net's seeds that train at each rate; SkipInit,
-    Fixup and MyBN2d without skips at 12 blocks against the line, at both budgets."""
+    branch's share falls as 1/(l + 1) with MyBN2d (slope −0.96, −0.98 to −0.93) to ×0.039 of the He net's; the He
+    net's share does not fall and its stream reaches ~10¹⁰; each net's seeds that train at each rate; SkipInit,
+    Fixup and MyBN2d without skips at 12 blocks against the line, at both budgets. (What the page says of the
+    seeds from 1200 and from 1300 is from `verdicts.py`'s runs on them, not held here.)"""
     from helpers import DOCS, README, VERDICTS, committed, verdict
     from lab.results import at_budget, load_results
     from lab.stats import FAILS, HOLDS, UNDECIDED
 
     results = load_results(committed("residual"), residual.check_format)
     page, short, text = (" ".join(t.split()) for t in (DOCS["residual"], README, VERDICTS))
+    assert residual.settings_of(results).seeds == list(range(8)) and "8 seeds" in page
     ci = residual.falls_as(results, "my_bn", 64)
-    assert (f"{ci.mean - 1:.2f}", f"{ci.low - 1:.2f}", f"{ci.high - 1:.2f}") == ("-0.98", "-1.00", "-0.96")
-    assert "slope of its log against log(l + 1) is −0.98 (95% interval −1.00 to −0.96)" in page
+    assert (f"{ci.mean - 1:.2f}", f"{ci.low - 1:.2f}", f"{ci.high - 1:.2f}") == ("-0.96", "-0.98", "-0.93")
+    assert "slope of its log against log(l + 1) is −0.96 (95% interval −0.98 to −0.93;" in page
     share = last_ratio(results, "my_bn", "plain", 64)
-    assert f"{math.exp(share.mean):.3f}" == "0.045" and "×0.045 here" in page and 1 / 25 < math.exp(share.mean) < 1 / 15
+    assert f"{math.exp(share.mean):.3f}" == "0.039" and "(×0.039 here;" in page and math.exp(share.mean) < 1 / 20
     he = [residual.slope(r) for r in at_init(results, "plain", 64, "ratio").values()]
-    assert f"{sum(he) / len(he):.2f}" == "-0.08" and "its slope is −0.08 on average" in page
+    assert f"{sum(he) / len(he):.2f}" == "-0.06" and "its slope is −0.06 on average" in page
     stream = geometric_mean(list(at_init(results, "plain", 64, "stream_sq").values()))[-1]
-    assert 10**10.5 < stream < 10**11.5 and "grows to about 10¹¹ over 64 blocks" in page
+    assert 10**9.5 < stream < 10**10.5 and "grows to about 10¹⁰ over 64 blocks" in page
     assert residual.falls_as(results, "nf", 64).low > 0  # "falls more slowly than 1/(l + 1)"
-    assert all(max(at_init(results, v, 64, "ratio")[s]) == 0 for v in ("skipinit", "fixup") for s in range(10))
+    assert all(max(ratio) == 0 for v in ("skipinit", "fixup") for ratio in at_init(results, v, 64, "ratio").values())
     noskip = {v: geometric_mean(list(at_init(results, v, 64, "stream_sq").values()))[-1]
               for v in ("plain_noskip", "my_bn_noskip")}
     assert noskip["plain_noskip"] < 1e-15 and 0.5 < noskip["my_bn_noskip"] < 2  # "vanishes", "stays at unit scale"
@@ -122,24 +126,20 @@ def test_claims_about_residual_nets():
         return sum(a >= residual.TRAINS for a in accuracy(results, variant, depth, lr).values())
 
     assert all(trained(v, 12, lr) == 0 for v in ("plain", "plain_noskip", "my_bn_noskip") for lr in (0.1, 0.3, 1, 3))
-    assert all(0 < trained(v, 4, lr) < 10 for v in ("plain", "plain_noskip") for lr in (0.1, 0.3))
-    assert all(trained(v, 4, lr) == 0 for v in ("plain", "plain_noskip") for lr in (1, 3))
-    assert "at 4 blocks both train in some seeds only, at 0.1 and 0.3" in page
-    assert all(trained("my_bn", d, lr) == 10 for d in (4, 12) for lr in (0.1, 0.3, 1))
+    assert all(0 < trained("plain", 4, lr) < 8 for lr in (0.1, 0.3)) and trained("plain", 4, 1) == 0
+    assert "at 4 blocks the He net trains in some seeds only, at 0.1 and 0.3" in page
+    assert all(trained("my_bn", d, lr) == 8 for d in (4, 12) for lr in (0.1, 0.3, 1))
     for depth in (4, 12):
         for key in ("test_acc", "precise"):
-            count = larger(results, "my_bn", "skipinit", depth, key)
-            assert count.above == 10 and count.median >= 1, (depth, key)
-    assert "a decade above SkipInit's at the median and higher in every seed" in page
-    assert trained("skipinit", 12, 0.1) > 0 and trained("skipinit", 12, 0.3) == 5 and "in half the seeds at 0.3" in page
-    assert (trained("nf", 12, 0.1), trained("nf", 12, 0.3), trained("nf", 12, 1)) == (10, 10, 8)
-    assert all(trained("my_bn_noskip", 4, lr) == 10 for lr in (0.1, 0.3))  # "at 4 blocks without skips it trains"
-    long = at_budget(results, 4)
-    assert f"{residual.interval(results, 'skipinit', 12, 0.1).mean:.2f}" == "0.57" and "(0.57 here" in page
+            assert larger(results, "my_bn", "skipinit", depth, key).above == 8, (depth, key)
+    assert "at 12 blocks its largest training rate is above SkipInit's in every seed of every seed set" in page
+    assert [trained("skipinit", 12, lr) for lr in (0.1, 0.3)] == [4, 3]  # "in about half the seeds"
+    assert f"{residual.interval(results, 'skipinit', 12, 0.1).mean:.2f}" == "0.55" and "(0.55 here" in page
+    assert (trained("nf", 12, 0.1), trained("nf", 12, 0.3), trained("nf", 12, 1)) == (8, 8, 7)
     row = "SkipInit and Fixup train"
-    assert [verdict(row, f"SkipInit trains ({e} epochs)") for e in (2, 4)] == [UNDECIDED, HOLDS]
+    assert [verdict(row, f"SkipInit trains ({e} epochs)") for e in (2, 4)] == [UNDECIDED, UNDECIDED]
     assert [verdict(row, f"Fixup trains ({e} epochs)") for e in (2, 4)] == [FAILS, UNDECIDED]
-    assert residual.interval(long, "fixup", 12, 0.1).low < residual.TRAINS
+    assert residual.interval(at_budget(results, 4), "fixup", 12, 0.1).low < residual.TRAINS
     row = "Deep batch-normalised nets"
     assert verdict(row, "does not train (running averages, 2 epochs)") == HOLDS
     assert {verdict(row, f"below the residual net ({e}, {b} epochs)") for e in ("running averages",
@@ -148,10 +148,10 @@ def test_claims_about_residual_nets():
                                                                 "below the He net's (64 blocks)")} == {HOLDS}
     assert {verdict("Batch norm trains at larger learning rates than SkipInit", f"{d} blocks ({e}, 2 epochs)")
             for d in (4, 12) for e in ("running averages", "precise statistics")} == {HOLDS}
-    assert ("In residual nets it starts each block near the identity, as De & Smith argue, and trains at ten "
-            "times SkipInit's rates; without skips a deep net with it tests far below its residual twin") in short
+    assert ("In residual nets it starts each block near the identity, as De & Smith argue, and at 12 blocks trains "
+            "at larger rates than SkipInit; without skips it tests far below its residual twin") in short
     assert ("batch norm starts each block close to the identity, as De & Smith argue: the branch's share of the "
-            "stream's variance falls as 1/(l + 1) over 64 blocks, to about a twentieth of the He net's at the last"
+            "stream's variance falls as 1/(l + 1) over 64 blocks, to under a twentieth of the He net's at the last"
             ) in text
-    assert ("batch norm's largest training rate is about ten times SkipInit's at 4 and at 12 blocks; and without the "
-            "skips a 12-block batch-normalised net tests far below its residual twin at both budgets") in text
+    assert ("batch norm's largest training rate there is above SkipInit's in every seed; and without the skips a "
+            "12-block batch-normalised net tests far below its residual twin at both budgets") in text
