@@ -110,6 +110,9 @@ BAD_FLAGS = {
     "squares overflow float32": (["--ranges", "1e10"], "--ranges"),
     "a overflows": (["--a", "1e308"], "--a"),
     "seed too large": (["--seeds", "99999999999999999999"], "--seeds"),
+    "a common rate off the rates": (["residual", "--common-rate", "0.2"], "--common-rate"),
+    "an unknown residual net": (["residual", "--variants", "resnet"], "--variants"),
+    "no residual block": (["residual", "--depths", "0"], "--depths"),
 }
 
 
