@@ -199,8 +199,3 @@ class ResNet(nn.Module):
         x = torch.relu(self.norms[-1](x) if self.norms else x)
         out = self.head(x.mean((2, 3), keepdim=True)).flatten(1)  # (N, K·10)
         return out.unflatten(1, (self.k, 10)) if self.grouped else out
-
-    @staticmethod
-    def member_losses(logits: Tensor, y: Tensor) -> Tensor:
-        """Each member's mean cross-entropy over its own batch: logits (N, K, 10), y (N, K) -> (K,)."""
-        return nn.functional.cross_entropy(logits.permute(0, 2, 1), y, reduction="none").mean(0)

@@ -119,6 +119,17 @@ def decades(a: dict[int, float], b: dict[int, float]) -> stats.SignCount:
     return stats.sign_count([rounded(math.log10(p) - math.log10(q), 12) for p, q in zip(x, y, strict=True)])
 
 
+def largest_rate(accuracy: dict[float, dict[int, float]], line: float) -> dict[int, float]:
+    """Per seed, the largest rate of a grid (``accuracy``: rate -> seed -> test accuracy) at which a net trains
+    (accuracy at least ``line``); where it trains at none, half a decade below the grid."""
+    grid = sorted(accuracy)
+    out = {}
+    for seed in sorted(set().union(*accuracy.values())):  # the seeds that ran
+        trained = [lr for lr in grid if accuracy[lr].get(seed, 0.0) >= line]
+        out[seed] = max(trained) if trained else grid[0] / math.sqrt(10)
+    return out
+
+
 def per_budget(results: dict, read: Callable[[dict, str], tuple[str, list[Part]]]) -> tuple[str, tuple[Part, ...]]:
     """A row's measured text and parts at every budget an experiment's runs trained for (``lab.results.budgets``):
     ``read(view, budget)`` gives (text, parts) at one, the results read at that budget, or no parts where

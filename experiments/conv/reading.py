@@ -20,6 +20,7 @@ from lab import stats
 from lab.norms import NORMS
 from lab.results import unpack_items
 from lab.verdicts import decades, minus
+from lab.verdicts import largest_rate as largest
 
 
 def label(results: dict, model: str) -> str:
@@ -123,13 +124,8 @@ def sweep_rates(results: dict, models: tuple[str, ...] = SWEEP) -> list[float]:
 def largest_rate(results: dict, model: str) -> dict[int, float]:
     """Per seed, the largest rate of the sweep at which ``model`` trains (``TRAINS``); where none does,
     half a decade below the sweep."""
-    rates, base = sweep_rates(results), settings_of(results).base_batch
-    accuracy = {lr: per_seed(results, model, base, lr, sweep=True) for lr in rates}
-    out = {}
-    for seed in sorted(set().union(*accuracy.values())):  # the sweep's seeds that ran
-        trained = [lr for lr in rates if accuracy[lr].get(seed, 0.0) >= TRAINS]
-        out[seed] = max(trained) if trained else rates[0] / math.sqrt(10)
-    return out
+    base = settings_of(results).base_batch
+    return largest({lr: per_seed(results, model, base, lr, sweep=True) for lr in sweep_rates(results)}, TRAINS)
 
 
 def wider_rates(results: dict) -> stats.SignCount:

@@ -48,8 +48,9 @@ def plot_init(results: dict, outfile: Path) -> None:
         colour, ls = VARIANTS[variant].colour
         for ax, key in zip(axes, INIT_KEYS, strict=True):
             ys = geometric_mean(list(at_init(results, variant, depth, key).values()))
-            if any(y <= 0 for y in ys):
-                zero.append(variant) if key == "ratio" else None
+            if any(y <= 0 for y in ys):  # a log axis has no 0: the identity's nets are named instead
+                if key == "ratio":
+                    zero.append(variant)
                 continue
             ax.plot(blocks, ys, ls, color=colour, lw=2, label=VARIANTS[variant].label)
     axes[2].plot(blocks, [1 / b for b in blocks], color="0.3", lw=1, label="1/(l + 1)")

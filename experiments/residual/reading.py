@@ -9,6 +9,7 @@ from experiments.residual.training import ITEMS, PRECISE, TRAINS, settings_of
 from lab import stats
 from lab.results import unpack_items
 from lab.verdicts import decades, minus
+from lab.verdicts import largest_rate as largest
 
 EVALUATIONS = {"running averages": "test_acc", "precise statistics": "precise"}  # eval mode on which statistics
 
@@ -94,13 +95,7 @@ def difference(results: dict, a: str, b: str, depth: int, lr: float, key: str = 
 def largest_rate(results: dict, variant: str, depth: int, key: str = "test_acc") -> dict[int, float]:
     """Per seed, the largest rate at which ``variant`` trains (test accuracy at least ``TRAINS``); where none
     does, half a decade below the rates."""
-    grid = rates(results, variant, depth)
-    acc = {lr: accuracy(results, variant, depth, lr, key) for lr in grid}
-    out = {}
-    for seed in sorted(set().union(*acc.values())):
-        trained = [lr for lr in grid if acc[lr].get(seed, 0.0) >= TRAINS]
-        out[seed] = max(trained) if trained else grid[0] / math.sqrt(10)
-    return out
+    return largest({lr: accuracy(results, variant, depth, lr, key) for lr in rates(results, variant, depth)}, TRAINS)
 
 
 def larger(results: dict, a: str, b: str, depth: int, key: str = "test_acc") -> stats.SignCount:

@@ -33,15 +33,16 @@ AT_INIT = "at initialisation"
 def identity_bias(results: dict) -> Verdict:
     settings = settings_of(results)
     depths = [d for d in settings.init_depths if all(d in init_depths(results, v) for v in ("my_bn", "plain"))]
-    parts, measured = [], []
-    for depth in depths[-1:]:
+    parts, measured = [], ""
+    if depths:  # the deepest measured
+        depth = depths[-1]
         slope, share = falls_as(results, "my_bn", depth), last_ratio(results, "my_bn", "plain", depth)
-        measured.append(f"{depth} blocks: MyBN2d's slope of log(branch share) on log(l + 1), plus 1, "
-                        f"{slope.text('+.3f')}; its share at the last block over the He net's {share.ratio_text()}")
-        parts += [Part(f"falls as 1/ℓ ({depth} blocks)", "slope of log(MyBN2d's branch share) against log(l + 1), "
-                       "plus 1", slope, AS_ONE_OVER_L, AT_INIT),
-                  Part(f"below the He net's ({depth} blocks)", "log of the branch share at the last block, MyBN2d "
-                       "over no norm", share, SMALLER, AT_INIT, scale="log-ratio")]
+        measured = (f"{depth} blocks: MyBN2d's slope of log(branch share) on log(l + 1), plus 1, "
+                    f"{slope.text('+.3f')}; its share at the last block over the He net's {share.ratio_text()}")
+        parts = [Part(f"falls as 1/ℓ ({depth} blocks)", "slope of log(MyBN2d's branch share) against log(l + 1), "
+                      "plus 1", slope, AS_ONE_OVER_L, AT_INIT),
+                 Part(f"below the He net's ({depth} blocks)", "log of the branch share at the last block, MyBN2d "
+                      "over no norm", share, SMALLER, AT_INIT, scale="log-ratio")]
     rule = (f"per seed, at initialisation ({len(settings.seeds)} seeds, {settings.init_batch} training digits each, "
             "training mode), each block's branch variance over the stream's, by block l: the slope of its log "
             f"against log(l + 1), plus 1, holds within {AS_ONE_OVER_L.margin:g} (equivalence: two one-sided tests) "
@@ -50,7 +51,7 @@ def identity_bias(results: dict) -> Verdict:
     return Verdict("Batch norm biases residual blocks towards the identity at initialisation (De & Smith 2020)",
                    "in a pre-activation residual net with MyBN2d, the branch's share of the stream's variance falls as "
                    "1/ℓ with the block ℓ, far below the He net's",
-                   "; ".join(measured), rule, tuple(parts), PAGE)
+                   measured, rule, tuple(parts), PAGE)
 
 
 def trains_without(results: dict) -> Verdict:
